@@ -1,0 +1,122 @@
+"""Demo host: a tiny FlowPilot-like app on SQLite that registers flowpilot_analytics.
+
+Run it with ``bash examples/demo/run.sh`` (or ``flask --app examples/demo/app.py run``). The database is
+created and seeded on first start. Every request is signed in with a demo bearer token, e.g.
+``curl -H 'Authorization: Bearer acme-engineer' localhost:5000/api/v1/analytics/flowpilot/escalations``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import typing as t
+from datetime import datetime, timedelta, timezone
+
+import sqlalchemy as sa
+from flask import Flask, request
+from flask_sqlalchemy import SQLAlchemy
+
+from flowpilot_analytics import FlowpilotAnalytics, Identity
+
+db = SQLAlchemy()
+analytics = FlowpilotAnalytics()
+
+ACCOUNTS = {1: "acme", 2: "globex", 3: "initech"}
+ROLES = ("viewer", "engineer", "team_admin", "admin")
+#: Demo credentials: "<account>-<role>" for every account and role, e.g. ``acme-team_admin``.
+TOKENS = {f"{name}-{role}": Identity(user_id=account * 10 + i, account_id=account, role=role)
+          for account, name in ACCOUNTS.items() for i, role in enumerate(ROLES)}
+
+
+class AISession(db.Model):
+    __tablename__ = "ai_sessions"
+    id = db.Column(db.Integer, primary_key=True)
+    account_id = db.Column(db.Integer, nullable=False, index=True)
+    created_at = db.Column(db.DateTime, nullable=False)
+    psa_ticket_id = db.Column(db.String(64))
+    title = db.Column(db.String(200), nullable=False)
+
+
+class AISessionStep(db.Model):
+    __tablename__ = "ai_session_steps"
+    id = db.Column(db.Integer, primary_key=True)
+    account_id = db.Column(db.Integer, nullable=False)
+    session_id = db.Column(db.Integer, db.ForeignKey("ai_sessions.id"), nullable=False)
+    created_at = db.Column(db.DateTime, nullable=False)
+    __table_args__ = (db.Index("ix_ai_session_steps_account_session_created", "account_id", "session_id",
+                               "created_at"),)
+
+
+class SessionHandoff(db.Model):
+    __tablename__ = "session_handoffs"
+    id = db.Column(db.Integer, primary_key=True)
+    account_id = db.Column(db.Integer, nullable=False)
+    session_id = db.Column(db.Integer, db.ForeignKey("ai_sessions.id"), nullable=False)
+    created_at = db.Column(db.DateTime, nullable=False)
+    claimed_at = db.Column(db.DateTime)
+    __table_args__ = (db.Index("ix_session_handoffs_account_claimed", "account_id", "claimed_at"),)
+
+
+def load_identity() -> Identity | None:
+    """The demo's "login": a bearer token from ``TOKENS``; anything else is anonymous."""
+    header = request.headers.get("Authorization", "")
+    return TOKENS.get(header.removeprefix("Bearer ").strip()) if header.startswith("Bearer ") else None
+
+
+def sqlite_transactional(engine: sa.Engine) -> None:
+    """SQLAlchemy's pysqlite recipe (real BEGIN), so the hook's SAVEPOINT nests in the host's transaction."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: t.Any, _record: t.Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(connection: sa.Connection) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+
+def seed(now: datetime, rng: random.Random) -> None:
+    """Six weeks of sessions, steps and handoffs for three accounts of different sizes."""
+    naive_now = now.replace(tzinfo=None)
+    for account, size in ((1, 900), (2, 300), (3, 60)):
+        for n in range(size):
+            opened = naive_now - timedelta(days=rng.uniform(0, 42))
+            session = AISession(account_id=account, created_at=opened, title=f"Ticket work #{n}",
+                                psa_ticket_id=f"T-{account}-{n}" if rng.random() < 0.8 else None)
+            db.session.add(session)
+            db.session.flush()
+            moments = sorted(opened + timedelta(minutes=rng.uniform(0, 180)) for _ in range(rng.randint(1, 12)))
+            if rng.random() < 0.35:
+                asked = opened + timedelta(minutes=rng.uniform(1, 60))
+                claimed = asked + timedelta(minutes=rng.expovariate(1 / 8)) if rng.random() < 0.9 else None
+                if claimed is not None and claimed > naive_now:
+                    claimed = None
+                db.session.add(SessionHandoff(account_id=account, session_id=session.id, created_at=asked,
+                                              claimed_at=claimed))
+                if claimed is not None and rng.random() < 0.85:
+                    moments.append(claimed + timedelta(seconds=rng.lognormvariate(4.5, 1.1)))
+            db.session.add_all(AISessionStep(account_id=account, session_id=session.id, created_at=m)
+                               for m in moments if m <= naive_now)
+    db.session.commit()
+
+
+def create_app(database_uri: str | None = None) -> Flask:
+    """The host's app factory; the three lines marked below are all the plugin needs."""
+    app = Flask(__name__, instance_path=os.path.join(os.path.dirname(os.path.abspath(__file__)), "instance"))
+    os.makedirs(app.instance_path, exist_ok=True)
+    app.config.update(
+        SQLALCHEMY_DATABASE_URI=database_uri or os.environ.get(
+            "DEMO_DATABASE_URI", f"sqlite:///{os.path.join(app.instance_path, 'demo.sqlite')}"),
+        RATELIMIT_STORAGE_URI=os.environ.get("DEMO_RATELIMIT_STORAGE_URI", "memory://"),
+    )
+    db.init_app(app)
+    # --- flowpilot_analytics: register -------------------------------------------------------------
+    analytics.init_app(app, db=db, identity_loader=load_identity)
+    # -------------------------------------------------------------------------------------------------
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            sqlite_transactional(db.engine)
+        db.create_all()
+        if db.session.scalar(sa.select(sa.func.count()).select_from(AISession)) == 0:
+            seed(datetime.now(timezone.utc), random.Random(42))
+    return app

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Install the plugin with the demo's extras into .venv (first run only) and start the demo host.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+if [ ! -x .venv/bin/flask ] || ! .venv/bin/python -c "import flowpilot_analytics" 2>/dev/null; then
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --upgrade pip
+  .venv/bin/pip install --quiet -e ".[demo]"
+fi
+PORT="${PORT:-5000}"
+cat <<EOT
+flowpilot_analytics demo on http://127.0.0.1:${PORT}  (SQLite at examples/demo/instance/demo.sqlite)
+Try:
+  curl -s -H 'Authorization: Bearer acme-engineer' 'http://127.0.0.1:${PORT}/api/v1/analytics/flowpilot/escalations?period=30d'
+  curl -s -H 'Authorization: Bearer acme-team_admin' 'http://127.0.0.1:${PORT}/api/v1/analytics/flowpilot/psa-metrics?period=30d&tz=Europe/Berlin'
+  curl -s -H 'Authorization: Bearer acme-viewer' 'http://127.0.0.1:${PORT}/api/v1/analytics/flowpilot/escalations'   # 403
+Tokens: <acme|globex|initech>-<viewer|engineer|team_admin|admin>
+EOT
+exec .venv/bin/flask --app examples/demo/app.py:create_app run --port "$PORT" "$@"

@@ -1,0 +1,7 @@
+"""flowpilot_analytics: escalation and PSA analytics as a Flask extension and blueprint."""
+
+from .escalations import METRIC_DEFINITION
+from .extension import FlowpilotAnalytics
+from .identity import Identity
+
+__all__ = ["FlowpilotAnalytics", "Identity", "METRIC_DEFINITION"]

@@ -1,0 +1,93 @@
+"""Every ``FLOWPILOT_ANALYTICS_*`` setting, its default, and the checks run at ``init_app``.
+
+One place for the names keeps the README's configuration table and the code in step.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+PREFIX = "FLOWPILOT_ANALYTICS_"
+
+#: Where the blueprint mounts; routes live under ``<prefix>/analytics/flowpilot/``.
+URL_PREFIX = PREFIX + "URL_PREFIX"
+#: Seconds a step may precede ``claimed_at`` and still count as the first action (clock drift).
+CLOCK_SKEW_SECONDS = PREFIX + "CLOCK_SKEW_SECONDS"
+#: Ordered role ladder, lowest first.
+ROLES = PREFIX + "ROLES"
+#: Minimum role per route, by route name.
+ROUTE_ROLES = PREFIX + "ROUTE_ROLES"
+#: Logical table name -> the host's table name.
+TABLES = PREFIX + "TABLES"
+#: ``"<logical table>.<logical column>"`` -> the host's column name.
+COLUMNS = PREFIX + "COLUMNS"
+#: Limit string for the psa-metrics route (Flask-Limiter / ``limits`` notation).
+PSA_METRICS_LIMIT = PREFIX + "PSA_METRICS_LIMIT"
+#: Storage for the plugin's own limiter; ``None`` falls back to ``RATELIMIT_STORAGE_URI``.
+RATELIMIT_STORAGE_URI = PREFIX + "RATELIMIT_STORAGE_URI"
+#: Name of the table the plugin owns.
+ACTIVITY_TABLE = PREFIX + "ACTIVITY_TABLE"
+#: Type of ``account_id`` / ``session_id`` in the plugin's table: ``integer``, ``string`` or ``uuid``.
+ID_TYPE = PREFIX + "ID_TYPE"
+#: Method names that :meth:`FlowpilotAnalytics.wrap_psa_service` wraps, by activity type.
+PSA_SERVICE_METHODS = PREFIX + "PSA_SERVICE_METHODS"
+
+DEFAULT_ROLES: tuple[str, ...] = ("viewer", "engineer", "team_admin", "admin")
+DEFAULT_ROUTE_ROLES: dict[str, str] = {"escalations": "engineer", "psa_metrics": "team_admin"}
+DEFAULT_TABLES: dict[str, str] = {
+    "sessions": "ai_sessions",
+    "steps": "ai_session_steps",
+    "handoffs": "session_handoffs",
+}
+#: The columns the plugin reads from each host table (logical names).
+HOST_COLUMNS: dict[str, tuple[str, ...]] = {
+    "sessions": ("id", "account_id", "created_at", "psa_ticket_id"),
+    "steps": ("id", "account_id", "session_id", "created_at"),
+    "handoffs": ("id", "account_id", "session_id", "created_at", "claimed_at"),
+}
+DEFAULT_PSA_SERVICE_METHODS: dict[str, str] = {
+    "note_posted": "push_note",
+    "time_entry_posted": "push_time_entry",
+}
+
+DEFAULTS: dict[str, t.Any] = {
+    URL_PREFIX: "/api/v1",
+    CLOCK_SKEW_SECONDS: 0,
+    ROLES: DEFAULT_ROLES,
+    ROUTE_ROLES: DEFAULT_ROUTE_ROLES,
+    TABLES: {},
+    COLUMNS: {},
+    PSA_METRICS_LIMIT: "15 per minute",
+    RATELIMIT_STORAGE_URI: None,
+    ACTIVITY_TABLE: "psa_activity_logs",
+    ID_TYPE: "integer",
+    PSA_SERVICE_METHODS: DEFAULT_PSA_SERVICE_METHODS,
+}
+
+
+def apply_defaults(config: t.MutableMapping[str, t.Any]) -> None:
+    """Fill every unset ``FLOWPILOT_ANALYTICS_*`` key, as Flask extensions do."""
+    for key, value in DEFAULTS.items():
+        config.setdefault(key, value)
+
+
+def validate(config: t.Mapping[str, t.Any]) -> None:
+    """Refuse settings that would only fail later, at request time."""
+    roles = list(config[ROLES])
+    if not roles or len(set(roles)) != len(roles):
+        raise ValueError(f"{ROLES} must be a non-empty list of distinct role names")
+    for route, minimum in dict(config[ROUTE_ROLES]).items():
+        if minimum not in roles:
+            raise ValueError(f"{ROUTE_ROLES}[{route!r}] = {minimum!r} is not in {ROLES} {roles}")
+    skew = config[CLOCK_SKEW_SECONDS]
+    if isinstance(skew, bool) or not isinstance(skew, (int, float)) or skew < 0:
+        raise ValueError(f"{CLOCK_SKEW_SECONDS} must be a number of seconds >= 0")
+    if config[ID_TYPE] not in ("integer", "string", "uuid"):
+        raise ValueError(f"{ID_TYPE} must be 'integer', 'string' or 'uuid'")
+    unknown_tables = set(config[TABLES]) - set(DEFAULT_TABLES)
+    if unknown_tables:
+        raise ValueError(f"{TABLES} has unknown keys {sorted(unknown_tables)}; known: {sorted(DEFAULT_TABLES)}")
+    for key in config[COLUMNS]:
+        table, _, column = key.partition(".")
+        if column not in HOST_COLUMNS.get(table, ()):
+            raise ValueError(f"{COLUMNS} key {key!r} is not '<table>.<column>' of {HOST_COLUMNS}")

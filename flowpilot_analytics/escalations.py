@@ -1,0 +1,107 @@
+"""The escalation metric, whole: what it measures, the query, and the statistics.
+
+For each handoff of the caller's account claimed inside the window, find the first session step
+of the same session (and account) created at or after the claim (less the clock-skew
+allowance); the handoff's delta is ``max(0, first_step - claimed_at)`` in seconds. Handoffs
+without such a step count as claimed but not as acted upon. Average, median and p95 are taken
+over the deltas, with linear interpolation between closest ranks (PostgreSQL's
+``percentile_cont``, numpy's default), and are ``None`` when there is no delta.
+"""
+
+from __future__ import annotations
+
+import math
+import typing as t
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from .tables import HostTables, comparable, instant, is_aware, seconds_before
+
+#: Sent verbatim in every response, so that no caller can present the number as a saving.
+METRIC_DEFINITION = (
+    "Time to first action after an escalation claim: for each session handoff claimed in the "
+    "window, the seconds from claimed_at to the first AI session step recorded on the same "
+    "session at or after the claim (negative gaps from clock drift count as 0). avg_seconds, "
+    "median_seconds and p95_seconds are taken over the handoffs that have such a step "
+    "(n_handoffs_with_action); claimed handoffs with no step yet count only in "
+    "n_handoffs_claimed. This is NOT 'minutes recovered' and not a time saving: any savings "
+    "claim must pair it with the manual baseline (the verbal-handoff stopwatch)."
+)
+
+
+@dataclass(frozen=True)
+class EscalationResult:
+    """The numbers behind one ``EscalationMetrics`` response (without period and definition)."""
+
+    n_handoffs_claimed: int
+    n_handoffs_with_action: int
+    avg_seconds: float | None
+    median_seconds: float | None
+    p95_seconds: float | None
+
+
+def build_query(tables: HostTables, dialect: str, skew_seconds: float) -> sa.Select[t.Any]:
+    """One statement: every claimed handoff in the window with its first step after the claim.
+
+    Bound parameters: ``account_id``, ``window_start``, ``window_end``.
+    """
+    h, s = tables.handoffs, tables.steps
+    claimed = comparable(h.c.claimed_at, is_aware(s.c.created_at), dialect)
+    created = comparable(s.c.created_at, is_aware(h.c.claimed_at), dialect)
+    account = sa.bindparam("account_id")
+    first_step_at = (
+        sa.select(s.c.created_at)
+        .where(
+            s.c.account_id == account,
+            s.c.session_id == h.c.session_id,
+            instant(created) >= seconds_before(claimed, skew_seconds, dialect),
+        )
+        .order_by(instant(created))
+        .limit(1)
+        .correlate(h)
+        .scalar_subquery()
+    )
+    return sa.select(h.c.claimed_at, first_step_at.label("first_step_at")).where(
+        h.c.account_id == account,
+        h.c.claimed_at.is_not(None),
+        instant(h.c.claimed_at) >= instant(sa.bindparam("window_start", type_=h.c.claimed_at.type)),
+        instant(h.c.claimed_at) <= instant(sa.bindparam("window_end", type_=h.c.claimed_at.type)),
+    )
+
+
+def delta_seconds(claimed_at: datetime, first_step_at: datetime | None) -> float | None:
+    """A handoff's time to first action, floored at 0; ``None`` when nothing happened yet."""
+    if first_step_at is None:
+        return None
+    return max(0.0, (first_step_at - claimed_at).total_seconds())
+
+
+def percentile(ordered: t.Sequence[float], q: float) -> float:
+    """Linear interpolation between closest ranks of a sorted, non-empty sequence."""
+    position = (len(ordered) - 1) * q
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def summarize(rows: t.Iterable[tuple[datetime, datetime | None]]) -> EscalationResult:
+    """Counts and statistics from ``(claimed_at, first_step_at)`` rows."""
+    claimed = 0
+    deltas: list[float] = []
+    for claimed_at, first_step_at in rows:
+        claimed += 1
+        delta = delta_seconds(claimed_at, first_step_at)
+        if delta is not None:
+            deltas.append(delta)
+    if not deltas:
+        return EscalationResult(claimed, 0, None, None, None)
+    deltas.sort()
+    return EscalationResult(
+        n_handoffs_claimed=claimed,
+        n_handoffs_with_action=len(deltas),
+        avg_seconds=math.fsum(deltas) / len(deltas),
+        median_seconds=percentile(deltas, 0.5),
+        p95_seconds=percentile(deltas, 0.95),
+    )

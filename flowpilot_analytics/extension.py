@@ -1,0 +1,145 @@
+"""The :class:`FlowpilotAnalytics` extension object and the per-app state it keeps in ``app.extensions``."""
+
+from __future__ import annotations
+
+import threading
+import typing as t
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+from flask import Flask, current_app
+from flask_sqlalchemy import SQLAlchemy
+
+from . import config as cfg
+from .identity import IdentityLike, require_role
+from .tables import HostTables, activity_table, reflect_host_tables
+
+if t.TYPE_CHECKING:
+    from flask_limiter import Limiter
+
+EXTENSION_KEY = "flowpilot_analytics"
+
+IdentityLoader = t.Callable[[], t.Optional[IdentityLike]]
+Clock = t.Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The default clock: the current time, aware, in UTC."""
+    return datetime.now(timezone.utc)
+
+
+class AnalyticsState:
+    """Everything one app's registration needs at request time; lives in ``app.extensions``."""
+
+    def __init__(self, extension: FlowpilotAnalytics, app: Flask, db: SQLAlchemy, identity_loader: IdentityLoader,
+                 clock: Clock, limiter: Limiter | None) -> None:
+        config = app.config
+        self.extension = extension
+        self.db = db
+        self.identity_loader = identity_loader
+        self.clock = clock
+        self.config: dict[str, t.Any] = {key: config[key] for key in cfg.DEFAULTS}
+        self.roles: tuple[str, ...] = tuple(config[cfg.ROLES])
+        self.route_roles: dict[str, str] = {**cfg.DEFAULT_ROUTE_ROLES, **dict(config[cfg.ROUTE_ROLES])}
+        self.skew_seconds = float(config[cfg.CLOCK_SKEW_SECONDS])
+        self.activity_table = activity_table(db.metadata, config[cfg.ACTIVITY_TABLE], config[cfg.ID_TYPE])
+        self.host_limiter = limiter
+        self._host_tables: HostTables | None = None
+        self._statements: dict[str, t.Any] = {}
+        self._lock = threading.Lock()
+
+    # -- identity ------------------------------------------------------------------------------
+    def authorize(self, route: str) -> IdentityLike:
+        """Load the caller and check the route's minimum role (401/403 as JSON otherwise)."""
+        return require_role(self.identity_loader(), self.roles, self.route_roles[route])
+
+    # -- database ------------------------------------------------------------------------------
+    @property
+    def read_engine(self) -> sa.Engine:
+        """The engine analytics reads go to."""
+        return self.db.engine
+
+    @property
+    def dialect(self) -> str:
+        return self.read_engine.dialect.name
+
+    def host_tables(self) -> HostTables:
+        """The host's tables as mapped by the settings, reflected once per app."""
+        if self._host_tables is None:
+            with self._lock:
+                if self._host_tables is None:
+                    self._host_tables = reflect_host_tables(self._read_connection(), self.config)
+        return self._host_tables
+
+    def statement(self, name: str, build: t.Callable[[], t.Any]) -> t.Any:
+        """A query built once per app (after reflection) and reused for every request."""
+        statement = self._statements.get(name)
+        if statement is None:
+            statement = self._statements[name] = build()
+        return statement
+
+    def _read_connection(self) -> sa.Connection:
+        return self.db.session.connection(bind_arguments={"bind": self.read_engine})
+
+    def read(self, statement: t.Any, params: t.Mapping[str, t.Any]) -> sa.Result[t.Any]:
+        """Run a read on the analytics engine; on a database error leave the host's session usable."""
+        try:
+            return self.db.session.execute(statement, params, bind_arguments={"bind": self.read_engine})
+        except sa.exc.SQLAlchemyError:
+            self.db.session.rollback()
+            raise
+
+
+def current_state() -> AnalyticsState:
+    """The state of the app handling the current request."""
+    return t.cast(AnalyticsState, current_app.extensions[EXTENSION_KEY])
+
+
+class FlowpilotAnalytics:
+    """Escalation and PSA analytics for a Flask app that has FlowPilot's tables.
+
+    ``FlowpilotAnalytics(app, db=db, identity_loader=load)`` or, with an app factory,
+    ``analytics = FlowpilotAnalytics()`` then ``analytics.init_app(app, db=db, identity_loader=load)``.
+    Arguments given to ``init_app`` win over those given to the constructor.
+    """
+
+    def __init__(self, app: Flask | None = None, *, db: SQLAlchemy | None = None,
+                 identity_loader: IdentityLoader | None = None, limiter: Limiter | None = None,
+                 clock: Clock | None = None) -> None:
+        self.db = db
+        self.identity_loader = identity_loader
+        self.limiter = limiter
+        self.clock = clock
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask, *, db: SQLAlchemy | None = None, identity_loader: IdentityLoader | None = None,
+                 limiter: Limiter | None = None, clock: Clock | None = None) -> None:
+        """Register the plugin on ``app``: settings, the plugin's table in ``db.metadata``, the blueprint.
+
+        :param db: the host's Flask-SQLAlchemy instance; the plugin never makes its own engine.
+        :param identity_loader: called inside each request; returns an object with ``user_id``,
+            ``account_id`` and ``role`` (e.g. :class:`~flowpilot_analytics.Identity`) or ``None``.
+        :param limiter: the host's own ``flask_limiter.Limiter``, whose storage then holds the
+            plugin's limits too; by default the plugin keeps its own, apart from the host's.
+        :param clock: returns "now" as an aware datetime; for tests and replays.
+        :raises RuntimeError: if the plugin is already registered on ``app``.
+        """
+        if EXTENSION_KEY in app.extensions:
+            raise RuntimeError(
+                "flowpilot_analytics is already registered on this app; call init_app once per app.")
+        db = db or self.db
+        identity_loader = identity_loader or self.identity_loader
+        if db is None:
+            raise TypeError("init_app needs db=, the host's Flask-SQLAlchemy instance")
+        if identity_loader is None:
+            raise TypeError("init_app needs identity_loader=, a callable returning the caller or None")
+        cfg.apply_defaults(app.config)
+        cfg.validate(app.config)
+
+        from .routes import create_blueprint
+
+        state = AnalyticsState(self, app, db, identity_loader, clock or self.clock or utc_now,
+                               limiter or self.limiter)
+        app.extensions[EXTENSION_KEY] = state
+        app.register_blueprint(create_blueprint(), url_prefix=app.config[cfg.URL_PREFIX])

@@ -1,0 +1,186 @@
+"""The tables the plugin reads (the host's, mapped by name) and the one it owns, with UTC handling.
+
+Host tables are described here from the mapping settings and the database's own column types
+(reflected once), never imported from host model classes. Every timestamp is read as UTC:
+naive values are UTC, aware ones are converted. SQLite keeps text, so comparisons there go
+through ``julianday()``, which also applies any ``+HH:MM`` offset stored in the text.
+"""
+
+from __future__ import annotations
+
+import typing as t
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ColumnElement, FunctionElement
+
+from . import config as cfg
+
+UTC = timezone.utc
+
+
+def as_utc(value: datetime | str | None) -> datetime | None:
+    """Read a stored timestamp as an aware UTC datetime (naive means UTC)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+class _SQLiteRawDateTime(sqlite.DATETIME):
+    """SQLite DATETIME that hands back the stored text, so an offset in it is not dropped."""
+
+    def result_processor(self, dialect: sa.Dialect, coltype: object) -> None:
+        return None
+
+
+class UtcDateTime(sa.types.TypeDecorator[datetime]):
+    """A DateTime that always yields aware UTC values and binds UTC in the column's own kind."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[t.Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(_SQLiteRawDateTime())
+        return dialect.type_descriptor(sa.DateTime(timezone=self.impl.timezone))
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        value = as_utc(value)
+        if value is not None and (dialect.name == "sqlite" or not self.impl.timezone):
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: t.Any, dialect: sa.Dialect) -> datetime | None:
+        return as_utc(value)
+
+
+class instant(FunctionElement[t.Any]):
+    """A timestamp expression in a form that orders and compares as an instant on every dialect."""
+
+    inherit_cache = True
+    name = "instant"
+
+
+@compiles(instant)
+def _instant_default(element: instant, compiler: t.Any, **kw: t.Any) -> str:
+    return compiler.process(list(element.clauses)[0], **kw)
+
+
+@compiles(instant, "sqlite")
+def _instant_sqlite(element: instant, compiler: t.Any, **kw: t.Any) -> str:
+    return "julianday(%s)" % compiler.process(list(element.clauses)[0], **kw)
+
+
+def seconds_before(expr: ColumnElement[t.Any], seconds: float, dialect: str) -> ColumnElement[t.Any]:
+    """``instant(expr) - seconds``, the clock-skew allowance, on the given dialect."""
+    if not seconds:
+        return instant(expr)
+    if dialect == "sqlite":
+        return instant(expr) - sa.literal_column(repr(float(seconds) / 86400.0))
+    return expr - sa.literal_column(f"interval '{float(seconds)} seconds'")
+
+
+def comparable(expr: ColumnElement[t.Any], other_is_aware: bool, dialect: str) -> ColumnElement[t.Any]:
+    """On PostgreSQL, bring a timestamptz column to naive UTC when compared with a naive one."""
+    column_type = getattr(expr, "type", None)
+    aware = bool(getattr(getattr(column_type, "impl", None), "timezone", False))
+    if dialect == "postgresql" and aware and not other_is_aware:
+        return sa.func.timezone("UTC", expr)
+    return expr
+
+
+def is_aware(column: ColumnElement[t.Any]) -> bool:
+    """Whether a mapped timestamp column is stored with a time zone (``timestamptz``)."""
+    return bool(getattr(getattr(column.type, "impl", None), "timezone", False))
+
+
+@dataclass(frozen=True)
+class HostTables:
+    """The host's three tables, with columns keyed by the plugin's logical names."""
+
+    sessions: sa.Table
+    steps: sa.Table
+    handoffs: sa.Table
+
+
+def host_table_names(config: t.Mapping[str, t.Any]) -> dict[str, str]:
+    """Logical table name -> host table name, defaults merged with ``FLOWPILOT_ANALYTICS_TABLES``."""
+    return {**cfg.DEFAULT_TABLES, **dict(config[cfg.TABLES])}
+
+
+def host_column_name(config: t.Mapping[str, t.Any], table: str, column: str) -> str:
+    """The host's name for a logical column, from ``FLOWPILOT_ANALYTICS_COLUMNS``."""
+    return str(dict(config[cfg.COLUMNS]).get(f"{table}.{column}", column))
+
+
+def _split(name: str) -> tuple[str | None, str]:
+    schema, _, table = name.rpartition(".")
+    return (schema or None), table
+
+
+def reflect_host_tables(connection: sa.Connection, config: t.Mapping[str, t.Any]) -> HostTables:
+    """Describe the host's tables from the mapping and the database's column types.
+
+    Only whether each timestamp column carries a time zone is taken from the database; ids
+    keep whatever type they have (``NullType`` passes values through unchanged).
+    """
+    inspector = sa.inspect(connection)
+    metadata = sa.MetaData()
+    built: dict[str, sa.Table] = {}
+    for logical, full_name in host_table_names(config).items():
+        schema, name = _split(full_name)
+        reflected = {c["name"]: c for c in inspector.get_columns(name, schema=schema)}
+        columns = []
+        for column in cfg.HOST_COLUMNS[logical]:
+            host_name = host_column_name(config, logical, column)
+            if host_name not in reflected:
+                raise sa.exc.NoSuchColumnError(
+                    f"column {full_name}.{host_name} (for {logical}.{column}) does not exist; "
+                    f"map it with {cfg.COLUMNS}")
+            if column.endswith("_at"):
+                aware = bool(getattr(reflected[host_name]["type"], "timezone", False))
+                col_type: sa.types.TypeEngine[t.Any] = UtcDateTime(timezone=aware)
+            else:
+                col_type = reflected[host_name]["type"]
+            columns.append(sa.Column(host_name, col_type, key=column))
+        built[logical] = sa.Table(name, metadata, *columns, schema=schema)
+    return HostTables(**built)
+
+
+ID_TYPES: dict[str, t.Callable[[], sa.types.TypeEngine[t.Any]]] = {
+    "integer": lambda: sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+    "string": lambda: sa.String(64),
+    "uuid": lambda: sa.Uuid(),
+}
+
+
+def activity_table(metadata: sa.MetaData, name: str, id_type: str) -> sa.Table:
+    """The plugin's own ``psa_activity_logs``; reuses a table the host already declared."""
+    if name in metadata.tables:
+        return metadata.tables[name]
+    ids = ID_TYPES[id_type]
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column("account_id", ids(), nullable=False),
+        sa.Column("session_id", ids(), nullable=True),
+        sa.Column("activity_type", sa.String(64), nullable=False),
+        sa.Column("psa_ticket_id", sa.String(255), nullable=True),
+        sa.Column("external_id", sa.String(255), nullable=True),
+        sa.Column("minutes", sa.Numeric(12, 2, asdecimal=False), nullable=True),
+        sa.Column("created_at", UtcDateTime(timezone=True), nullable=False),
+        sa.Index(f"ix_{name}_account_created", "account_id", "created_at"),
+        sa.Index(f"ix_{name}_account_session_type", "account_id", "session_id", "activity_type"),
+        sa.Index(f"uq_{name}_account_type_external", "account_id", "activity_type", "external_id", unique=True),
+    )

@@ -1,0 +1,100 @@
+"""Fixtures: a fresh host app per test, on SQLite and on PostgreSQL (a database made for this run)."""
+
+from __future__ import annotations
+
+import os
+import typing as t
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from . import host
+
+PG_ADMIN_URL = os.environ.get("FLOWPILOT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("FLOWPILOT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+BACKENDS = [b for b in os.environ.get("FLOWPILOT_TEST_DATABASES", "sqlite,postgresql").split(",") if b]
+
+
+def _unavailable(what: str, exc: BaseException) -> t.NoReturn:
+    """Locally a missing service skips; in CI it fails, so a green run always means both databases ran."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is required in CI but unreachable: {exc}")
+    pytest.skip(f"{what} unreachable: {exc}")
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> t.Iterator[str]:
+    """A throwaway PostgreSQL database for this test run, dropped at the end."""
+    name = f"fpa_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        _unavailable("PostgreSQL", exc)
+    url = sa.engine.make_url(PG_ADMIN_URL).set(database=name)
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_uri(request: pytest.FixtureRequest, tmp_path: t.Any) -> str:
+    """Each test runs once per database backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'host.db'}"
+    return t.cast(str, request.getfixturevalue("postgres_database"))
+
+
+@pytest.fixture
+def app_config() -> dict[str, t.Any]:
+    """Extra Flask config for the test's app; override in a test module or with indirect params."""
+    return {}
+
+
+@pytest.fixture
+def app(database_uri: str, app_config: dict[str, t.Any]) -> t.Iterator[t.Any]:
+    """A fresh host app with empty tables; everything is dropped afterwards."""
+    app = host.create_app(database_uri, **app_config)
+    with app.app_context():
+        host.db.drop_all()
+        host.db.create_all()
+    yield app
+    with app.app_context():
+        host.db.session.remove()
+        host.db.drop_all()
+        for engine in host.db.engines.values():
+            engine.dispose()
+
+
+@pytest.fixture
+def make_app(database_uri: str) -> t.Iterator[t.Callable[..., t.Any]]:
+    """Build more host apps in one test (bare ``Flask`` ones are passed in); their engines are disposed after."""
+    made: list[t.Any] = []
+
+    def make(existing: t.Any = None, **config: t.Any) -> t.Any:
+        made.append(existing if existing is not None else host.create_app(database_uri, **config))
+        return made[-1]
+
+    yield make
+    for extra in made:
+        if "sqlalchemy" in extra.extensions:
+            with extra.app_context():
+                for engine in host.db.engines.values():
+                    engine.dispose()
+
+
+@pytest.fixture
+def dialect(app: t.Any) -> str:
+    with app.app_context():
+        return t.cast(str, host.db.engine.dialect.name)
+
+
+def as_user(account: int, role: str = "engineer", user: int = 1) -> dict[str, str]:
+    """Headers the test host's identity loader reads."""
+    return {"X-Account": str(account), "X-Role": role, "X-User": str(user)}

@@ -1,0 +1,82 @@
+"""A minimal host app, as FlowPilot's monolith registers the plugin; the tests drive it over HTTP."""
+
+from __future__ import annotations
+
+import typing as t
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+from flask import Flask, request
+from flask_sqlalchemy import SQLAlchemy
+
+from flowpilot_analytics import FlowpilotAnalytics, Identity
+
+db = SQLAlchemy()
+
+NOW = datetime(2026, 11, 15, 12, 0, 0, tzinfo=timezone.utc)
+
+
+class AISession(db.Model):
+    __tablename__ = "ai_sessions"
+    id = db.Column(db.Integer, primary_key=True)
+    account_id = db.Column(db.Integer, nullable=False)
+    created_at = db.Column(db.DateTime, nullable=False)
+    psa_ticket_id = db.Column(db.String(64))
+    title = db.Column(db.String(200), nullable=False, default="")
+
+
+class AISessionStep(db.Model):
+    __tablename__ = "ai_session_steps"
+    id = db.Column(db.Integer, primary_key=True)
+    account_id = db.Column(db.Integer, nullable=False)
+    session_id = db.Column(db.Integer, db.ForeignKey("ai_sessions.id"), nullable=False)
+    created_at = db.Column(db.DateTime, nullable=False)
+    __table_args__ = (db.Index("ix_steps_account_session_created", "account_id", "session_id", "created_at"),)
+
+
+class SessionHandoff(db.Model):
+    __tablename__ = "session_handoffs"
+    id = db.Column(db.Integer, primary_key=True)
+    account_id = db.Column(db.Integer, nullable=False)
+    session_id = db.Column(db.Integer, db.ForeignKey("ai_sessions.id"), nullable=False)
+    created_at = db.Column(db.DateTime, nullable=False)
+    claimed_at = db.Column(db.DateTime)
+
+
+def load_identity() -> Identity | None:
+    """The test host's login: three headers stand in for a real session cookie."""
+    if "X-Role" not in request.headers:
+        return None
+    return Identity(user_id=int(request.headers.get("X-User", "1")),
+                    account_id=int(request.headers["X-Account"]), role=request.headers["X-Role"])
+
+
+def sqlite_transactional(engine: sa.Engine) -> None:
+    """SQLAlchemy's documented pysqlite recipe: real BEGIN, so SAVEPOINTs nest inside it."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: t.Any, _record: t.Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(connection: sa.Connection) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+
+def create_app(database_uri: str, *, analytics: FlowpilotAnalytics | None = None, clock: t.Any = None,
+               **config: t.Any) -> Flask:
+    """App factory: the host's db, its routes, then the plugin in three lines."""
+    app = Flask(__name__)
+    app.config.update(SQLALCHEMY_DATABASE_URI=database_uri, TESTING=True, **config)
+    db.init_app(app)
+
+    @app.get("/host/ping")
+    def ping() -> dict[str, str]:
+        return {"pong": "yes"}
+
+    analytics = analytics or FlowpilotAnalytics()
+    analytics.init_app(app, db=db, identity_loader=load_identity, clock=clock or (lambda: NOW))
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            sqlite_transactional(db.engine)
+    return app

@@ -1,0 +1,38 @@
+"""The demo host starts, seeds itself and answers with its demo credentials."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+import typing as t
+
+import pytest
+
+DEMO = pathlib.Path(__file__).resolve().parents[1] / "examples" / "demo" / "app.py"
+
+
+@pytest.fixture
+def demo(tmp_path: t.Any) -> t.Any:
+    spec = importlib.util.spec_from_file_location("flowpilot_demo_app", DEMO)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    app = module.create_app(f"sqlite:///{tmp_path / 'demo.sqlite'}")
+    yield app
+    with app.app_context():
+        module.db.engine.dispose()
+
+
+def test_demo_seeds_and_answers(demo: t.Any) -> None:
+    client = demo.test_client()
+    body = client.get("/api/v1/analytics/flowpilot/escalations?period=30d",
+                      headers={"Authorization": "Bearer acme-engineer"}).get_json()
+    assert body["n_handoffs_claimed"] > 50
+    assert body["n_handoffs_with_action"] <= body["n_handoffs_claimed"]
+    assert 0 < body["median_seconds"] <= body["p95_seconds"]
+    small = client.get("/api/v1/analytics/flowpilot/escalations?period=30d",
+                       headers={"Authorization": "Bearer initech-admin"}).get_json()
+    assert small["n_handoffs_claimed"] < body["n_handoffs_claimed"]
+    assert client.get("/api/v1/analytics/flowpilot/escalations",
+                      headers={"Authorization": "Bearer acme-viewer"}).status_code == 403
+    assert client.get("/api/v1/analytics/flowpilot/escalations").status_code == 401

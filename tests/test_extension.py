@@ -1,0 +1,206 @@
+"""Registration contract, table mapping, time zones, errors: the host integration, end to end."""
+
+from __future__ import annotations
+
+import logging
+import typing as t
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+
+from flowpilot_analytics import FlowpilotAnalytics, Identity
+
+from . import factories as f
+from . import host
+from .conftest import as_user
+from .host import NOW, db
+
+URL = "/api/v1/analytics/flowpilot/escalations"
+
+
+def test_double_init_app_is_refused(app: Flask) -> None:
+    with pytest.raises(RuntimeError, match="already registered"):
+        FlowpilotAnalytics().init_app(app, db=db, identity_loader=host.load_identity)
+
+
+def test_init_app_needs_db_and_loader() -> None:
+    with pytest.raises(TypeError, match="db="):
+        FlowpilotAnalytics().init_app(Flask("a"), identity_loader=host.load_identity)
+    with pytest.raises(TypeError, match="identity_loader="):
+        FlowpilotAnalytics().init_app(Flask("b"), db=db)
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"FLOWPILOT_ANALYTICS_ROUTE_ROLES": {"escalations": "boss"}}, "not in"),
+    ({"FLOWPILOT_ANALYTICS_ROLES": []}, "non-empty"),
+    ({"FLOWPILOT_ANALYTICS_CLOCK_SKEW_SECONDS": -1}, "seconds"),
+    ({"FLOWPILOT_ANALYTICS_TABLES": {"tickets": "x"}}, "unknown keys"),
+    ({"FLOWPILOT_ANALYTICS_COLUMNS": {"handoffs.owner": "x"}}, "is not"),
+])
+def test_bad_settings_fail_at_startup(config: dict[str, t.Any], message: str) -> None:
+    app = Flask("bad")
+    app.config.update(config)
+    with pytest.raises(ValueError, match=message):
+        FlowpilotAnalytics().init_app(app, db=db, identity_loader=host.load_identity)
+
+
+def test_settings_are_filled_with_setdefault(app: Flask) -> None:
+    assert app.config["FLOWPILOT_ANALYTICS_URL_PREFIX"] == "/api/v1"
+    assert app.config["FLOWPILOT_ANALYTICS_CLOCK_SKEW_SECONDS"] == 0
+    assert app.config["FLOWPILOT_ANALYTICS_PSA_METRICS_LIMIT"] == "15 per minute"
+    assert not [key for key in app.config if key.startswith("RATELIMIT_")]
+
+
+def test_constructor_form_registers_too(database_uri: str, make_app: t.Any) -> None:
+    app = make_app(Flask("ctor"))
+    app.config.update(SQLALCHEMY_DATABASE_URI=database_uri)
+    db.init_app(app)
+    analytics = FlowpilotAnalytics(app, db=db, identity_loader=lambda: Identity(1, 1, "admin"))
+    assert app.extensions["flowpilot_analytics"].extension is analytics
+    assert "flowpilot_analytics.escalations" in app.view_functions
+
+
+def test_two_apps_in_one_process_keep_their_own_settings(make_app: t.Any, app: Flask) -> None:
+    other = make_app(FLOWPILOT_ANALYTICS_URL_PREFIX="/reports",
+                            FLOWPILOT_ANALYTICS_ROUTE_ROLES={"escalations": "viewer"},
+                            clock=lambda: NOW + timedelta(days=60))
+    with app.app_context():
+        f.escalation(1, f.at(days=1), 42)
+        f.commit()
+    first = app.test_client().get(URL, headers=as_user(1, "viewer"))
+    assert first.status_code == 403
+    assert other.test_client().get(URL, headers=as_user(1, "viewer")).status_code == 404
+    second = other.test_client().get("/reports/analytics/flowpilot/escalations", headers=as_user(1, "viewer"))
+    assert second.status_code == 200
+    assert second.get_json()["n_handoffs_claimed"] == 0  # its clock is 60 days later
+    third = app.test_client().get(URL, headers=as_user(1, "engineer"))
+    assert third.get_json()["median_seconds"] == 42.0
+
+
+@pytest.mark.parametrize("app_config", [{
+    "FLOWPILOT_ANALYTICS_ROLES": ["guest", "tech", "lead"],
+    "FLOWPILOT_ANALYTICS_ROUTE_ROLES": {"escalations": "lead", "psa_metrics": "lead"},
+}])
+def test_custom_role_ladder(client: t.Any) -> None:
+    assert client.get(URL, headers=as_user(1, "tech")).status_code == 403
+    assert client.get(URL, headers=as_user(1, "lead")).status_code == 200
+    assert client.get(URL, headers=as_user(1, "admin")).get_json()["error"]["code"] == "unknown_role"
+
+
+def test_host_error_pages_are_untouched(client: t.Any) -> None:
+    missing = client.get("/host/nothing-here")
+    assert missing.status_code == 404
+    assert missing.mimetype == "text/html"
+    assert client.get("/host/ping").get_json() == {"pong": "yes"}
+
+
+def test_database_failure_is_503_json_and_logged(client: t.Any, caplog: pytest.LogCaptureFixture) -> None:
+    assert client.get(URL, headers=as_user(1)).status_code == 200
+    db.session.rollback()  # end the test's request-long transaction before DDL
+    host.SessionHandoff.__table__.drop(db.engine)
+    with caplog.at_level(logging.ERROR, logger="flowpilot_analytics"):
+        response = client.get(URL, headers=as_user(1))
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["error"]["code"] == "database_unavailable"
+    assert "Traceback" not in response.get_data(as_text=True)
+    assert "session_handoffs" not in response.get_data(as_text=True)
+    assert any(r.exc_info for r in caplog.records if r.name == "flowpilot_analytics")
+    assert client.get("/host/ping").status_code == 200  # the host's session is still usable
+
+
+def test_missing_host_table_is_503_then_recovers(client: t.Any) -> None:
+    db.session.rollback()  # end the test's request-long transaction before DDL
+    host.SessionHandoff.__table__.drop(db.engine)
+    assert client.get(URL, headers=as_user(1)).status_code == 503
+    db.session.rollback()
+    host.SessionHandoff.__table__.create(db.engine)
+    assert client.get(URL, headers=as_user(1)).status_code == 200
+
+
+def test_loader_returning_partial_identity_is_401(database_uri: str, make_app: t.Any) -> None:
+    app = make_app(Flask("partial"))
+    app.config.update(SQLALCHEMY_DATABASE_URI=database_uri)
+    db.init_app(app)
+    FlowpilotAnalytics(app, db=db, identity_loader=lambda: Identity(1, None, "admin"))
+    assert app.test_client().get(URL).status_code == 401
+
+
+# -- host tables named differently, and stored with time zones ------------------------------------
+
+ALT = sa.MetaData()
+AWARE = sa.DateTime(timezone=True).with_variant(sa.String(40), "sqlite")  # SQLite: ISO text with its offset
+ALT_SESSIONS = sa.Table("tz_sessions", ALT, sa.Column("id", sa.Integer, primary_key=True),
+                        sa.Column("tenant", sa.Integer), sa.Column("opened", AWARE),
+                        sa.Column("psa_ticket_id", sa.String(64)))
+ALT_STEPS = sa.Table("tz_steps", ALT, sa.Column("id", sa.Integer, primary_key=True),
+                     sa.Column("tenant", sa.Integer), sa.Column("session_id", sa.Integer),
+                     sa.Column("created_at", sa.DateTime(timezone=False)))
+ALT_HANDOFFS = sa.Table("tz_handoffs", ALT, sa.Column("id", sa.Integer, primary_key=True),
+                        sa.Column("tenant", sa.Integer), sa.Column("session_id", sa.Integer),
+                        sa.Column("created_at", AWARE), sa.Column("accepted_at", AWARE))
+MAPPED = {
+    "FLOWPILOT_ANALYTICS_TABLES": {"sessions": "tz_sessions", "steps": "tz_steps", "handoffs": "tz_handoffs"},
+    "FLOWPILOT_ANALYTICS_COLUMNS": {
+        "sessions.account_id": "tenant", "sessions.created_at": "opened",
+        "steps.account_id": "tenant", "handoffs.account_id": "tenant", "handoffs.claimed_at": "accepted_at",
+    },
+}
+
+
+def _stamp(dialect: str, moment: datetime) -> t.Any:
+    """How a host stores a moment: aware values on PostgreSQL, ISO text with its offset on SQLite."""
+    return moment.isoformat(" ") if dialect == "sqlite" else moment
+
+
+@pytest.mark.parametrize("app_config", [MAPPED])
+def test_mapped_tables_and_aware_timestamps(app: Flask, client: t.Any, dialect: str) -> None:
+    ALT.create_all(db.engine)
+    try:
+        plus2 = timezone(timedelta(hours=2))
+        claimed = (NOW - timedelta(days=1)).astimezone(plus2)
+        edge = (NOW - timedelta(days=30, minutes=30)).astimezone(plus2)  # 30 min before window start
+        with db.engine.begin() as conn:
+            if dialect == "postgresql":
+                conn.exec_driver_sql("SET TIME ZONE 'America/New_York'")
+            conn.execute(ALT_SESSIONS.insert(), [{"id": 1, "tenant": 7, "opened": _stamp(dialect, claimed)},
+                                                 {"id": 2, "tenant": 7, "opened": _stamp(dialect, edge)}])
+            conn.execute(ALT_HANDOFFS.insert(), [
+                {"id": 1, "tenant": 7, "session_id": 1, "created_at": _stamp(dialect, claimed),
+                 "accepted_at": _stamp(dialect, claimed)},
+                {"id": 2, "tenant": 7, "session_id": 2, "created_at": _stamp(dialect, edge),
+                 "accepted_at": _stamp(dialect, edge)},
+            ])
+            # steps are naive UTC; the first one is 90 s after the claim, the other precedes it
+            conn.execute(ALT_STEPS.insert(), [
+                {"tenant": 7, "session_id": 1, "created_at": (claimed + timedelta(seconds=90)).astimezone(
+                    timezone.utc).replace(tzinfo=None)},
+                {"tenant": 7, "session_id": 1, "created_at": (claimed - timedelta(seconds=1)).astimezone(
+                    timezone.utc).replace(tzinfo=None)},
+            ])
+        body = client.get(URL, headers=as_user(7)).get_json()
+        assert body["n_handoffs_claimed"] == 1
+        assert body["n_handoffs_with_action"] == 1
+        assert body["median_seconds"] == pytest.approx(90.0)
+    finally:
+        db.session.remove()
+        ALT.drop_all(db.engine)
+
+
+def test_aware_text_offsets_on_sqlite_are_converted(app: Flask, client: t.Any, dialect: str) -> None:
+    if dialect != "sqlite":
+        pytest.skip("PostgreSQL has typed timestamps; covered by the mapped-table test")
+    session_id = f.session(1, f.at(days=2)).id
+    f.commit()
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO session_handoffs (account_id, session_id, created_at, claimed_at) VALUES "
+            "(1, ?, '2026-11-14 13:00:00+01:00', '2026-11-14T14:00:00+02:00')", (session_id,))
+        conn.exec_driver_sql(
+            "INSERT INTO ai_session_steps (account_id, session_id, created_at) VALUES "
+            "(1, ?, '2026-11-14T12:02:00Z'), (1, ?, '2026-11-14 07:01:00-05:00')", (session_id, session_id))
+    body = client.get(URL, headers=as_user(1)).get_json()
+    assert (body["n_handoffs_claimed"], body["n_handoffs_with_action"]) == (1, 1)
+    assert body["median_seconds"] == pytest.approx(60.0)
