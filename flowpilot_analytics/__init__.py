@@ -3,5 +3,6 @@
 from .escalations import METRIC_DEFINITION
 from .extension import FlowpilotAnalytics
 from .identity import Identity
+from .signals import activity_recorded
 
-__all__ = ["FlowpilotAnalytics", "Identity", "METRIC_DEFINITION"]
+__all__ = ["FlowpilotAnalytics", "Identity", "METRIC_DEFINITION", "activity_recorded"]

@@ -7,11 +7,13 @@ import typing as t
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
-from flask import Flask, current_app
+from flask import Flask, current_app, has_app_context
 from flask_sqlalchemy import SQLAlchemy
 
 from . import config as cfg
+from . import hook
 from .identity import IdentityLike, require_role
+from .ratelimit import RouteLimits
 from .tables import HostTables, activity_table, reflect_host_tables
 
 if t.TYPE_CHECKING:
@@ -43,20 +45,31 @@ class AnalyticsState:
         self.route_roles: dict[str, str] = {**cfg.DEFAULT_ROUTE_ROLES, **dict(config[cfg.ROUTE_ROLES])}
         self.skew_seconds = float(config[cfg.CLOCK_SKEW_SECONDS])
         self.activity_table = activity_table(db.metadata, config[cfg.ACTIVITY_TABLE], config[cfg.ID_TYPE])
-        self.host_limiter = limiter
+        self.limits = RouteLimits(
+            {"psa_metrics": config[cfg.PSA_METRICS_LIMIT]},
+            config[cfg.RATELIMIT_STORAGE_URI] or config.get("RATELIMIT_STORAGE_URI") or "memory://",
+            limiter,
+        )
         self._host_tables: HostTables | None = None
         self._statements: dict[str, t.Any] = {}
         self._lock = threading.Lock()
 
     # -- identity ------------------------------------------------------------------------------
     def authorize(self, route: str) -> IdentityLike:
-        """Load the caller and check the route's minimum role (401/403 as JSON otherwise)."""
-        return require_role(self.identity_loader(), self.roles, self.route_roles[route])
+        """Load the caller, check the route's minimum role (401/403), then count the call (429)."""
+        identity = require_role(self.identity_loader(), self.roles, self.route_roles[route])
+        self.limits.hit(route, identity.account_id, identity.user_id)
+        return identity
 
     # -- database ------------------------------------------------------------------------------
     @property
     def read_engine(self) -> sa.Engine:
         """The engine analytics reads go to."""
+        return self.db.engine
+
+    @property
+    def write_engine(self) -> sa.Engine:
+        """The engine the hook writes to: always the primary."""
         return self.db.engine
 
     @property
@@ -143,3 +156,29 @@ class FlowpilotAnalytics:
                                limiter or self.limiter)
         app.extensions[EXTENSION_KEY] = state
         app.register_blueprint(create_blueprint(), url_prefix=app.config[cfg.URL_PREFIX])
+
+    def wrap_psa_service(self, service: t.Any, *, methods: t.Mapping[str, str] | None = None) -> t.Any:
+        """Wrap, in place, a PSA documentation service (module or object) so each successful push is recorded.
+
+        ``methods`` maps activity type to function name; by default the current app's
+        ``FLOWPILOT_ANALYTICS_PSA_SERVICE_METHODS`` (``push_note`` and ``push_time_entry``). Wrapping
+        twice records once. Returns ``service``.
+        """
+        if methods is None:
+            methods = cfg.DEFAULT_PSA_SERVICE_METHODS
+            if has_app_context():
+                methods = current_app.config.get(cfg.PSA_SERVICE_METHODS, methods)
+        return hook.wrap_service(self, service, methods)
+
+    def psa_activity(self, activity_type: str, extract: hook.Extract | None = None
+                     ) -> t.Callable[[t.Callable[..., t.Any]], t.Callable[..., t.Any]]:
+        """Decorator for push functions of other shapes: ``@analytics.psa_activity("note_posted", extract=f)``.
+
+        ``extract(args, kwargs, result)`` returns a mapping with ``account_id`` (required),
+        ``session_id``, ``psa_ticket_id``, ``external_id`` and ``minutes``.
+        """
+        return hook.psa_activity(self, activity_type, extract)
+
+    def reset_rate_limit(self, account_id: t.Any, user_id: t.Any, route: str = "psa_metrics") -> None:
+        """Give one user their whole budget back on ``route`` in the current app (support tool, tests)."""
+        current_state().limits.reset(route, account_id, user_id)

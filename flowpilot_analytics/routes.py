@@ -7,11 +7,14 @@ import typing as t
 from flask import Blueprint, Response, jsonify, request
 from marshmallow import Schema, ValidationError
 
-from . import escalations
+from zoneinfo import ZoneInfo
+
+from . import escalations, psa_metrics
+from .cli import register_commands
 from .errors import ApiError, register_error_handlers
 from .extension import current_state
 from .periods import PERIODS, window_for
-from .schemas import EscalationMetrics, PeriodArgs, query_args
+from .schemas import EnhancedPsaMetrics, EscalationMetrics, PeriodArgs, PsaMetricsArgs, query_args
 
 
 def load_query(schema: Schema) -> dict[str, t.Any]:
@@ -48,9 +51,44 @@ def escalations_view() -> Response:
     }))
 
 
+def psa_metrics_view() -> Response:
+    """``GET /analytics/flowpilot/psa-metrics``: time entries, documentation funnel, daily trend."""
+    state = current_state()
+    identity = state.authorize("psa_metrics")
+    args = load_query(PsaMetricsArgs())
+    window = window_for(args["period"], state.clock())
+    zone = ZoneInfo(args["tz"])
+    tables = state.host_tables()
+    activities = state.activity_table
+    sessions_query = state.statement("psa_sessions", lambda: psa_metrics.build_sessions_query(tables, activities))
+    activities_query = state.statement("psa_activities", lambda: psa_metrics.build_activities_query(activities))
+    params = {"account_id": identity.account_id, "window_start": window.start, "window_end": window.end}
+    result = psa_metrics.summarize(state.read(sessions_query, params), state.read(activities_query, params),
+                                   window, zone)
+    rate = psa_metrics.rate
+    return jsonify(EnhancedPsaMetrics().dump({
+        "period": window.period,
+        "window_start": window.start,
+        "window_end": window.end,
+        "timezone": args["tz"],
+        "time_entries": {"count": result.time_entry_count, "total_minutes": result.total_minutes,
+                         "total_hours": round(result.total_minutes / 60, 4)},
+        "funnel": {
+            "sessions": result.sessions, "linked": result.linked, "doc_pushed": result.doc_pushed,
+            "time_entry_logged": result.time_entry_logged,
+            "linked_rate": rate(result.linked, result.sessions),
+            "doc_pushed_rate": rate(result.doc_pushed, result.linked),
+            "time_entry_logged_rate": rate(result.time_entry_logged, result.doc_pushed),
+        },
+        "daily_trend": [vars(day) for day in result.daily_trend],
+    }))
+
+
 def create_blueprint() -> Blueprint:
     """A fresh blueprint per registration, so that apps never share handlers or state."""
-    blueprint = Blueprint("flowpilot_analytics", __name__)
+    blueprint = Blueprint("flowpilot_analytics", __name__, cli_group="flowpilot-analytics")
     blueprint.add_url_rule("/analytics/flowpilot/escalations", "escalations", escalations_view, methods=["GET"])
+    blueprint.add_url_rule("/analytics/flowpilot/psa-metrics", "psa_metrics", psa_metrics_view, methods=["GET"])
     register_error_handlers(blueprint)
+    register_commands(blueprint)
     return blueprint

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import typing as t
+import zoneinfo
 
-from marshmallow import EXCLUDE, Schema, fields, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from .periods import DEFAULT_PERIOD, PERIODS
 
@@ -49,3 +51,58 @@ class ErrorEnvelope(Schema):
 def query_args(args: t.Any) -> dict[str, t.Any]:
     """A request's query string as a dict; a repeated key keeps all its values (and so fails validation)."""
     return {key: values[0] if len(values) == 1 else values for key, values in args.lists()}
+
+
+@functools.lru_cache(maxsize=1)
+def iana_zones() -> frozenset[str]:
+    """The IANA zone names this machine knows (system zone database or the ``tzdata`` package)."""
+    return frozenset(zoneinfo.available_timezones())
+
+
+class PsaMetricsArgs(PeriodArgs):
+    """``?period=7d|30d|90d&tz=<IANA zone>`` (defaults ``30d`` and ``UTC``)."""
+
+    tz = fields.String(load_default="UTC", validate=lambda name: _validate_zone(name))
+
+
+def _validate_zone(name: str) -> None:
+    if name not in iana_zones():
+        raise ValidationError(f"{name!r} is not an IANA time zone name (e.g. 'Europe/Berlin').")
+
+
+class TimeEntryTotals(Schema):
+    count = fields.Integer(required=True)
+    total_minutes = fields.Float(required=True)
+    total_hours = fields.Float(required=True)
+
+
+class PsaFunnel(Schema):
+    """Sessions -> linked to a ticket -> documentation pushed -> time entry logged, with stage-to-stage rates."""
+
+    sessions = fields.Integer(required=True)
+    linked = fields.Integer(required=True)
+    doc_pushed = fields.Integer(required=True)
+    time_entry_logged = fields.Integer(required=True)
+    linked_rate = fields.Float(required=True, allow_none=True)
+    doc_pushed_rate = fields.Float(required=True, allow_none=True)
+    time_entry_logged_rate = fields.Float(required=True, allow_none=True)
+
+
+class PsaDailyTrend(Schema):
+    date = fields.Date(required=True)
+    sessions = fields.Integer(required=True)
+    notes_posted = fields.Integer(required=True)
+    time_entries = fields.Integer(required=True)
+    minutes = fields.Float(required=True)
+
+
+class EnhancedPsaMetrics(Schema):
+    """Response of ``GET /analytics/flowpilot/psa-metrics``."""
+
+    period = fields.String(required=True)
+    window_start = fields.AwareDateTime(format="iso", required=True)
+    window_end = fields.AwareDateTime(format="iso", required=True)
+    timezone = fields.String(required=True)
+    time_entries = fields.Nested(TimeEntryTotals, required=True)
+    funnel = fields.Nested(PsaFunnel, required=True)
+    daily_trend = fields.List(fields.Nested(PsaDailyTrend), required=True)

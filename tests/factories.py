@@ -50,4 +50,15 @@ def commit() -> None:
     db.session.commit()
 
 
-__all__: t.Sequence[str] = ["at", "session", "step", "handoff", "escalation", "commit"]
+
+
+def activity(account: int, session_id: int | None, activity_type: str, created_at: datetime,
+             minutes: float | None = None, external_id: str | None = None) -> None:
+    """A row in the plugin's table, as the hook would have written it."""
+    table = db.metadata.tables["psa_activity_logs"]
+    db.session.execute(table.insert().values(
+        account_id=account, session_id=session_id, activity_type=activity_type, created_at=created_at,
+        minutes=minutes, external_id=external_id, psa_ticket_id=None))
+
+
+__all__: t.Sequence[str] = ["at", "session", "step", "handoff", "escalation", "commit", "activity"]

@@ -12,8 +12,10 @@ import random
 import typing as t
 from datetime import datetime, timedelta, timezone
 
+import itertools
+
 import sqlalchemy as sa
-from flask import Flask, request
+from flask import Flask, abort, request
 from flask_sqlalchemy import SQLAlchemy
 
 from flowpilot_analytics import FlowpilotAnalytics, Identity
@@ -57,6 +59,24 @@ class SessionHandoff(db.Model):
     __table_args__ = (db.Index("ix_session_handoffs_account_claimed", "account_id", "claimed_at"),)
 
 
+class DemoPsaService:
+    """Stands in for the host's psa_documentation_service (ConnectWise, Autotask, HaloPSA...)."""
+
+    def __init__(self) -> None:
+        self._ids = itertools.count(1)
+
+    def push_note(self, session: AISession, text: str, **kw: t.Any) -> dict[str, t.Any]:
+        return {"id": f"note-{session.account_id}-{next(self._ids)}", "ticket": session.psa_ticket_id}
+
+    def push_time_entry(self, session: AISession, minutes: float, **kw: t.Any) -> dict[str, t.Any]:
+        return {"id": f"time-{session.account_id}-{next(self._ids)}", "minutes": minutes}
+
+
+psa_documentation_service = DemoPsaService()
+# --- flowpilot_analytics: record every successful push --------------------------------------------
+analytics.wrap_psa_service(psa_documentation_service)
+
+
 def load_identity() -> Identity | None:
     """The demo's "login": a bearer token from ``TOKENS``; anything else is anonymous."""
     header = request.headers.get("Authorization", "")
@@ -76,8 +96,9 @@ def sqlite_transactional(engine: sa.Engine) -> None:
 
 
 def seed(now: datetime, rng: random.Random) -> None:
-    """Six weeks of sessions, steps and handoffs for three accounts of different sizes."""
+    """Six weeks of sessions, steps, handoffs and PSA activity for three accounts of different sizes."""
     naive_now = now.replace(tzinfo=None)
+    activities = db.metadata.tables["psa_activity_logs"]
     for account, size in ((1, 900), (2, 300), (3, 60)):
         for n in range(size):
             opened = naive_now - timedelta(days=rng.uniform(0, 42))
@@ -97,6 +118,15 @@ def seed(now: datetime, rng: random.Random) -> None:
                     moments.append(claimed + timedelta(seconds=rng.lognormvariate(4.5, 1.1)))
             db.session.add_all(AISessionStep(account_id=account, session_id=session.id, created_at=m)
                                for m in moments if m <= naive_now)
+            if session.psa_ticket_id and rng.random() < 0.7:  # documentation pushed, then (mostly) time logged
+                pushed = min(naive_now, moments[-1] + timedelta(minutes=rng.uniform(1, 30)))
+                rows = [{"activity_type": "note_posted", "minutes": None, "created_at": pushed}]
+                if rng.random() < 0.75:
+                    rows.append({"activity_type": "time_entry_posted", "created_at": pushed,
+                                 "minutes": float(rng.choice([15, 30, 30, 45, 60, 90]))})
+                db.session.execute(activities.insert(), [
+                    {**row, "account_id": account, "session_id": session.id, "psa_ticket_id": session.psa_ticket_id,
+                     "external_id": f"seed-{session.id}-{row['activity_type']}"} for row in rows])
     db.session.commit()
 
 
@@ -113,6 +143,18 @@ def create_app(database_uri: str | None = None) -> Flask:
     # --- flowpilot_analytics: register -------------------------------------------------------------
     analytics.init_app(app, db=db, identity_loader=load_identity)
     # -------------------------------------------------------------------------------------------------
+
+    @app.post("/demo/sessions/<int:session_id>/push")
+    def push(session_id: int) -> dict[str, t.Any]:
+        """The host's own "push documentation" action; the wrapped service records the activities."""
+        identity = load_identity()
+        session = db.session.get(AISession, session_id)
+        if identity is None or session is None or session.account_id != identity.account_id:
+            abort(404)
+        note = psa_documentation_service.push_note(session, "Resolved with FlowPilot")
+        entry = psa_documentation_service.push_time_entry(session, float(request.args.get("minutes", 15)))
+        db.session.commit()
+        return {"note": note, "time_entry": entry}
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             sqlite_transactional(db.engine)

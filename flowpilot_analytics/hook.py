@@ -1,0 +1,185 @@
+"""The post-push hook: record ``note_posted`` / ``time_entry_posted`` after a successful PSA push.
+
+Contract: the push's return value and exceptions pass through untouched; recording never raises,
+never flushes the host's pending objects and never rolls back the host's work.
+
+Transaction semantics: when the host's ``db.session`` has a transaction open, the row is written in
+it, inside a SAVEPOINT taken on the session's connection (no autoflush), so it commits or rolls back
+with the host's own record of the push; a failed insert rolls back only its savepoint. When the
+session has no transaction, the row is committed at once on a pooled connection of its own.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import typing as t
+from collections.abc import Mapping
+
+import sqlalchemy as sa
+from flask import current_app, has_app_context
+
+from .signals import activity_recorded
+
+if t.TYPE_CHECKING:
+    from .extension import AnalyticsState, FlowpilotAnalytics
+
+logger = logging.getLogger("flowpilot_analytics")
+
+#: Attribute set on wrapped functions, so that wrapping twice does not record twice.
+WRAPPED_MARK = "__flowpilot_activity__"
+
+Extract = t.Callable[[tuple[t.Any, ...], dict[str, t.Any], t.Any], Mapping[str, t.Any]]
+
+
+def _field(obj: t.Any, name: str) -> t.Any:
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def default_extract(activity_type: str) -> Extract:
+    """Read ``session`` (first positional or ``session=``), ``minutes`` (second or ``minutes=``), result ``id``."""
+
+    def extract(args: tuple[t.Any, ...], kwargs: dict[str, t.Any], result: t.Any) -> Mapping[str, t.Any]:
+        session = kwargs["session"] if "session" in kwargs else args[0]
+        fields: dict[str, t.Any] = {
+            "account_id": _field(session, "account_id"),
+            "session_id": _field(session, "id"),
+            "psa_ticket_id": _field(session, "psa_ticket_id"),
+            "external_id": _field(result, "id"),
+        }
+        if activity_type == "time_entry_posted":
+            fields["minutes"] = kwargs["minutes"] if "minutes" in kwargs else args[1]
+        return fields
+
+    return extract
+
+
+def build_payload(activity_type: str, fields: Mapping[str, t.Any], state: AnalyticsState) -> dict[str, t.Any]:
+    """The row to insert: normalized, complete, and JSON-friendly for the error log."""
+    if fields.get("account_id") is None:
+        raise ValueError("the pushed session has no account_id")
+    minutes = fields.get("minutes")
+    ticket, external = fields.get("psa_ticket_id"), fields.get("external_id")
+    return {
+        "account_id": fields["account_id"],
+        "session_id": fields.get("session_id"),
+        "activity_type": activity_type,
+        "psa_ticket_id": None if ticket is None else str(ticket),
+        "external_id": None if external is None else str(external),
+        "minutes": None if minutes is None else float(minutes),
+        "created_at": state.clock(),
+    }
+
+
+def _insert_once(table: sa.Table, dialect: str) -> t.Any:
+    """INSERT that skips a row already recorded (same account, type and external id)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table).on_conflict_do_nothing()
+    if dialect in ("mysql", "mariadb"):
+        return table.insert().prefix_with("IGNORE")
+    return table.insert()
+
+
+def write_activity(state: AnalyticsState, payload: Mapping[str, t.Any]) -> bool:
+    """Insert one activity row (see the module docstring); True when a new row was written."""
+    session = state.db.session()  # the scoped session's current Session
+    engine = state.write_engine
+    table = state.activity_table
+    statement = _insert_once(table, engine.dialect.name).values(**payload)
+    returning = engine.dialect.insert_returning
+    if returning:  # rowcount is not reliable for INSERT .. ON CONFLICT with implicit RETURNING
+        statement = statement.returning(table.c.id)
+
+    def run(connection: sa.Connection) -> bool:
+        result = connection.execute(statement)
+        return result.first() is not None if returning else result.rowcount == 1
+
+    if session.in_transaction():
+        connection = session.connection(bind_arguments={"bind": engine})
+        with connection.begin_nested():
+            return run(connection)
+    with engine.begin() as connection:
+        return run(connection)
+
+
+def _describe(payload: Mapping[str, t.Any] | None, activity_type: str, args: t.Any, kwargs: t.Any,
+              result: t.Any) -> str:
+    if payload is not None:
+        return json.dumps(dict(payload), default=str, sort_keys=True)
+    return json.dumps({"activity_type": activity_type, "args": repr(args), "kwargs": repr(kwargs),
+                       "result": repr(result)}, sort_keys=True)
+
+
+def record(extension: FlowpilotAnalytics, activity_type: str, extract: Extract, args: tuple[t.Any, ...],
+           kwargs: dict[str, t.Any], result: t.Any) -> None:
+    """Record one activity after a push; every failure is logged at ERROR with the payload, never raised."""
+    from .extension import EXTENSION_KEY
+
+    if not has_app_context():
+        logger.warning("flowpilot_analytics: %s push outside an app context; activity not recorded", activity_type)
+        return
+    state = current_app.extensions.get(EXTENSION_KEY)
+    if state is None or state.extension is not extension:
+        logger.warning("flowpilot_analytics: %s push in an app where this FlowpilotAnalytics is not registered; "
+                       "activity not recorded", activity_type)
+        return
+    payload: dict[str, t.Any] | None = None
+    try:
+        with state.db.session().no_autoflush:  # reading an expired host object must not flush its pending ones
+            fields = extract(args, kwargs, result)
+        payload = build_payload(activity_type, fields, state)
+        recorded = write_activity(state, payload)
+    except Exception:
+        logger.error("flowpilot_analytics: could not record a %s activity; payload for replay: %s",
+                     activity_type, _describe(payload, activity_type, args, kwargs, result), exc_info=True)
+        return
+    if not recorded:
+        logger.info("flowpilot_analytics: %s %s already recorded for account %s", activity_type,
+                    payload["external_id"], payload["account_id"])
+        return
+    try:
+        activity_recorded.send(current_app._get_current_object(), activity=dict(payload))
+    except Exception:
+        logger.error("flowpilot_analytics: an activity_recorded receiver failed", exc_info=True)
+
+
+def psa_activity(extension: FlowpilotAnalytics, activity_type: str,
+                 extract: Extract | None = None) -> t.Callable[[t.Callable[..., t.Any]], t.Callable[..., t.Any]]:
+    """Decorator: after ``fn`` returns, record an ``activity_type`` row; exceptions propagate, no row."""
+    reader = extract or default_extract(activity_type)
+
+    def decorator(fn: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
+        if getattr(fn, WRAPPED_MARK, None):
+            return fn
+
+        @functools.wraps(fn)
+        def wrapper(*args: t.Any, **kwargs: t.Any) -> t.Any:
+            result = fn(*args, **kwargs)
+            record(extension, activity_type, reader, args, kwargs, result)
+            return result
+
+        setattr(wrapper, WRAPPED_MARK, activity_type)
+        return wrapper
+
+    return decorator
+
+
+def wrap_service(extension: FlowpilotAnalytics, service: t.Any, methods: Mapping[str, str]) -> t.Any:
+    """Replace, in place, each named push function of a module or object with its recording wrapper."""
+    found = [name for name in methods.values() if callable(getattr(service, name, None))]
+    if not found:
+        raise AttributeError(f"{service!r} has none of the PSA push functions {sorted(methods.values())}")
+    for activity_type, name in methods.items():
+        fn = getattr(service, name, None)
+        if callable(fn):
+            setattr(service, name, psa_activity(extension, activity_type)(fn))
+    return service

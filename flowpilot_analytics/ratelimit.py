@@ -1,0 +1,79 @@
+"""Per-user rate limits for the plugin's routes, on Flask-Limiter's engine without its app-wide hooks.
+
+``flask_limiter.Limiter.init_app`` installs a ``before_request`` on the whole app and reads (and
+writes) the host's ``RATELIMIT_*`` settings, so a plugin-owned one could limit the host's routes.
+The plugin therefore drives the ``limits`` package that Flask-Limiter is built on, for its own routes
+only: the same limit strings, storage URIs (``memory://``, ``redis://``) and fixed-window strategy.
+A host that passes its own ``Limiter`` shares that limiter's storage and strategy instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import typing as t
+
+import limits
+from limits.storage import storage_from_string
+from limits.strategies import FixedWindowRateLimiter, RateLimiter
+
+from .errors import ApiError
+
+if t.TYPE_CHECKING:
+    from flask_limiter import Limiter
+
+logger = logging.getLogger("flowpilot_analytics")
+
+NAMESPACE = "flowpilot_analytics"
+
+
+class RouteLimits:
+    """The limits of one app's registration: which routes, how many calls, where counted."""
+
+    def __init__(self, route_limits: t.Mapping[str, str], storage_uri: str, host_limiter: Limiter | None) -> None:
+        self.items = {route: limits.parse(value) for route, value in route_limits.items()}
+        self.storage_uri = storage_uri
+        self._host_limiter = host_limiter
+        self._own: RateLimiter | None = None
+
+    @property
+    def strategy(self) -> RateLimiter:
+        """The host limiter's strategy when one was given, else the plugin's own (made on first use)."""
+        if self._host_limiter is not None:
+            return self._host_limiter.limiter
+        if self._own is None:
+            self._own = FixedWindowRateLimiter(storage_from_string(self.storage_uri))
+        return self._own
+
+    @staticmethod
+    def _identifiers(route: str, account_id: t.Any, user_id: t.Any) -> tuple[str, ...]:
+        return (NAMESPACE, route, str(account_id), str(user_id))
+
+    def hit(self, route: str, account_id: t.Any, user_id: t.Any) -> None:
+        """Count one call by this user; over the limit raise a 429 with ``Retry-After``.
+
+        If the storage cannot be reached the call is let through and a warning logged: an outage of
+        the limiter's storage must not take the analytics down with it.
+        """
+        item = self.items.get(route)
+        if item is None:
+            return
+        ids = self._identifiers(route, account_id, user_id)
+        try:
+            allowed = self.strategy.hit(item, *ids)
+            reset_at = None if allowed else self.strategy.get_window_stats(item, *ids).reset_time
+        except Exception as exc:  # the storage's own errors differ per backend
+            logger.warning("flowpilot_analytics: rate-limit storage unavailable (%s); %s not limited", exc, route)
+            return
+        if not allowed:
+            retry_after = max(1, math.ceil((reset_at or time.time()) - time.time()))
+            raise ApiError(429, "rate_limited", f"Too many requests: the limit is {item}. Try again later.",
+                           details={"limit": str(item), "retry_after_seconds": retry_after},
+                           headers={"Retry-After": str(retry_after)})
+
+    def reset(self, route: str, account_id: t.Any, user_id: t.Any) -> None:
+        """Give one user their full budget back on ``route``."""
+        item = self.items.get(route)
+        if item is not None:
+            self.strategy.clear(item, *self._identifiers(route, account_id, user_id))

@@ -1,0 +1,286 @@
+"""The post-push hook, driven through a fake PSA service wrapped by the public API."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import types
+import typing as t
+
+import pytest
+import sqlalchemy as sa
+
+from flowpilot_analytics import FlowpilotAnalytics, activity_recorded
+
+from . import factories as f
+from .fake_psa import FakePsaService, PsaDown
+from .host import NOW, AISession, db
+
+
+@pytest.fixture
+def analytics(app: t.Any) -> FlowpilotAnalytics:
+    return t.cast(FlowpilotAnalytics, app.extensions["flowpilot_analytics"].extension)
+
+
+@pytest.fixture
+def psa(analytics: FlowpilotAnalytics) -> FakePsaService:
+    return t.cast(FakePsaService, analytics.wrap_psa_service(FakePsaService()))
+
+
+def committed_rows() -> list[dict[str, t.Any]]:
+    """Activity rows as another connection sees them (committed only)."""
+    table = db.metadata.tables["psa_activity_logs"]
+    with db.engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(sa.select(table).order_by(table.c.id))]
+
+
+def ticket_session(account: int = 1, ticket: str | None = "T-1") -> AISession:
+    sess = f.session(account, f.at(days=1), ticket=ticket)
+    f.commit()
+    return sess
+
+
+def test_successful_pushes_record_one_row_each(psa: FakePsaService) -> None:
+    sess = ticket_session()
+    note = psa.push_note(sess, "Fixed the VPN")
+    entry = psa.push_time_entry(sess, 37.5)
+    assert note == {"id": "1000", "text": "Fixed the VPN"}
+    assert entry.minutes == 37.5
+    f.commit()
+    rows = committed_rows()
+    assert [(r["activity_type"], r["external_id"], r["minutes"]) for r in rows] == [
+        ("note_posted", "1000", None), ("time_entry_posted", "1001", 37.5)]
+    assert {(r["account_id"], r["session_id"], r["psa_ticket_id"]) for r in rows} == {(1, sess.id, "T-1")}
+    assert all(r["created_at"] == NOW for r in rows)
+
+
+def test_keyword_arguments_are_read_too(psa: FakePsaService) -> None:
+    sess = ticket_session()
+    psa.push_time_entry(session=sess, minutes=15)
+    f.commit()
+    assert [(r["activity_type"], r["minutes"]) for r in committed_rows()] == [("time_entry_posted", 15.0)]
+
+
+def test_failed_push_propagates_unchanged_and_records_nothing(psa: FakePsaService) -> None:
+    sess = ticket_session()
+    error = PsaDown("ConnectWise said 502")
+    psa.fail_with = error
+    with pytest.raises(PsaDown) as raised:
+        psa.push_note(sess, "text")
+    assert raised.value is error
+    f.commit()
+    assert committed_rows() == []
+
+
+def test_dropped_table_logs_payload_and_returns_the_push_result(
+        psa: FakePsaService, caplog: pytest.LogCaptureFixture) -> None:
+    sess = ticket_session()
+    session_id = sess.id
+    db.session.rollback()
+    db.metadata.tables["psa_activity_logs"].drop(db.engine)
+    try:
+        with caplog.at_level(logging.ERROR, logger="flowpilot_analytics"):
+            result = psa.push_time_entry(sess, 20)
+        assert result.minutes == 20
+        records = [r for r in caplog.records if r.name == "flowpilot_analytics" and r.levelno == logging.ERROR]
+        assert len(records) == 1
+        payload = json.loads(records[0].getMessage().split("payload for replay: ", 1)[1])
+        assert payload["account_id"] == 1 and payload["session_id"] == session_id
+        assert payload["activity_type"] == "time_entry_posted" and payload["minutes"] == 20.0
+        assert payload["external_id"] == "1000"
+        # the host's session is still usable: its later work commits
+        db.session.add(AISession(account_id=1, created_at=f.at(), title="after"))
+        db.session.commit()
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(AISession)) == 2
+    finally:
+        db.session.rollback()
+        db.metadata.tables["psa_activity_logs"].create(db.engine)
+
+
+def test_invalid_pending_host_object_is_not_flushed_by_the_hook(psa: FakePsaService) -> None:
+    sess = ticket_session()
+    bad = AISession(account_id=1, created_at=None, title="no created_at: NOT NULL violation")
+    db.session.add(bad)
+    result = psa.push_note(sess, "documented")
+    assert result["id"] == "1000"
+    db.session.expunge(bad)  # the host drops its own bad object...
+    db.session.add(AISession(account_id=1, created_at=f.at(), title="good"))
+    db.session.commit()      # ...and its good work commits, with the activity
+    assert [r["external_id"] for r in committed_rows()] == ["1000"]
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(AISession)) == 2
+
+
+def test_host_flush_error_then_push_still_returns(psa: FakePsaService, caplog: pytest.LogCaptureFixture) -> None:
+    sess = ticket_session()
+    db.session.add(AISession(account_id=1, created_at=None, title="bad"))
+    with pytest.raises(sa.exc.IntegrityError):
+        db.session.flush()
+    # the host has not rolled back yet: its session refuses work; the hook must not raise
+    with caplog.at_level(logging.ERROR, logger="flowpilot_analytics"):
+        assert psa.push_note(sess, "x")["id"] == "1000"
+    assert any("payload for replay" in r.getMessage() for r in caplog.records)
+    db.session.rollback()
+    db.session.add(AISession(account_id=1, created_at=f.at(), title="later"))
+    db.session.commit()
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(AISession)) == 2
+
+
+@pytest.mark.parametrize(("args", "kwargs"), [
+    ((types.SimpleNamespace(id=1, psa_ticket_id="T"), 10), {}),                # no account_id
+    ((types.SimpleNamespace(id=1, account_id=1, psa_ticket_id="T"), "lots"), {}),  # minutes not a number
+    ((), {}),                                                                  # no session at all
+])
+def test_unreadable_arguments_are_logged_not_raised(
+        analytics: FlowpilotAnalytics, caplog: pytest.LogCaptureFixture, args: t.Any, kwargs: t.Any) -> None:
+    @analytics.psa_activity("time_entry_posted")
+    def push(*a: t.Any, **k: t.Any) -> dict[str, str]:
+        return {"id": "E-1"}
+
+    with caplog.at_level(logging.ERROR, logger="flowpilot_analytics"):
+        assert push(*args, **kwargs) == {"id": "E-1"}
+    assert [r for r in caplog.records if "payload for replay" in r.getMessage()]
+    f.commit()
+    assert committed_rows() == []
+
+
+def test_wrapping_twice_records_once(analytics: FlowpilotAnalytics, psa: FakePsaService) -> None:
+    analytics.wrap_psa_service(psa)
+    analytics.wrap_psa_service(psa)
+    psa.push_note(ticket_session(), "once")
+    f.commit()
+    assert len(committed_rows()) == 1
+
+
+def test_retry_with_same_external_id_is_recorded_once_per_account_and_type(psa: FakePsaService) -> None:
+    sess = ticket_session()
+    other = ticket_session(account=2)
+    psa.fixed_id = "N-7"
+    psa.push_note(sess, "first try")
+    psa.push_note(sess, "retry")
+    psa.push_time_entry(sess, 5)       # same id, other type: recorded
+    psa.push_note(other, "other account, same id")  # other account: recorded
+    f.commit()
+    rows = committed_rows()
+    assert sorted((r["account_id"], r["activity_type"]) for r in rows) == [
+        (1, "note_posted"), (1, "time_entry_posted"), (2, "note_posted")]
+
+
+def test_pushes_without_external_id_are_all_recorded(analytics: FlowpilotAnalytics) -> None:
+    service = types.SimpleNamespace(push_note=lambda session, text: None)
+    analytics.wrap_psa_service(service)
+    sess = ticket_session()
+    service.push_note(sess, "a")
+    service.push_note(sess, "b")
+    f.commit()
+    assert [r["external_id"] for r in committed_rows()] == [None, None]
+
+
+def test_module_service_and_configured_method_names(analytics: FlowpilotAnalytics) -> None:
+    module = types.ModuleType("psa_documentation_service")
+    module.post_doc = lambda session, text, **kw: {"id": "D1"}  # type: ignore[attr-defined]
+    module.log_time = lambda session, minutes, **kw: {"id": "T1"}  # type: ignore[attr-defined]
+    analytics.wrap_psa_service(module, methods={"note_posted": "post_doc", "time_entry_posted": "log_time"})
+    sess = ticket_session()
+    assert module.post_doc(sess, "x") == {"id": "D1"}
+    assert module.log_time(sess, 12) == {"id": "T1"}
+    f.commit()
+    assert [(r["activity_type"], r["minutes"]) for r in committed_rows()] == [
+        ("note_posted", None), ("time_entry_posted", 12.0)]
+
+
+def test_service_without_push_functions_is_refused(analytics: FlowpilotAnalytics) -> None:
+    with pytest.raises(AttributeError, match="push_note"):
+        analytics.wrap_psa_service(object())
+
+
+def test_decorator_with_custom_extract(analytics: FlowpilotAnalytics) -> None:
+    @analytics.psa_activity("time_entry_posted",
+                            extract=lambda args, kwargs, result: {"account_id": kwargs["tenant"],
+                                                                  "session_id": None, "minutes": result["mins"],
+                                                                  "external_id": result["ref"]})
+    def log_time(*, tenant: int, hours: float) -> dict[str, t.Any]:
+        return {"ref": "X-1", "mins": hours * 60}
+
+    assert log_time(tenant=3, hours=1.5) == {"ref": "X-1", "mins": 90.0}
+    f.commit()
+    assert [(r["account_id"], r["minutes"], r["external_id"]) for r in committed_rows()] == [(3, 90.0, "X-1")]
+
+
+def test_signal_is_sent_once_per_recorded_row(app: t.Any, psa: FakePsaService) -> None:
+    received: list[tuple[t.Any, dict[str, t.Any]]] = []
+
+    def receiver(sender: t.Any, activity: dict[str, t.Any]) -> None:
+        received.append((sender, activity))
+
+    with activity_recorded.connected_to(receiver):
+        sess = ticket_session()
+        psa.fixed_id = "S-1"
+        psa.push_note(sess, "a")
+        psa.push_note(sess, "retry: deduplicated, no signal")
+    assert len(received) == 1
+    sender, activity = received[0]
+    assert sender is app
+    assert (activity["activity_type"], activity["external_id"], activity["account_id"]) == ("note_posted", "S-1", 1)
+
+
+def test_failing_signal_receiver_does_not_break_the_push(psa: FakePsaService) -> None:
+    def broken(sender: t.Any, activity: t.Any) -> None:
+        raise RuntimeError("receiver bug")
+
+    with activity_recorded.connected_to(broken):
+        assert psa.push_note(ticket_session(), "x")["id"] == "1000"
+    f.commit()
+    assert len(committed_rows()) == 1
+
+
+def test_outside_an_app_context_the_push_goes_through(psa: FakePsaService,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    sess = types.SimpleNamespace(id=1, account_id=1, psa_ticket_id="T")
+    results: list[t.Any] = []
+    with caplog.at_level(logging.WARNING, logger="flowpilot_analytics"):
+        worker = threading.Thread(target=lambda: results.append(psa.push_note(sess, "from a worker")))
+        worker.start()
+        worker.join()
+    assert results == [{"id": "1000", "text": "from a worker"}]
+    assert any("outside an app context" in r.getMessage() for r in caplog.records)
+
+
+# -- transaction semantics ------------------------------------------------------------------------
+
+def test_row_joins_the_hosts_open_transaction_and_rolls_back_with_it(psa: FakePsaService) -> None:
+    sess = ticket_session()
+    db.session.add(AISession(account_id=1, created_at=f.at(), title="host work in progress"))
+    db.session.flush()
+    psa.push_note(sess, "x")
+    assert committed_rows() == []          # not visible before the host commits
+    db.session.rollback()
+    assert committed_rows() == []          # gone with the host's rollback
+
+
+def test_row_commits_with_the_hosts_transaction(psa: FakePsaService) -> None:
+    sess = ticket_session()
+    db.session.add(AISession(account_id=1, created_at=f.at(), title="host work"))
+    psa.push_note(sess, "x")
+    db.session.commit()
+    assert len(committed_rows()) == 1
+
+
+def test_without_a_host_transaction_the_row_commits_at_once(psa: FakePsaService) -> None:
+    sess = types.SimpleNamespace(id=5, account_id=1, psa_ticket_id="T")
+    db.session.rollback()
+    assert not db.session().in_transaction()
+    psa.push_note(sess, "x")
+    assert len(committed_rows()) == 1
+    assert not db.session().in_transaction()
+
+
+def test_hook_rows_reach_the_psa_metrics(client: t.Any, psa: FakePsaService) -> None:
+    sess = ticket_session()
+    psa.push_note(sess, "doc")
+    psa.push_time_entry(sess, 45)
+    f.commit()
+    body = client.get("/api/v1/analytics/flowpilot/psa-metrics", headers={
+        "X-Account": "1", "X-Role": "team_admin"}).get_json()
+    assert body["funnel"]["time_entry_logged"] == 1
+    assert body["time_entries"] == {"count": 1, "total_minutes": 45.0, "total_hours": 0.75}
