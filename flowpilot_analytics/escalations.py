@@ -5,7 +5,8 @@ of the same session (and account) created at or after the claim (less the clock-
 allowance); the handoff's delta is ``max(0, first_step - claimed_at)`` in seconds. Handoffs
 without such a step count as claimed but not as acted upon. Average, median and p95 are taken
 over the deltas, with linear interpolation between closest ranks (PostgreSQL's
-``percentile_cont``, numpy's default), and are ``None`` when there is no delta.
+``percentile_cont``, numpy's default), and are ``None`` when there is no delta. PostgreSQL computes
+them in the query; other databases return one row per handoff and :func:`summarize` computes them.
 """
 
 from __future__ import annotations
@@ -42,32 +43,61 @@ class EscalationResult:
     p95_seconds: float | None
 
 
-def build_query(tables: HostTables, dialect: str, skew_seconds: float) -> sa.Select[t.Any]:
-    """One statement: every claimed handoff in the window with its first step after the claim.
-
-    Bound parameters: ``account_id``, ``window_start``, ``window_end``.
-    """
+def _first_step(tables: HostTables, dialect: str, skew_seconds: float) -> tuple[t.Any, t.Any]:
+    """The claim (comparable form) and a select of the first step of its session at or after it."""
     h, s = tables.handoffs, tables.steps
     claimed = comparable(h.c.claimed_at, is_aware(s.c.created_at), dialect)
     created = comparable(s.c.created_at, is_aware(h.c.claimed_at), dialect)
-    account = sa.bindparam("account_id")
-    first_step_at = (
-        sa.select(s.c.created_at)
+    first = (
+        sa.select(created.label("first_step_at"))
         .where(
-            s.c.account_id == account,
+            s.c.account_id == sa.bindparam("account_id"),
             s.c.session_id == h.c.session_id,
             instant(created) >= seconds_before(claimed, skew_seconds, dialect),
         )
         .order_by(instant(created))
         .limit(1)
-        .correlate(h)
-        .scalar_subquery()
     )
-    return sa.select(h.c.claimed_at, first_step_at.label("first_step_at")).where(
-        h.c.account_id == account,
+    return claimed, first
+
+
+def _in_scope(tables: HostTables) -> list[sa.ColumnElement[bool]]:
+    """The caller's handoffs claimed inside the window."""
+    h = tables.handoffs
+    return [
+        h.c.account_id == sa.bindparam("account_id"),
         h.c.claimed_at.is_not(None),
         instant(h.c.claimed_at) >= instant(sa.bindparam("window_start", type_=h.c.claimed_at.type)),
         instant(h.c.claimed_at) <= instant(sa.bindparam("window_end", type_=h.c.claimed_at.type)),
+    ]
+
+
+def build_query(tables: HostTables, dialect: str, skew_seconds: float) -> sa.Select[t.Any]:
+    """One statement per request. Bound parameters: ``account_id``, ``window_start``, ``window_end``.
+
+    On PostgreSQL the database does everything: a LATERAL probe finds each handoff's first step (an
+    index probe on ``(account_id, session_id, created_at)``, evaluated once per handoff), and one row
+    comes back with the counts, ``avg`` and ``percentile_cont``. Elsewhere (SQLite has neither LATERAL
+    nor ``percentile_cont``) it returns ``(claimed_at, first_step_at)`` per handoff for :func:`summarize`.
+    """
+    h = tables.handoffs
+    claimed, first = _first_step(tables, dialect, skew_seconds)
+    if dialect != "postgresql":
+        first_step_at = first.correlate(h).scalar_subquery()
+        return sa.select(h.c.claimed_at, first_step_at.label("first_step_at")).where(*_in_scope(tables))
+    lateral = first.lateral("first_step")
+    gap = sa.extract("epoch", lateral.c.first_step_at - claimed)
+    delta = sa.case((gap < 0, 0), else_=gap)  # NULL stays NULL (GREATEST would turn it into 0)
+    return (
+        sa.select(
+            sa.func.count(),
+            sa.func.count(lateral.c.first_step_at),
+            sa.func.avg(delta),
+            sa.func.percentile_cont(0.5).within_group(delta),
+            sa.func.percentile_cont(0.95).within_group(delta),
+        )
+        .select_from(h.outerjoin(lateral, sa.true()))
+        .where(*_in_scope(tables))
     )
 
 
@@ -86,11 +116,18 @@ def percentile(ordered: t.Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def summarize(rows: t.Iterable[tuple[datetime, datetime | None]]) -> EscalationResult:
-    """Counts and statistics from ``(claimed_at, first_step_at)`` rows."""
+def _float(value: t.Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def summarize(result: t.Iterable[t.Sequence[t.Any]], dialect: str) -> EscalationResult:
+    """The counts and statistics from :func:`build_query`'s result."""
+    if dialect == "postgresql":
+        claimed, with_action, avg, median, p95 = next(iter(result))
+        return EscalationResult(int(claimed), int(with_action), _float(avg), _float(median), _float(p95))
     claimed = 0
     deltas: list[float] = []
-    for claimed_at, first_step_at in rows:
+    for claimed_at, first_step_at in result:
         claimed += 1
         delta = delta_seconds(claimed_at, first_step_at)
         if delta is not None:

@@ -6,8 +6,8 @@
   ``time_entry_posted`` (time_entry_logged). Each stage is a subset of the previous one.
 - ``daily_trend``: one row per calendar day in the caller's zone, from the local day of the window's
   start to that of its end, zero-filled; rows count sessions and activities created that local day
-  inside the window. Local days are computed in Python with ``zoneinfo``, so DST days (23 or 25
-  hours) are right on every database.
+  inside the window. Local days come from the database's zone rules on PostgreSQL and from
+  ``zoneinfo`` elsewhere, so DST days (23 or 25 hours) are right on every database.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from .periods import Window
-from .tables import HostTables, as_utc, instant
+from .tables import HostTables, as_utc, instant, is_aware
 
 NOTE_POSTED = "note_posted"
 TIME_ENTRY_POSTED = "time_entry_posted"
@@ -33,10 +33,26 @@ def _in_window(column: sa.ColumnElement[t.Any]) -> list[sa.ColumnElement[bool]]:
     ]
 
 
-def build_sessions_query(tables: HostTables, activities: sa.Table) -> sa.Select[t.Any]:
-    """The account's sessions created in the window, each with its funnel flags.
+def day_bucket(column: sa.ColumnElement[t.Any], dialect: str) -> sa.ColumnElement[t.Any]:
+    """What rows are grouped by: the local date on PostgreSQL (zone bound as ``tz``), else the timestamp.
 
-    Bound parameters: ``account_id``, ``window_start``, ``window_end``.
+    SQLite knows no IANA zones, so there the grouping is by timestamp and :func:`summarize` maps
+    each one to its local day; on PostgreSQL ``timezone(tz, …)`` does it, DST included.
+    """
+    if dialect != "postgresql":
+        return column
+    utc = column if is_aware(column) else sa.func.timezone("UTC", column)
+    return sa.func.date(sa.func.timezone(sa.bindparam("tz", type_=sa.String()), utc))
+
+
+def _count_if(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
+    return sa.func.sum(sa.case((condition, 1), else_=0))
+
+
+def build_sessions_query(tables: HostTables, activities: sa.Table, dialect: str) -> sa.Select[t.Any]:
+    """The account's sessions created in the window, grouped by day, with the funnel counts.
+
+    Bound parameters: ``account_id``, ``window_start``, ``window_end`` (and ``tz`` on PostgreSQL).
     """
     s, a = tables.sessions, activities
     account = sa.bindparam("account_id")
@@ -46,21 +62,28 @@ def build_sessions_query(tables: HostTables, activities: sa.Table) -> sa.Select[
                                  a.c.activity_type == activity_type)
 
     linked = s.c.psa_ticket_id.is_not(None)
-    return sa.select(
-        s.c.created_at,
-        linked.label("linked"),
-        sa.and_(linked, has(NOTE_POSTED)).label("doc_pushed"),
-        sa.and_(linked, has(NOTE_POSTED), has(TIME_ENTRY_POSTED)).label("time_entry_logged"),
-    ).where(s.c.account_id == account, *_in_window(s.c.created_at))
+    doc_pushed = sa.and_(linked, has(NOTE_POSTED))
+    bucket = day_bucket(s.c.created_at, dialect).label("bucket")
+    return (
+        sa.select(bucket, sa.func.count(), _count_if(linked), _count_if(doc_pushed),
+                  _count_if(sa.and_(doc_pushed, has(TIME_ENTRY_POSTED))))
+        .where(s.c.account_id == account, *_in_window(s.c.created_at))
+        .group_by(bucket)
+    )
 
 
-def build_activities_query(activities: sa.Table) -> sa.Select[t.Any]:
-    """The account's note and time-entry activities created in the window."""
+def build_activities_query(activities: sa.Table, dialect: str) -> sa.Select[t.Any]:
+    """The account's note and time-entry activities created in the window, grouped by day and type."""
     a = activities
-    return sa.select(a.c.created_at, a.c.activity_type, a.c.minutes).where(
-        a.c.account_id == sa.bindparam("account_id"),
-        a.c.activity_type.in_([NOTE_POSTED, TIME_ENTRY_POSTED]),
-        *_in_window(a.c.created_at),
+    bucket = day_bucket(a.c.created_at, dialect).label("bucket")
+    return (
+        sa.select(bucket, a.c.activity_type, sa.func.count(), sa.func.sum(a.c.minutes))
+        .where(
+            a.c.account_id == sa.bindparam("account_id"),
+            a.c.activity_type.in_([NOTE_POSTED, TIME_ENTRY_POSTED]),
+            *_in_window(a.c.created_at),
+        )
+        .group_by(bucket, a.c.activity_type)
     )
 
 
@@ -101,27 +124,29 @@ def local_days(window: Window, zone: ZoneInfo) -> list[date]:
 
 def summarize(sessions: t.Iterable[t.Any], activities: t.Iterable[t.Any], window: Window,
               zone: ZoneInfo) -> PsaResult:
-    """Fold the two queries' rows into totals, funnel and zero-filled trend."""
+    """Fold the two grouped queries' rows into totals, funnel and the zero-filled trend."""
     days = {day: DayRow(day) for day in local_days(window, zone)}
     result = PsaResult(daily_trend=list(days.values()))
 
-    def day_of(moment: datetime) -> DayRow:
-        return days[t.cast(datetime, as_utc(moment)).astimezone(zone).date()]
+    def day_of(bucket: date | datetime) -> DayRow:
+        if isinstance(bucket, (datetime, str)):
+            return days[t.cast(datetime, as_utc(bucket)).astimezone(zone).date()]
+        return days[bucket]
 
-    for created_at, linked, doc_pushed, time_entry_logged in sessions:
-        result.sessions += 1
-        result.linked += bool(linked)
-        result.doc_pushed += bool(doc_pushed)
-        result.time_entry_logged += bool(time_entry_logged)
-        day_of(created_at).sessions += 1
-    for created_at, activity_type, minutes in activities:
-        row = day_of(created_at)
+    for bucket, count, linked, doc_pushed, time_entry_logged in sessions:
+        result.sessions += count
+        result.linked += linked or 0
+        result.doc_pushed += doc_pushed or 0
+        result.time_entry_logged += time_entry_logged or 0
+        day_of(bucket).sessions += count
+    for bucket, activity_type, count, minutes in activities:
+        row = day_of(bucket)
         if activity_type == NOTE_POSTED:
-            row.notes_posted += 1
+            row.notes_posted += count
         else:
-            result.time_entry_count += 1
-            result.total_minutes += minutes or 0.0
-            row.time_entries += 1
-            row.minutes += minutes or 0.0
+            minutes = float(minutes or 0.0)
+            result.time_entry_count += count
+            result.total_minutes += minutes
+            row.time_entries += count
+            row.minutes += minutes
     return result
-

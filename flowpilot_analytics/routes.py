@@ -37,7 +37,7 @@ def escalations_view() -> Response:
         "escalations", lambda: escalations.build_query(tables, state.dialect, state.skew_seconds))
     rows = state.read(statement, {"account_id": identity.account_id, "window_start": window.start,
                                   "window_end": window.end})
-    result = escalations.summarize(rows)
+    result = escalations.summarize(rows, state.dialect)
     return jsonify(EscalationMetrics().dump({
         "period": window.period,
         "window_start": window.start,
@@ -60,9 +60,12 @@ def psa_metrics_view() -> Response:
     zone = ZoneInfo(args["tz"])
     tables = state.host_tables()
     activities = state.activity_table
-    sessions_query = state.statement("psa_sessions", lambda: psa_metrics.build_sessions_query(tables, activities))
-    activities_query = state.statement("psa_activities", lambda: psa_metrics.build_activities_query(activities))
-    params = {"account_id": identity.account_id, "window_start": window.start, "window_end": window.end}
+    sessions_query = state.statement(
+        "psa_sessions", lambda: psa_metrics.build_sessions_query(tables, activities, state.dialect))
+    activities_query = state.statement(
+        "psa_activities", lambda: psa_metrics.build_activities_query(activities, state.dialect))
+    params = {"account_id": identity.account_id, "window_start": window.start, "window_end": window.end,
+              "tz": args["tz"]}
     result = psa_metrics.summarize(state.read(sessions_query, params), state.read(activities_query, params),
                                    window, zone)
     rate = psa_metrics.rate
