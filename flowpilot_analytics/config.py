@@ -25,6 +25,13 @@ COLUMNS = PREFIX + "COLUMNS"
 PSA_METRICS_LIMIT = PREFIX + "PSA_METRICS_LIMIT"
 #: Storage for the plugin's own limiter; ``None`` falls back to ``RATELIMIT_STORAGE_URI``.
 RATELIMIT_STORAGE_URI = PREFIX + "RATELIMIT_STORAGE_URI"
+#: Seconds a computed response is reused for the same account and parameters; 0 turns caching off.
+CACHE_TTL = PREFIX + "CACHE_TTL"
+#: Where cached responses live: ``memory://`` (per process) or ``redis://...`` (shared). ``None``: the
+#: plugin's rate-limit storage when that is Redis, else ``memory://``.
+CACHE_STORAGE_URI = PREFIX + "CACHE_STORAGE_URI"
+#: Flask-SQLAlchemy bind key analytics reads go to (a read replica); ``None`` reads from the primary.
+BIND = PREFIX + "BIND"
 #: Name of the table the plugin owns.
 ACTIVITY_TABLE = PREFIX + "ACTIVITY_TABLE"
 #: Type of ``account_id`` / ``session_id`` in the plugin's table: ``integer``, ``string`` or ``uuid``.
@@ -59,6 +66,9 @@ DEFAULTS: dict[str, t.Any] = {
     COLUMNS: {},
     PSA_METRICS_LIMIT: "15 per minute",
     RATELIMIT_STORAGE_URI: None,
+    CACHE_TTL: 60,
+    CACHE_STORAGE_URI: None,
+    BIND: None,
     ACTIVITY_TABLE: "psa_activity_logs",
     ID_TYPE: "integer",
     PSA_SERVICE_METHODS: DEFAULT_PSA_SERVICE_METHODS,
@@ -82,6 +92,12 @@ def validate(config: t.Mapping[str, t.Any]) -> None:
     skew = config[CLOCK_SKEW_SECONDS]
     if isinstance(skew, bool) or not isinstance(skew, (int, float)) or skew < 0:
         raise ValueError(f"{CLOCK_SKEW_SECONDS} must be a number of seconds >= 0")
+    ttl = config[CACHE_TTL]
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 0:
+        raise ValueError(f"{CACHE_TTL} must be a whole number of seconds >= 0 (0 turns the cache off)")
+    bind = config[BIND]
+    if bind is not None and bind not in (config.get("SQLALCHEMY_BINDS") or {}):
+        raise ValueError(f"{BIND} = {bind!r} is not a key of SQLALCHEMY_BINDS")
     if config[ID_TYPE] not in ("integer", "string", "uuid"):
         raise ValueError(f"{ID_TYPE} must be 'integer', 'string' or 'uuid'")
     unknown_tables = set(config[TABLES]) - set(DEFAULT_TABLES)

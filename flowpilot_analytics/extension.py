@@ -13,6 +13,7 @@ from flask_sqlalchemy import SQLAlchemy
 from . import config as cfg
 from . import hook
 from .identity import IdentityLike, require_role
+from .cache import ResponseCache
 from .ratelimit import RouteLimits
 from .tables import HostTables, activity_table, reflect_host_tables
 
@@ -45,11 +46,11 @@ class AnalyticsState:
         self.route_roles: dict[str, str] = {**cfg.DEFAULT_ROUTE_ROLES, **dict(config[cfg.ROUTE_ROLES])}
         self.skew_seconds = float(config[cfg.CLOCK_SKEW_SECONDS])
         self.activity_table = activity_table(db.metadata, config[cfg.ACTIVITY_TABLE], config[cfg.ID_TYPE])
-        self.limits = RouteLimits(
-            {"psa_metrics": config[cfg.PSA_METRICS_LIMIT]},
-            config[cfg.RATELIMIT_STORAGE_URI] or config.get("RATELIMIT_STORAGE_URI") or "memory://",
-            limiter,
-        )
+        limit_storage = config[cfg.RATELIMIT_STORAGE_URI] or config.get("RATELIMIT_STORAGE_URI") or "memory://"
+        self.limits = RouteLimits({"psa_metrics": config[cfg.PSA_METRICS_LIMIT]}, limit_storage, limiter)
+        shared = limit_storage if limit_storage.startswith(("redis://", "rediss://")) else None
+        self.cache = ResponseCache(config[cfg.CACHE_TTL], config[cfg.CACHE_STORAGE_URI] or shared)
+        self.bind_key: str | None = config[cfg.BIND]
         self._host_tables: HostTables | None = None
         self._statements: dict[str, t.Any] = {}
         self._lock = threading.Lock()
@@ -64,8 +65,8 @@ class AnalyticsState:
     # -- database ------------------------------------------------------------------------------
     @property
     def read_engine(self) -> sa.Engine:
-        """The engine analytics reads go to."""
-        return self.db.engine
+        """The engine analytics reads go to: ``FLOWPILOT_ANALYTICS_BIND``'s (a replica), else the primary."""
+        return self.db.engines[self.bind_key]
 
     @property
     def write_engine(self) -> sa.Engine:

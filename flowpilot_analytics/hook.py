@@ -146,6 +146,7 @@ def record(extension: FlowpilotAnalytics, activity_type: str, extract: Extract, 
         logger.info("flowpilot_analytics: %s %s already recorded for account %s", activity_type,
                     payload["external_id"], payload["account_id"])
         return
+    state.cache.invalidate("psa_metrics", payload["account_id"])
     try:
         activity_recorded.send(current_app._get_current_object(), activity=dict(payload))
     except Exception:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import typing as t
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, request
 from marshmallow import Schema, ValidationError
 
 from zoneinfo import ZoneInfo
@@ -26,29 +27,53 @@ def load_query(schema: Schema) -> dict[str, t.Any]:
                        details={"fields": exc.normalized_messages(), "allowed_periods": list(PERIODS)}) from None
 
 
+def cached_json(route: str, account_id: t.Any, args: t.Mapping[str, t.Any],
+                compute: t.Callable[[], t.Mapping[str, t.Any]]) -> Response:
+    """Serve the account's cached body for these parameters, or compute and cache it.
+
+    Every answer carries ``Cache-Control: private, max-age=<TTL>`` and an ``ETag``; a matching
+    ``If-None-Match`` gets a 304. Authorization and the rate limit ran before this, so cached
+    answers still count against the limit.
+    """
+    state = current_state()
+    key = state.cache.key(route, account_id, args)
+    body = state.cache.lookup(key)
+    if body is None:
+        body = (current_app.json.dumps(compute()) + "\n").encode()
+        state.cache.store(key, body)
+    response = current_app.response_class(body, mimetype="application/json")
+    response.headers["Cache-Control"] = f"private, max-age={state.cache.ttl}"
+    response.set_etag(hashlib.sha256(body).hexdigest()[:32])
+    return response.make_conditional(request)
+
+
 def escalations_view() -> Response:
     """``GET /analytics/flowpilot/escalations``: time from a claim to the first action after it."""
     state = current_state()
     identity = state.authorize("escalations")
     args = load_query(PeriodArgs())
-    window = window_for(args["period"], state.clock())
-    tables = state.host_tables()
-    statement = state.statement(
-        "escalations", lambda: escalations.build_query(tables, state.dialect, state.skew_seconds))
-    rows = state.read(statement, {"account_id": identity.account_id, "window_start": window.start,
-                                  "window_end": window.end})
-    result = escalations.summarize(rows, state.dialect)
-    return jsonify(EscalationMetrics().dump({
-        "period": window.period,
-        "window_start": window.start,
-        "window_end": window.end,
-        "n_handoffs_claimed": result.n_handoffs_claimed,
-        "n_handoffs_with_action": result.n_handoffs_with_action,
-        "avg_seconds": result.avg_seconds,
-        "median_seconds": result.median_seconds,
-        "p95_seconds": result.p95_seconds,
-        "metric_definition": escalations.METRIC_DEFINITION,
-    }))
+
+    def compute() -> t.Mapping[str, t.Any]:
+        window = window_for(args["period"], state.clock())
+        tables = state.host_tables()
+        statement = state.statement(
+            "escalations", lambda: escalations.build_query(tables, state.dialect, state.skew_seconds))
+        rows = state.read(statement, {"account_id": identity.account_id, "window_start": window.start,
+                                      "window_end": window.end})
+        result = escalations.summarize(rows, state.dialect)
+        return t.cast(t.Mapping[str, t.Any], EscalationMetrics().dump({
+            "period": window.period,
+            "window_start": window.start,
+            "window_end": window.end,
+            "n_handoffs_claimed": result.n_handoffs_claimed,
+            "n_handoffs_with_action": result.n_handoffs_with_action,
+            "avg_seconds": result.avg_seconds,
+            "median_seconds": result.median_seconds,
+            "p95_seconds": result.p95_seconds,
+            "metric_definition": escalations.METRIC_DEFINITION,
+        }))
+
+    return cached_json("escalations", identity.account_id, args, compute)
 
 
 def psa_metrics_view() -> Response:
@@ -56,35 +81,39 @@ def psa_metrics_view() -> Response:
     state = current_state()
     identity = state.authorize("psa_metrics")
     args = load_query(PsaMetricsArgs())
-    window = window_for(args["period"], state.clock())
-    zone = ZoneInfo(args["tz"])
-    tables = state.host_tables()
-    activities = state.activity_table
-    sessions_query = state.statement(
-        "psa_sessions", lambda: psa_metrics.build_sessions_query(tables, activities, state.dialect))
-    activities_query = state.statement(
-        "psa_activities", lambda: psa_metrics.build_activities_query(activities, state.dialect))
-    params = {"account_id": identity.account_id, "window_start": window.start, "window_end": window.end,
-              "tz": args["tz"]}
-    result = psa_metrics.summarize(state.read(sessions_query, params), state.read(activities_query, params),
-                                   window, zone)
-    rate = psa_metrics.rate
-    return jsonify(EnhancedPsaMetrics().dump({
-        "period": window.period,
-        "window_start": window.start,
-        "window_end": window.end,
-        "timezone": args["tz"],
-        "time_entries": {"count": result.time_entry_count, "total_minutes": result.total_minutes,
-                         "total_hours": round(result.total_minutes / 60, 4)},
-        "funnel": {
-            "sessions": result.sessions, "linked": result.linked, "doc_pushed": result.doc_pushed,
-            "time_entry_logged": result.time_entry_logged,
-            "linked_rate": rate(result.linked, result.sessions),
-            "doc_pushed_rate": rate(result.doc_pushed, result.linked),
-            "time_entry_logged_rate": rate(result.time_entry_logged, result.doc_pushed),
-        },
-        "daily_trend": [vars(day) for day in result.daily_trend],
-    }))
+
+    def compute() -> t.Mapping[str, t.Any]:
+        window = window_for(args["period"], state.clock())
+        zone = ZoneInfo(args["tz"])
+        tables = state.host_tables()
+        activities = state.activity_table
+        sessions_query = state.statement(
+            "psa_sessions", lambda: psa_metrics.build_sessions_query(tables, activities, state.dialect))
+        activities_query = state.statement(
+            "psa_activities", lambda: psa_metrics.build_activities_query(activities, state.dialect))
+        params = {"account_id": identity.account_id, "window_start": window.start, "window_end": window.end,
+                  "tz": args["tz"]}
+        result = psa_metrics.summarize(state.read(sessions_query, params), state.read(activities_query, params),
+                                       window, zone)
+        rate = psa_metrics.rate
+        return t.cast(t.Mapping[str, t.Any], EnhancedPsaMetrics().dump({
+            "period": window.period,
+            "window_start": window.start,
+            "window_end": window.end,
+            "timezone": args["tz"],
+            "time_entries": {"count": result.time_entry_count, "total_minutes": result.total_minutes,
+                             "total_hours": round(result.total_minutes / 60, 4)},
+            "funnel": {
+                "sessions": result.sessions, "linked": result.linked, "doc_pushed": result.doc_pushed,
+                "time_entry_logged": result.time_entry_logged,
+                "linked_rate": rate(result.linked, result.sessions),
+                "doc_pushed_rate": rate(result.doc_pushed, result.linked),
+                "time_entry_logged_rate": rate(result.time_entry_logged, result.doc_pushed),
+            },
+            "daily_trend": [vars(day) for day in result.daily_trend],
+        }))
+
+    return cached_json("psa_metrics", identity.account_id, args, compute)
 
 
 def create_blueprint() -> Blueprint:

@@ -157,6 +157,14 @@ def reflect_host_tables(connection: sa.Connection, config: t.Mapping[str, t.Any]
     return HostTables(**built)
 
 
+#: Indexes the plugin's queries need on the host's tables (logical names), checked by ``doctor``:
+#: the first step after a claim is an index probe; the window filters are index ranges.
+RECOMMENDED_INDEXES: dict[str, tuple[tuple[str, ...], ...]] = {
+    "steps": (("account_id", "session_id", "created_at"),),
+    "handoffs": (("account_id", "claimed_at"),),
+    "sessions": (("account_id", "created_at"),),
+}
+
 ID_TYPES: dict[str, t.Callable[[], sa.types.TypeEngine[t.Any]]] = {
     "integer": lambda: sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
     "string": lambda: sa.String(64),

@@ -23,6 +23,7 @@ class AISession(db.Model):
     created_at = db.Column(db.DateTime, nullable=False)
     psa_ticket_id = db.Column(db.String(64))
     title = db.Column(db.String(200), nullable=False, default="")
+    __table_args__ = (db.Index("ix_sessions_account_created", "account_id", "created_at"),)
 
 
 class AISessionStep(db.Model):
@@ -41,6 +42,7 @@ class SessionHandoff(db.Model):
     session_id = db.Column(db.Integer, db.ForeignKey("ai_sessions.id"), nullable=False)
     created_at = db.Column(db.DateTime, nullable=False)
     claimed_at = db.Column(db.DateTime)
+    __table_args__ = (db.Index("ix_handoffs_account_claimed", "account_id", "claimed_at"),)
 
 
 def load_identity() -> Identity | None:
@@ -67,7 +69,9 @@ def create_app(database_uri: str, *, analytics: FlowpilotAnalytics | None = None
                **config: t.Any) -> Flask:
     """App factory: the host's db, its routes, then the plugin in three lines."""
     app = Flask(__name__)
-    app.config.update(SQLALCHEMY_DATABASE_URI=database_uri, TESTING=True, **config)
+    # Caching is off unless a test turns it on: most tests change data between two requests.
+    app.config.update(SQLALCHEMY_DATABASE_URI=database_uri, TESTING=True, FLOWPILOT_ANALYTICS_CACHE_TTL=0)
+    app.config.update(config)
     db.init_app(app)
 
     @app.get("/host/ping")

@@ -1,0 +1,137 @@
+"""Per-account response cache: in-process by default, shared across workers through Redis.
+
+Entries are the finished JSON bodies, keyed by route, account, a per-(route, account) generation
+and the validated query parameters. Bumping a generation (the hook does it when it records an
+activity) makes every older entry of that account and route unreachable; they then expire by TTL.
+A cache that cannot be reached behaves as a miss and logs a warning: it never fails a request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import typing as t
+from collections import OrderedDict
+
+logger = logging.getLogger("flowpilot_analytics")
+
+PREFIX = "flowpilot_analytics:cache:v1"
+
+
+class _MemoryBackend:
+    """A bounded, thread-safe dict with expiry, for one process."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._generations: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._max = max_entries
+
+    def get(self, key: str) -> bytes | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            if entry[0] <= time.monotonic():
+                del self._entries[key]
+                return None
+            return entry[1]
+
+    def set(self, key: str, value: bytes, ttl: int) -> None:
+        with self._lock:
+            self._entries[key] = (time.monotonic() + ttl, value)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+
+    def generation(self, key: str) -> int:
+        with self._lock:
+            return self._generations.get(key, 0)
+
+    def bump(self, key: str) -> None:
+        with self._lock:
+            self._generations[key] = self._generations.get(key, 0) + 1
+
+
+class _RedisBackend:
+    """The same four operations on Redis, so that every worker sees one cache."""
+
+    def __init__(self, uri: str) -> None:
+        import redis
+
+        self._redis = redis.Redis.from_url(uri, socket_connect_timeout=0.5, socket_timeout=0.5)
+
+    def get(self, key: str) -> bytes | None:
+        return t.cast("bytes | None", self._redis.get(key))
+
+    def set(self, key: str, value: bytes, ttl: int) -> None:
+        self._redis.set(key, value, ex=ttl)
+
+    def generation(self, key: str) -> int:
+        return int(self._redis.get(key) or 0)
+
+    def bump(self, key: str) -> None:
+        self._redis.incr(key)
+
+
+class ResponseCache:
+    """What the routes use: ``lookup`` / ``store`` bodies, ``invalidate`` an account's route."""
+
+    def __init__(self, ttl: int, storage_uri: str | None) -> None:
+        self.ttl = int(ttl)
+        self.storage_uri = storage_uri or "memory://"
+        self._backend: _MemoryBackend | _RedisBackend | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.ttl > 0
+
+    @property
+    def backend(self) -> _MemoryBackend | _RedisBackend:
+        if self._backend is None:
+            self._backend = (_RedisBackend(self.storage_uri) if self.storage_uri.startswith(("redis://", "rediss://"))
+                             else _MemoryBackend())
+        return self._backend
+
+    @staticmethod
+    def _generation_key(route: str, account_id: t.Any) -> str:
+        return f"{PREFIX}:gen:{route}:{account_id}"
+
+    def key(self, route: str, account_id: t.Any, params: t.Mapping[str, t.Any]) -> str | None:
+        """The entry's key, or ``None`` when the cache is off or unreachable."""
+        if not self.enabled:
+            return None
+        try:
+            generation = self.backend.generation(self._generation_key(route, account_id))
+        except Exception as exc:
+            logger.warning("flowpilot_analytics: response cache unavailable (%s); answering uncached", exc)
+            return None
+        query = "&".join(f"{name}={params[name]}" for name in sorted(params))
+        return f"{PREFIX}:{route}:{account_id}:{generation}:{query}"
+
+    def lookup(self, key: str | None) -> bytes | None:
+        if key is None:
+            return None
+        try:
+            return self.backend.get(key)
+        except Exception as exc:
+            logger.warning("flowpilot_analytics: response cache unavailable (%s); answering uncached", exc)
+            return None
+
+    def store(self, key: str | None, body: bytes) -> None:
+        if key is None:
+            return
+        try:
+            self.backend.set(key, body, self.ttl)
+        except Exception as exc:
+            logger.warning("flowpilot_analytics: response cache unavailable (%s); entry not stored", exc)
+
+    def invalidate(self, route: str, account_id: t.Any) -> None:
+        """Make the account's cached answers for ``route`` unreachable (e.g. after a new activity)."""
+        if not self.enabled:
+            return
+        try:
+            self.backend.bump(self._generation_key(route, account_id))
+        except Exception as exc:
+            logger.warning("flowpilot_analytics: could not invalidate the response cache (%s)", exc)
