@@ -9,6 +9,7 @@ import click
 import sqlalchemy as sa
 from flask import Blueprint
 
+from .deadletter import replay_one
 from .extension import current_state
 from .tables import RECOMMENDED_INDEXES, host_column_name, host_table_names
 
@@ -81,6 +82,28 @@ def ddl_statements(table: sa.Table, dialect: sa.Dialect) -> list[str]:
 
 def register_commands(blueprint: Blueprint) -> None:
     """Attach the commands to the blueprint's CLI group."""
+
+    @blueprint.cli.command("replay-activities")
+    def replay_activities() -> None:
+        """Write the activities the hook could not record (dead letters); safe to run again.
+
+        Each is skipped when already present (same account, type and external id). Those that still
+        fail stay in the store; the exit status is then 1.
+        """
+        state = current_state()
+        table = state.activity_table
+
+        def write(payload: dict[str, t.Any]) -> str:
+            with state.write_engine.begin() as connection:
+                return replay_one(connection, table, payload)
+
+        report = state.dead_letters.drain(write)
+        click.echo(f"dead letters in {state.dead_letters.path}: written {report.written}, "
+                   f"already present {report.present}, still failing {report.failed}")
+        for error in report.errors[:10]:
+            click.echo(f"  {error}")
+        if report.failed:
+            sys.exit(1)
 
     @blueprint.cli.command("doctor")
     def doctor() -> None:

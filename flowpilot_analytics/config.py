@@ -32,6 +32,9 @@ CACHE_TTL = PREFIX + "CACHE_TTL"
 CACHE_STORAGE_URI = PREFIX + "CACHE_STORAGE_URI"
 #: Flask-SQLAlchemy bind key analytics reads go to (a read replica); ``None`` reads from the primary.
 BIND = PREFIX + "BIND"
+#: JSON-lines file where the hook keeps activities it could not write; default in the app's instance folder.
+DEAD_LETTER_PATH = PREFIX + "DEAD_LETTER_PATH"
+DEAD_LETTER_FILENAME = "flowpilot_analytics_dead_letters.jsonl"
 #: Name of the table the plugin owns.
 ACTIVITY_TABLE = PREFIX + "ACTIVITY_TABLE"
 #: Type of ``account_id`` / ``session_id`` in the plugin's table: ``integer``, ``string`` or ``uuid``.
@@ -69,6 +72,7 @@ DEFAULTS: dict[str, t.Any] = {
     CACHE_TTL: 60,
     CACHE_STORAGE_URI: None,
     BIND: None,
+    DEAD_LETTER_PATH: None,
     ACTIVITY_TABLE: "psa_activity_logs",
     ID_TYPE: "integer",
     PSA_SERVICE_METHODS: DEFAULT_PSA_SERVICE_METHODS,

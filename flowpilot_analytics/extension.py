@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import typing as t
 from datetime import datetime, timezone
@@ -14,6 +15,7 @@ from . import config as cfg
 from . import hook
 from .identity import IdentityLike, require_role
 from .cache import ResponseCache
+from .deadletter import DeadLetterFile
 from .ratelimit import RouteLimits
 from .tables import HostTables, activity_table, reflect_host_tables
 
@@ -51,6 +53,8 @@ class AnalyticsState:
         shared = limit_storage if limit_storage.startswith(("redis://", "rediss://")) else None
         self.cache = ResponseCache(config[cfg.CACHE_TTL], config[cfg.CACHE_STORAGE_URI] or shared)
         self.bind_key: str | None = config[cfg.BIND]
+        self.dead_letters = DeadLetterFile(
+            config[cfg.DEAD_LETTER_PATH] or os.path.join(app.instance_path, cfg.DEAD_LETTER_FILENAME))
         self._host_tables: HostTables | None = None
         self._statements: dict[str, t.Any] = {}
         self._lock = threading.Lock()

@@ -119,6 +119,15 @@ def _describe(payload: Mapping[str, t.Any] | None, activity_type: str, args: t.A
                        "result": repr(result)}, sort_keys=True)
 
 
+def _dead_letter(state: AnalyticsState, payload: Mapping[str, t.Any]) -> None:
+    """Keep an activity that could not be written, for ``flask flowpilot-analytics replay-activities``."""
+    try:
+        state.dead_letters.append(payload)
+    except Exception:
+        logger.error("flowpilot_analytics: the dead-letter store %s failed too; only the log above has the payload",
+                     state.dead_letters.path, exc_info=True)
+
+
 def record(extension: FlowpilotAnalytics, activity_type: str, extract: Extract, args: tuple[t.Any, ...],
            kwargs: dict[str, t.Any], result: t.Any) -> None:
     """Record one activity after a push; every failure is logged at ERROR with the payload, never raised."""
@@ -137,10 +146,16 @@ def record(extension: FlowpilotAnalytics, activity_type: str, extract: Extract, 
         with state.db.session().no_autoflush:  # reading an expired host object must not flush its pending ones
             fields = extract(args, kwargs, result)
         payload = build_payload(activity_type, fields, state)
+    except Exception:
+        logger.error("flowpilot_analytics: could not read a %s activity from the push; payload for replay: %s",
+                     activity_type, _describe(payload, activity_type, args, kwargs, result), exc_info=True)
+        return
+    try:
         recorded = write_activity(state, payload)
     except Exception:
         logger.error("flowpilot_analytics: could not record a %s activity; payload for replay: %s",
                      activity_type, _describe(payload, activity_type, args, kwargs, result), exc_info=True)
+        _dead_letter(state, payload)
         return
     if not recorded:
         logger.info("flowpilot_analytics: %s %s already recorded for account %s", activity_type,

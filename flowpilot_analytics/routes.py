@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import typing as t
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from marshmallow import Schema, ValidationError
 
 from zoneinfo import ZoneInfo
@@ -14,6 +14,8 @@ from . import escalations, psa_metrics
 from .cli import register_commands
 from .errors import ApiError, register_error_handlers
 from .extension import current_state
+from .config import URL_PREFIX
+from .openapi import build_document
 from .periods import PERIODS, window_for
 from .schemas import EnhancedPsaMetrics, EscalationMetrics, PeriodArgs, PsaMetricsArgs, query_args
 
@@ -116,11 +118,18 @@ def psa_metrics_view() -> Response:
     return cached_json("psa_metrics", identity.account_id, args, compute)
 
 
+def openapi_view() -> Response:
+    """``GET /analytics/flowpilot/openapi.json``: the contract, generated from the schemas (no identity needed)."""
+    state = current_state()
+    return jsonify(state.statement("openapi", lambda: build_document(state.config[URL_PREFIX], state.route_roles)))
+
+
 def create_blueprint() -> Blueprint:
     """A fresh blueprint per registration, so that apps never share handlers or state."""
     blueprint = Blueprint("flowpilot_analytics", __name__, cli_group="flowpilot-analytics")
     blueprint.add_url_rule("/analytics/flowpilot/escalations", "escalations", escalations_view, methods=["GET"])
     blueprint.add_url_rule("/analytics/flowpilot/psa-metrics", "psa_metrics", psa_metrics_view, methods=["GET"])
+    blueprint.add_url_rule("/analytics/flowpilot/openapi.json", "openapi", openapi_view, methods=["GET"])
     register_error_handlers(blueprint)
     register_commands(blueprint)
     return blueprint

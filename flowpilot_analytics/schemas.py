@@ -6,7 +6,7 @@ import functools
 import typing as t
 import zoneinfo
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+from marshmallow import EXCLUDE, Schema, fields, validate
 
 from .periods import DEFAULT_PERIOD, PERIODS
 
@@ -62,12 +62,8 @@ def iana_zones() -> frozenset[str]:
 class PsaMetricsArgs(PeriodArgs):
     """``?period=7d|30d|90d&tz=<IANA zone>`` (defaults ``30d`` and ``UTC``)."""
 
-    tz = fields.String(load_default="UTC", validate=lambda name: _validate_zone(name))
-
-
-def _validate_zone(name: str) -> None:
-    if name not in iana_zones():
-        raise ValidationError(f"{name!r} is not an IANA time zone name (e.g. 'Europe/Berlin').")
+    tz = fields.String(load_default="UTC", validate=validate.OneOf(
+        sorted(iana_zones()), error="{input!r} is not an IANA time zone name (e.g. 'Europe/Berlin')."))
 
 
 class TimeEntryTotals(Schema):

@@ -58,9 +58,10 @@ def app_config() -> dict[str, t.Any]:
 
 
 @pytest.fixture
-def app(database_uri: str, app_config: dict[str, t.Any]) -> t.Iterator[t.Any]:
+def app(database_uri: str, app_config: dict[str, t.Any], tmp_path: t.Any) -> t.Iterator[t.Any]:
     """A fresh host app with empty tables; everything is dropped afterwards."""
-    app = host.create_app(database_uri, **app_config)
+    app = host.create_app(database_uri, **{"FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH": str(tmp_path / "dead.jsonl"),
+                                           **app_config})
     with app.app_context():
         host.db.drop_all()
         host.db.create_all()
@@ -73,12 +74,15 @@ def app(database_uri: str, app_config: dict[str, t.Any]) -> t.Iterator[t.Any]:
 
 
 @pytest.fixture
-def make_app(database_uri: str) -> t.Iterator[t.Callable[..., t.Any]]:
+def make_app(database_uri: str, tmp_path: t.Any) -> t.Iterator[t.Callable[..., t.Any]]:
     """Build more host apps in one test (bare ``Flask`` ones are passed in); their engines are disposed after."""
     made: list[t.Any] = []
 
     def make(existing: t.Any = None, **config: t.Any) -> t.Any:
-        made.append(existing if existing is not None else host.create_app(database_uri, **config))
+        if existing is None:
+            existing = host.create_app(database_uri, **{
+                "FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH": str(tmp_path / f"dead{len(made)}.jsonl"), **config})
+        made.append(existing)
         return made[-1]
 
     yield make

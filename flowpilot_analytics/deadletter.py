@@ -1,0 +1,115 @@
+"""Dead letters: activities the hook could not write, kept durably until ``replay-activities`` writes them.
+
+The store is a JSON-lines file (one payload per line, appended under an exclusive lock and fsynced),
+so it survives a database outage, which is exactly when it is needed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import typing as t
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from .tables import as_utc
+
+
+@contextmanager
+def _locked(path: str, mode: str) -> t.Iterator[t.IO[str]]:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    with open(path, mode, encoding="utf-8") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield handle
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+class DeadLetterFile:
+    """Append-only JSON lines; ``drain`` hands the entries to a writer and keeps only those it could not write."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def append(self, payload: t.Mapping[str, t.Any]) -> None:
+        line = json.dumps({**payload, "created_at": _iso(payload["created_at"])}, sort_keys=True)
+        with _locked(self.path, "a") as handle:
+            handle.write(line + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def pending(self) -> list[dict[str, t.Any]]:
+        if not os.path.exists(self.path):
+            return []
+        with _locked(self.path, "r") as handle:
+            return [json.loads(line) for line in handle if line.strip()]
+
+    def drain(self, write: t.Callable[[dict[str, t.Any]], str]) -> ReplayReport:
+        """Write every entry with ``write`` (returns ``"written"`` or ``"present"``); keep the failures."""
+        report = ReplayReport()
+        if not os.path.exists(self.path):
+            return report
+        with _locked(self.path, "r+") as handle:
+            kept: list[str] = []
+            for line in handle:
+                if not line.strip():
+                    continue
+                try:
+                    outcome = write(_load(json.loads(line)))
+                except Exception as exc:  # kept for the next replay
+                    report.failed += 1
+                    report.errors.append(f"{type(exc).__name__}: {exc}"[:200])
+                    kept.append(line if line.endswith("\n") else line + "\n")
+                    continue
+                if outcome == "written":
+                    report.written += 1
+                else:
+                    report.present += 1
+            handle.seek(0)
+            handle.writelines(kept)
+            handle.truncate()
+            handle.flush()
+            os.fsync(handle.fileno())
+        return report
+
+
+@dataclass
+class ReplayReport:
+    """What ``replay-activities`` did."""
+
+    written: int = 0
+    present: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _iso(value: t.Any) -> t.Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _load(entry: dict[str, t.Any]) -> dict[str, t.Any]:
+    entry["created_at"] = as_utc(entry["created_at"])
+    return entry
+
+
+def replay_one(connection: sa.Connection, table: sa.Table, payload: t.Mapping[str, t.Any]) -> str:
+    """Insert one dead letter unless it is already there: same account, type and external id, or, for
+    activities without an external id, same account, type, session and time."""
+    c = table.c
+    same = [c.account_id == payload["account_id"], c.activity_type == payload["activity_type"]]
+    if payload.get("external_id") is not None:
+        same.append(c.external_id == payload["external_id"])
+    else:
+        same += [c.external_id.is_(None), c.created_at == payload["created_at"],
+                 c.session_id.is_(None) if payload.get("session_id") is None else c.session_id == payload["session_id"]]
+    if connection.scalar(sa.select(sa.exists().where(*same))):
+        return "present"
+    connection.execute(table.insert().values(**{k: payload.get(k) for k in (
+        "account_id", "session_id", "activity_type", "psa_ticket_id", "external_id", "minutes", "created_at")}))
+    return "written"

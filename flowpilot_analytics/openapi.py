@@ -1,0 +1,66 @@
+"""The OpenAPI 3 document of the plugin's routes, generated from the marshmallow schemas with apispec."""
+
+from __future__ import annotations
+
+import typing as t
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+
+from .schemas import EnhancedPsaMetrics, ErrorEnvelope, EscalationMetrics, PeriodArgs, PsaMetricsArgs
+
+try:
+    from importlib.metadata import version as _version
+
+    VERSION = _version("flowpilot_analytics")
+except Exception:  # pragma: no cover - running from a source tree without metadata
+    VERSION = "0"
+
+_ERRORS = {
+    "400": "A query parameter is not valid (`invalid_parameter`).",
+    "401": "Nobody is signed in (`unauthenticated`).",
+    "403": "The role is below the route's minimum or unknown (`forbidden`, `unknown_role`).",
+    "500": "Unexpected failure (`internal_error`); logged, no internals in the body.",
+    "503": "The database failed (`database_unavailable`); logged.",
+}
+
+
+def _error(description: str) -> dict[str, t.Any]:
+    return {"description": description, "content": {"application/json": {"schema": "ErrorEnvelope"}}}
+
+
+def _operation(summary: str, args: type, body: str, minimum_role: str, limited: bool) -> dict[str, t.Any]:
+    responses: dict[str, t.Any] = {
+        "200": {"description": "The report.", "content": {"application/json": {"schema": body}},
+                "headers": {"ETag": {"schema": {"type": "string"}},
+                            "Cache-Control": {"schema": {"type": "string"}}}},
+        "304": {"description": "Not modified: the `If-None-Match` ETag still matches."},
+        **{code: _error(text) for code, text in _ERRORS.items()},
+    }
+    if limited:
+        responses["429"] = {**_error("Over the per-user rate limit (`rate_limited`)."),
+                            "headers": {"Retry-After": {"schema": {"type": "integer"}}}}
+    return {"get": {"summary": summary, "description": f"Needs the role `{minimum_role}` or above.",
+                    "parameters": [{"in": "query", "schema": args}], "responses": responses}}
+
+
+def build_document(url_prefix: str, route_roles: t.Mapping[str, str]) -> dict[str, t.Any]:
+    """The whole document for one app's registration (its URL prefix and role minimums)."""
+    spec = APISpec(title="flowpilot_analytics", version=VERSION, openapi_version="3.0.3",
+                   plugins=[MarshmallowPlugin()],
+                   info={"description": "Escalation and PSA analytics. Errors are "
+                                        "`{\"error\": {\"code\", \"message\", \"details\"?}}`."})
+    for name, schema in (("EscalationMetrics", EscalationMetrics), ("EnhancedPsaMetrics", EnhancedPsaMetrics),
+                         ("ErrorEnvelope", ErrorEnvelope)):
+        spec.components.schema(name, schema=schema)
+    base = url_prefix.rstrip("/") + "/analytics/flowpilot"
+    spec.path(path=f"{base}/escalations", operations=_operation(
+        "Time from an escalation claim to the first action after it", PeriodArgs, "EscalationMetrics",
+        route_roles["escalations"], limited=False))
+    spec.path(path=f"{base}/psa-metrics", operations=_operation(
+        "Time entries, documentation funnel and daily trend", PsaMetricsArgs, "EnhancedPsaMetrics",
+        route_roles["psa_metrics"], limited=True))
+    spec.path(path=f"{base}/openapi.json", operations={"get": {
+        "summary": "This document", "responses": {"200": {"description": "OpenAPI 3 document",
+                                                          "content": {"application/json": {}}}}}})
+    return spec.to_dict()

@@ -1,0 +1,110 @@
+"""The OpenAPI document: served, valid, true to every real response, and fuzzed with schemathesis."""
+
+from __future__ import annotations
+
+import typing as t
+
+import hypothesis
+import pytest
+import schemathesis
+from openapi_spec_validator import validate
+from schemathesis.generation import GenerationMode
+
+from . import factories as f
+from . import host
+from .conftest import as_user
+from .host import db
+
+BASE = "/api/v1/analytics/flowpilot"
+DOC = BASE + "/openapi.json"
+
+
+def load(client: t.Any) -> t.Any:
+    return schemathesis.openapi.from_dict(client.get(DOC).get_json())
+
+
+def operation(schema: t.Any, path: str) -> t.Any:
+    return schema[BASE + path]["GET"]
+
+
+def test_document_is_served_without_identity_and_is_valid_openapi(client: t.Any) -> None:
+    response = client.get(DOC)
+    assert response.status_code == 200
+    document = response.get_json()
+    validate(document)
+    assert document["openapi"].startswith("3.")
+    assert set(document["paths"]) == {BASE + "/escalations", BASE + "/psa-metrics", DOC}
+    period = document["paths"][BASE + "/escalations"]["get"]["parameters"][0]
+    assert period["schema"]["enum"] == ["7d", "30d", "90d"] and period["schema"]["default"] == "30d"
+    zones = document["paths"][BASE + "/psa-metrics"]["get"]["parameters"][1]["schema"]["enum"]
+    assert "Europe/Berlin" in zones and "Mars/Olympus" not in zones
+    assert "429" in document["paths"][BASE + "/psa-metrics"]["get"]["responses"]
+
+
+@pytest.mark.parametrize("app_config", [{"FLOWPILOT_ANALYTICS_URL_PREFIX": "/reports"}])
+def test_document_follows_the_url_prefix(client: t.Any) -> None:
+    document = client.get("/reports/analytics/flowpilot/openapi.json").get_json()
+    assert "/reports/analytics/flowpilot/escalations" in document["paths"]
+
+
+def test_every_real_response_validates_against_the_document(client: t.Any) -> None:
+    f.escalation(1, f.at(days=1), 30, 60)
+    f.commit()
+    schema = load(client)
+    escalations, psa = operation(schema, "/escalations"), operation(schema, "/psa-metrics")
+    seen: set[tuple[str, int]] = set()
+
+    def check(op: t.Any, query: str, headers: dict[str, str]) -> None:
+        response = client.get(op.path + query, headers=headers)
+        op.validate_response(response)
+        body = response.get_json(silent=True)
+        if response.status_code >= 400:
+            assert set(body) == {"error"} and {"code", "message"} <= set(body["error"])
+        seen.add((op.path.rsplit("/", 1)[1], response.status_code))
+
+    check(escalations, "", as_user(1))
+    check(escalations, "?period=bad", as_user(1))
+    check(escalations, "", {})
+    check(escalations, "", as_user(1, "viewer"))
+    check(escalations, "", as_user(1, "wizard"))
+    check(psa, "?tz=America/New_York", as_user(1, "admin"))
+    check(psa, "?tz=Nowhere/Town", as_user(1, "admin"))
+    for _ in range(15):
+        client.get(BASE + "/psa-metrics", headers=as_user(1, "admin", user=5))
+    check(psa, "", as_user(1, "admin", user=5))
+    etag = client.get(BASE + "/escalations", headers=as_user(1)).headers["ETag"]
+    check(escalations, "", {**as_user(1), "If-None-Match": etag})
+    db.session.rollback()
+    host.SessionHandoff.__table__.drop(db.engine)
+    check(escalations, "", as_user(1))
+    assert seen >= {("escalations", 200), ("escalations", 400), ("escalations", 401), ("escalations", 403),
+                    ("psa-metrics", 200), ("psa-metrics", 400), ("psa-metrics", 429), ("escalations", 304),
+                    ("escalations", 503)}
+
+
+IDENTITIES = [None, "viewer", "engineer", "team_admin", "admin", "superuser"]
+
+
+@pytest.mark.parametrize("app_config", [{"FLOWPILOT_ANALYTICS_PSA_METRICS_LIMIT": "1000 per minute"}])
+@pytest.mark.parametrize("role", IDENTITIES)
+def test_fuzzing_finds_no_server_error_and_no_off_contract_response(client: t.Any, role: str | None) -> None:
+    f.escalation(1, f.at(days=3), 5, 50)
+    f.escalation(2, f.at(days=2), 500)
+    f.commit()
+    schema = load(client)
+    headers = as_user(1, role) if role else {}
+    for result in schema.get_all_operations():
+        op = result.ok()
+        parameterless = op.path.endswith("openapi.json")  # nothing to make invalid there
+        for mode in (GenerationMode.POSITIVE,) if parameterless else (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            @hypothesis.settings(max_examples=15, deadline=None, database=None, derandomize=True,
+                                 suppress_health_check=list(hypothesis.HealthCheck))
+            @hypothesis.given(case=op.as_strategy(generation_mode=mode))
+            def run(case: t.Any) -> None:
+                response = client.get(case.formatted_path, query_string=case.query, headers=headers)
+                assert response.status_code < 500, (case.query, response.get_data(as_text=True))
+                case.validate_response(response)
+                if response.status_code >= 400:
+                    assert response.get_json()["error"]["code"]
+
+            run()
