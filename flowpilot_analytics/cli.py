@@ -11,7 +11,7 @@ from flask import Blueprint
 
 from .deadletter import replay_one
 from .extension import current_state
-from .tables import RECOMMENDED_INDEXES, host_column_name, host_table_names
+from .tables import RECOMMENDED_INDEXES, host_column_name, host_table_names, set_tenant
 
 
 def _covered(wanted: list[str], indexes: list[dict[str, t.Any]]) -> str | None:
@@ -95,6 +95,7 @@ def register_commands(blueprint: Blueprint) -> None:
 
         def write(payload: dict[str, t.Any]) -> str:
             with state.write_engine.begin() as connection:
+                set_tenant(connection, state.tenant_setting, payload["account_id"])
                 return replay_one(connection, table, payload)
 
         report = state.dead_letters.drain(write)

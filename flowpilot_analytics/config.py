@@ -35,6 +35,9 @@ BIND = PREFIX + "BIND"
 #: JSON-lines file where the hook keeps activities it could not write; default in the app's instance folder.
 DEAD_LETTER_PATH = PREFIX + "DEAD_LETTER_PATH"
 DEAD_LETTER_FILENAME = "flowpilot_analytics_dead_letters.jsonl"
+#: PostgreSQL row-level security: a setting name (e.g. ``app.current_account_id``) the plugin sets,
+#: transaction-local, to the caller's account before every read and write; ``None`` = off.
+TENANT_SETTING = PREFIX + "TENANT_SETTING"
 #: Name of the table the plugin owns.
 ACTIVITY_TABLE = PREFIX + "ACTIVITY_TABLE"
 #: Type of ``account_id`` / ``session_id`` in the plugin's table: ``integer``, ``string`` or ``uuid``.
@@ -73,6 +76,7 @@ DEFAULTS: dict[str, t.Any] = {
     CACHE_STORAGE_URI: None,
     BIND: None,
     DEAD_LETTER_PATH: None,
+    TENANT_SETTING: None,
     ACTIVITY_TABLE: "psa_activity_logs",
     ID_TYPE: "integer",
     PSA_SERVICE_METHODS: DEFAULT_PSA_SERVICE_METHODS,
@@ -102,6 +106,9 @@ def validate(config: t.Mapping[str, t.Any]) -> None:
     bind = config[BIND]
     if bind is not None and bind not in (config.get("SQLALCHEMY_BINDS") or {}):
         raise ValueError(f"{BIND} = {bind!r} is not a key of SQLALCHEMY_BINDS")
+    tenant = config[TENANT_SETTING]
+    if tenant is not None and (not isinstance(tenant, str) or "." not in tenant):
+        raise ValueError(f"{TENANT_SETTING} must be a custom setting name with a dot, e.g. 'app.current_account_id'")
     if config[ID_TYPE] not in ("integer", "string", "uuid"):
         raise ValueError(f"{ID_TYPE} must be 'integer', 'string' or 'uuid'")
     unknown_tables = set(config[TABLES]) - set(DEFAULT_TABLES)

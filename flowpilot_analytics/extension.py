@@ -17,7 +17,7 @@ from .identity import IdentityLike, require_role
 from .cache import ResponseCache
 from .deadletter import DeadLetterFile
 from .ratelimit import RouteLimits
-from .tables import HostTables, activity_table, reflect_host_tables
+from .tables import HostTables, activity_table, reflect_host_tables, set_tenant
 
 if t.TYPE_CHECKING:
     from flask_limiter import Limiter
@@ -53,6 +53,7 @@ class AnalyticsState:
         shared = limit_storage if limit_storage.startswith(("redis://", "rediss://")) else None
         self.cache = ResponseCache(config[cfg.CACHE_TTL], config[cfg.CACHE_STORAGE_URI] or shared)
         self.bind_key: str | None = config[cfg.BIND]
+        self.tenant_setting: str | None = config[cfg.TENANT_SETTING]
         self.dead_letters = DeadLetterFile(
             config[cfg.DEAD_LETTER_PATH] or os.path.join(app.instance_path, cfg.DEAD_LETTER_FILENAME))
         self._host_tables: HostTables | None = None
@@ -100,8 +101,13 @@ class AnalyticsState:
         return self.db.session.connection(bind_arguments={"bind": self.read_engine})
 
     def read(self, statement: t.Any, params: t.Mapping[str, t.Any]) -> sa.Result[t.Any]:
-        """Run a read on the analytics engine; on a database error leave the host's session usable."""
+        """Run a read on the analytics engine; on a database error leave the host's session usable.
+
+        With ``FLOWPILOT_ANALYTICS_TENANT_SETTING`` the tenant is set first, in the same transaction.
+        """
         try:
+            if self.tenant_setting is not None:
+                set_tenant(self._read_connection(), self.tenant_setting, params["account_id"])
             return self.db.session.execute(statement, params, bind_arguments={"bind": self.read_engine})
         except sa.exc.SQLAlchemyError:
             self.db.session.rollback()

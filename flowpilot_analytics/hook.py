@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from flask import current_app, has_app_context
 
 from .signals import activity_recorded
+from .tables import set_tenant
 
 if t.TYPE_CHECKING:
     from .extension import AnalyticsState, FlowpilotAnalytics
@@ -100,6 +101,7 @@ def write_activity(state: AnalyticsState, payload: Mapping[str, t.Any]) -> bool:
         statement = statement.returning(table.c.id)
 
     def run(connection: sa.Connection) -> bool:
+        set_tenant(connection, state.tenant_setting, payload["account_id"])
         result = connection.execute(statement)
         return result.first() is not None if returning else result.rowcount == 1
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 import typing as t
 
@@ -31,11 +32,17 @@ NAMESPACE = "flowpilot_analytics"
 class RouteLimits:
     """The limits of one app's registration: which routes, how many calls, where counted."""
 
+    #: While the storage is down, how often (seconds) a call tries it again before using the fallback.
+    retry_interval = 5.0
+
     def __init__(self, route_limits: t.Mapping[str, str], storage_uri: str, host_limiter: Limiter | None) -> None:
         self.items = {route: limits.parse(value) for route, value in route_limits.items()}
         self.storage_uri = storage_uri
         self._host_limiter = host_limiter
         self._own: RateLimiter | None = None
+        self._fallback = FixedWindowRateLimiter(storage_from_string("memory://"))
+        self._down_since: float | None = None
+        self._lock = threading.Lock()
 
     @property
     def strategy(self) -> RateLimiter:
@@ -43,8 +50,33 @@ class RouteLimits:
         if self._host_limiter is not None:
             return self._host_limiter.limiter
         if self._own is None:
-            self._own = FixedWindowRateLimiter(storage_from_string(self.storage_uri))
+            options = ({"socket_connect_timeout": 0.5, "socket_timeout": 0.5}
+                       if self.storage_uri.startswith(("redis://", "rediss://")) else {})
+            self._own = FixedWindowRateLimiter(storage_from_string(self.storage_uri, **options))
         return self._own
+
+    def _count(self, item: limits.RateLimitItem, ids: tuple[str, ...]) -> tuple[bool, float | None]:
+        """Hit the shared storage; while it is down, a per-process fallback counts instead."""
+        with self._lock:
+            down_since = self._down_since
+        if down_since is None or time.monotonic() - down_since >= self.retry_interval:
+            try:
+                allowed = self.strategy.hit(item, *ids)
+                reset_at = None if allowed else self.strategy.get_window_stats(item, *ids).reset_time
+            except Exception as exc:  # each storage backend raises its own errors
+                with self._lock:
+                    if self._down_since is None:
+                        logger.warning("flowpilot_analytics: rate-limit storage %s unavailable (%s); limiting per "
+                                       "process until it is back", self.storage_uri, exc)
+                    self._down_since = time.monotonic()
+            else:
+                with self._lock:
+                    if self._down_since is not None:
+                        logger.warning("flowpilot_analytics: rate-limit storage %s is back", self.storage_uri)
+                    self._down_since = None
+                return allowed, reset_at
+        allowed = self._fallback.hit(item, *ids)
+        return allowed, None if allowed else self._fallback.get_window_stats(item, *ids).reset_time
 
     @staticmethod
     def _identifiers(route: str, account_id: t.Any, user_id: t.Any) -> tuple[str, ...]:
@@ -53,19 +85,13 @@ class RouteLimits:
     def hit(self, route: str, account_id: t.Any, user_id: t.Any) -> None:
         """Count one call by this user; over the limit raise a 429 with ``Retry-After``.
 
-        If the storage cannot be reached the call is let through and a warning logged: an outage of
-        the limiter's storage must not take the analytics down with it.
+        If the storage cannot be reached the limit is kept per process (in memory) and a warning
+        logged; the storage is tried again every ``retry_interval`` seconds and used once it is back.
         """
         item = self.items.get(route)
         if item is None:
             return
-        ids = self._identifiers(route, account_id, user_id)
-        try:
-            allowed = self.strategy.hit(item, *ids)
-            reset_at = None if allowed else self.strategy.get_window_stats(item, *ids).reset_time
-        except Exception as exc:  # the storage's own errors differ per backend
-            logger.warning("flowpilot_analytics: rate-limit storage unavailable (%s); %s not limited", exc, route)
-            return
+        allowed, reset_at = self._count(item, self._identifiers(route, account_id, user_id))
         if not allowed:
             retry_after = max(1, math.ceil((reset_at or time.time()) - time.time()))
             raise ApiError(429, "rate_limited", f"Too many requests: the limit is {item}. Try again later.",
@@ -76,4 +102,6 @@ class RouteLimits:
         """Give one user their full budget back on ``route``."""
         item = self.items.get(route)
         if item is not None:
-            self.strategy.clear(item, *self._identifiers(route, account_id, user_id))
+            ids = self._identifiers(route, account_id, user_id)
+            self._fallback.clear(item, *ids)
+            self.strategy.clear(item, *ids)

@@ -192,3 +192,14 @@ def activity_table(metadata: sa.MetaData, name: str, id_type: str) -> sa.Table:
         sa.Index(f"ix_{name}_account_session_type", "account_id", "session_id", "activity_type"),
         sa.Index(f"uq_{name}_account_type_external", "account_id", "activity_type", "external_id", unique=True),
     )
+
+
+def set_tenant(connection: sa.Connection, setting: str | None, account_id: t.Any) -> None:
+    """PostgreSQL row-level security: set ``setting`` to the account for the current transaction only.
+
+    ``set_config(..., true)`` lasts until the transaction ends, so a pooled connection never carries
+    one caller's tenant to the next. Other databases have no such setting; it is skipped there.
+    """
+    if setting is None or connection.dialect.name != "postgresql":
+        return
+    connection.execute(sa.select(sa.func.set_config(setting, str(account_id), True)))

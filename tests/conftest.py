@@ -46,7 +46,7 @@ def postgres_database() -> t.Iterator[str]:
 @pytest.fixture(params=BACKENDS)
 def database_uri(request: pytest.FixtureRequest, tmp_path: t.Any) -> str:
     """Each test runs once per database backend."""
-    if request.param == "sqlite":
+    if request.param == "sqlite" or request.param.startswith("sqlite"):
         return f"sqlite:///{tmp_path / 'host.db'}"
     return t.cast(str, request.getfixturevalue("postgres_database"))
 

@@ -66,7 +66,7 @@ def sqlite_transactional(engine: sa.Engine) -> None:
 
 
 def create_app(database_uri: str, *, analytics: FlowpilotAnalytics | None = None, clock: t.Any = None,
-               **config: t.Any) -> Flask:
+               identity_loader: t.Any = None, **config: t.Any) -> Flask:
     """App factory: the host's db, its routes, then the plugin in three lines."""
     app = Flask(__name__)
     # Caching is off unless a test turns it on: most tests change data between two requests.
@@ -79,7 +79,7 @@ def create_app(database_uri: str, *, analytics: FlowpilotAnalytics | None = None
         return {"pong": "yes"}
 
     analytics = analytics or FlowpilotAnalytics()
-    analytics.init_app(app, db=db, identity_loader=load_identity, clock=clock or (lambda: NOW))
+    analytics.init_app(app, db=db, identity_loader=identity_loader or load_identity, clock=clock or (lambda: NOW))
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             sqlite_transactional(db.engine)

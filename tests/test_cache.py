@@ -101,9 +101,11 @@ def test_workers_share_the_cache_through_redis(make_app: t.Any, redis_url: str) 
         f.escalation(account, f.at(days=1), 90)
         f.commit()
     assert second.test_client().get(ESCALATIONS, headers=as_user(account)).get_data() == body
-    keys = redis.Redis.from_url(redis_url).keys(f"flowpilot_analytics:cache:v1:*:{account}*")
+    client = redis.Redis.from_url(redis_url)
+    keys = client.keys(f"flowpilot_analytics:cache:v1:*:{account}*")
     assert keys
-    redis.Redis.from_url(redis_url).delete(*keys)
+    client.delete(*keys)
+    client.close()
 
 
 @pytest.mark.parametrize("app_config", [{"FLOWPILOT_ANALYTICS_CACHE_TTL": 60,

@@ -1,0 +1,196 @@
+"""Outages and load: Redis down and back, database down, a failing identity loader, real workers."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import select
+import socket
+import subprocess
+import sys
+import typing as t
+import urllib.error
+import urllib.request
+import uuid
+
+import pytest
+import redis
+
+from . import host
+from .conftest import REDIS_URL, _unavailable, as_user
+from .host import db
+
+PSA = "/api/v1/analytics/flowpilot/psa-metrics"
+ESCALATIONS = "/api/v1/analytics/flowpilot/escalations"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_line(process: subprocess.Popen[str], needle: str, count: int = 1, timeout: float = 30) -> None:
+    """Read the process's output until ``needle`` has appeared ``count`` times (event-driven, bounded)."""
+    assert process.stdout is not None
+    seen = 0
+    lines: list[str] = []
+    while seen < count:
+        ready, _, _ = select.select([process.stdout], [], [], timeout)
+        line = process.stdout.readline() if ready else ""
+        if not line:
+            raise AssertionError(f"{needle!r} not seen ({seen}/{count}); output: {''.join(lines[-20:])}")
+        lines.append(line)
+        seen += needle in line
+
+
+def redis_keys(url: str, pattern: str, delete: bool = False) -> list[bytes]:
+    """Keys matching ``pattern`` (deleted when asked), with a client that is closed afterwards."""
+    client = redis.Redis.from_url(url)
+    try:
+        keys = t.cast(list[bytes], client.keys(pattern))
+        if delete and keys:
+            client.delete(*keys)
+        return keys
+    finally:
+        client.close()
+
+
+class RedisServer:
+    """A private redis-server on a free port, stopped and restarted by the test."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.process: subprocess.Popen[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        wait_for_line(self.process, "Ready to accept connections")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            if self.process.stdout is not None:
+                self.process.stdout.close()
+            self.process = None
+
+
+@pytest.fixture
+def redis_server() -> t.Iterator[RedisServer]:
+    try:
+        server = RedisServer()
+        server.start()
+    except (OSError, AssertionError) as exc:
+        _unavailable("redis-server", exc)
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("app_config", [{"FLOWPILOT_ANALYTICS_RATELIMIT_STORAGE_URI": "redis://127.0.0.1:1/0",
+                                         "FLOWPILOT_ANALYTICS_CACHE_TTL": 60}])
+def test_unreachable_redis_limits_per_process(client: t.Any, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="flowpilot_analytics"):
+        codes = [client.get(PSA, headers=as_user(1, "admin")).status_code for _ in range(16)]
+    assert codes == [200] * 15 + [429]
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("limiting per process" in m for m in messages)
+    assert any("cache unavailable" in m for m in messages)
+
+
+def test_redis_stopped_then_back(make_app: t.Any, redis_server: RedisServer,
+                                 caplog: pytest.LogCaptureFixture) -> None:
+    app = make_app(FLOWPILOT_ANALYTICS_RATELIMIT_STORAGE_URI=redis_server.url)
+    with app.app_context():
+        db.create_all()
+    app.extensions["flowpilot_analytics"].limits.retry_interval = 0  # try Redis on every call
+    client = app.test_client()
+    key_pattern = "*LIMITER/flowpilot_analytics/*"
+    assert [client.get(PSA, headers=as_user(1, "admin")).status_code for _ in range(3)] == [200] * 3
+    assert redis_keys(redis_server.url, key_pattern)
+    redis_server.stop()
+    with caplog.at_level(logging.WARNING, logger="flowpilot_analytics"):
+        during = [client.get(PSA, headers=as_user(1, "admin")).status_code for _ in range(16)]
+    assert during == [200] * 15 + [429]  # the per-process fallback keeps the limit
+    assert any("unavailable" in r.getMessage() for r in caplog.records)
+    redis_server.start()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="flowpilot_analytics"):
+        assert client.get(PSA, headers=as_user(1, "admin")).status_code == 200
+    assert any("is back" in r.getMessage() for r in caplog.records)
+    assert redis_keys(redis_server.url, key_pattern)  # counting in Redis again
+
+
+def test_failing_identity_loader_is_a_json_500_without_internals(
+        database_uri: str, make_app: t.Any, caplog: pytest.LogCaptureFixture) -> None:
+    def broken_loader() -> None:
+        raise KeyError("session secret sauce")
+
+    app = make_app(host.create_app(database_uri, identity_loader=broken_loader))
+    with caplog.at_level(logging.ERROR, logger="flowpilot_analytics"):
+        response = app.test_client().get(ESCALATIONS)
+    assert response.status_code == 500
+    assert response.get_json() == {"error": {"code": "internal_error",
+                                             "message": "The analytics service failed unexpectedly."}}
+    assert "secret sauce" not in response.get_data(as_text=True)
+    assert any(r.exc_info for r in caplog.records)
+
+
+def test_unreachable_database_is_503(dialect: str, make_app: t.Any, tmp_path: t.Any) -> None:
+    uri = ("postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=2" if dialect == "postgresql"
+           else f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}")
+    app = make_app(host.create_app(uri))
+    response = app.test_client().get(ESCALATIONS, headers=as_user(1))
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "database_unavailable"
+
+
+@pytest.fixture
+def shared_redis() -> str:
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except redis.exceptions.RedisError as exc:
+        _unavailable("Redis", exc)
+    return REDIS_URL
+
+
+@pytest.mark.parametrize("database_uri", ["sqlite"], indirect=True)
+def test_real_workers_share_one_budget(app: t.Any, database_uri: str, shared_redis: str, tmp_path: t.Any) -> None:
+    """Three gunicorn workers on 127.0.0.1, 30 concurrent calls by one user: exactly 15 pass."""
+    port = free_port()
+    env = {**os.environ, "FPA_TEST_DATABASE_URI": database_uri, "FPA_TEST_REDIS_URL": shared_redis,
+           "FPA_TEST_DEAD_LETTERS": str(tmp_path / "dead.jsonl")}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--workers", "3", "--bind", f"127.0.0.1:{port}", "--log-level", "info",
+         "tests.wsgi_host:create_app()"], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+    user = uuid.uuid4().int % 10**9
+    try:
+        wait_for_line(process, "Booting worker", count=3)
+
+        def call(_: int) -> int:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}{PSA}", headers=as_user(1, "admin", user))
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    return int(response.status)
+            except urllib.error.HTTPError as error:
+                return int(error.code)
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=10) as pool:
+            codes = list(pool.map(call, range(30)))
+        print(f"\n3 workers, 30 concurrent calls: {codes.count(200)} x 200, {codes.count(429)} x 429")
+        assert (codes.count(200), codes.count(429)) == (15, 15)
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+        if process.stdout is not None:
+            process.stdout.close()
+        redis_keys(shared_redis, f"*LIMITER/flowpilot_analytics/*/{user}/*", delete=True)

@@ -1,0 +1,132 @@
+"""PostgreSQL row-level security: a role that cannot bypass RLS, policies on every table, FORCE RLS."""
+
+from __future__ import annotations
+
+import typing as t
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from . import factories as f
+from .conftest import as_user
+from .fake_psa import FakePsaService
+from .host import NOW, db
+
+SETTING = "app.current_account_id"
+TABLES = ("ai_sessions", "ai_session_steps", "session_handoffs", "psa_activity_logs")
+ESCALATIONS = "/api/v1/analytics/flowpilot/escalations"
+PSA = "/api/v1/analytics/flowpilot/psa-metrics"
+
+
+@pytest.fixture
+def rls_role(app: t.Any, dialect: str, tmp_path: t.Any) -> t.Iterator[str]:
+    """A NOSUPERUSER NOBYPASSRLS login role, not the tables' owner, with tenant policies on every table."""
+    if dialect != "postgresql":
+        pytest.skip("row-level security is PostgreSQL's")
+    role = f"fpa_tenant_{uuid.uuid4().hex[:8]}"
+    db.session.rollback()
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS")
+        for table in TABLES:
+            conn.exec_driver_sql(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {role}")
+            conn.exec_driver_sql(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
+            conn.exec_driver_sql(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
+            conn.exec_driver_sql(
+                f"CREATE POLICY tenant ON {table} USING "
+                f"(account_id = nullif(current_setting('{SETTING}', true), '')::bigint) WITH CHECK "
+                f"(account_id = nullif(current_setting('{SETTING}', true), '')::bigint)")
+        conn.exec_driver_sql(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}")
+    yield role
+    with db.engine.begin() as conn:
+        for table in TABLES:
+            conn.exec_driver_sql(f"DROP POLICY IF EXISTS tenant ON {table}")
+            conn.exec_driver_sql(f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY")
+            conn.exec_driver_sql(f"ALTER TABLE {table} DISABLE ROW LEVEL SECURITY")
+        conn.exec_driver_sql(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}")
+        conn.exec_driver_sql(f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {role}")
+        conn.exec_driver_sql(f"DROP ROLE {role}")
+
+
+@pytest.fixture
+def tenant_app(rls_role: str, database_uri: str, make_app: t.Any) -> t.Any:
+    """The host app connecting as the restricted role, one pooled connection, the plugin's tenant setting on."""
+    url = sa.engine.make_url(database_uri).set(username=rls_role).render_as_string(hide_password=False)
+    app = make_app(SQLALCHEMY_DATABASE_URI=url, FLOWPILOT_ANALYTICS_TENANT_SETTING=SETTING,
+                   SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 1, "max_overflow": 0})
+    with app.app_context():
+        with db.engine.connect() as conn:  # fail fast if this role could see through the policies
+            superuser, bypass = conn.execute(sa.text(
+                "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user")).one()
+            owners = set(conn.execute(sa.text(
+                "SELECT tableowner FROM pg_tables WHERE tablename = ANY(:t)"), {"t": list(TABLES)}).scalars())
+            forced = set(conn.execute(sa.text(
+                "SELECT relforcerowsecurity FROM pg_class WHERE relname = ANY(:t)"), {"t": list(TABLES)}).scalars())
+        assert not superuser and not bypass, "the test role can bypass row-level security"
+        assert rls_role not in owners, "the test role owns a table, so policies may not apply to it"
+        assert forced == {True}
+    return app
+
+
+def seed_two_accounts() -> None:
+    for account, delay in ((1, 100), (2, 5000)):
+        for day in range(1, 4):
+            handoff = f.escalation(account, f.at(days=day), delay)
+            f.activity(account, handoff.session_id, "note_posted", f.at(days=day))
+    f.commit()
+
+
+def test_each_account_sees_only_its_own_numbers_under_rls(tenant_app: t.Any) -> None:
+    seed_two_accounts()
+    client = tenant_app.test_client()
+    one = client.get(ESCALATIONS, headers=as_user(1)).get_json()
+    two = client.get(ESCALATIONS, headers=as_user(2)).get_json()
+    assert (one["n_handoffs_claimed"], one["median_seconds"]) == (3, 100.0)
+    assert (two["n_handoffs_claimed"], two["median_seconds"]) == (3, 5000.0)
+    psa = client.get(PSA, headers=as_user(2, "admin")).get_json()
+    assert psa["funnel"]["sessions"] == 3 and sum(r["notes_posted"] for r in psa["daily_trend"]) == 3
+
+
+def test_without_the_tenant_setting_the_policies_hide_everything(rls_role: str, database_uri: str,
+                                                                 make_app: t.Any) -> None:
+    seed_two_accounts()
+    url = sa.engine.make_url(database_uri).set(username=rls_role).render_as_string(hide_password=False)
+    plain = make_app(SQLALCHEMY_DATABASE_URI=url)
+    body = plain.test_client().get(ESCALATIONS, headers=as_user(1)).get_json()
+    assert body["n_handoffs_claimed"] == 0  # the policies are really in force for this role
+
+
+def test_explicit_account_filters_isolate_with_rls_off(client: t.Any, dialect: str) -> None:
+    seed_two_accounts()
+    assert client.get(ESCALATIONS, headers=as_user(1)).get_json()["median_seconds"] == 100.0
+    assert client.get(ESCALATIONS + "?account_id=2", headers=as_user(1)).get_json()["median_seconds"] == 100.0
+    assert client.get(ESCALATIONS, headers=as_user(2)).get_json()["median_seconds"] == 5000.0
+
+
+def test_a_pooled_connection_never_carries_the_previous_tenant(tenant_app: t.Any) -> None:
+    seed_two_accounts()
+    client = tenant_app.test_client()
+    assert client.get(ESCALATIONS, headers=as_user(1)).status_code == 200
+    with tenant_app.app_context():
+        with db.engine.connect() as conn:  # the pool's only connection, just used for account 1
+            leftover = conn.execute(sa.text(f"SELECT current_setting('{SETTING}', true)")).scalar()
+            visible = conn.execute(sa.text("SELECT count(*) FROM session_handoffs")).scalar()
+    assert leftover in (None, "")
+    assert visible == 0
+    assert client.get(ESCALATIONS, headers=as_user(2)).get_json()["median_seconds"] == 5000.0
+
+
+def test_the_hook_writes_and_replays_under_rls(tenant_app: t.Any) -> None:
+    with tenant_app.app_context():
+        service = tenant_app.extensions["flowpilot_analytics"].extension.wrap_psa_service(FakePsaService())
+        sess = type("S", (), {"id": 9, "account_id": 2, "psa_ticket_id": "T"})()
+        service.push_note(sess, "under RLS")
+        state = tenant_app.extensions["flowpilot_analytics"]
+        state.dead_letters.append({"account_id": 1, "session_id": 3, "activity_type": "note_posted",
+                                   "psa_ticket_id": None, "external_id": "R-1", "minutes": None, "created_at": NOW})
+        # inside this app's context, so the command runs as the restricted role
+        result = tenant_app.test_cli_runner().invoke(args=["flowpilot-analytics", "replay-activities"])
+    assert "written 1" in result.output, result.output
+    with db.engine.connect() as conn:  # as the owner: both rows are there, each under its own account
+        got = conn.execute(sa.text("SELECT account_id, external_id FROM psa_activity_logs ORDER BY account_id"))
+        assert [tuple(r) for r in got] == [(1, "R-1"), (2, "1000")]
