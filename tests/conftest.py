@@ -63,12 +63,12 @@ def app(database_uri: str, app_config: dict[str, t.Any], tmp_path: t.Any) -> t.I
     app = host.create_app(database_uri, **{"FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH": str(tmp_path / "dead.jsonl"),
                                            **app_config})
     with app.app_context():
-        host.db.drop_all()
-        host.db.create_all()
+        host.db.drop_all(bind_key=None)
+        host.db.create_all(bind_key=None)
     yield app
     with app.app_context():
         host.db.session.remove()
-        host.db.drop_all()
+        host.db.drop_all(bind_key=None)
         for engine in host.db.engines.values():
             engine.dispose()
 
