@@ -99,6 +99,30 @@ def dialect(app: t.Any) -> str:
         return t.cast(str, host.db.engine.dialect.name)
 
 
+DEMO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "demo")
+
+
+def load_demo_module(name: str) -> t.Any:
+    """A module of the demo host (``examples/demo/<name>.py``), which is not an installed package."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"flowpilot_demo_{name}", os.path.join(DEMO_DIR, f"{name}.py"))
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def demo(tmp_path: t.Any) -> t.Iterator[t.Any]:
+    """The demo host app, created and seeded in a temporary SQLite file."""
+    module = load_demo_module("app")
+    app = module.create_app(f"sqlite:///{tmp_path / 'demo.sqlite'}")
+    yield app
+    with app.app_context():
+        module.db.engine.dispose()
+
+
 def as_user(account: int, role: str = "engineer", user: int = 1) -> dict[str, str]:
     """Headers the test host's identity loader reads."""
     return {"X-Account": str(account), "X-Role": role, "X-User": str(user)}

@@ -2,25 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
 import typing as t
-
-import pytest
-
-DEMO = pathlib.Path(__file__).resolve().parents[1] / "examples" / "demo" / "app.py"
-
-
-@pytest.fixture
-def demo(tmp_path: t.Any) -> t.Any:
-    spec = importlib.util.spec_from_file_location("flowpilot_demo_app", DEMO)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    app = module.create_app(f"sqlite:///{tmp_path / 'demo.sqlite'}")
-    yield app
-    with app.app_context():
-        module.db.engine.dispose()
 
 
 def test_demo_seeds_and_answers(demo: t.Any) -> None:

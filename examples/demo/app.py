@@ -132,7 +132,8 @@ def seed(now: datetime, rng: random.Random) -> None:
 
 def create_app(database_uri: str | None = None) -> Flask:
     """The host's app factory; the three lines marked below are all the plugin needs."""
-    app = Flask(__name__, instance_path=os.path.join(os.path.dirname(os.path.abspath(__file__)), "instance"))
+    here = os.path.dirname(os.path.abspath(__file__))
+    app = Flask(__name__, root_path=here, instance_path=os.path.join(here, "instance"))
     os.makedirs(app.instance_path, exist_ok=True)
     app.config.update(
         SQLALCHEMY_DATABASE_URI=database_uri or os.environ.get(
@@ -143,6 +144,16 @@ def create_app(database_uri: str | None = None) -> Flask:
     # --- flowpilot_analytics: register -------------------------------------------------------------
     analytics.init_app(app, db=db, identity_loader=load_identity)
     # -------------------------------------------------------------------------------------------------
+
+    @app.get("/")
+    def dashboard() -> t.Any:
+        """The host's own analytics page (plain HTML/CSS/JS) that calls the plugin's JSON API."""
+        return app.send_static_file("index.html")
+
+    @app.get("/demo/users")
+    def demo_users() -> list[dict[str, t.Any]]:
+        """The demo credentials, for the page's user switch."""
+        return [{"token": token, "role": who.role, "account_id": who.account_id} for token, who in TOKENS.items()]
 
     @app.post("/demo/sessions/<int:session_id>/push")
     def push(session_id: int) -> dict[str, t.Any]:

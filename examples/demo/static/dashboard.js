@@ -1,0 +1,124 @@
+// The demo's analytics page: it calls the plugin's real JSON API with the chosen demo user's token.
+"use strict";
+const API = "/api/v1/analytics/flowpilot";
+const state = { period: "30d", zone: "UTC", user: null };
+
+function formatSeconds(value) {
+  if (value === null || value === undefined) return "–";
+  if (value < 60) return `${value.toFixed(0)} s`;
+  if (value < 3600) return `${Math.floor(value / 60)} min ${Math.round(value % 60)} s`;
+  return `${Math.floor(value / 3600)} h ${Math.round((value % 3600) / 60)} min`;
+}
+
+function setValue(id, text, raw) {
+  const element = document.getElementById(id);
+  element.textContent = text;
+  element.dataset.raw = raw === null || raw === undefined ? "" : String(raw);
+}
+
+async function call(path) {
+  // "no-cache": revalidate with the ETag every time, so a refresh reaches the API (and its rate limit);
+  // an unchanged answer comes back as a body-less 304 and the browser reuses its copy.
+  const response = await fetch(`${API}/${path}`,
+    { headers: { Authorization: `Bearer ${state.user}` }, cache: "no-cache" });
+  const body = await response.json().catch(() => ({}));
+  return { status: response.status, body, retryAfter: response.headers.get("Retry-After") };
+}
+
+function showError(card, result) {
+  const code = (result.body.error && result.body.error.code) || "error";
+  const states = { 401: "unauthenticated", 403: "forbidden", 429: "rate_limited" };
+  card.dataset.state = states[result.status] || "error";
+  let text = `${result.status}: ${(result.body.error && result.body.error.message) || "Request failed."}`;
+  if (result.status === 429) text += ` Retry in ${result.retryAfter} s.`;
+  card.querySelector(".state-message").textContent = text;
+  card.dataset.code = code;
+}
+
+async function loadEscalations() {
+  const card = document.getElementById("escalations");
+  const result = await call(`escalations?period=${state.period}`);
+  if (result.status !== 200) return showError(card, result);
+  const data = result.body;
+  setValue("median", formatSeconds(data.median_seconds), data.median_seconds);
+  setValue("p95", formatSeconds(data.p95_seconds), data.p95_seconds);
+  setValue("avg", formatSeconds(data.avg_seconds), data.avg_seconds);
+  setValue("claimed", String(data.n_handoffs_claimed), data.n_handoffs_claimed);
+  setValue("with-action", String(data.n_handoffs_with_action), data.n_handoffs_with_action);
+  document.getElementById("metric-definition").textContent = data.metric_definition;
+  card.dataset.period = data.period;
+  card.dataset.state = "ok";
+}
+
+function drawFunnel(funnel) {
+  const stages = [["sessions", "Sessions", null], ["linked", "Linked to a ticket", "linked_rate"],
+    ["doc_pushed", "Documentation pushed", "doc_pushed_rate"],
+    ["time_entry_logged", "Time entry logged", "time_entry_logged_rate"]];
+  const top = Math.max(funnel.sessions, 1);
+  document.getElementById("funnel").innerHTML = stages.map(([key, label, rate]) => {
+    const share = rate && funnel[rate] !== null ? `${(funnel[rate] * 100).toFixed(1)} % of previous` : "";
+    return `<div class="bar-row" data-stage="${key}" data-count="${funnel[key]}"><span>${label}</span>` +
+      `<div class="bar" style="width:${(100 * funnel[key] / top).toFixed(1)}%"></div>` +
+      `<span><b>${funnel[key]}</b> <span class="rate">${share}</span></span></div>`;
+  }).join("");
+}
+
+function drawTrend(rows) {
+  const svg = document.getElementById("trend");
+  const width = 640, height = 220, pad = 28;
+  const top = Math.max(1, ...rows.map((r) => Math.max(r.sessions, r.notes_posted, r.time_entries)));
+  const step = (width - 2 * pad) / Math.max(rows.length, 1);
+  const y = (v) => height - pad - (v / top) * (height - 2 * pad);
+  const x = (i) => pad + i * step + step / 2;
+  const bars = rows.map((r, i) => `<rect class="sessions" x="${(x(i) - step * 0.35).toFixed(1)}" y="${y(r.sessions).toFixed(1)}"` +
+    ` width="${(step * 0.7).toFixed(1)}" height="${(height - pad - y(r.sessions)).toFixed(1)}"><title>${r.date}: ` +
+    `${r.sessions} sessions, ${r.notes_posted} notes, ${r.time_entries} time entries (${r.minutes} min)</title></rect>`);
+  const line = (key, cls) => `<polyline class="${cls}" points="${rows.map((r, i) => `${x(i).toFixed(1)},${y(r[key]).toFixed(1)}`).join(" ")}"/>`;
+  const labels = rows.filter((_, i) => i % Math.ceil(rows.length / 8) === 0).map((r) =>
+    `<text x="${x(rows.indexOf(r)).toFixed(1)}" y="${height - 8}" font-size="10" text-anchor="middle" fill="#6b7385">${r.date.slice(5)}</text>`);
+  svg.innerHTML = bars.join("") + line("notes_posted", "notes") + line("time_entries", "entries") + labels.join("") +
+    `<text x="${pad}" y="16" font-size="10" fill="#6b7385">max ${top}/day</text>`;
+  svg.dataset.days = String(rows.length);
+}
+
+async function loadPsa() {
+  const card = document.getElementById("psa");
+  const result = await call(`psa-metrics?period=${state.period}&tz=${encodeURIComponent(state.zone)}`);
+  if (result.status !== 200) return showError(card, result);
+  const data = result.body;
+  drawFunnel(data.funnel);
+  drawTrend(data.daily_trend);
+  document.getElementById("trend-zone").textContent = `(${data.timezone})`;
+  document.getElementById("time-entries").textContent =
+    `${data.time_entries.count} time entries, ${data.time_entries.total_hours} h logged`;
+  card.dataset.period = data.period;
+  card.dataset.state = "ok";
+}
+
+async function refresh() {
+  for (const id of ["escalations", "psa"]) document.getElementById(id).dataset.state = "loading";
+  await Promise.all([loadEscalations(), loadPsa()]);
+  document.body.dataset.loaded = String(Number(document.body.dataset.loaded || 0) + 1);
+}
+
+async function start() {
+  const users = await (await fetch("/demo/users")).json();
+  const select = document.getElementById("user");
+  select.innerHTML = users.map((u) => `<option value="${u.token}">${u.token}</option>`).join("");
+  const wanted = new URLSearchParams(location.search).get("user");
+  state.user = users.some((u) => u.token === wanted) ? wanted : "acme-admin";
+  select.value = state.user;
+  select.addEventListener("change", () => { state.user = select.value; refresh(); });
+  document.getElementById("zone").addEventListener("change", (e) => { state.zone = e.target.value; refresh(); });
+  document.getElementById("refresh").addEventListener("click", refresh);
+  for (const button of document.querySelectorAll("[data-period]")) {
+    button.addEventListener("click", () => {
+      state.period = button.dataset.period;
+      document.querySelectorAll("[data-period]").forEach((b) => b.classList.toggle("active", b === button));
+      refresh();
+    });
+  }
+  await refresh();
+}
+
+start();

@@ -1,0 +1,102 @@
+"""The demo's analytics page in headless Chromium: numbers equal the API's, period switch, 403 and 429 states."""
+
+from __future__ import annotations
+
+import json
+import os
+import typing as t
+import urllib.error
+import urllib.request
+
+import pytest
+
+from .conftest import load_demo_module
+
+browser = load_demo_module("browser")
+
+
+@pytest.fixture
+def page(demo: t.Any, tmp_path: t.Any) -> t.Iterator[tuple[t.Any, str]]:
+    missing = browser.chromium_available()
+    if missing:
+        pytest.skip(f"no Chromium here: {missing}")
+    with browser.serve(demo) as url, browser.chromium() as driver:
+        yield driver, url
+
+
+def api(url: str, path: str, token: str) -> tuple[int, dict[str, t.Any]]:
+    request = urllib.request.Request(url + "/api/v1/analytics/flowpilot/" + path,
+                                     headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return int(response.status), json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return int(error.code), json.loads(error.read())
+
+
+def wait_loaded(driver: t.Any, loads: int) -> None:
+    """Wait (bounded) until the page has finished its ``loads``-th refresh."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, 30).until(lambda d: int(d.find_element("tag name", "body").get_attribute(
+        "data-loaded") or 0) >= loads)
+
+
+def card(driver: t.Any, name: str) -> t.Any:
+    return driver.find_element("id", name)
+
+
+def raw(driver: t.Any, element_id: str) -> float | None:
+    value = driver.find_element("id", element_id).get_attribute("data-raw")
+    return float(value) if value else None
+
+
+def test_page_shows_the_apis_numbers_and_switches_period(page: tuple[t.Any, str], tmp_path: t.Any) -> None:
+    driver, url = page
+    driver.get(url + "/?user=acme-admin")
+    wait_loaded(driver, 1)
+    assert card(driver, "escalations").get_attribute("data-state") == "ok"
+    status, body = api(url, "escalations?period=30d", "acme-admin")
+    assert status == 200
+    assert raw(driver, "median") == pytest.approx(body["median_seconds"])
+    assert raw(driver, "p95") == pytest.approx(body["p95_seconds"])
+    assert raw(driver, "claimed") == body["n_handoffs_claimed"]
+    assert raw(driver, "with-action") == body["n_handoffs_with_action"]
+    assert "NOT 'minutes recovered'" in driver.find_element("id", "metric-definition").text
+    funnel = {row.get_attribute("data-stage"): int(row.get_attribute("data-count"))
+              for row in driver.find_elements("css selector", "#funnel .bar-row")}
+    _, psa = api(url, "psa-metrics?period=30d&tz=UTC", "acme-admin")
+    assert funnel == {k: psa["funnel"][k] for k in ("sessions", "linked", "doc_pushed", "time_entry_logged")}
+    assert driver.find_element("id", "trend").get_attribute("data-days") == str(len(psa["daily_trend"]))
+
+    driver.find_element("css selector", "[data-period='7d']").click()
+    wait_loaded(driver, 2)
+    _, week = api(url, "escalations?period=7d", "acme-admin")
+    assert card(driver, "escalations").get_attribute("data-period") == "7d"
+    assert raw(driver, "claimed") == week["n_handoffs_claimed"] != body["n_handoffs_claimed"]
+    assert driver.find_element("id", "trend").get_attribute("data-days") == "8"
+    driver.save_screenshot(str(tmp_path / "page.png"))
+    assert os.path.getsize(tmp_path / "page.png") > 10_000
+
+
+def test_viewer_sees_the_403_state(page: tuple[t.Any, str]) -> None:
+    driver, url = page
+    driver.get(url + "/?user=acme-viewer")
+    wait_loaded(driver, 1)
+    assert card(driver, "escalations").get_attribute("data-state") == "forbidden"
+    assert card(driver, "psa").get_attribute("data-state") == "forbidden"
+    assert "403" in driver.find_element("id", "escalations-message").text
+
+
+def test_sixteenth_quick_refresh_shows_the_429_state(page: tuple[t.Any, str]) -> None:
+    driver, url = page
+    driver.get(url + "/?user=globex-team_admin")
+    wait_loaded(driver, 1)
+    for loads in range(2, 17):  # the first load was call 1; refreshes 2..15 still pass, the 16th is limited
+        driver.find_element("id", "refresh").click()
+        wait_loaded(driver, loads)
+        expected = "ok" if loads <= 15 else "rate_limited"
+        assert card(driver, "psa").get_attribute("data-state") == expected, loads
+    message = driver.find_element("id", "psa-message").text
+    assert message.startswith("429") and "Retry in" in message
+    assert card(driver, "escalations").get_attribute("data-state") == "ok"  # not rate-limited
