@@ -35,6 +35,10 @@ BIND = PREFIX + "BIND"
 #: JSON-lines file where the hook keeps activities it could not write; default in the app's instance folder.
 DEAD_LETTER_PATH = PREFIX + "DEAD_LETTER_PATH"
 DEAD_LETTER_FILENAME = "flowpilot_analytics_dead_letters.jsonl"
+#: Edges (seconds) of the time-to-first-action distribution buckets, ascending.
+BUCKET_EDGES_SECONDS = PREFIX + "BUCKET_EDGES_SECONDS"
+#: Longest ``since``/``until`` range accepted, in days.
+MAX_RANGE_DAYS = PREFIX + "MAX_RANGE_DAYS"
 #: PostgreSQL row-level security: a setting name (e.g. ``app.current_account_id``) the plugin sets,
 #: transaction-local, to the caller's account before every read and write; ``None`` = off.
 TENANT_SETTING = PREFIX + "TENANT_SETTING"
@@ -58,6 +62,8 @@ HOST_COLUMNS: dict[str, tuple[str, ...]] = {
     "steps": ("id", "account_id", "session_id", "created_at"),
     "handoffs": ("id", "account_id", "session_id", "created_at", "claimed_at"),
 }
+#: Columns used only by optional features, read when the host has them (``group_by=engineer``).
+OPTIONAL_HOST_COLUMNS: dict[str, tuple[str, ...]] = {"handoffs": ("claimed_by",)}
 DEFAULT_PSA_SERVICE_METHODS: dict[str, str] = {
     "note_posted": "push_note",
     "time_entry_posted": "push_time_entry",
@@ -77,6 +83,8 @@ DEFAULTS: dict[str, t.Any] = {
     BIND: None,
     DEAD_LETTER_PATH: None,
     TENANT_SETTING: None,
+    BUCKET_EDGES_SECONDS: (60, 300, 900, 3600, 14400),
+    MAX_RANGE_DAYS: 366,
     ACTIVITY_TABLE: "psa_activity_logs",
     ID_TYPE: "integer",
     PSA_SERVICE_METHODS: DEFAULT_PSA_SERVICE_METHODS,
@@ -106,6 +114,13 @@ def validate(config: t.Mapping[str, t.Any]) -> None:
     bind = config[BIND]
     if bind is not None and bind not in (config.get("SQLALCHEMY_BINDS") or {}):
         raise ValueError(f"{BIND} = {bind!r} is not a key of SQLALCHEMY_BINDS")
+    edges = list(config[BUCKET_EDGES_SECONDS])
+    if not edges or any(isinstance(e, bool) or not isinstance(e, (int, float)) or e <= 0 for e in edges) \
+            or edges != sorted(set(edges)):
+        raise ValueError(f"{BUCKET_EDGES_SECONDS} must be increasing positive numbers of seconds")
+    days = config[MAX_RANGE_DAYS]
+    if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+        raise ValueError(f"{MAX_RANGE_DAYS} must be a whole number of days >= 1")
     tenant = config[TENANT_SETTING]
     if tenant is not None and (not isinstance(tenant, str) or "." not in tenant):
         raise ValueError(f"{TENANT_SETTING} must be a custom setting name with a dot, e.g. 'app.current_account_id'")
@@ -116,5 +131,5 @@ def validate(config: t.Mapping[str, t.Any]) -> None:
         raise ValueError(f"{TABLES} has unknown keys {sorted(unknown_tables)}; known: {sorted(DEFAULT_TABLES)}")
     for key in config[COLUMNS]:
         table, _, column = key.partition(".")
-        if column not in HOST_COLUMNS.get(table, ()):
+        if column not in HOST_COLUMNS.get(table, ()) + OPTIONAL_HOST_COLUMNS.get(table, ()):
             raise ValueError(f"{COLUMNS} key {key!r} is not '<table>.<column>' of {HOST_COLUMNS}")

@@ -32,15 +32,30 @@ METRIC_DEFINITION = (
 )
 
 
+#: Default distribution bucket edges in seconds: < 1 min, 1-5, 5-15, 15-60 min, 1-4 h, > 4 h.
+DEFAULT_BUCKET_EDGES: tuple[float, ...] = (60, 300, 900, 3600, 14400)
+
+
 @dataclass(frozen=True)
 class EscalationResult:
-    """The numbers behind one ``EscalationMetrics`` response (without period and definition)."""
+    """The numbers of one group of handoffs (the whole account, or one engineer)."""
 
     n_handoffs_claimed: int
     n_handoffs_with_action: int
     avg_seconds: float | None
     median_seconds: float | None
     p95_seconds: float | None
+    #: Handoffs per time-to-first-action bucket (``len(edges) + 1`` counts), then those with no action.
+    buckets: tuple[int, ...] = ()
+    no_action: int = 0
+
+
+def bucket_index(delta: float, edges: t.Sequence[float]) -> int:
+    """Which bucket a delta falls in: bucket ``i`` is ``[edges[i-1], edges[i])``, the last is open."""
+    for index, edge in enumerate(edges):
+        if delta < edge:
+            return index
+    return len(edges)
 
 
 def _first_step(tables: HostTables, dialect: str, skew_seconds: float) -> tuple[t.Any, t.Any]:
@@ -72,33 +87,48 @@ def _in_scope(tables: HostTables) -> list[sa.ColumnElement[bool]]:
     ]
 
 
-def build_query(tables: HostTables, dialect: str, skew_seconds: float) -> sa.Select[t.Any]:
+def build_query(tables: HostTables, dialect: str, skew_seconds: float, edges: t.Sequence[float] = DEFAULT_BUCKET_EDGES,
+                group_by_engineer: bool = False) -> sa.Select[t.Any]:
     """One statement per request. Bound parameters: ``account_id``, ``window_start``, ``window_end``.
 
     On PostgreSQL the database does everything: a LATERAL probe finds each handoff's first step (an
     index probe on ``(account_id, session_id, created_at)``, evaluated once per handoff), and one row
-    comes back with the counts, ``avg`` and ``percentile_cont``. Elsewhere (SQLite has neither LATERAL
-    nor ``percentile_cont``) it returns ``(claimed_at, first_step_at)`` per handoff for :func:`summarize`.
+    per group comes back with the counts, ``avg``, ``percentile_cont`` and the bucket counts. Elsewhere
+    (SQLite has neither LATERAL nor ``percentile_cont``) it returns ``(claimed_at, first_step_at,
+    engineer)`` per handoff for :func:`summarize`. With ``group_by_engineer`` the handoffs are grouped by
+    the claimer column (``handoffs.claimed_by``), else the engineer is ``NULL``.
     """
     h = tables.handoffs
+    engineer = h.c.claimed_by if group_by_engineer else sa.null()
     claimed, first = _first_step(tables, dialect, skew_seconds)
     if dialect != "postgresql":
         first_step_at = first.correlate(h).scalar_subquery()
-        return sa.select(h.c.claimed_at, first_step_at.label("first_step_at")).where(*_in_scope(tables))
+        return sa.select(h.c.claimed_at, first_step_at.label("first_step_at"), engineer.label("engineer")).where(
+            *_in_scope(tables))
     lateral = first.lateral("first_step")
     gap = sa.extract("epoch", lateral.c.first_step_at - claimed)
     delta = sa.case((gap < 0, 0), else_=gap)  # NULL stays NULL (GREATEST would turn it into 0)
-    return (
+    bounds = [None, *edges, None]
+    bucket_counts = [
+        sa.func.count().filter(sa.and_(*(c for c in (
+            delta >= low if low is not None else None, delta < high if high is not None else None,
+            lateral.c.first_step_at.is_not(None)) if c is not None)))
+        for low, high in zip(bounds, bounds[1:])
+    ]
+    query = (
         sa.select(
+            engineer.label("engineer"),
             sa.func.count(),
             sa.func.count(lateral.c.first_step_at),
             sa.func.avg(delta),
             sa.func.percentile_cont(0.5).within_group(delta),
             sa.func.percentile_cont(0.95).within_group(delta),
+            *bucket_counts,
         )
         .select_from(h.outerjoin(lateral, sa.true()))
         .where(*_in_scope(tables))
     )
+    return query.group_by(h.c.claimed_by).order_by(h.c.claimed_by) if group_by_engineer else query
 
 
 def delta_seconds(claimed_at: datetime, first_step_at: datetime | None) -> float | None:
@@ -120,20 +150,12 @@ def _float(value: t.Any) -> float | None:
     return None if value is None else float(value)
 
 
-def summarize(result: t.Iterable[t.Sequence[t.Any]], dialect: str) -> EscalationResult:
-    """The counts and statistics from :func:`build_query`'s result."""
-    if dialect == "postgresql":
-        claimed, with_action, avg, median, p95 = next(iter(result))
-        return EscalationResult(int(claimed), int(with_action), _float(avg), _float(median), _float(p95))
-    claimed = 0
-    deltas: list[float] = []
-    for claimed_at, first_step_at in result:
-        claimed += 1
-        delta = delta_seconds(claimed_at, first_step_at)
-        if delta is not None:
-            deltas.append(delta)
+def _fold(deltas: list[float], claimed: int, edges: t.Sequence[float]) -> EscalationResult:
+    buckets = [0] * (len(edges) + 1)
+    for delta in deltas:
+        buckets[bucket_index(delta, edges)] += 1
     if not deltas:
-        return EscalationResult(claimed, 0, None, None, None)
+        return EscalationResult(claimed, 0, None, None, None, tuple(buckets), claimed)
     deltas.sort()
     return EscalationResult(
         n_handoffs_claimed=claimed,
@@ -141,4 +163,32 @@ def summarize(result: t.Iterable[t.Sequence[t.Any]], dialect: str) -> Escalation
         avg_seconds=math.fsum(deltas) / len(deltas),
         median_seconds=percentile(deltas, 0.5),
         p95_seconds=percentile(deltas, 0.95),
+        buckets=tuple(buckets),
+        no_action=claimed - len(deltas),
     )
+
+
+def summarize(result: t.Iterable[t.Sequence[t.Any]], dialect: str,
+              edges: t.Sequence[float] = DEFAULT_BUCKET_EDGES) -> dict[t.Any, EscalationResult]:
+    """The counts, statistics and buckets per group (``None`` keys the whole account) from :func:`build_query`."""
+    groups: dict[t.Any, EscalationResult] = {}
+    if dialect == "postgresql":
+        for engineer, claimed, with_action, avg, median, p95, *buckets in result:
+            groups[engineer] = EscalationResult(int(claimed), int(with_action), _float(avg), _float(median),
+                                                _float(p95), tuple(int(b) for b in buckets),
+                                                int(claimed) - int(with_action))
+        return groups
+    claimed: dict[t.Any, int] = {}
+    deltas: dict[t.Any, list[float]] = {}
+    for claimed_at, first_step_at, engineer in result:
+        claimed[engineer] = claimed.get(engineer, 0) + 1
+        delta = delta_seconds(claimed_at, first_step_at)
+        group = deltas.setdefault(engineer, [])
+        if delta is not None:
+            group.append(delta)
+    return {engineer: _fold(deltas[engineer], claimed[engineer], edges) for engineer in claimed}
+
+
+def empty(edges: t.Sequence[float] = DEFAULT_BUCKET_EDGES) -> EscalationResult:
+    """The result of an account with no handoff in scope (an aggregate over no rows)."""
+    return EscalationResult(0, 0, None, None, None, (0,) * (len(edges) + 1), 0)

@@ -7,7 +7,7 @@ import typing as t
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
-from .schemas import EnhancedPsaMetrics, ErrorEnvelope, EscalationMetrics, PeriodArgs, PsaMetricsArgs
+from .schemas import EnhancedPsaMetrics, ErrorEnvelope, EscalationArgs, EscalationMetrics, PsaMetricsArgs
 
 try:
     from importlib.metadata import version as _version
@@ -55,7 +55,7 @@ def build_document(url_prefix: str, route_roles: t.Mapping[str, str]) -> dict[st
         spec.components.schema(name, schema=schema)
     base = url_prefix.rstrip("/") + "/analytics/flowpilot"
     spec.path(path=f"{base}/escalations", operations=_operation(
-        "Time from an escalation claim to the first action after it", PeriodArgs, "EscalationMetrics",
+        "Time from an escalation claim to the first action after it", EscalationArgs, "EscalationMetrics",
         route_roles["escalations"], limited=False))
     spec.path(path=f"{base}/psa-metrics", operations=_operation(
         "Time entries, documentation funnel and daily trend", PsaMetricsArgs, "EnhancedPsaMetrics",

@@ -8,16 +8,14 @@ import typing as t
 from flask import Blueprint, Response, current_app, jsonify, request
 from marshmallow import Schema, ValidationError
 
-from zoneinfo import ZoneInfo
-
-from . import escalations, psa_metrics
+from . import reports
 from .cli import register_commands
 from .errors import ApiError, register_error_handlers
 from .extension import current_state
-from .config import URL_PREFIX
+from .config import MAX_RANGE_DAYS, URL_PREFIX
 from .openapi import build_document
-from .periods import PERIODS, window_for
-from .schemas import EnhancedPsaMetrics, EscalationMetrics, PeriodArgs, PsaMetricsArgs, query_args
+from .periods import PERIODS
+from .schemas import EnhancedPsaMetrics, EscalationArgs, EscalationMetrics, PsaMetricsArgs, query_args
 
 
 def load_query(schema: Schema) -> dict[str, t.Any]:
@@ -53,69 +51,18 @@ def escalations_view() -> Response:
     """``GET /analytics/flowpilot/escalations``: time from a claim to the first action after it."""
     state = current_state()
     identity = state.authorize("escalations")
-    args = load_query(PeriodArgs())
-
-    def compute() -> t.Mapping[str, t.Any]:
-        window = window_for(args["period"], state.clock())
-        tables = state.host_tables()
-        statement = state.statement(
-            "escalations", lambda: escalations.build_query(tables, state.dialect, state.skew_seconds))
-        rows = state.read(statement, {"account_id": identity.account_id, "window_start": window.start,
-                                      "window_end": window.end})
-        result = escalations.summarize(rows, state.dialect)
-        return t.cast(t.Mapping[str, t.Any], EscalationMetrics().dump({
-            "period": window.period,
-            "window_start": window.start,
-            "window_end": window.end,
-            "n_handoffs_claimed": result.n_handoffs_claimed,
-            "n_handoffs_with_action": result.n_handoffs_with_action,
-            "avg_seconds": result.avg_seconds,
-            "median_seconds": result.median_seconds,
-            "p95_seconds": result.p95_seconds,
-            "metric_definition": escalations.METRIC_DEFINITION,
-        }))
-
-    return cached_json("escalations", identity.account_id, args, compute)
+    args = load_query(EscalationArgs(max_range_days=state.config[MAX_RANGE_DAYS]))
+    return cached_json("escalations", identity.account_id, args, lambda: t.cast(t.Mapping[str, t.Any], (
+        EscalationMetrics().dump(reports.escalation_report(state, identity.account_id, args)))))
 
 
 def psa_metrics_view() -> Response:
     """``GET /analytics/flowpilot/psa-metrics``: time entries, documentation funnel, daily trend."""
     state = current_state()
     identity = state.authorize("psa_metrics")
-    args = load_query(PsaMetricsArgs())
-
-    def compute() -> t.Mapping[str, t.Any]:
-        window = window_for(args["period"], state.clock())
-        zone = ZoneInfo(args["tz"])
-        tables = state.host_tables()
-        activities = state.activity_table
-        sessions_query = state.statement(
-            "psa_sessions", lambda: psa_metrics.build_sessions_query(tables, activities, state.dialect))
-        activities_query = state.statement(
-            "psa_activities", lambda: psa_metrics.build_activities_query(activities, state.dialect))
-        params = {"account_id": identity.account_id, "window_start": window.start, "window_end": window.end,
-                  "tz": args["tz"]}
-        result = psa_metrics.summarize(state.read(sessions_query, params), state.read(activities_query, params),
-                                       window, zone)
-        rate = psa_metrics.rate
-        return t.cast(t.Mapping[str, t.Any], EnhancedPsaMetrics().dump({
-            "period": window.period,
-            "window_start": window.start,
-            "window_end": window.end,
-            "timezone": args["tz"],
-            "time_entries": {"count": result.time_entry_count, "total_minutes": result.total_minutes,
-                             "total_hours": round(result.total_minutes / 60, 4)},
-            "funnel": {
-                "sessions": result.sessions, "linked": result.linked, "doc_pushed": result.doc_pushed,
-                "time_entry_logged": result.time_entry_logged,
-                "linked_rate": rate(result.linked, result.sessions),
-                "doc_pushed_rate": rate(result.doc_pushed, result.linked),
-                "time_entry_logged_rate": rate(result.time_entry_logged, result.doc_pushed),
-            },
-            "daily_trend": [vars(day) for day in result.daily_trend],
-        }))
-
-    return cached_json("psa_metrics", identity.account_id, args, compute)
+    args = load_query(PsaMetricsArgs(max_range_days=state.config[MAX_RANGE_DAYS]))
+    return cached_json("psa_metrics", identity.account_id, args, lambda: t.cast(t.Mapping[str, t.Any], (
+        EnhancedPsaMetrics().dump(reports.psa_report(state, identity.account_id, args)))))
 
 
 def openapi_view() -> Response:

@@ -6,7 +6,9 @@ import functools
 import typing as t
 import zoneinfo
 
-from marshmallow import EXCLUDE, Schema, fields, validate
+from datetime import datetime, timedelta, timezone
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from .periods import DEFAULT_PERIOD, PERIODS
 
@@ -17,9 +19,85 @@ class _Args(Schema):
 
 
 class PeriodArgs(_Args):
-    """``?period=7d|30d|90d`` (default ``30d``)."""
+    """``?period=7d|30d|90d`` (default ``30d``), or ``?since=&until=`` (ISO 8601), and ``compare=previous``."""
 
-    period = fields.String(load_default=DEFAULT_PERIOD, validate=validate.OneOf(list(PERIODS)))
+    period = fields.String(validate=validate.OneOf(list(PERIODS)),
+                           metadata={"default": DEFAULT_PERIOD, "description": "Not with since/until."})
+    since = fields.DateTime(format="iso", metadata={
+        "description": "Start of a custom range (ISO 8601; no offset means UTC); needs until."})
+    until = fields.DateTime(format="iso", metadata={"description": "End of a custom range (inclusive); needs since."})
+    compare = fields.String(validate=validate.OneOf(["previous"]), metadata={
+        "description": "previous: add the same figures for the equal-length window just before."})
+
+    def __init__(self, *args: t.Any, max_range_days: int = 366, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_range_days = max_range_days
+
+    @validates_schema
+    def _check_range(self, data: dict[str, t.Any], **kwargs: t.Any) -> None:
+        since, until = data.get("since"), data.get("until")
+        if (since is None) != (until is None):
+            raise ValidationError("since and until go together.", "since" if since is None else "until")
+        if since is None:
+            return
+        if "period" in data:
+            raise ValidationError("Give either period or since/until, not both.", "period")
+        since, until = _utc(since), _utc(until)
+        if since >= until:
+            raise ValidationError("since must be before until.", "until")
+        if until - since > timedelta(days=self.max_range_days):
+            raise ValidationError(f"The range may span at most {self.max_range_days} days.", "until")
+
+    @post_load
+    def _normalize(self, data: dict[str, t.Any], **kwargs: t.Any) -> dict[str, t.Any]:
+        if "since" in data:
+            data["since"], data["until"] = _utc(data["since"]), _utc(data["until"])
+        else:
+            data.setdefault("period", DEFAULT_PERIOD)
+        return data
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+class EscalationArgs(PeriodArgs):
+    """The escalation route's query: the window, ``compare`` and ``group_by=engineer``."""
+
+    group_by = fields.String(validate=validate.OneOf(["engineer"]), metadata={
+        "description": "engineer: add one group per claimer (the handoffs' claimed_by column)."})
+
+
+class Bucket(Schema):
+    min_seconds = fields.Float(required=True)
+    max_seconds = fields.Float(required=True, allow_none=True)
+    count = fields.Integer(required=True)
+
+
+class Distribution(Schema):
+    """Handoffs by time to first action: ``[min_seconds, max_seconds)`` buckets, then those with none."""
+
+    buckets = fields.List(fields.Nested(Bucket), required=True)
+    no_action = fields.Integer(required=True)
+
+
+class EscalationFigures(Schema):
+    window_start = fields.AwareDateTime(format="iso", required=True)
+    window_end = fields.AwareDateTime(format="iso", required=True)
+    n_handoffs_claimed = fields.Integer(required=True)
+    n_handoffs_with_action = fields.Integer(required=True)
+    avg_seconds = fields.Float(required=True, allow_none=True)
+    median_seconds = fields.Float(required=True, allow_none=True)
+    p95_seconds = fields.Float(required=True, allow_none=True)
+
+
+class EngineerGroup(Schema):
+    engineer = fields.Raw(required=True, allow_none=True, metadata={"description": "The claimer's id."})
+    n_handoffs_claimed = fields.Integer(required=True)
+    n_handoffs_with_action = fields.Integer(required=True)
+    avg_seconds = fields.Float(required=True, allow_none=True)
+    median_seconds = fields.Float(required=True, allow_none=True)
+    p95_seconds = fields.Float(required=True, allow_none=True)
 
 
 class EscalationMetrics(Schema):
@@ -34,6 +112,9 @@ class EscalationMetrics(Schema):
     median_seconds = fields.Float(required=True, allow_none=True)
     p95_seconds = fields.Float(required=True, allow_none=True)
     metric_definition = fields.String(required=True)
+    distribution = fields.Nested(Distribution)
+    previous = fields.Nested(EscalationFigures, metadata={"description": "With compare=previous."})
+    groups = fields.List(fields.Nested(EngineerGroup), metadata={"description": "With group_by=engineer."})
 
 
 class ErrorBody(Schema):
@@ -92,6 +173,13 @@ class PsaDailyTrend(Schema):
     minutes = fields.Float(required=True)
 
 
+class PsaFigures(Schema):
+    window_start = fields.AwareDateTime(format="iso", required=True)
+    window_end = fields.AwareDateTime(format="iso", required=True)
+    time_entries = fields.Nested(TimeEntryTotals, required=True)
+    funnel = fields.Nested(PsaFunnel, required=True)
+
+
 class EnhancedPsaMetrics(Schema):
     """Response of ``GET /analytics/flowpilot/psa-metrics``."""
 
@@ -102,3 +190,4 @@ class EnhancedPsaMetrics(Schema):
     time_entries = fields.Nested(TimeEntryTotals, required=True)
     funnel = fields.Nested(PsaFunnel, required=True)
     daily_trend = fields.List(fields.Nested(PsaDailyTrend), required=True)
+    previous = fields.Nested(PsaFigures, metadata={"description": "With compare=previous (no trend)."})

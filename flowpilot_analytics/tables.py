@@ -153,6 +153,10 @@ def reflect_host_tables(connection: sa.Connection, config: t.Mapping[str, t.Any]
             else:
                 col_type = reflected[host_name]["type"]
             columns.append(sa.Column(host_name, col_type, key=column))
+        for column in cfg.OPTIONAL_HOST_COLUMNS.get(logical, ()):
+            host_name = host_column_name(config, logical, column)
+            if host_name in reflected:
+                columns.append(sa.Column(host_name, reflected[host_name]["type"], key=column))
         built[logical] = sa.Table(name, metadata, *columns, schema=schema)
     return HostTables(**built)
 

@@ -1,0 +1,104 @@
+"""The reports as data: what the routes serve and the CLI prints, computed the same way for both."""
+
+from __future__ import annotations
+
+import typing as t
+from zoneinfo import ZoneInfo
+
+from . import config as cfg
+from . import escalations, psa_metrics
+from .errors import ApiError
+from .periods import Window, previous_window, window_from_args
+
+if t.TYPE_CHECKING:
+    from .extension import AnalyticsState
+
+
+def _params(account_id: t.Any, window: Window, **extra: t.Any) -> dict[str, t.Any]:
+    return {"account_id": account_id, "window_start": window.start, "window_end": window.end, **extra}
+
+
+def _escalation_groups(state: AnalyticsState, account_id: t.Any, window: Window,
+                       by_engineer: bool) -> dict[t.Any, escalations.EscalationResult]:
+    tables = state.host_tables()
+    edges = state.config[cfg.BUCKET_EDGES_SECONDS]
+    statement = state.statement(f"escalations:{by_engineer}", lambda: escalations.build_query(
+        tables, state.dialect, state.skew_seconds, edges, by_engineer))
+    return escalations.summarize(state.read(statement, _params(account_id, window)), state.dialect, edges)
+
+
+def _figures(result: escalations.EscalationResult) -> dict[str, t.Any]:
+    return {"n_handoffs_claimed": result.n_handoffs_claimed, "n_handoffs_with_action": result.n_handoffs_with_action,
+            "avg_seconds": result.avg_seconds, "median_seconds": result.median_seconds,
+            "p95_seconds": result.p95_seconds}
+
+
+def escalation_report(state: AnalyticsState, account_id: t.Any, args: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """The ``EscalationMetrics`` body for one account and validated query."""
+    edges = list(state.config[cfg.BUCKET_EDGES_SECONDS])
+    by_engineer = args.get("group_by") == "engineer"
+    if by_engineer and "claimed_by" not in state.host_tables().handoffs.c:
+        raise ApiError(400, "unsupported_grouping", "group_by=engineer needs the handoffs' claimer column, which "
+                       "this database does not have. Map it with FLOWPILOT_ANALYTICS_COLUMNS = "
+                       "{'handoffs.claimed_by': '<column>'}.", details={"setting": cfg.COLUMNS})
+    window = window_from_args(args, state.clock())
+    overall = _escalation_groups(state, account_id, window, False).get(None) or escalations.empty(edges)
+    bounds = [0.0, *map(float, edges), None]
+    body: dict[str, t.Any] = {
+        "period": window.period, "window_start": window.start, "window_end": window.end, **_figures(overall),
+        "metric_definition": escalations.METRIC_DEFINITION,
+        "distribution": {"buckets": [{"min_seconds": low, "max_seconds": high, "count": count}
+                                     for low, high, count in zip(bounds, bounds[1:], overall.buckets)],
+                         "no_action": overall.no_action},
+    }
+    if args.get("compare") == "previous":
+        before = previous_window(window)
+        result = _escalation_groups(state, account_id, before, False).get(None) or escalations.empty(edges)
+        body["previous"] = {"window_start": before.start, "window_end": before.end, **_figures(result)}
+    if by_engineer:
+        groups = _escalation_groups(state, account_id, window, True)
+        body["groups"] = [{"engineer": engineer, **_figures(result)}
+                          for engineer, result in sorted(groups.items(), key=lambda kv: (kv[0] is None, str(kv[0])))]
+    return body
+
+
+def _psa(state: AnalyticsState, account_id: t.Any, window: Window, zone_name: str) -> psa_metrics.PsaResult:
+    tables = state.host_tables()
+    activities = state.activity_table
+    sessions_query = state.statement(
+        "psa_sessions", lambda: psa_metrics.build_sessions_query(tables, activities, state.dialect))
+    activities_query = state.statement(
+        "psa_activities", lambda: psa_metrics.build_activities_query(activities, state.dialect))
+    params = _params(account_id, window, tz=zone_name)
+    return psa_metrics.summarize(state.read(sessions_query, params), state.read(activities_query, params),
+                                 window, ZoneInfo(zone_name))
+
+
+def _psa_figures(result: psa_metrics.PsaResult) -> dict[str, t.Any]:
+    rate = psa_metrics.rate
+    return {
+        "time_entries": {"count": result.time_entry_count, "total_minutes": result.total_minutes,
+                         "total_hours": round(result.total_minutes / 60, 4)},
+        "funnel": {
+            "sessions": result.sessions, "linked": result.linked, "doc_pushed": result.doc_pushed,
+            "time_entry_logged": result.time_entry_logged,
+            "linked_rate": rate(result.linked, result.sessions),
+            "doc_pushed_rate": rate(result.doc_pushed, result.linked),
+            "time_entry_logged_rate": rate(result.time_entry_logged, result.doc_pushed),
+        },
+    }
+
+
+def psa_report(state: AnalyticsState, account_id: t.Any, args: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """The ``EnhancedPsaMetrics`` body for one account and validated query."""
+    window = window_from_args(args, state.clock())
+    result = _psa(state, account_id, window, args["tz"])
+    body: dict[str, t.Any] = {
+        "period": window.period, "window_start": window.start, "window_end": window.end, "timezone": args["tz"],
+        **_psa_figures(result), "daily_trend": [vars(day) for day in result.daily_trend],
+    }
+    if args.get("compare") == "previous":
+        before = previous_window(window)
+        body["previous"] = {"window_start": before.start, "window_end": before.end,
+                            **_psa_figures(_psa(state, account_id, before, args["tz"]))}
+    return body
