@@ -105,21 +105,24 @@ def build_query(tables: HostTables, dialect: str, skew_seconds: float, edges: t.
         first_step_at = first.correlate(h).scalar_subquery()
         return sa.select(h.c.claimed_at, first_step_at.label("first_step_at"), engineer.label("engineer")).where(
             *_in_scope(tables))
-    lateral = first.lateral("first_step")
-    gap = sa.extract("epoch", lateral.c.first_step_at - claimed)
-    delta = sa.case((gap < 0, 0), else_=gap)  # NULL stays NULL (GREATEST would turn it into 0)
+    # The delta is computed once per handoff inside the LATERAL (double precision, floored at 0), so
+    # the aggregates below read a plain column instead of re-evaluating an expression each.
+    step_at = first.selected_columns[0]
+    lateral = first.add_columns(
+        sa.func.greatest(0.0, sa.func.date_part("epoch", step_at - claimed)).label("delta")).lateral("first_step")
+    delta = lateral.c.delta
     bounds = [None, *edges, None]
     bucket_counts = [
         sa.func.count().filter(sa.and_(*(c for c in (
             delta >= low if low is not None else None, delta < high if high is not None else None,
-            lateral.c.first_step_at.is_not(None)) if c is not None)))
+            delta.is_not(None)) if c is not None)))
         for low, high in zip(bounds, bounds[1:])
     ]
     query = (
         sa.select(
             engineer.label("engineer"),
             sa.func.count(),
-            sa.func.count(lateral.c.first_step_at),
+            sa.func.count(delta),
             sa.func.avg(delta),
             sa.func.percentile_cont(0.5).within_group(delta),
             sa.func.percentile_cont(0.95).within_group(delta),

@@ -45,10 +45,6 @@ def day_bucket(column: sa.ColumnElement[t.Any], dialect: str) -> sa.ColumnElemen
     return sa.func.date(sa.func.timezone(sa.bindparam("tz", type_=sa.String()), utc))
 
 
-def _count_if(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
-    return sa.func.sum(sa.case((condition, 1), else_=0))
-
-
 def build_sessions_query(tables: HostTables, activities: sa.Table, dialect: str) -> sa.Select[t.Any]:
     """The account's sessions created in the window, grouped by day, with the funnel counts.
 
@@ -62,13 +58,23 @@ def build_sessions_query(tables: HostTables, activities: sa.Table, dialect: str)
                                  a.c.activity_type == activity_type)
 
     linked = s.c.psa_ticket_id.is_not(None)
-    doc_pushed = sa.and_(linked, has(NOTE_POSTED))
-    bucket = day_bucket(s.c.created_at, dialect).label("bucket")
-    return (
-        sa.select(bucket, sa.func.count(), _count_if(linked), _count_if(doc_pushed),
-                  _count_if(sa.and_(doc_pushed, has(TIME_ENTRY_POSTED))))
+    # One row per session with its flags, each EXISTS probe evaluated at most once (and only for linked
+    # sessions); OFFSET 0 keeps PostgreSQL from flattening the subquery and repeating the probes.
+    flags = (
+        sa.select(
+            day_bucket(s.c.created_at, dialect).label("bucket"),
+            sa.case((linked, 1), else_=0).label("linked"),
+            sa.case((linked, sa.case((has(NOTE_POSTED), 1), else_=0)), else_=0).label("noted"),
+            sa.case((linked, sa.case((has(TIME_ENTRY_POSTED), 1), else_=0)), else_=0).label("timed"),
+        )
         .where(s.c.account_id == account, *_in_window(s.c.created_at))
-        .group_by(bucket)
+        .offset(0)
+        .subquery("session_flags")
+    )
+    return (
+        sa.select(flags.c.bucket, sa.func.count(), sa.func.sum(flags.c.linked), sa.func.sum(flags.c.noted),
+                  sa.func.sum(flags.c.noted * flags.c.timed))
+        .group_by(flags.c.bucket)
     )
 
 
