@@ -78,9 +78,11 @@ class _RedisBackend:
 class ResponseCache:
     """What the routes use: ``lookup`` / ``store`` bodies, ``invalidate`` an account's route."""
 
-    def __init__(self, ttl: int, storage_uri: str | None) -> None:
+    def __init__(self, ttl: int, storage_uri: str | None, namespace: str = "") -> None:
         self.ttl = int(ttl)
         self.storage_uri = storage_uri or "memory://"
+        #: Separates apps sharing one Redis: derived from what changes the answers (database, mapping...).
+        self.namespace = namespace
         self._backend: _MemoryBackend | _RedisBackend | None = None
 
     @property
@@ -94,9 +96,8 @@ class ResponseCache:
                              else _MemoryBackend())
         return self._backend
 
-    @staticmethod
-    def _generation_key(route: str, account_id: t.Any) -> str:
-        return f"{PREFIX}:gen:{route}:{account_id}"
+    def _generation_key(self, route: str, account_id: t.Any) -> str:
+        return f"{PREFIX}:{self.namespace}:gen:{route}:{account_id}"
 
     def key(self, route: str, account_id: t.Any, params: t.Mapping[str, t.Any]) -> str | None:
         """The entry's key, or ``None`` when the cache is off or unreachable."""
@@ -108,7 +109,7 @@ class ResponseCache:
             logger.warning("flowpilot_analytics: response cache unavailable (%s); answering uncached", exc)
             return None
         query = "&".join(f"{name}={params[name]}" for name in sorted(params))
-        return f"{PREFIX}:{route}:{account_id}:{generation}:{query}"
+        return f"{PREFIX}:{self.namespace}:{route}:{account_id}:{generation}:{query}"
 
     def lookup(self, key: str | None) -> bytes | None:
         if key is None:

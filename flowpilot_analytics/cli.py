@@ -91,7 +91,7 @@ def register_commands(blueprint: Blueprint) -> None:
         fail stay in the store; the exit status is then 1.
         """
         state = current_state()
-        table = state.activity_table
+        table = state.activity_io
 
         def write(payload: dict[str, t.Any]) -> str:
             with state.write_engine.begin() as connection:
@@ -130,7 +130,10 @@ def register_commands(blueprint: Blueprint) -> None:
         """Print the DDL of the plugin's own table, for hosts that manage their schema with migrations."""
         state = current_state()
         if dialect_name:
-            dialect = sa.dialects.registry.load(dialect_name)()
+            try:
+                dialect = sa.dialects.registry.load(dialect_name)()
+            except sa.exc.NoSuchModuleError:
+                raise click.BadParameter(f"unknown SQLAlchemy dialect {dialect_name!r}", param_hint="--dialect")
         else:
             dialect = state.write_engine.dialect
         for statement in ddl_statements(state.activity_table, dialect):

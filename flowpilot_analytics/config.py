@@ -97,17 +97,25 @@ def apply_defaults(config: t.MutableMapping[str, t.Any]) -> None:
         config.setdefault(key, value)
 
 
+def route_roles(config: t.Mapping[str, t.Any]) -> dict[str, str]:
+    """Each route's minimum role: the defaults, overridden by ``FLOWPILOT_ANALYTICS_ROUTE_ROLES``."""
+    return {**DEFAULT_ROUTE_ROLES, **dict(config[ROUTE_ROLES])}
+
+
 def validate(config: t.Mapping[str, t.Any]) -> None:
     """Refuse settings that would only fail later, at request time."""
     roles = list(config[ROLES])
     if not roles or len(set(roles)) != len(roles):
         raise ValueError(f"{ROLES} must be a non-empty list of distinct role names")
-    for route, minimum in dict(config[ROUTE_ROLES]).items():
+    unknown_routes = set(config[ROUTE_ROLES]) - set(DEFAULT_ROUTE_ROLES)
+    if unknown_routes:
+        raise ValueError(f"{ROUTE_ROLES} has unknown routes {sorted(unknown_routes)}; known: {sorted(DEFAULT_ROUTE_ROLES)}")
+    for route, minimum in route_roles(config).items():
         if minimum not in roles:
             raise ValueError(f"{ROUTE_ROLES}[{route!r}] = {minimum!r} is not in {ROLES} {roles}")
     skew = config[CLOCK_SKEW_SECONDS]
-    if isinstance(skew, bool) or not isinstance(skew, (int, float)) or skew < 0:
-        raise ValueError(f"{CLOCK_SKEW_SECONDS} must be a number of seconds >= 0")
+    if isinstance(skew, bool) or not isinstance(skew, (int, float)) or not 0 <= skew <= 86400:
+        raise ValueError(f"{CLOCK_SKEW_SECONDS} must be a number of seconds from 0 to 86400")
     ttl = config[CACHE_TTL]
     if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 0:
         raise ValueError(f"{CACHE_TTL} must be a whole number of seconds >= 0 (0 turns the cache off)")
@@ -115,7 +123,7 @@ def validate(config: t.Mapping[str, t.Any]) -> None:
     if bind is not None and bind not in (config.get("SQLALCHEMY_BINDS") or {}):
         raise ValueError(f"{BIND} = {bind!r} is not a key of SQLALCHEMY_BINDS")
     edges = list(config[BUCKET_EDGES_SECONDS])
-    if not edges or any(isinstance(e, bool) or not isinstance(e, (int, float)) or e <= 0 for e in edges) \
+    if not edges or any(isinstance(e, bool) or not isinstance(e, (int, float)) or not 0 < e < 10**9 for e in edges) \
             or edges != sorted(set(edges)):
         raise ValueError(f"{BUCKET_EDGES_SECONDS} must be increasing positive numbers of seconds")
     days = config[MAX_RANGE_DAYS]

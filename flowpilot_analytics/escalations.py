@@ -18,7 +18,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from .tables import HostTables, comparable, instant, is_aware, seconds_before
+from .tables import HostTables, at_or_after, comparable, in_window, instant, is_aware, seconds_before
 
 #: Sent verbatim in every response, so that no caller can present the number as a saving.
 METRIC_DEFINITION = (
@@ -68,22 +68,22 @@ def _first_step(tables: HostTables, dialect: str, skew_seconds: float) -> tuple[
         .where(
             s.c.account_id == sa.bindparam("account_id"),
             s.c.session_id == h.c.session_id,
-            instant(created) >= seconds_before(claimed, skew_seconds, dialect),
+            at_or_after(created, claimed, dialect) if not skew_seconds
+            else instant(created) >= seconds_before(claimed, skew_seconds, dialect),
         )
-        .order_by(instant(created))
+        .order_by(*((instant(created), created) if dialect == "sqlite" else (created,)))
         .limit(1)
     )
     return claimed, first
 
 
-def _in_scope(tables: HostTables) -> list[sa.ColumnElement[bool]]:
+def _in_scope(tables: HostTables, dialect: str) -> list[sa.ColumnElement[bool]]:
     """The caller's handoffs claimed inside the window."""
     h = tables.handoffs
     return [
         h.c.account_id == sa.bindparam("account_id"),
         h.c.claimed_at.is_not(None),
-        instant(h.c.claimed_at) >= instant(sa.bindparam("window_start", type_=h.c.claimed_at.type)),
-        instant(h.c.claimed_at) <= instant(sa.bindparam("window_end", type_=h.c.claimed_at.type)),
+        *in_window(h.c.claimed_at, dialect),
     ]
 
 
@@ -104,7 +104,7 @@ def build_query(tables: HostTables, dialect: str, skew_seconds: float, edges: t.
     if dialect != "postgresql":
         first_step_at = first.correlate(h).scalar_subquery()
         return sa.select(h.c.claimed_at, first_step_at.label("first_step_at"), engineer.label("engineer")).where(
-            *_in_scope(tables))
+            *_in_scope(tables, dialect))
     # The delta is computed once per handoff inside the LATERAL (double precision, floored at 0), so
     # the aggregates below read a plain column instead of re-evaluating an expression each.
     step_at = first.selected_columns[0]
@@ -129,7 +129,7 @@ def build_query(tables: HostTables, dialect: str, skew_seconds: float, edges: t.
             *bucket_counts,
         )
         .select_from(h.outerjoin(lateral, sa.true()))
-        .where(*_in_scope(tables))
+        .where(*_in_scope(tables, dialect))
     )
     return query.group_by(h.c.claimed_by).order_by(h.c.claimed_by) if group_by_engineer else query
 

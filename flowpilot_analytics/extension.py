@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import typing as t
@@ -17,7 +18,7 @@ from .identity import IdentityLike, require_role
 from .cache import ResponseCache
 from .deadletter import DeadLetterFile
 from .ratelimit import RouteLimits
-from .tables import HostTables, activity_table, reflect_host_tables, set_tenant
+from .tables import HostTables, activity_io_table, activity_table, reflect_host_tables, set_tenant
 
 if t.TYPE_CHECKING:
     from flask_limiter import Limiter
@@ -45,20 +46,35 @@ class AnalyticsState:
         self.clock = clock
         self.config: dict[str, t.Any] = {key: config[key] for key in cfg.DEFAULTS}
         self.roles: tuple[str, ...] = tuple(config[cfg.ROLES])
-        self.route_roles: dict[str, str] = {**cfg.DEFAULT_ROUTE_ROLES, **dict(config[cfg.ROUTE_ROLES])}
+        self.route_roles: dict[str, str] = cfg.route_roles(config)
         self.skew_seconds = float(config[cfg.CLOCK_SKEW_SECONDS])
+        #: The declaration in the host's metadata (DDL, ``create_all``) ...
         self.activity_table = activity_table(db.metadata, config[cfg.ACTIVITY_TABLE], config[cfg.ID_TYPE])
+        #: ... and the plugin's own view of it for reads and writes (UTC timestamps in the column's kind).
+        self.activity_io = activity_io_table(self.activity_table)
         limit_storage = config[cfg.RATELIMIT_STORAGE_URI] or config.get("RATELIMIT_STORAGE_URI") or "memory://"
         self.limits = RouteLimits({"psa_metrics": config[cfg.PSA_METRICS_LIMIT]}, limit_storage, limiter)
         shared = limit_storage if limit_storage.startswith(("redis://", "rediss://")) else None
-        self.cache = ResponseCache(config[cfg.CACHE_TTL], config[cfg.CACHE_STORAGE_URI] or shared)
         self.bind_key: str | None = config[cfg.BIND]
+        self.cache = ResponseCache(config[cfg.CACHE_TTL], config[cfg.CACHE_STORAGE_URI] or shared,
+                                   namespace=self._cache_namespace(config))
         self.tenant_setting: str | None = config[cfg.TENANT_SETTING]
         self.dead_letters = DeadLetterFile(
             config[cfg.DEAD_LETTER_PATH] or os.path.join(app.instance_path, cfg.DEAD_LETTER_FILENAME))
         self._host_tables: HostTables | None = None
         self._statements: dict[str, t.Any] = {}
         self._lock = threading.Lock()
+
+    def _cache_namespace(self, config: t.Mapping[str, t.Any]) -> str:
+        """A short digest of everything that makes two apps' answers differ, so they never share entries."""
+        binds = dict(config.get("SQLALCHEMY_BINDS") or {})
+        database = binds.get(self.bind_key) if self.bind_key else config.get("SQLALCHEMY_DATABASE_URI")
+        if isinstance(database, dict):
+            database = database.get("url")
+        answer_settings = (cfg.TABLES, cfg.COLUMNS, cfg.CLOCK_SKEW_SECONDS, cfg.BUCKET_EDGES_SECONDS,
+                           cfg.ACTIVITY_TABLE, cfg.ID_TYPE)
+        facts = [str(database), *(repr(config[key]) for key in answer_settings)]
+        return hashlib.sha256("\x1f".join(facts).encode()).hexdigest()[:16]
 
     # -- identity ------------------------------------------------------------------------------
     def authorize(self, route: str) -> IdentityLike:
@@ -179,7 +195,7 @@ class FlowpilotAnalytics:
             methods = cfg.DEFAULT_PSA_SERVICE_METHODS
             if has_app_context():
                 methods = current_app.config.get(cfg.PSA_SERVICE_METHODS, methods)
-        return hook.wrap_service(self, service, methods)
+        return hook.wrap_service(service, methods)
 
     def psa_activity(self, activity_type: str, extract: hook.Extract | None = None
                      ) -> t.Callable[[t.Callable[..., t.Any]], t.Callable[..., t.Any]]:
@@ -188,7 +204,7 @@ class FlowpilotAnalytics:
         ``extract(args, kwargs, result)`` returns a mapping with ``account_id`` (required),
         ``session_id``, ``psa_ticket_id``, ``external_id`` and ``minutes``.
         """
-        return hook.psa_activity(self, activity_type, extract)
+        return hook.psa_activity(activity_type, extract)
 
     def reset_rate_limit(self, account_id: t.Any, user_id: t.Any, route: str = "psa_metrics") -> None:
         """Give one user their whole budget back on ``route`` in the current app (support tool, tests)."""

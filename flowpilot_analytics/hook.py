@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import typing as t
 from collections.abc import Mapping
 
@@ -24,7 +25,7 @@ from .signals import activity_recorded
 from .tables import set_tenant
 
 if t.TYPE_CHECKING:
-    from .extension import AnalyticsState, FlowpilotAnalytics
+    from .extension import AnalyticsState
 
 logger = logging.getLogger("flowpilot_analytics")
 
@@ -63,6 +64,10 @@ def build_payload(activity_type: str, fields: Mapping[str, t.Any], state: Analyt
     if fields.get("account_id") is None:
         raise ValueError("the pushed session has no account_id")
     minutes = fields.get("minutes")
+    if minutes is not None:
+        minutes = float(minutes)
+        if not math.isfinite(minutes) or minutes < 0:
+            raise ValueError(f"minutes must be a finite number >= 0, got {minutes!r}")
     ticket, external = fields.get("psa_ticket_id"), fields.get("external_id")
     return {
         "account_id": fields["account_id"],
@@ -70,7 +75,7 @@ def build_payload(activity_type: str, fields: Mapping[str, t.Any], state: Analyt
         "activity_type": activity_type,
         "psa_ticket_id": None if ticket is None else str(ticket),
         "external_id": None if external is None else str(external),
-        "minutes": None if minutes is None else float(minutes),
+        "minutes": minutes,
         "created_at": state.clock(),
     }
 
@@ -90,11 +95,15 @@ def _insert_once(table: sa.Table, dialect: str) -> t.Any:
     return table.insert()
 
 
-def write_activity(state: AnalyticsState, payload: Mapping[str, t.Any]) -> bool:
-    """Insert one activity row (see the module docstring); True when a new row was written."""
+def write_activity(state: AnalyticsState, payload: Mapping[str, t.Any]) -> tuple[bool, sa.orm.Session | None]:
+    """Insert one activity row (see the module docstring).
+
+    Returns whether a new row was written, and the host's session when the row joined its open
+    transaction (so that what follows the row waits for that transaction's commit).
+    """
     session = state.db.session()  # the scoped session's current Session
     engine = state.write_engine
-    table = state.activity_table
+    table = state.activity_io
     statement = _insert_once(table, engine.dialect.name).values(**payload)
     returning = engine.dialect.insert_returning
     if returning:  # rowcount is not reliable for INSERT .. ON CONFLICT with implicit RETURNING
@@ -108,9 +117,35 @@ def write_activity(state: AnalyticsState, payload: Mapping[str, t.Any]) -> bool:
     if session.in_transaction():
         connection = session.connection(bind_arguments={"bind": engine})
         with connection.begin_nested():
-            return run(connection)
+            return run(connection), session
     with engine.begin() as connection:
-        return run(connection)
+        return run(connection), None
+
+
+PENDING_KEY = "flowpilot_analytics_after_commit"
+
+
+def after_commit(session: sa.orm.Session | None, action: t.Callable[[], None]) -> None:
+    """Run ``action`` now, or, inside the host's transaction, once it commits (never if it rolls back)."""
+    if session is None:
+        action()
+        return
+    if PENDING_KEY not in session.info:  # one pair of listeners per session, however many pushes
+        session.info[PENDING_KEY] = []
+        sa.event.listen(session, "after_commit", _run_pending)
+        sa.event.listen(session, "after_transaction_end", _drop_pending)
+    session.info[PENDING_KEY].append(action)
+
+
+def _run_pending(session: sa.orm.Session) -> None:
+    actions, session.info[PENDING_KEY] = session.info[PENDING_KEY], []
+    for action in actions:
+        action()
+
+
+def _drop_pending(session: sa.orm.Session, transaction: sa.orm.SessionTransaction) -> None:
+    if transaction.parent is None:  # the outermost transaction ended without a commit running them
+        session.info[PENDING_KEY] = []
 
 
 def _describe(payload: Mapping[str, t.Any] | None, activity_type: str, args: t.Any, kwargs: t.Any,
@@ -130,7 +165,7 @@ def _dead_letter(state: AnalyticsState, payload: Mapping[str, t.Any]) -> None:
                      state.dead_letters.path, exc_info=True)
 
 
-def record(extension: FlowpilotAnalytics, activity_type: str, extract: Extract, args: tuple[t.Any, ...],
+def record(activity_type: str, extract: Extract, args: tuple[t.Any, ...],
            kwargs: dict[str, t.Any], result: t.Any) -> None:
     """Record one activity after a push; every failure is logged at ERROR with the payload, never raised."""
     from .extension import EXTENSION_KEY
@@ -138,10 +173,11 @@ def record(extension: FlowpilotAnalytics, activity_type: str, extract: Extract, 
     if not has_app_context():
         logger.warning("flowpilot_analytics: %s push outside an app context; activity not recorded", activity_type)
         return
+    # The current app's registration records it, whichever FlowpilotAnalytics object wrapped the service.
     state = current_app.extensions.get(EXTENSION_KEY)
-    if state is None or state.extension is not extension:
-        logger.warning("flowpilot_analytics: %s push in an app where this FlowpilotAnalytics is not registered; "
-                       "activity not recorded", activity_type)
+    if state is None:
+        logger.warning("flowpilot_analytics: %s push in an app without flowpilot_analytics; activity not recorded",
+                       activity_type)
         return
     payload: dict[str, t.Any] | None = None
     try:
@@ -153,7 +189,7 @@ def record(extension: FlowpilotAnalytics, activity_type: str, extract: Extract, 
                      activity_type, _describe(payload, activity_type, args, kwargs, result), exc_info=True)
         return
     try:
-        recorded = write_activity(state, payload)
+        recorded, host_session = write_activity(state, payload)
     except Exception:
         logger.error("flowpilot_analytics: could not record a %s activity; payload for replay: %s",
                      activity_type, _describe(payload, activity_type, args, kwargs, result), exc_info=True)
@@ -163,15 +199,20 @@ def record(extension: FlowpilotAnalytics, activity_type: str, extract: Extract, 
         logger.info("flowpilot_analytics: %s %s already recorded for account %s", activity_type,
                     payload["external_id"], payload["account_id"])
         return
-    state.cache.invalidate("psa_metrics", payload["account_id"])
+    app = current_app._get_current_object()
+    after_commit(host_session, lambda: _announce(app, state, dict(payload)))
+
+
+def _announce(app: t.Any, state: AnalyticsState, payload: dict[str, t.Any]) -> None:
+    """Once the row is committed: drop the account's cached psa-metrics and send the signal."""
     try:
-        activity_recorded.send(current_app._get_current_object(), activity=dict(payload))
+        state.cache.invalidate("psa_metrics", payload["account_id"])
+        activity_recorded.send(app, activity=payload)
     except Exception:
         logger.error("flowpilot_analytics: an activity_recorded receiver failed", exc_info=True)
 
 
-def psa_activity(extension: FlowpilotAnalytics, activity_type: str,
-                 extract: Extract | None = None) -> t.Callable[[t.Callable[..., t.Any]], t.Callable[..., t.Any]]:
+def psa_activity(activity_type: str, extract: Extract | None = None) -> t.Callable[[t.Callable[..., t.Any]], t.Callable[..., t.Any]]:
     """Decorator: after ``fn`` returns, record an ``activity_type`` row; exceptions propagate, no row."""
     reader = extract or default_extract(activity_type)
 
@@ -182,7 +223,7 @@ def psa_activity(extension: FlowpilotAnalytics, activity_type: str,
         @functools.wraps(fn)
         def wrapper(*args: t.Any, **kwargs: t.Any) -> t.Any:
             result = fn(*args, **kwargs)
-            record(extension, activity_type, reader, args, kwargs, result)
+            record(activity_type, reader, args, kwargs, result)
             return result
 
         setattr(wrapper, WRAPPED_MARK, activity_type)
@@ -191,7 +232,7 @@ def psa_activity(extension: FlowpilotAnalytics, activity_type: str,
     return decorator
 
 
-def wrap_service(extension: FlowpilotAnalytics, service: t.Any, methods: Mapping[str, str]) -> t.Any:
+def wrap_service(service: t.Any, methods: Mapping[str, str]) -> t.Any:
     """Replace, in place, each named push function of a module or object with its recording wrapper."""
     found = [name for name in methods.values() if callable(getattr(service, name, None))]
     if not found:
@@ -199,5 +240,5 @@ def wrap_service(extension: FlowpilotAnalytics, service: t.Any, methods: Mapping
     for activity_type, name in methods.items():
         fn = getattr(service, name, None)
         if callable(fn):
-            setattr(service, name, psa_activity(extension, activity_type)(fn))
+            setattr(service, name, psa_activity(activity_type)(fn))
     return service

@@ -20,17 +20,10 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from .periods import Window
-from .tables import HostTables, as_utc, instant, is_aware
+from .tables import HostTables, as_utc, in_window, is_aware
 
 NOTE_POSTED = "note_posted"
 TIME_ENTRY_POSTED = "time_entry_posted"
-
-
-def _in_window(column: sa.ColumnElement[t.Any]) -> list[sa.ColumnElement[bool]]:
-    return [
-        instant(column) >= instant(sa.bindparam("window_start", type_=column.type)),
-        instant(column) <= instant(sa.bindparam("window_end", type_=column.type)),
-    ]
 
 
 def day_bucket(column: sa.ColumnElement[t.Any], dialect: str) -> sa.ColumnElement[t.Any]:
@@ -67,7 +60,7 @@ def build_sessions_query(tables: HostTables, activities: sa.Table, dialect: str)
             sa.case((linked, sa.case((has(NOTE_POSTED), 1), else_=0)), else_=0).label("noted"),
             sa.case((linked, sa.case((has(TIME_ENTRY_POSTED), 1), else_=0)), else_=0).label("timed"),
         )
-        .where(s.c.account_id == account, *_in_window(s.c.created_at))
+        .where(s.c.account_id == account, *in_window(s.c.created_at, dialect))
         .offset(0)
         .subquery("session_flags")
     )
@@ -87,7 +80,7 @@ def build_activities_query(activities: sa.Table, dialect: str) -> sa.Select[t.An
         .where(
             a.c.account_id == sa.bindparam("account_id"),
             a.c.activity_type.in_([NOTE_POSTED, TIME_ENTRY_POSTED]),
-            *_in_window(a.c.created_at),
+            *in_window(a.c.created_at, dialect),
         )
         .group_by(bucket, a.c.activity_type)
     )
@@ -134,10 +127,12 @@ def summarize(sessions: t.Iterable[t.Any], activities: t.Iterable[t.Any], window
     days = {day: DayRow(day) for day in local_days(window, zone)}
     result = PsaResult(daily_trend=list(days.values()))
 
+    spare = DayRow(date.min)  # absorbs a row whose local day the window does not list (zone data skew)
+
     def day_of(bucket: date | datetime) -> DayRow:
         if isinstance(bucket, (datetime, str)):
-            return days[t.cast(datetime, as_utc(bucket)).astimezone(zone).date()]
-        return days[bucket]
+            bucket = t.cast(datetime, as_utc(bucket)).astimezone(zone).date()
+        return days.get(bucket, spare)
 
     for bucket, count, linked, doc_pushed, time_entry_logged in sessions:
         result.sessions += count

@@ -64,7 +64,7 @@ def escalation_report(state: AnalyticsState, account_id: t.Any, args: t.Mapping[
 
 def _psa(state: AnalyticsState, account_id: t.Any, window: Window, zone_name: str) -> psa_metrics.PsaResult:
     tables = state.host_tables()
-    activities = state.activity_table
+    activities = state.activity_io
     sessions_query = state.statement(
         "psa_sessions", lambda: psa_metrics.build_sessions_query(tables, activities, state.dialect))
     activities_query = state.statement(

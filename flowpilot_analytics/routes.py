@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import typing as t
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -39,7 +40,7 @@ def cached_json(route: str, account_id: t.Any, args: t.Mapping[str, t.Any],
     key = state.cache.key(route, account_id, args)
     body = state.cache.lookup(key)
     if body is None:
-        body = (current_app.json.dumps(compute()) + "\n").encode()
+        body = (json.dumps(compute(), allow_nan=False, separators=(",", ":"), sort_keys=True) + "\n").encode()
         state.cache.store(key, body)
     response = current_app.response_class(body, mimetype="application/json")
     response.headers["Cache-Control"] = f"private, max-age={state.cache.ttl}"

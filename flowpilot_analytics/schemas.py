@@ -137,7 +137,7 @@ def query_args(args: t.Any) -> dict[str, t.Any]:
 @functools.lru_cache(maxsize=1)
 def iana_zones() -> frozenset[str]:
     """The IANA zone names this machine knows (system zone database or the ``tzdata`` package)."""
-    return frozenset(zoneinfo.available_timezones())
+    return frozenset(zoneinfo.available_timezones()) - {"localtime", "Factory", "posixrules", "posix/localtime"}
 
 
 class PsaMetricsArgs(PeriodArgs):

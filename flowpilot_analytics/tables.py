@@ -81,27 +81,42 @@ def _instant_sqlite(element: instant, compiler: t.Any, **kw: t.Any) -> str:
     return "julianday(%s)" % compiler.process(list(element.clauses)[0], **kw)
 
 
+def at_or_after(later: ColumnElement[t.Any], earlier: ColumnElement[t.Any], dialect: str) -> ColumnElement[bool]:
+    """``later >= earlier`` as instants. SQLite's ``julianday()`` keeps only milliseconds, so two times in
+    the same millisecond are told apart by their text (both in SQLAlchemy's fixed-width UTC format)."""
+    if dialect != "sqlite":
+        return later >= earlier
+    return sa.or_(instant(later) > instant(earlier), sa.and_(instant(later) == instant(earlier), later >= earlier))
+
+
+def in_window(column: ColumnElement[t.Any], dialect: str) -> list[ColumnElement[bool]]:
+    """``window_start <= column <= window_end``, with the bounds bound as parameters of the column's type."""
+    return [
+        at_or_after(column, sa.bindparam("window_start", type_=column.type), dialect),
+        at_or_after(sa.bindparam("window_end", type_=column.type), column, dialect),
+    ]
+
+
 def seconds_before(expr: ColumnElement[t.Any], seconds: float, dialect: str) -> ColumnElement[t.Any]:
     """``instant(expr) - seconds``, the clock-skew allowance, on the given dialect."""
     if not seconds:
         return instant(expr)
     if dialect == "sqlite":
-        return instant(expr) - sa.literal_column(repr(float(seconds) / 86400.0))
-    return expr - sa.literal_column(f"interval '{float(seconds)} seconds'")
+        return instant(expr) - sa.literal_column(f"{float(seconds) / 86400.0:.12f}")
+    return expr - sa.literal_column(f"interval '{float(seconds):.6f} seconds'", type_=sa.Interval())
 
 
 def comparable(expr: ColumnElement[t.Any], other_is_aware: bool, dialect: str) -> ColumnElement[t.Any]:
     """On PostgreSQL, bring a timestamptz column to naive UTC when compared with a naive one."""
-    column_type = getattr(expr, "type", None)
-    aware = bool(getattr(getattr(column_type, "impl", None), "timezone", False))
-    if dialect == "postgresql" and aware and not other_is_aware:
+    if dialect == "postgresql" and is_aware(expr) and not other_is_aware:
         return sa.func.timezone("UTC", expr)
     return expr
 
 
 def is_aware(column: ColumnElement[t.Any]) -> bool:
     """Whether a mapped timestamp column is stored with a time zone (``timestamptz``)."""
-    return bool(getattr(getattr(column.type, "impl", None), "timezone", False))
+    column_type = column.type
+    return bool(getattr(getattr(column_type, "impl", column_type), "timezone", False))
 
 
 @dataclass(frozen=True)
@@ -174,6 +189,16 @@ ID_TYPES: dict[str, t.Callable[[], sa.types.TypeEngine[t.Any]]] = {
     "string": lambda: sa.String(64),
     "uuid": lambda: sa.Uuid(),
 }
+
+
+def activity_io_table(declared: sa.Table) -> sa.Table:
+    """The plugin's view of the activity table for its own reads and writes: the same columns, with
+    ``created_at`` read and bound as UTC in the column's own kind (even when the host declared it)."""
+    created = declared.c.created_at
+    aware = bool(getattr(getattr(created.type, "impl", created.type), "timezone", False))
+    columns = [sa.Column(c.name, UtcDateTime(timezone=aware) if c.key == "created_at" else c.type, key=c.key,
+                         primary_key=c.primary_key) for c in declared.columns]
+    return sa.Table(declared.name, sa.MetaData(), *columns, schema=declared.schema)
 
 
 def activity_table(metadata: sa.MetaData, name: str, id_type: str) -> sa.Table:

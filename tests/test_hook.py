@@ -218,10 +218,31 @@ def test_signal_is_sent_once_per_recorded_row(app: t.Any, psa: FakePsaService) -
         psa.fixed_id = "S-1"
         psa.push_note(sess, "a")
         psa.push_note(sess, "retry: deduplicated, no signal")
+        assert received == []  # the row is in the host's open transaction: announced at its commit
+        f.commit()
     assert len(received) == 1
     sender, activity = received[0]
     assert sender is app
     assert (activity["activity_type"], activity["external_id"], activity["account_id"]) == ("note_posted", "S-1", 1)
+
+
+def test_no_signal_when_the_host_rolls_back(psa: FakePsaService) -> None:
+    received: list[t.Any] = []
+    with activity_recorded.connected_to(lambda sender, activity: received.append(activity)):
+        sess = ticket_session()
+        psa.push_note(sess, "a")
+        db.session.rollback()
+        db.session.add(AISession(account_id=1, created_at=f.at(), title="later work"))
+        db.session.commit()  # a later commit must not announce the rolled-back row
+    assert received == [] and committed_rows() == []
+
+
+def test_signal_at_once_without_a_host_transaction(psa: FakePsaService) -> None:
+    received: list[t.Any] = []
+    db.session.rollback()
+    with activity_recorded.connected_to(lambda sender, activity: received.append(activity)):
+        psa.push_note(types.SimpleNamespace(id=3, account_id=1, psa_ticket_id="T"), "a")
+    assert [a["session_id"] for a in received] == [3]
 
 
 def test_failing_signal_receiver_does_not_break_the_push(psa: FakePsaService) -> None:
