@@ -132,6 +132,8 @@ def make_app(uri: str, *, cache_ttl: int = 0) -> Flask:
         TESTING=True,
         FLOWPILOT_ANALYTICS_CACHE_TTL=cache_ttl,
         FLOWPILOT_ANALYTICS_PSA_METRICS_LIMIT="1000000 per minute",
+        # The generated SQLite data is SQLAlchemy-written UTC text, as in the demo: compare it as text.
+        FLOWPILOT_ANALYTICS_SQLITE_TEXT_OFFSETS=False,
     )
     db.init_app(app)
     FlowpilotAnalytics().init_app(app, db=db, identity_loader=lambda: IDENTITY, clock=lambda: NOW)

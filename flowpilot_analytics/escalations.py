@@ -18,7 +18,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from .tables import HostTables, at_or_after, comparable, in_window, instant, is_aware, seconds_before
+from .tables import HostTables, as_utc, at_or_after, comparable, in_window, instant, is_aware, seconds_before
 
 #: Sent verbatim in every response, so that no caller can present the number as a saving.
 METRIC_DEFINITION = (
@@ -102,8 +102,10 @@ def build_query(tables: HostTables, dialect: str, skew_seconds: float, edges: t.
     engineer = h.c.claimed_by if group_by_engineer else sa.null()
     claimed, first = _first_step(tables, dialect, skew_seconds)
     if dialect != "postgresql":
-        first_step_at = first.correlate(h).scalar_subquery()
-        return sa.select(h.c.claimed_at, first_step_at.label("first_step_at"), engineer.label("engineer")).where(
+        # Raw text out (parsed by naive_utc in summarize): much cheaper per row than the type's processing.
+        first_step_at = sa.type_coerce(first.correlate(h).scalar_subquery(), sa.String())
+        return sa.select(sa.type_coerce(h.c.claimed_at, sa.String()).label("claimed_at"),
+                         first_step_at.label("first_step_at"), engineer.label("engineer")).where(
             *_in_scope(tables, dialect))
     # The delta is computed once per handoff inside the LATERAL (double precision, floored at 0), so
     # the aggregates below read a plain column instead of re-evaluating an expression each.
@@ -134,11 +136,18 @@ def build_query(tables: HostTables, dialect: str, skew_seconds: float, edges: t.
     return query.group_by(h.c.claimed_by).order_by(h.c.claimed_by) if group_by_engineer else query
 
 
-def delta_seconds(claimed_at: datetime, first_step_at: datetime | None) -> float | None:
+def naive_utc(value: t.Any) -> datetime:
+    """A stored timestamp as a naive UTC datetime; SQLAlchemy's own UTC text takes the fast path."""
+    if isinstance(value, str) and len(value) == 26 and value[10] == " ":
+        return datetime.fromisoformat(value)
+    return t.cast(datetime, as_utc(value)).replace(tzinfo=None)
+
+
+def delta_seconds(claimed_at: t.Any, first_step_at: t.Any) -> float | None:
     """A handoff's time to first action, floored at 0; ``None`` when nothing happened yet."""
     if first_step_at is None:
         return None
-    return max(0.0, (first_step_at - claimed_at).total_seconds())
+    return max(0.0, (naive_utc(first_step_at) - naive_utc(claimed_at)).total_seconds())
 
 
 def percentile(ordered: t.Sequence[float], q: float) -> float:

@@ -96,7 +96,11 @@ class AnalyticsState:
 
     @property
     def dialect(self) -> str:
-        return self.read_engine.dialect.name
+        """The read engine's dialect name; ``sqlite-text`` for SQLite whose timestamps are plain UTC text."""
+        name = self.read_engine.dialect.name
+        if name == "sqlite" and not self.config[cfg.SQLITE_TEXT_OFFSETS]:
+            return "sqlite-text"
+        return name
 
     def host_tables(self) -> HostTables:
         """The host's tables as mapped by the settings, reflected once per app."""

@@ -101,7 +101,7 @@ def seconds_before(expr: ColumnElement[t.Any], seconds: float, dialect: str) -> 
     """``instant(expr) - seconds``, the clock-skew allowance, on the given dialect."""
     if not seconds:
         return instant(expr)
-    if dialect == "sqlite":
+    if dialect.startswith("sqlite"):
         return instant(expr) - sa.literal_column(f"{float(seconds) / 86400.0:.12f}")
     return expr - sa.literal_column(f"interval '{float(seconds):.6f} seconds'", type_=sa.Interval())
 

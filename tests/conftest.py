@@ -13,7 +13,9 @@ from . import host
 
 PG_ADMIN_URL = os.environ.get("FLOWPILOT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("FLOWPILOT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-BACKENDS = [b for b in os.environ.get("FLOWPILOT_TEST_DATABASES", "sqlite,postgresql").split(",") if b]
+BACKENDS = [b for b in os.environ.get("FLOWPILOT_TEST_DATABASES", "sqlite,sqlite-text,postgresql").split(",") if b]
+#: Extra settings per backend: ``sqlite-text`` is SQLite with timestamps compared as plain UTC text.
+BACKEND_CONFIG: dict[str, dict[str, t.Any]] = {"sqlite-text": {"FLOWPILOT_ANALYTICS_SQLITE_TEXT_OFFSETS": False}}
 
 
 def _unavailable(what: str, exc: BaseException) -> t.NoReturn:
@@ -44,11 +46,21 @@ def postgres_database() -> t.Iterator[str]:
 
 
 @pytest.fixture(params=BACKENDS)
-def database_uri(request: pytest.FixtureRequest, tmp_path: t.Any) -> str:
+def backend(request: pytest.FixtureRequest) -> str:
     """Each test runs once per database backend."""
-    if request.param == "sqlite" or request.param.startswith("sqlite"):
+    return t.cast(str, request.param)
+
+
+@pytest.fixture
+def database_uri(backend: str, request: pytest.FixtureRequest, tmp_path: t.Any) -> str:
+    if backend.startswith("sqlite"):
         return f"sqlite:///{tmp_path / 'host.db'}"
     return t.cast(str, request.getfixturevalue("postgres_database"))
+
+
+@pytest.fixture
+def backend_config(backend: str) -> dict[str, t.Any]:
+    return dict(BACKEND_CONFIG.get(backend, {}))
 
 
 @pytest.fixture
@@ -58,10 +70,11 @@ def app_config() -> dict[str, t.Any]:
 
 
 @pytest.fixture
-def app(database_uri: str, app_config: dict[str, t.Any], tmp_path: t.Any) -> t.Iterator[t.Any]:
+def app(database_uri: str, backend_config: dict[str, t.Any], app_config: dict[str, t.Any],
+        tmp_path: t.Any) -> t.Iterator[t.Any]:
     """A fresh host app with empty tables; everything is dropped afterwards."""
     app = host.create_app(database_uri, **{"FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH": str(tmp_path / "dead.jsonl"),
-                                           **app_config})
+                                           **backend_config, **app_config})
     with app.app_context():
         host.db.drop_all(bind_key=None)
         host.db.create_all(bind_key=None)
@@ -74,14 +87,16 @@ def app(database_uri: str, app_config: dict[str, t.Any], tmp_path: t.Any) -> t.I
 
 
 @pytest.fixture
-def make_app(database_uri: str, tmp_path: t.Any) -> t.Iterator[t.Callable[..., t.Any]]:
+def make_app(database_uri: str, backend_config: dict[str, t.Any],
+             tmp_path: t.Any) -> t.Iterator[t.Callable[..., t.Any]]:
     """Build more host apps in one test (bare ``Flask`` ones are passed in); their engines are disposed after."""
     made: list[t.Any] = []
 
     def make(existing: t.Any = None, **config: t.Any) -> t.Any:
         if existing is None:
             existing = host.create_app(database_uri, **{
-                "FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH": str(tmp_path / f"dead{len(made)}.jsonl"), **config})
+                "FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH": str(tmp_path / f"dead{len(made)}.jsonl"),
+                **backend_config, **config})
         made.append(existing)
         return made[-1]
 

@@ -161,7 +161,7 @@ def shared_redis() -> str:
     return REDIS_URL
 
 
-@pytest.mark.parametrize("database_uri", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_real_workers_share_one_budget(app: t.Any, database_uri: str, shared_redis: str, tmp_path: t.Any) -> None:
     """Three gunicorn workers on 127.0.0.1, 30 concurrent calls by one user: exactly 15 pass."""
     port = free_port()
