@@ -5,11 +5,19 @@ from __future__ import annotations
 import sys
 import typing as t
 
+import json
+
 import click
+from marshmallow import ValidationError
 import sqlalchemy as sa
 from flask import Blueprint
 
+from . import reports
+from .config import MAX_RANGE_DAYS
 from .deadletter import replay_one
+from .errors import ApiError
+from .periods import PERIODS
+from .schemas import EnhancedPsaMetrics, EscalationArgs, EscalationMetrics, PsaMetricsArgs
 from .extension import current_state
 from .tables import RECOMMENDED_INDEXES, host_column_name, host_table_names, set_tenant
 
@@ -80,8 +88,96 @@ def ddl_statements(table: sa.Table, dialect: sa.Dialect) -> list[str]:
     return statements
 
 
+def _account(state: t.Any, value: str) -> t.Any:
+    """The account id as the database holds it (integers unless FLOWPILOT_ANALYTICS_ID_TYPE says otherwise)."""
+    if state.config["FLOWPILOT_ANALYTICS_ID_TYPE"] == "integer":
+        try:
+            return int(value)
+        except ValueError:
+            raise click.BadParameter("account ids are integers", param_hint="--account") from None
+    return value
+
+
+def _args(schema: t.Any, options: dict[str, t.Any]) -> dict[str, t.Any]:
+    try:
+        return t.cast(dict[str, t.Any], schema.load({k: v for k, v in options.items() if v is not None}))
+    except ValidationError as exc:
+        raise click.UsageError(f"invalid options: {exc.normalized_messages()}") from None
+
+
+def _print_table(rows: list[tuple[str, t.Any]]) -> None:
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        click.echo(f"{name.ljust(width)}  {'-' if value is None else value}")
+
+
+def _report_options(fn: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
+    for option in reversed([
+        click.option("--account", required=True, help="The account to report on."),
+        click.option("--period", type=click.Choice(list(PERIODS)), help="7d, 30d or 90d (default 30d)."),
+        click.option("--since", help="Start of a custom range, ISO 8601 (with --until)."),
+        click.option("--until", help="End of a custom range, ISO 8601 (with --since)."),
+        click.option("--compare", type=click.Choice(["previous"]), help="Add the window just before."),
+        click.option("--json", "as_json", is_flag=True, help="Print the API's JSON body instead of a table."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
 def register_commands(blueprint: Blueprint) -> None:
     """Attach the commands to the blueprint's CLI group."""
+
+    @blueprint.cli.command("escalations")
+    @_report_options
+    @click.option("--group-by", type=click.Choice(["engineer"]), help="Add one group per claimer.")
+    def escalations_command(account: str, as_json: bool, group_by: str | None, **options: t.Any) -> None:
+        """Print the escalation metric of one account, the same numbers as the API."""
+        state = current_state()
+        args = _args(EscalationArgs(max_range_days=state.config[MAX_RANGE_DAYS]), {**options, "group_by": group_by})
+        try:
+            body = EscalationMetrics().dump(reports.escalation_report(state, _account(state, account), args))
+        except ApiError as exc:
+            raise click.UsageError(exc.message) from None
+        if as_json:
+            click.echo(json.dumps(body, indent=2, sort_keys=True))
+            return
+        _print_table([(k, body[k]) for k in ("period", "window_start", "window_end", "n_handoffs_claimed",
+                                             "n_handoffs_with_action", "avg_seconds", "median_seconds", "p95_seconds")])
+        click.echo("\ndistribution:")
+        _print_table([(f"[{b['min_seconds']:g}, {'' if b['max_seconds'] is None else format(b['max_seconds'], 'g')})",
+                       b["count"]) for b in body["distribution"]["buckets"]]
+                     + [("no action", body["distribution"]["no_action"])])
+        if "previous" in body:
+            click.echo("\nprevious window:")
+            _print_table(list(body["previous"].items()))
+        for group in body.get("groups", []):
+            click.echo(f"\nengineer {group['engineer']}:")
+            _print_table([(k, v) for k, v in group.items() if k != "engineer"])
+        click.echo("\n" + body["metric_definition"])
+
+    @blueprint.cli.command("psa-metrics")
+    @_report_options
+    @click.option("--tz", default="UTC", show_default=True, help="IANA zone for the daily trend.")
+    def psa_metrics_command(account: str, as_json: bool, tz: str, **options: t.Any) -> None:
+        """Print the PSA metrics of one account, the same numbers as the API."""
+        state = current_state()
+        args = _args(PsaMetricsArgs(max_range_days=state.config[MAX_RANGE_DAYS]), {**options, "tz": tz})
+        body = EnhancedPsaMetrics().dump(reports.psa_report(state, _account(state, account), args))
+        if as_json:
+            click.echo(json.dumps(body, indent=2, sort_keys=True))
+            return
+        _print_table([("period", body["period"]), ("window_start", body["window_start"]),
+                      ("window_end", body["window_end"]), ("timezone", body["timezone"]),
+                      *((f"time_entries.{k}", v) for k, v in body["time_entries"].items()),
+                      *((f"funnel.{k}", v) for k, v in body["funnel"].items())])
+        if "previous" in body:
+            click.echo("\nprevious window:")
+            _print_table([("window_start", body["previous"]["window_start"]),
+                          *((f"funnel.{k}", v) for k, v in body["previous"]["funnel"].items())])
+        click.echo("\ndate        sessions  notes  time_entries  minutes")
+        for row in body["daily_trend"]:
+            click.echo(f"{row['date']}  {row['sessions']:>8}  {row['notes_posted']:>5}  {row['time_entries']:>12}  "
+                       f"{row['minutes']:>7g}")
 
     @blueprint.cli.command("replay-activities")
     def replay_activities() -> None:

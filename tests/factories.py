@@ -30,9 +30,11 @@ def step(sess: AISession, created_at: datetime) -> AISessionStep:
     return row
 
 
-def handoff(sess: AISession, claimed_at: datetime | None, created_at: datetime | None = None) -> SessionHandoff:
+def handoff(sess: AISession, claimed_at: datetime | None, created_at: datetime | None = None,
+            claimed_by: int | None = None) -> SessionHandoff:
     created = created_at or (claimed_at - timedelta(minutes=5) if claimed_at else at(days=1))
-    row = SessionHandoff(account_id=sess.account_id, session_id=sess.id, created_at=created, claimed_at=claimed_at)
+    row = SessionHandoff(account_id=sess.account_id, session_id=sess.id, created_at=created, claimed_at=claimed_at,
+                         claimed_by=claimed_by)
     db.session.add(row)
     return row
 

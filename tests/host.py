@@ -42,6 +42,7 @@ class SessionHandoff(db.Model):
     session_id = db.Column(db.Integer, db.ForeignKey("ai_sessions.id"), nullable=False)
     created_at = db.Column(db.DateTime, nullable=False)
     claimed_at = db.Column(db.DateTime)
+    claimed_by = db.Column(db.Integer)
     __table_args__ = (db.Index("ix_handoffs_account_claimed", "account_id", "claimed_at"),)
 
 

@@ -56,6 +56,7 @@ class SessionHandoff(db.Model):
     session_id = db.Column(db.Integer, db.ForeignKey("ai_sessions.id"), nullable=False)
     created_at = db.Column(db.DateTime, nullable=False)
     claimed_at = db.Column(db.DateTime)
+    claimed_by = db.Column(db.Integer)  # the senior engineer's user id
     __table_args__ = (db.Index("ix_session_handoffs_account_claimed", "account_id", "claimed_at"),)
 
 
@@ -113,7 +114,8 @@ def seed(now: datetime, rng: random.Random) -> None:
                 if claimed is not None and claimed > naive_now:
                     claimed = None
                 db.session.add(SessionHandoff(account_id=account, session_id=session.id, created_at=asked,
-                                              claimed_at=claimed))
+                                              claimed_at=claimed,
+                                              claimed_by=account * 100 + rng.randint(1, 4) if claimed else None))
                 if claimed is not None and rng.random() < 0.85:
                     moments.append(claimed + timedelta(seconds=rng.lognormvariate(4.5, 1.1)))
             db.session.add_all(AISessionStep(account_id=account, session_id=session.id, created_at=m)
