@@ -143,6 +143,28 @@ def naive_utc(value: t.Any) -> datetime:
     return t.cast(datetime, as_utc(value)).replace(tzinfo=None)
 
 
+def build_handoffs_query(tables: HostTables, dialect: str, skew_seconds: float) -> sa.Select[t.Any]:
+    """The handoffs behind the number, newest claim first, one keyset page at a time.
+
+    Bound parameters: ``account_id``, ``window_start``, ``window_end``, ``page_size``, and the keyset
+    ``after_claimed_at`` / ``after_id`` (the last row of the previous page; a far-future claim and no id
+    for the first page). Each row: id, session id, claim, first step (``None`` when no action yet).
+    """
+    h = tables.handoffs
+    _, first = _first_step(tables, dialect, skew_seconds)
+    first_step_at = sa.type_coerce(first.correlate(h).scalar_subquery(), h.c.claimed_at.type)
+    cursor_at = sa.bindparam("after_claimed_at", type_=h.c.claimed_at.type)
+    earlier = ~at_or_after(h.c.claimed_at, cursor_at, dialect)
+    same = sa.and_(at_or_after(h.c.claimed_at, cursor_at, dialect), at_or_after(cursor_at, h.c.claimed_at, dialect))
+    order = (instant(h.c.claimed_at).desc(), h.c.claimed_at.desc()) if dialect == "sqlite" else (h.c.claimed_at.desc(),)
+    return (
+        sa.select(h.c.id, h.c.session_id, h.c.claimed_at, first_step_at.label("first_step_at"))
+        .where(*_in_scope(tables, dialect), sa.or_(earlier, sa.and_(same, h.c.id < sa.bindparam("after_id"))))
+        .order_by(*order, h.c.id.desc())
+        .limit(sa.bindparam("page_size"))
+    )
+
+
 def delta_seconds(claimed_at: t.Any, first_step_at: t.Any) -> float | None:
     """A handoff's time to first action, floored at 0; ``None`` when nothing happened yet."""
     if first_step_at is None:

@@ -7,7 +7,8 @@ import typing as t
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
-from .schemas import EnhancedPsaMetrics, ErrorEnvelope, EscalationArgs, EscalationMetrics, PsaMetricsArgs
+from .schemas import (EnhancedPsaMetrics, ErrorEnvelope, EscalationArgs, EscalationMetrics, HandoffPage,
+                      HandoffsArgs, PsaMetricsArgs)
 
 try:
     from importlib.metadata import version as _version
@@ -51,15 +52,20 @@ def build_document(url_prefix: str, route_roles: t.Mapping[str, str]) -> dict[st
                    info={"description": "Escalation and PSA analytics. Errors are "
                                         "`{\"error\": {\"code\", \"message\", \"details\"?}}`."})
     for name, schema in (("EscalationMetrics", EscalationMetrics), ("EnhancedPsaMetrics", EnhancedPsaMetrics),
-                         ("ErrorEnvelope", ErrorEnvelope)):
+                         ("HandoffPage", HandoffPage), ("ErrorEnvelope", ErrorEnvelope)):
         spec.components.schema(name, schema=schema)
     base = url_prefix.rstrip("/") + "/analytics/flowpilot"
     spec.path(path=f"{base}/escalations", operations=_operation(
         "Time from an escalation claim to the first action after it", EscalationArgs, "EscalationMetrics",
         route_roles["escalations"], limited=False))
-    spec.path(path=f"{base}/psa-metrics", operations=_operation(
-        "Time entries, documentation funnel and daily trend", PsaMetricsArgs, "EnhancedPsaMetrics",
-        route_roles["psa_metrics"], limited=True))
+    handoffs = _operation("The handoffs behind the escalation number, newest claim first (paged, or CSV)",
+                          HandoffsArgs, "HandoffPage", route_roles["escalations"], limited=False)
+    handoffs["get"]["responses"]["200"]["content"]["text/csv"] = {"schema": {"type": "string"}}
+    spec.path(path=f"{base}/escalations/handoffs", operations=handoffs)
+    psa = _operation("Time entries, documentation funnel and daily trend", PsaMetricsArgs, "EnhancedPsaMetrics",
+                     route_roles["psa_metrics"], limited=True)
+    psa["get"]["responses"]["200"]["content"]["text/csv"] = {"schema": {"type": "string"}}
+    spec.path(path=f"{base}/psa-metrics", operations=psa)
     spec.path(path=f"{base}/openapi.json", operations={"get": {
         "summary": "This document", "responses": {"200": {"description": "OpenAPI 3 document",
                                                           "content": {"application/json": {}}}}}})

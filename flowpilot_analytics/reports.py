@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import itertools
+import json
 import typing as t
+from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 from . import config as cfg
@@ -102,3 +106,69 @@ def psa_report(state: AnalyticsState, account_id: t.Any, args: t.Mapping[str, t.
         body["previous"] = {"window_start": before.start, "window_end": before.end,
                             **_psa_figures(_psa(state, account_id, before, args["tz"]))}
     return body
+
+
+FIRST_PAGE = datetime(9999, 12, 31, tzinfo=timezone.utc)
+
+
+def encode_cursor(claimed_at: datetime, handoff_id: t.Any) -> str:
+    raw = json.dumps({"at": claimed_at.isoformat(), "id": handoff_id}, default=str).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, t.Any]:
+    """The keyset a ``next_cursor`` stands for; a 400 for anything else."""
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        at = datetime.fromisoformat(data["at"])
+        return (at if at.tzinfo else at.replace(tzinfo=timezone.utc)), data["id"]
+    except Exception:
+        raise ApiError(400, "invalid_parameter", "The cursor is not one this API returned.",
+                       details={"fields": {"cursor": ["Not a valid cursor."]}}) from None
+
+
+def bucket_filter(value: str | None, edges: t.Sequence[float]) -> tuple[bool, int | None]:
+    """``(filtering, bucket)``: no filter, a bucket index, or ``(True, None)`` for no action."""
+    if value is None:
+        return False, None
+    if value == "no_action":
+        return True, None
+    if value.isdigit() and int(value) <= len(edges):
+        return True, int(value)
+    raise ApiError(400, "invalid_parameter", "bucket is a distribution bucket index or no_action.",
+                   details={"fields": {"bucket": [f"One of 0..{len(edges)} or no_action."]}})
+
+
+def iter_handoffs(state: AnalyticsState, account_id: t.Any, args: t.Mapping[str, t.Any],
+                  after: tuple[datetime, t.Any] = (FIRST_PAGE, None)) -> t.Iterator[dict[str, t.Any]]:
+    """Every handoff in scope from the keyset ``after`` on, newest first, filtered by bucket, in chunks."""
+    edges = list(state.config[cfg.BUCKET_EDGES_SECONDS])
+    filtering, wanted = bucket_filter(args.get("bucket"), edges)
+    window = window_from_args(args, state.clock())
+    tables = state.host_tables()
+    statement = state.statement("escalation_handoffs", lambda: escalations.build_handoffs_query(
+        tables, state.dialect, state.skew_seconds))
+    chunk = 500
+    while True:
+        rows = state.read(statement, {**_params(account_id, window), "page_size": chunk,
+                                      "after_claimed_at": after[0], "after_id": after[1]}).all()
+        for handoff_id, session_id, claimed_at, first_step_at in rows:
+            seconds = escalations.delta_seconds(claimed_at, first_step_at)
+            bucket = None if seconds is None else escalations.bucket_index(seconds, edges)
+            if not filtering or bucket == wanted:
+                yield {"handoff_id": handoff_id, "session_id": session_id, "claimed_at": claimed_at,
+                       "first_action_at": first_step_at, "seconds": seconds, "bucket": bucket}
+        if len(rows) < chunk:
+            return
+        after = (rows[-1][2], rows[-1][0])
+
+
+def handoff_page(state: AnalyticsState, account_id: t.Any, args: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """One ``HandoffPage``: up to ``limit`` items and the cursor of the next page (``None`` at the end)."""
+    window = window_from_args(args, state.clock())
+    after = decode_cursor(args["cursor"]) if args.get("cursor") else (FIRST_PAGE, None)
+    items = list(itertools.islice(iter_handoffs(state, account_id, args, after), args["limit"] + 1))
+    more = len(items) > args["limit"]
+    items = items[: args["limit"]]
+    return {"period": window.period, "window_start": window.start, "window_end": window.end, "items": items,
+            "next_cursor": encode_cursor(items[-1]["claimed_at"], items[-1]["handoff_id"]) if more else None}

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
+import itertools
 import json
 import typing as t
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
 from marshmallow import Schema, ValidationError
 
 from . import reports
@@ -16,7 +19,8 @@ from .extension import current_state
 from .config import MAX_RANGE_DAYS, URL_PREFIX
 from .openapi import build_document
 from .periods import PERIODS
-from .schemas import EnhancedPsaMetrics, EscalationArgs, EscalationMetrics, PsaMetricsArgs, query_args
+from .schemas import (EnhancedPsaMetrics, EscalationArgs, EscalationMetrics, HandoffPage, HandoffsArgs,
+                      PsaMetricsArgs, query_args)
 
 
 def load_query(schema: Schema) -> dict[str, t.Any]:
@@ -57,11 +61,64 @@ def escalations_view() -> Response:
         EscalationMetrics().dump(reports.escalation_report(state, identity.account_id, args)))))
 
 
+def wants_csv(args: t.Mapping[str, t.Any]) -> bool:
+    """``format=csv``, or no ``format`` and an ``Accept`` that prefers ``text/csv`` to JSON."""
+    if "format" in args:
+        return bool(args["format"] == "csv")
+    return request.accept_mimetypes.best_match(["application/json", "text/csv"]) == "text/csv"
+
+
+def csv_response(filename: str, header: list[str], rows: t.Iterable[list[t.Any]]) -> Response:
+    """Stream a CSV with a header row; rows are produced while the response is sent."""
+
+    def generate() -> t.Iterator[str]:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        for row in itertools.chain([header], rows):
+            writer.writerow(row)
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+
+    response = current_app.response_class(stream_with_context(generate()), mimetype="text/csv")
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
+def _iso(value: t.Any) -> str:
+    return "" if value is None else value.isoformat()
+
+
+def handoffs_view() -> Response:
+    """``GET /analytics/flowpilot/escalations/handoffs``: the handoffs behind the number, paged or as CSV."""
+    state = current_state()
+    identity = state.authorize("escalations")
+    args = load_query(HandoffsArgs(max_range_days=state.config[MAX_RANGE_DAYS]))
+    if wants_csv(args):
+        if args.get("bucket") is not None:  # a bad bucket is a JSON 400 before the stream starts
+            reports.bucket_filter(args["bucket"], state.config["FLOWPILOT_ANALYTICS_BUCKET_EDGES_SECONDS"])
+        rows = reports.iter_handoffs(state, identity.account_id, args)
+        return csv_response("escalation_handoffs.csv",
+                            ["handoff_id", "session_id", "claimed_at_utc", "first_action_at_utc", "seconds", "bucket"],
+                            ([r["handoff_id"], r["session_id"], _iso(r["claimed_at"]), _iso(r["first_action_at"]),
+                              "" if r["seconds"] is None else r["seconds"],
+                              "no_action" if r["bucket"] is None else r["bucket"]] for r in rows))
+    return cached_json("escalation_handoffs", identity.account_id, args, lambda: t.cast(t.Mapping[str, t.Any], (
+        HandoffPage().dump(reports.handoff_page(state, identity.account_id, args)))))
+
+
 def psa_metrics_view() -> Response:
     """``GET /analytics/flowpilot/psa-metrics``: time entries, documentation funnel, daily trend."""
     state = current_state()
     identity = state.authorize("psa_metrics")
     args = load_query(PsaMetricsArgs(max_range_days=state.config[MAX_RANGE_DAYS]))
+    if wants_csv(args):
+        body = reports.psa_report(state, identity.account_id, {**args, "compare": None})
+        return csv_response("psa_daily_trend.csv",
+                            [f"date ({args['tz']})", "sessions", "notes_posted", "time_entries", "minutes"],
+                            ([row["date"].isoformat(), row["sessions"], row["notes_posted"], row["time_entries"],
+                              row["minutes"]] for row in body["daily_trend"]))
     return cached_json("psa_metrics", identity.account_id, args, lambda: t.cast(t.Mapping[str, t.Any], (
         EnhancedPsaMetrics().dump(reports.psa_report(state, identity.account_id, args)))))
 
@@ -76,6 +133,8 @@ def create_blueprint() -> Blueprint:
     """A fresh blueprint per registration, so that apps never share handlers or state."""
     blueprint = Blueprint("flowpilot_analytics", __name__, cli_group="flowpilot-analytics")
     blueprint.add_url_rule("/analytics/flowpilot/escalations", "escalations", escalations_view, methods=["GET"])
+    blueprint.add_url_rule("/analytics/flowpilot/escalations/handoffs", "escalation_handoffs", handoffs_view,
+                           methods=["GET"])
     blueprint.add_url_rule("/analytics/flowpilot/psa-metrics", "psa_metrics", psa_metrics_view, methods=["GET"])
     blueprint.add_url_rule("/analytics/flowpilot/openapi.json", "openapi", openapi_view, methods=["GET"])
     register_error_handlers(blueprint)

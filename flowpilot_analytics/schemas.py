@@ -68,6 +68,35 @@ class EscalationArgs(PeriodArgs):
         "description": "engineer: add one group per claimer (the handoffs' claimed_by column)."})
 
 
+class HandoffsArgs(PeriodArgs):
+    """The drill-down's query: the window, a bucket filter, the page, and the format."""
+
+    bucket = fields.String(metadata={"description": "A distribution bucket index (0 = fastest) or no_action."})
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
+    cursor = fields.String(metadata={"description": "next_cursor of the previous page."})
+    format = fields.String(validate=validate.OneOf(["json", "csv"]), metadata={
+        "description": "csv streams every matching handoff (no paging); Accept: text/csv works too."})
+
+
+class HandoffItem(Schema):
+    handoff_id = fields.Raw(required=True)
+    session_id = fields.Raw(required=True)
+    claimed_at = fields.AwareDateTime(format="iso", required=True)
+    first_action_at = fields.AwareDateTime(format="iso", required=True, allow_none=True)
+    seconds = fields.Float(required=True, allow_none=True)
+    bucket = fields.Integer(required=True, allow_none=True, metadata={"description": "null: no action yet."})
+
+
+class HandoffPage(Schema):
+    """Response of ``GET /analytics/flowpilot/escalations/handoffs``: newest claim first."""
+
+    period = fields.String(required=True)
+    window_start = fields.AwareDateTime(format="iso", required=True)
+    window_end = fields.AwareDateTime(format="iso", required=True)
+    items = fields.List(fields.Nested(HandoffItem), required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
+
+
 class Bucket(Schema):
     min_seconds = fields.Float(required=True)
     max_seconds = fields.Float(required=True, allow_none=True)
@@ -141,8 +170,10 @@ def iana_zones() -> frozenset[str]:
 
 
 class PsaMetricsArgs(PeriodArgs):
-    """``?period=7d|30d|90d&tz=<IANA zone>`` (defaults ``30d`` and ``UTC``)."""
+    """``?period=7d|30d|90d&tz=<IANA zone>`` (defaults ``30d`` and ``UTC``), ``format=csv`` for the trend."""
 
+    format = fields.String(validate=validate.OneOf(["json", "csv"]), metadata={
+        "description": "csv: the daily trend as CSV (Accept: text/csv works too)."})
     tz = fields.String(load_default="UTC", validate=validate.OneOf(
         sorted(iana_zones()), error="{input!r} is not an IANA time zone name (e.g. 'Europe/Berlin')."))
 

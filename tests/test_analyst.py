@@ -174,3 +174,79 @@ def test_cli_prints_the_same_numbers_as_the_api(app: t.Any, client: t.Any) -> No
     assert json.loads(psa.output) == psa_api
     bad = runner.invoke(args=["flowpilot-analytics", "escalations", "--account", "1", "--since", "2026-01-01"])
     assert bad.exit_code == 2 and "until" in bad.output
+
+
+HANDOFFS = URL + "/handoffs"
+
+
+def test_drill_down_pages_walk_every_handoff_once_in_a_stable_order(client: t.Any) -> None:
+    rows = seed(random.Random(21))
+    tie = f.at(days=2).replace(microsecond=123456)
+    for _ in range(4):  # equal claim times: the id breaks the tie
+        f.escalation(1, tie, 30)
+    f.commit()
+    body = client.get(URL + "?period=90d", headers=as_user(1)).get_json()
+    seen: list[dict[str, t.Any]] = []
+    cursor = None
+    for _ in range(50):
+        query = "?period=90d&limit=7" + (f"&cursor={cursor}" if cursor else "")
+        page = client.get(HANDOFFS + query, headers=as_user(1)).get_json()
+        assert len(page["items"]) <= 7
+        seen += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == body["n_handoffs_claimed"] == len({item["handoff_id"] for item in seen})
+    keys = [(item["claimed_at"], item["handoff_id"]) for item in seen]
+    assert keys == sorted(keys, reverse=True)
+    with_action = [item["seconds"] for item in seen if item["seconds"] is not None]
+    assert len(with_action) == body["n_handoffs_with_action"]
+    assert float(np.percentile(with_action, 50)) == pytest.approx(body["median_seconds"])
+    expected = sorted(r[3] for r in rows if r[0] == 1 and r[3] is not None
+                      and NOW - timedelta(days=90) <= r[2].replace(tzinfo=UTC) <= NOW)
+    assert sorted(with_action) == pytest.approx(sorted(expected + [30.0] * 4))
+
+
+@pytest.mark.parametrize("bucket", ["0", "2", "5", "no_action"])
+def test_drill_down_filters_by_bucket(client: t.Any, bucket: str) -> None:
+    seed(random.Random(4))
+    body = client.get(URL, headers=as_user(1)).get_json()
+    expected = (body["distribution"]["no_action"] if bucket == "no_action"
+                else body["distribution"]["buckets"][int(bucket)]["count"])
+    items = client.get(HANDOFFS + f"?bucket={bucket}&limit=500", headers=as_user(1)).get_json()["items"]
+    assert len(items) == expected
+    assert {item["bucket"] for item in items} <= {None if bucket == "no_action" else int(bucket)}
+
+
+def test_csv_exports_stream_every_row_with_a_header(client: t.Any) -> None:
+    seed(random.Random(8))
+    body = client.get(URL, headers=as_user(1)).get_json()
+    export = client.get(HANDOFFS + "?format=csv", headers=as_user(1))
+    assert export.status_code == 200 and export.mimetype == "text/csv" and export.is_streamed
+    lines = export.get_data(as_text=True).splitlines()
+    assert lines[0] == "handoff_id,session_id,claimed_at_utc,first_action_at_utc,seconds,bucket"
+    assert len(lines) - 1 == body["n_handoffs_claimed"]
+    assert sum(line.endswith(",no_action") for line in lines) == body["distribution"]["no_action"]
+    by_accept = client.get(HANDOFFS, headers={**as_user(1), "Accept": "text/csv"})
+    assert by_accept.get_data(as_text=True) == export.get_data(as_text=True)
+    trend = client.get(PSA + "?period=7d&tz=Europe/Berlin&format=csv", headers=as_user(1, "admin"))
+    rows = trend.get_data(as_text=True).splitlines()  # a streamed response is read before the next request
+    json_trend = client.get(PSA + "?period=7d&tz=Europe/Berlin", headers=as_user(1, "admin")).get_json()["daily_trend"]
+    assert rows[0] == "date (Europe/Berlin),sessions,notes_posted,time_entries,minutes"
+    assert [r.split(",")[0] for r in rows[1:]] == [d["date"] for d in json_trend]
+
+
+@pytest.mark.parametrize("query", ["?cursor=bm9wZQ", "?cursor=%%%", "?bucket=9", "?bucket=fast", "?limit=0",
+                                   "?limit=501", "?format=xml", "?bucket=9&format=csv"])
+def test_drill_down_bad_input_is_400_json(client: t.Any, query: str) -> None:
+    response = client.get(HANDOFFS + query, headers=as_user(1))
+    assert response.status_code == 400 and response.mimetype == "application/json"
+    assert response.get_json()["error"]["code"] == "invalid_parameter"
+
+
+def test_drill_down_follows_the_escalation_role_and_scope(client: t.Any) -> None:
+    f.escalation(2, f.at(days=1), 10)
+    f.commit()
+    assert client.get(HANDOFFS, headers=as_user(1, "viewer")).status_code == 403
+    assert client.get(HANDOFFS + "?account_id=2", headers=as_user(1)).get_json()["items"] == []
+    assert len(client.get(HANDOFFS, headers=as_user(2)).get_json()["items"]) == 1

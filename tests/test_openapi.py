@@ -36,7 +36,8 @@ def test_document_is_served_without_identity_and_is_valid_openapi(client: t.Any)
     document = response.get_json()
     validate(document)
     assert document["openapi"].startswith("3.")
-    assert set(document["paths"]) == {BASE + "/escalations", BASE + "/psa-metrics", DOC}
+    assert set(document["paths"]) == {BASE + "/escalations", BASE + "/escalations/handoffs", BASE + "/psa-metrics",
+                                      DOC}
     def parameter(path: str, name: str) -> dict[str, t.Any]:
         return next(p for p in document["paths"][BASE + path]["get"]["parameters"] if p["name"] == name)
 
@@ -72,6 +73,8 @@ def test_every_real_response_validates_against_the_document(client: t.Any) -> No
 
     check(escalations, "", as_user(1))
     check(escalations, "?period=bad", as_user(1))
+    check(operation(schema, "/escalations/handoffs"), "?limit=2&period=90d", as_user(1))
+    check(operation(schema, "/escalations/handoffs"), "?cursor=zzz", as_user(1))
     check(escalations, "", {})
     check(escalations, "", as_user(1, "viewer"))
     check(escalations, "", as_user(1, "wizard"))
