@@ -33,14 +33,13 @@ import sys
 import tempfile
 import time
 import typing as t
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from flask import Flask
-from flask_sqlalchemy import SQLAlchemy
 
-from flowpilot_analytics import FlowpilotAnalytics, Identity
+from flowpilot_analytics import FlowpilotAnalytics, Identity, sqlite_transactional
 
 # --------------------------------------------------------------------------------------------------
 # Fixed facts of the dataset
@@ -80,49 +79,9 @@ IDENTITY = Identity(user_id=1, account_id=ACCOUNT, role="admin")
 # change what is measured), and an app factory that registers the plugin.
 # --------------------------------------------------------------------------------------------------
 
-db = SQLAlchemy()
-
-
-class AISession(db.Model):
-    __tablename__ = "ai_sessions"
-    id = db.Column(db.Integer, primary_key=True)
-    account_id = db.Column(db.Integer, nullable=False)
-    created_at = db.Column(db.DateTime, nullable=False)
-    psa_ticket_id = db.Column(db.String(64))
-    title = db.Column(db.String(200), nullable=False, default="")
-    __table_args__ = (db.Index("ix_sessions_account_created", "account_id", "created_at"),)
-
-
-class AISessionStep(db.Model):
-    __tablename__ = "ai_session_steps"
-    id = db.Column(db.Integer, primary_key=True)
-    account_id = db.Column(db.Integer, nullable=False)
-    session_id = db.Column(db.Integer, db.ForeignKey("ai_sessions.id"), nullable=False)
-    created_at = db.Column(db.DateTime, nullable=False)
-    __table_args__ = (db.Index("ix_steps_account_session_created", "account_id", "session_id", "created_at"),)
-
-
-class SessionHandoff(db.Model):
-    __tablename__ = "session_handoffs"
-    id = db.Column(db.Integer, primary_key=True)
-    account_id = db.Column(db.Integer, nullable=False)
-    session_id = db.Column(db.Integer, db.ForeignKey("ai_sessions.id"), nullable=False)
-    created_at = db.Column(db.DateTime, nullable=False)
-    claimed_at = db.Column(db.DateTime)
-    __table_args__ = (db.Index("ix_handoffs_account_claimed", "account_id", "claimed_at"),)
-
-
-def sqlite_transactional(engine: sa.Engine) -> None:
-    """SQLAlchemy's pysqlite recipe, as the test host and the demo configure it."""
-
-    @sa.event.listens_for(engine, "connect")
-    def _connect(dbapi_connection: t.Any, _record: t.Any) -> None:
-        dbapi_connection.isolation_level = None
-
-    @sa.event.listens_for(engine, "begin")
-    def _begin(connection: sa.Connection) -> None:
-        connection.exec_driver_sql("BEGIN")
-
+# The host is the test suite's own (tests/host.py): the same models, indexes and SQLite setup.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.host import db  # noqa: E402
 
 def make_app(uri: str, *, cache_ttl: int = 0) -> Flask:
     """A host app on ``uri`` with the plugin registered; account 1's admin is always signed in."""

@@ -114,7 +114,8 @@ def validate(config: t.Mapping[str, t.Any]) -> None:
         raise ValueError(f"{ROLES} must be a non-empty list of distinct role names")
     unknown_routes = set(config[ROUTE_ROLES]) - set(DEFAULT_ROUTE_ROLES)
     if unknown_routes:
-        raise ValueError(f"{ROUTE_ROLES} has unknown routes {sorted(unknown_routes)}; known: {sorted(DEFAULT_ROUTE_ROLES)}")
+        raise ValueError(f"{ROUTE_ROLES} has unknown routes {sorted(unknown_routes)}; "
+                         f"known: {sorted(DEFAULT_ROUTE_ROLES)}")
     for route, minimum in route_roles(config).items():
         if minimum not in roles:
             raise ValueError(f"{ROUTE_ROLES}[{route!r}] = {minimum!r} is not in {ROLES} {roles}")

@@ -212,7 +212,8 @@ def _announce(app: t.Any, state: AnalyticsState, payload: dict[str, t.Any]) -> N
         logger.error("flowpilot_analytics: an activity_recorded receiver failed", exc_info=True)
 
 
-def psa_activity(activity_type: str, extract: Extract | None = None) -> t.Callable[[t.Callable[..., t.Any]], t.Callable[..., t.Any]]:
+def psa_activity(activity_type: str,
+                 extract: Extract | None = None) -> t.Callable[[t.Callable[..., t.Any]], t.Callable[..., t.Any]]:
     """Decorator: after ``fn`` returns, record an ``activity_type`` row; exceptions propagate, no row."""
     reader = extract or default_extract(activity_type)
 

@@ -110,36 +110,29 @@ class Distribution(Schema):
     no_action = fields.Integer(required=True)
 
 
-class EscalationFigures(Schema):
+class EscalationStats(Schema):
+    """The counts and statistics every escalation figure has (the account, a window, an engineer)."""
+
+    n_handoffs_claimed = fields.Integer(required=True)
+    n_handoffs_with_action = fields.Integer(required=True)
+    avg_seconds = fields.Float(required=True, allow_none=True)
+    median_seconds = fields.Float(required=True, allow_none=True)
+    p95_seconds = fields.Float(required=True, allow_none=True)
+
+
+class EscalationFigures(EscalationStats):
     window_start = fields.AwareDateTime(format="iso", required=True)
     window_end = fields.AwareDateTime(format="iso", required=True)
-    n_handoffs_claimed = fields.Integer(required=True)
-    n_handoffs_with_action = fields.Integer(required=True)
-    avg_seconds = fields.Float(required=True, allow_none=True)
-    median_seconds = fields.Float(required=True, allow_none=True)
-    p95_seconds = fields.Float(required=True, allow_none=True)
 
 
-class EngineerGroup(Schema):
+class EngineerGroup(EscalationStats):
     engineer = fields.Raw(required=True, allow_none=True, metadata={"description": "The claimer's id."})
-    n_handoffs_claimed = fields.Integer(required=True)
-    n_handoffs_with_action = fields.Integer(required=True)
-    avg_seconds = fields.Float(required=True, allow_none=True)
-    median_seconds = fields.Float(required=True, allow_none=True)
-    p95_seconds = fields.Float(required=True, allow_none=True)
 
 
-class EscalationMetrics(Schema):
+class EscalationMetrics(EscalationFigures):
     """Response of ``GET /analytics/flowpilot/escalations``."""
 
     period = fields.String(required=True)
-    window_start = fields.AwareDateTime(format="iso", required=True)
-    window_end = fields.AwareDateTime(format="iso", required=True)
-    n_handoffs_claimed = fields.Integer(required=True)
-    n_handoffs_with_action = fields.Integer(required=True)
-    avg_seconds = fields.Float(required=True, allow_none=True)
-    median_seconds = fields.Float(required=True, allow_none=True)
-    p95_seconds = fields.Float(required=True, allow_none=True)
     metric_definition = fields.String(required=True)
     distribution = fields.Nested(Distribution)
     previous = fields.Nested(EscalationFigures, metadata={"description": "With compare=previous."})

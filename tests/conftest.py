@@ -109,6 +109,21 @@ def make_app(database_uri: str, backend_config: dict[str, t.Any],
 
 
 @pytest.fixture
+def redis_url() -> str:
+    """The shared test Redis (database 15); tests use keys no other run uses and clean up after."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.exceptions.RedisError as exc:
+        _unavailable("Redis", exc)
+    finally:
+        client.close()
+    return REDIS_URL
+
+
+@pytest.fixture
 def dialect(app: t.Any) -> str:
     with app.app_context():
         return t.cast(str, host.db.engine.dialect.name)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import typing as t
 from datetime import datetime, timezone
 
-import sqlalchemy as sa
 from flask import Flask, request
 from flask_sqlalchemy import SQLAlchemy
 
-from flowpilot_analytics import FlowpilotAnalytics, Identity
+from flowpilot_analytics import FlowpilotAnalytics, Identity, sqlite_transactional
 
 db = SQLAlchemy()
 
@@ -52,18 +51,6 @@ def load_identity() -> Identity | None:
         return None
     return Identity(user_id=int(request.headers.get("X-User", "1")),
                     account_id=int(request.headers["X-Account"]), role=request.headers["X-Role"])
-
-
-def sqlite_transactional(engine: sa.Engine) -> None:
-    """SQLAlchemy's documented pysqlite recipe: real BEGIN, so SAVEPOINTs nest inside it."""
-
-    @sa.event.listens_for(engine, "connect")
-    def _connect(dbapi_connection: t.Any, _record: t.Any) -> None:
-        dbapi_connection.isolation_level = None
-
-    @sa.event.listens_for(engine, "begin")
-    def _begin(connection: sa.Connection) -> None:
-        connection.exec_driver_sql("BEGIN")
 
 
 def create_app(database_uri: str, *, analytics: FlowpilotAnalytics | None = None, clock: t.Any = None,

@@ -12,7 +12,7 @@ import redis
 from flowpilot_analytics import FlowpilotAnalytics
 
 from . import factories as f
-from .conftest import REDIS_URL, _unavailable, as_user
+from .conftest import as_user
 from .fake_psa import FakePsaService
 from .host import db
 
@@ -76,17 +76,6 @@ def test_ttl_zero_turns_caching_off(client: t.Any) -> None:
     f.escalation(1, f.at(days=1), 30)
     f.commit()
     assert client.get(ESCALATIONS, headers=as_user(1)).get_json()["n_handoffs_claimed"] == 1
-
-
-@pytest.fixture
-def redis_url() -> t.Iterator[str]:
-    try:
-        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-        client.ping()
-    except redis.exceptions.RedisError as exc:
-        _unavailable("Redis", exc)
-    yield REDIS_URL
-    client.close()
 
 
 def test_workers_share_the_cache_through_redis(make_app: t.Any, redis_url: str) -> None:

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from . import host
-from .conftest import REDIS_URL, _unavailable, as_user
+from .conftest import _unavailable, as_user
 from .host import db
 
 PSA = "/api/v1/analytics/flowpilot/psa-metrics"
@@ -152,20 +152,11 @@ def test_unreachable_database_is_503(dialect: str, make_app: t.Any, tmp_path: t.
     assert response.get_json()["error"]["code"] == "database_unavailable"
 
 
-@pytest.fixture
-def shared_redis() -> str:
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
-    except redis.exceptions.RedisError as exc:
-        _unavailable("Redis", exc)
-    return REDIS_URL
-
-
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
-def test_real_workers_share_one_budget(app: t.Any, database_uri: str, shared_redis: str, tmp_path: t.Any) -> None:
+def test_real_workers_share_one_budget(app: t.Any, database_uri: str, redis_url: str, tmp_path: t.Any) -> None:
     """Three gunicorn workers on 127.0.0.1, 30 concurrent calls by one user: exactly 15 pass."""
     port = free_port()
-    env = {**os.environ, "FPA_TEST_DATABASE_URI": database_uri, "FPA_TEST_REDIS_URL": shared_redis,
+    env = {**os.environ, "FPA_TEST_DATABASE_URI": database_uri, "FPA_TEST_REDIS_URL": redis_url,
            "FPA_TEST_DEAD_LETTERS": str(tmp_path / "dead.jsonl")}
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     process = subprocess.Popen(
@@ -193,4 +184,4 @@ def test_real_workers_share_one_budget(app: t.Any, database_uri: str, shared_red
         process.wait(timeout=15)
         if process.stdout is not None:
             process.stdout.close()
-        redis_keys(shared_redis, f"*LIMITER/flowpilot_analytics/*/{user}/*", delete=True)
+        redis_keys(redis_url, f"*LIMITER/flowpilot_analytics/*/{user}/*", delete=True)

@@ -16,7 +16,7 @@ from flowpilot_analytics import FlowpilotAnalytics
 
 from . import factories as f
 from . import host
-from .conftest import REDIS_URL, as_user
+from .conftest import as_user
 from .host import NOW, db
 
 URL = "/api/v1/analytics/flowpilot/psa-metrics"
@@ -275,21 +275,8 @@ def test_host_with_its_own_limiter(database_uri: str, make_app: t.Any) -> None:
     assert stats.remaining == 0  # the plugin's count lives in the host limiter's storage
 
 
-@pytest.fixture
-def redis_uri() -> str:
-    import redis
-
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
-    except redis.exceptions.RedisError as exc:
-        from .conftest import _unavailable
-
-        _unavailable("Redis", exc)
-    return REDIS_URL
-
-
-def test_two_app_instances_share_one_budget_on_redis(make_app: t.Any, redis_uri: str) -> None:
-    config = {"FLOWPILOT_ANALYTICS_RATELIMIT_STORAGE_URI": redis_uri}
+def test_two_app_instances_share_one_budget_on_redis(make_app: t.Any, redis_url: str) -> None:
+    config = {"FLOWPILOT_ANALYTICS_RATELIMIT_STORAGE_URI": redis_url}
     first, second = make_app(**config), make_app(**config)
     with first.app_context():
         db.create_all()

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from flask import Flask, abort, request
 from flask_sqlalchemy import SQLAlchemy
 
-from flowpilot_analytics import FlowpilotAnalytics, Identity
+from flowpilot_analytics import FlowpilotAnalytics, Identity, sqlite_transactional
 
 db = SQLAlchemy()
 analytics = FlowpilotAnalytics()
@@ -82,18 +82,6 @@ def load_identity() -> Identity | None:
     """The demo's "login": a bearer token from ``TOKENS``; anything else is anonymous."""
     header = request.headers.get("Authorization", "")
     return TOKENS.get(header.removeprefix("Bearer ").strip()) if header.startswith("Bearer ") else None
-
-
-def sqlite_transactional(engine: sa.Engine) -> None:
-    """SQLAlchemy's pysqlite recipe (real BEGIN), so the hook's SAVEPOINT nests in the host's transaction."""
-
-    @sa.event.listens_for(engine, "connect")
-    def _connect(dbapi_connection: t.Any, _record: t.Any) -> None:
-        dbapi_connection.isolation_level = None
-
-    @sa.event.listens_for(engine, "begin")
-    def _begin(connection: sa.Connection) -> None:
-        connection.exec_driver_sql("BEGIN")
 
 
 def seed(now: datetime, rng: random.Random) -> None:
