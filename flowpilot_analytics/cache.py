@@ -8,6 +8,7 @@ A cache that cannot be reached behaves as a miss and logs a warning: it never fa
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -84,10 +85,18 @@ class ResponseCache:
         #: Separates apps sharing one Redis: derived from what changes the answers (database, mapping...).
         self.namespace = namespace
         self._backend: _MemoryBackend | _RedisBackend | None = None
+        self._down_until = 0.0
+
+    #: After a storage failure, how long (seconds) requests answer uncached before trying it again.
+    retry_interval = 5.0
 
     @property
     def enabled(self) -> bool:
-        return self.ttl > 0
+        return self.ttl > 0 and time.monotonic() >= self._down_until
+
+    def _failed(self, exc: Exception, what: str) -> None:
+        self._down_until = time.monotonic() + self.retry_interval
+        logger.warning("flowpilot_analytics: response cache unavailable (%s); %s", exc, what)
 
     @property
     def backend(self) -> _MemoryBackend | _RedisBackend:
@@ -106,9 +115,9 @@ class ResponseCache:
         try:
             generation = self.backend.generation(self._generation_key(route, account_id))
         except Exception as exc:
-            logger.warning("flowpilot_analytics: response cache unavailable (%s); answering uncached", exc)
+            self._failed(exc, "answering uncached")
             return None
-        query = "&".join(f"{name}={params[name]}" for name in sorted(params))
+        query = json.dumps(params, sort_keys=True, default=str, separators=(",", ":"))
         return f"{PREFIX}:{self.namespace}:{route}:{account_id}:{generation}:{query}"
 
     def lookup(self, key: str | None) -> bytes | None:
@@ -117,7 +126,7 @@ class ResponseCache:
         try:
             return self.backend.get(key)
         except Exception as exc:
-            logger.warning("flowpilot_analytics: response cache unavailable (%s); answering uncached", exc)
+            self._failed(exc, "answering uncached")
             return None
 
     def store(self, key: str | None, body: bytes) -> None:
@@ -126,7 +135,7 @@ class ResponseCache:
         try:
             self.backend.set(key, body, self.ttl)
         except Exception as exc:
-            logger.warning("flowpilot_analytics: response cache unavailable (%s); entry not stored", exc)
+            self._failed(exc, "entry not stored")
 
     def invalidate(self, route: str, account_id: t.Any) -> None:
         """Make the account's cached answers for ``route`` unreachable (e.g. after a new activity)."""
@@ -135,4 +144,4 @@ class ResponseCache:
         try:
             self.backend.bump(self._generation_key(route, account_id))
         except Exception as exc:
-            logger.warning("flowpilot_analytics: could not invalidate the response cache (%s)", exc)
+            self._failed(exc, "could not invalidate")

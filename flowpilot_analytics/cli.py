@@ -139,7 +139,7 @@ def register_commands(blueprint: Blueprint) -> None:
         except ApiError as exc:
             raise click.UsageError(exc.message) from None
         if as_json:
-            click.echo(json.dumps(body, indent=2, sort_keys=True))
+            click.echo(json.dumps(body, indent=2, sort_keys=True, default=str))
             return
         _print_table([(k, body[k]) for k in ("period", "window_start", "window_end", "n_handoffs_claimed",
                                              "n_handoffs_with_action", "avg_seconds", "median_seconds", "p95_seconds")])
@@ -164,7 +164,7 @@ def register_commands(blueprint: Blueprint) -> None:
         args = _args(PsaMetricsArgs(max_range_days=state.config[MAX_RANGE_DAYS]), {**options, "tz": tz})
         body = EnhancedPsaMetrics().dump(reports.psa_report(state, _account(state, account), args))
         if as_json:
-            click.echo(json.dumps(body, indent=2, sort_keys=True))
+            click.echo(json.dumps(body, indent=2, sort_keys=True, default=str))
             return
         _print_table([("period", body["period"]), ("window_start", body["window_start"]),
                       ("window_end", body["window_end"]), ("timezone", body["timezone"]),

@@ -39,9 +39,10 @@ DEAD_LETTER_FILENAME = "flowpilot_analytics_dead_letters.jsonl"
 BUCKET_EDGES_SECONDS = PREFIX + "BUCKET_EDGES_SECONDS"
 #: Longest ``since``/``until`` range accepted, in days.
 MAX_RANGE_DAYS = PREFIX + "MAX_RANGE_DAYS"
-#: SQLite only: whether stored timestamp text may carry UTC offsets (``…+02:00``). ``True`` compares through
-#: ``julianday()`` (exact for any ISO text, no index range); ``False`` compares the text itself, which is
-#: exact and index-friendly when every value is written as SQLAlchemy writes UTC (``YYYY-MM-DD HH:MM:SS.ffffff``).
+#: SQLite only: whether stored timestamp text may carry UTC offsets (``…+02:00``) or other ISO spellings.
+#: ``False`` (default) compares the text itself: exact and index-friendly for what SQLAlchemy's DateTime
+#: writes (``YYYY-MM-DD HH:MM:SS.ffffff``, naive UTC; SQLAlchemy drops offsets itself). ``True`` compares
+#: through ``julianday()``, right for any ISO text, but slower (no index range on the timestamps).
 SQLITE_TEXT_OFFSETS = PREFIX + "SQLITE_TEXT_OFFSETS"
 #: PostgreSQL row-level security: a setting name (e.g. ``app.current_account_id``) the plugin sets,
 #: transaction-local, to the caller's account before every read and write; ``None`` = off.
@@ -87,7 +88,7 @@ DEFAULTS: dict[str, t.Any] = {
     BIND: None,
     DEAD_LETTER_PATH: None,
     TENANT_SETTING: None,
-    SQLITE_TEXT_OFFSETS: True,
+    SQLITE_TEXT_OFFSETS: False,
     BUCKET_EDGES_SECONDS: (60, 300, 900, 3600, 14400),
     MAX_RANGE_DAYS: 366,
     ACTIVITY_TABLE: "psa_activity_logs",

@@ -143,24 +143,32 @@ def naive_utc(value: t.Any) -> datetime:
     return t.cast(datetime, as_utc(value)).replace(tzinfo=None)
 
 
-def build_handoffs_query(tables: HostTables, dialect: str, skew_seconds: float) -> sa.Select[t.Any]:
-    """The handoffs behind the number, newest claim first, one keyset page at a time.
+def build_handoffs_query(tables: HostTables, dialect: str, skew_seconds: float, *, after: bool) -> sa.Select[t.Any]:
+    """The handoffs behind the number, newest claim first (ties by id), one keyset page at a time.
 
-    Bound parameters: ``account_id``, ``window_start``, ``window_end``, ``page_size``, and the keyset
-    ``after_claimed_at`` / ``after_id`` (the last row of the previous page; a far-future claim and no id
-    for the first page). Each row: id, session id, claim, first step (``None`` when no action yet).
+    Bound parameters: ``account_id``, ``window_start``, ``window_end``, ``page_size`` and, with ``after``,
+    the keyset of the previous page's last row: ``after_key`` (its ``sort_key``) and ``after_id``. Each
+    row: id, session id, claim, first step (``None`` when no action yet), and ``sort_key``: the claim as
+    stored (text on SQLite), which is what the order and the keyset compare, so no row repeats or is lost.
     """
     h = tables.handoffs
     _, first = _first_step(tables, dialect, skew_seconds)
     first_step_at = sa.type_coerce(first.correlate(h).scalar_subquery(), h.c.claimed_at.type)
-    cursor_at = sa.bindparam("after_claimed_at", type_=h.c.claimed_at.type)
-    earlier = ~at_or_after(h.c.claimed_at, cursor_at, dialect)
-    same = sa.and_(at_or_after(h.c.claimed_at, cursor_at, dialect), at_or_after(cursor_at, h.c.claimed_at, dialect))
-    order = (instant(h.c.claimed_at).desc(), h.c.claimed_at.desc()) if dialect == "sqlite" else (h.c.claimed_at.desc(),)
+    on_sqlite = dialect.startswith("sqlite")
+    key = sa.type_coerce(h.c.claimed_at, sa.String()) if on_sqlite else h.c.claimed_at
+    after_key = sa.bindparam("after_key", type_=sa.String() if on_sqlite else h.c.claimed_at.type)
+    after_id = sa.bindparam("after_id", type_=h.c.id.type)
+    order: list[t.Any] = [key.desc(), h.c.id.desc()]
+    keyset: list[sa.ColumnElement[bool]] = [key <= after_key, sa.tuple_(key, h.c.id) < sa.tuple_(after_key, after_id)]
+    if dialect == "sqlite":  # instants first (text may carry offsets), then the stored text, then the id
+        order.insert(0, instant(h.c.claimed_at).desc())
+        keyset = [instant(h.c.claimed_at) <= instant(after_key), sa.or_(
+            instant(h.c.claimed_at) < instant(after_key),
+            sa.tuple_(key, h.c.id) < sa.tuple_(after_key, after_id))]
     return (
-        sa.select(h.c.id, h.c.session_id, h.c.claimed_at, first_step_at.label("first_step_at"))
-        .where(*_in_scope(tables, dialect), sa.or_(earlier, sa.and_(same, h.c.id < sa.bindparam("after_id"))))
-        .order_by(*order, h.c.id.desc())
+        sa.select(h.c.id, h.c.session_id, h.c.claimed_at, first_step_at.label("first_step_at"), key.label("sort_key"))
+        .where(*_in_scope(tables, dialect), *(keyset if after else []))
+        .order_by(*order)
         .limit(sa.bindparam("page_size"))
     )
 

@@ -18,7 +18,8 @@ except Exception:  # pragma: no cover - running from a source tree without metad
     VERSION = "0"
 
 _ERRORS = {
-    "400": "A query parameter is not valid (`invalid_parameter`).",
+    "400": "A query parameter is not valid (`invalid_parameter`), or group_by=engineer on a host without a "
+           "claimer column (`unsupported_grouping`).",
     "401": "Nobody is signed in (`unauthenticated`).",
     "403": "The role is below the route's minimum or unknown (`forbidden`, `unknown_role`).",
     "500": "Unexpected failure (`internal_error`); logged, no internals in the body.",

@@ -62,8 +62,14 @@ def escalation_report(state: AnalyticsState, account_id: t.Any, args: t.Mapping[
     if by_engineer:
         groups = _escalation_groups(state, account_id, window, True)
         body["groups"] = [{"engineer": engineer, **_figures(result)}
-                          for engineer, result in sorted(groups.items(), key=lambda kv: (kv[0] is None, str(kv[0])))]
+                          for engineer, result in sorted(groups.items(), key=_engineer_order)]
     return body
+
+
+def _engineer_order(item: tuple[t.Any, t.Any]) -> tuple[bool, str, t.Any]:
+    """Engineers in their ids' natural order (numbers as numbers), unclaimed-by-nobody last."""
+    engineer = item[0]
+    return engineer is None, type(engineer).__name__, engineer if engineer is not None else 0
 
 
 def _psa(state: AnalyticsState, account_id: t.Any, window: Window, zone_name: str) -> psa_metrics.PsaResult:
@@ -108,20 +114,29 @@ def psa_report(state: AnalyticsState, account_id: t.Any, args: t.Mapping[str, t.
     return body
 
 
-FIRST_PAGE = datetime(9999, 12, 31, tzinfo=timezone.utc)
-
-
-def encode_cursor(claimed_at: datetime, handoff_id: t.Any) -> str:
-    raw = json.dumps({"at": claimed_at.isoformat(), "id": handoff_id}, default=str).encode()
+def encode_cursor(sort_key: t.Any, handoff_id: t.Any) -> str:
+    """An opaque ``next_cursor``: the last row's stored claim and id."""
+    key = sort_key.isoformat() if isinstance(sort_key, datetime) else str(sort_key)
+    raw = json.dumps({"k": key, "id": handoff_id}, default=str, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, t.Any]:
-    """The keyset a ``next_cursor`` stands for; a 400 for anything else."""
+def decode_cursor(cursor: str, dialect: str) -> tuple[t.Any, t.Any]:
+    """The keyset a ``next_cursor`` stands for, checked; a 400 for anything this API did not return."""
     try:
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        at = datetime.fromisoformat(data["at"])
-        return (at if at.tzinfo else at.replace(tzinfo=timezone.utc)), data["id"]
+        key, handoff_id = data["k"], data["id"]
+        if not isinstance(key, str) or len(key) > 64:
+            raise ValueError("key")
+        if isinstance(handoff_id, bool) or not isinstance(handoff_id, (int, str)) or (
+                isinstance(handoff_id, int) and not -2**63 <= handoff_id < 2**63):
+            raise ValueError("id")
+        if dialect.startswith("sqlite"):
+            return key, handoff_id
+        moment = datetime.fromisoformat(key)
+        if not 1900 <= moment.year <= 9000:
+            raise ValueError("year")
+        return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)), handoff_id
     except Exception:
         raise ApiError(400, "invalid_parameter", "The cursor is not one this API returned.",
                        details={"fields": {"cursor": ["Not a valid cursor."]}}) from None
@@ -133,42 +148,46 @@ def bucket_filter(value: str | None, edges: t.Sequence[float]) -> tuple[bool, in
         return False, None
     if value == "no_action":
         return True, None
-    if value.isdigit() and int(value) <= len(edges):
+    if value.isascii() and value.isdigit() and int(value) <= len(edges):
         return True, int(value)
     raise ApiError(400, "invalid_parameter", "bucket is a distribution bucket index or no_action.",
                    details={"fields": {"bucket": [f"One of 0..{len(edges)} or no_action."]}})
 
 
 def iter_handoffs(state: AnalyticsState, account_id: t.Any, args: t.Mapping[str, t.Any],
-                  after: tuple[datetime, t.Any] = (FIRST_PAGE, None)) -> t.Iterator[dict[str, t.Any]]:
-    """Every handoff in scope from the keyset ``after`` on, newest first, filtered by bucket, in chunks."""
+                  after: tuple[t.Any, t.Any] | None = None) -> t.Iterator[dict[str, t.Any]]:
+    """Every handoff in scope after the keyset ``after``, newest first, filtered by bucket, in chunks."""
     edges = list(state.config[cfg.BUCKET_EDGES_SECONDS])
     filtering, wanted = bucket_filter(args.get("bucket"), edges)
     window = window_from_args(args, state.clock())
     tables = state.host_tables()
-    statement = state.statement("escalation_handoffs", lambda: escalations.build_handoffs_query(
-        tables, state.dialect, state.skew_seconds))
+    first, following = (state.statement(f"escalation_handoffs:{more}", lambda more=more: (
+        escalations.build_handoffs_query(tables, state.dialect, state.skew_seconds, after=more)))
+        for more in (False, True))
     chunk = 500
     while True:
-        rows = state.read(statement, {**_params(account_id, window), "page_size": chunk,
-                                      "after_claimed_at": after[0], "after_id": after[1]}).all()
-        for handoff_id, session_id, claimed_at, first_step_at in rows:
+        params = {**_params(account_id, window), "page_size": chunk}
+        if after is not None:
+            params.update(after_key=after[0], after_id=after[1])
+        rows = state.read(first if after is None else following, params).all()
+        for handoff_id, session_id, claimed_at, first_step_at, sort_key in rows:
             seconds = escalations.delta_seconds(claimed_at, first_step_at)
             bucket = None if seconds is None else escalations.bucket_index(seconds, edges)
             if not filtering or bucket == wanted:
                 yield {"handoff_id": handoff_id, "session_id": session_id, "claimed_at": claimed_at,
-                       "first_action_at": first_step_at, "seconds": seconds, "bucket": bucket}
+                       "first_action_at": first_step_at, "seconds": seconds, "bucket": bucket,
+                       "sort_key": sort_key}
         if len(rows) < chunk:
             return
-        after = (rows[-1][2], rows[-1][0])
+        after = (rows[-1][4], rows[-1][0])
 
 
 def handoff_page(state: AnalyticsState, account_id: t.Any, args: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
     """One ``HandoffPage``: up to ``limit`` items and the cursor of the next page (``None`` at the end)."""
     window = window_from_args(args, state.clock())
-    after = decode_cursor(args["cursor"]) if args.get("cursor") else (FIRST_PAGE, None)
+    after = decode_cursor(args["cursor"], state.dialect) if args.get("cursor") else None
     items = list(itertools.islice(iter_handoffs(state, account_id, args, after), args["limit"] + 1))
     more = len(items) > args["limit"]
     items = items[: args["limit"]]
     return {"period": window.period, "window_start": window.start, "window_end": window.end, "items": items,
-            "next_cursor": encode_cursor(items[-1]["claimed_at"], items[-1]["handoff_id"]) if more else None}
+            "next_cursor": encode_cursor(items[-1]["sort_key"], items[-1]["handoff_id"]) if more else None}

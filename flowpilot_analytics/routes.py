@@ -14,7 +14,7 @@ from marshmallow import Schema, ValidationError
 
 from . import reports
 from .cli import register_commands
-from .errors import ApiError, register_error_handlers
+from .errors import ApiError, logger, register_error_handlers
 from .extension import current_state
 from .config import MAX_RANGE_DAYS, URL_PREFIX
 from .openapi import build_document
@@ -44,7 +44,8 @@ def cached_json(route: str, account_id: t.Any, args: t.Mapping[str, t.Any],
     key = state.cache.key(route, account_id, args)
     body = state.cache.lookup(key)
     if body is None:
-        body = (json.dumps(compute(), allow_nan=False, separators=(",", ":"), sort_keys=True) + "\n").encode()
+        body = (json.dumps(compute(), allow_nan=False, separators=(",", ":"), sort_keys=True, default=str)
+                + "\n").encode()
         state.cache.store(key, body)
     response = current_app.response_class(body, mimetype="application/json")
     response.headers["Cache-Control"] = f"private, max-age={state.cache.ttl}"
@@ -71,14 +72,22 @@ def wants_csv(args: t.Mapping[str, t.Any]) -> bool:
 def csv_response(filename: str, header: list[str], rows: t.Iterable[list[t.Any]]) -> Response:
     """Stream a CSV with a header row; rows are produced while the response is sent."""
 
+    rows = iter(rows)
+    first = next(rows, None)  # the first query runs now, so a failure is still a JSON error, not a cut stream
+
     def generate() -> t.Iterator[str]:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        for row in itertools.chain([header], rows):
-            writer.writerow(row)
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
+        try:
+            for row in itertools.chain([header], [] if first is None else [first], rows):
+                writer.writerow(row)
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+        except Exception:
+            logger.error("flowpilot_analytics: CSV export %s failed mid-stream; the file is incomplete", filename,
+                         exc_info=True)
+            raise
 
     response = current_app.response_class(stream_with_context(generate()), mimetype="text/csv")
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
@@ -96,8 +105,6 @@ def handoffs_view() -> Response:
     identity = state.authorize("escalations")
     args = load_query(HandoffsArgs(max_range_days=state.config[MAX_RANGE_DAYS]))
     if wants_csv(args):
-        if args.get("bucket") is not None:  # a bad bucket is a JSON 400 before the stream starts
-            reports.bucket_filter(args["bucket"], state.config["FLOWPILOT_ANALYTICS_BUCKET_EDGES_SECONDS"])
         rows = reports.iter_handoffs(state, identity.account_id, args)
         return csv_response("escalation_handoffs.csv",
                             ["handoff_id", "session_id", "claimed_at_utc", "first_action_at_utc", "seconds", "bucket"],

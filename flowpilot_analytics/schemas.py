@@ -42,6 +42,8 @@ class PeriodArgs(_Args):
             return
         if "period" in data:
             raise ValidationError("Give either period or since/until, not both.", "period")
+        if not (1970 <= since.year <= 9000 and 1970 <= until.year <= 9000):
+            raise ValidationError("since and until must lie between the years 1970 and 9000.", "since")
         since, until = _utc(since), _utc(until)
         if since >= until:
             raise ValidationError("since must be before until.", "until")
@@ -70,6 +72,9 @@ class EscalationArgs(PeriodArgs):
 
 class HandoffsArgs(PeriodArgs):
     """The drill-down's query: the window, a bucket filter, the page, and the format."""
+
+    class Meta(_Args.Meta):
+        exclude = ("compare",)
 
     bucket = fields.String(metadata={"description": "A distribution bucket index (0 = fastest) or no_action."})
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))

@@ -14,8 +14,9 @@ from . import host
 PG_ADMIN_URL = os.environ.get("FLOWPILOT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("FLOWPILOT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 BACKENDS = [b for b in os.environ.get("FLOWPILOT_TEST_DATABASES", "sqlite,sqlite-text,postgresql").split(",") if b]
-#: Extra settings per backend: ``sqlite-text`` is SQLite with timestamps compared as plain UTC text.
-BACKEND_CONFIG: dict[str, dict[str, t.Any]] = {"sqlite-text": {"FLOWPILOT_ANALYTICS_SQLITE_TEXT_OFFSETS": False}}
+#: Extra settings per backend: ``sqlite`` reads ISO text with offsets (julianday), ``sqlite-text`` is the
+#: default (SQLAlchemy's plain UTC text, compared as text).
+BACKEND_CONFIG: dict[str, dict[str, t.Any]] = {"sqlite": {"FLOWPILOT_ANALYTICS_SQLITE_TEXT_OFFSETS": True}}
 
 
 def _unavailable(what: str, exc: BaseException) -> t.NoReturn:

@@ -31,18 +31,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_line(process: subprocess.Popen[str], needle: str, count: int = 1, timeout: float = 30) -> None:
-    """Read the process's output until ``needle`` has appeared ``count`` times (event-driven, bounded)."""
+def wait_for_line(process: subprocess.Popen[bytes], needle: str, count: int = 1, timeout: float = 30) -> None:
+    """Read the process's output until ``needle`` has appeared ``count`` times (event-driven, bounded).
+
+    Reads the pipe's file descriptor directly: a buffered reader could hold lines that ``select`` no
+    longer sees.
+    """
     assert process.stdout is not None
-    seen = 0
-    lines: list[str] = []
+    fd = process.stdout.fileno()
+    seen, pending, lines = 0, b"", []
     while seen < count:
-        ready, _, _ = select.select([process.stdout], [], [], timeout)
-        line = process.stdout.readline() if ready else ""
-        if not line:
-            raise AssertionError(f"{needle!r} not seen ({seen}/{count}); output: {''.join(lines[-20:])}")
-        lines.append(line)
-        seen += needle in line
+        ready, _, _ = select.select([fd], [], [], timeout)
+        chunk = os.read(fd, 65536) if ready else b""
+        if not chunk:
+            raise AssertionError(f"{needle!r} not seen ({seen}/{count}); output: {b''.join(lines[-20:])!r}")
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        lines += complete
+        seen += sum(needle.encode() in line for line in complete)
 
 
 def redis_keys(url: str, pattern: str, delete: bool = False) -> list[bytes]:
@@ -62,7 +68,7 @@ class RedisServer:
 
     def __init__(self) -> None:
         self.port = free_port()
-        self.process: subprocess.Popen[str] | None = None
+        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -71,7 +77,7 @@ class RedisServer:
     def start(self) -> None:
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         wait_for_line(self.process, "Ready to accept connections")
 
     def stop(self) -> None:
@@ -161,8 +167,7 @@ def test_real_workers_share_one_budget(app: t.Any, database_uri: str, redis_url:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--workers", "3", "--bind", f"127.0.0.1:{port}", "--log-level", "info",
-         "tests.wsgi_host:create_app()"], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True)
+         "tests.wsgi_host:create_app()"], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     user = uuid.uuid4().int % 10**9
     try:
         wait_for_line(process, "Booting worker", count=3)

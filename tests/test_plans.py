@@ -90,3 +90,17 @@ def test_psa_metrics_use_session_and_activity_indexes(client: t.Any) -> None:
     assert any("psa_activity_logs" in name for name in index_scans(sessions_plan))
     assert "ix_psa_activity_logs_account_created" in index_scans(activities_plan)
     assert not [n for n in sessions_plan + activities_plan if n["Node Type"] == "Seq Scan"]
+
+
+@pytest.mark.usefixtures("postgres_only")
+def test_drill_down_pages_are_index_ranges(client: t.Any) -> None:
+    seed()
+    first = client.get("/api/v1/analytics/flowpilot/escalations/handoffs?period=90d&limit=5",
+                       headers=as_user(1)).get_json()
+    url = f"/api/v1/analytics/flowpilot/escalations/handoffs?period=90d&limit=5&cursor={first['next_cursor']}"
+    queries = captured_queries(client, url, as_user(1))
+    nodes = plan_nodes(*queries[-1])
+    assert {"ix_steps_account_session_created", "ix_handoffs_account_claimed"} <= index_scans(nodes)
+    bounded = [n for n in nodes if n.get("Index Name") == "ix_handoffs_account_claimed"]
+    assert any("<=" in n.get("Index Cond", "") for n in bounded)  # the keyset narrows the index scan
+    assert not [n for n in nodes if n["Node Type"] == "Seq Scan"]

@@ -129,8 +129,6 @@ def create_app(database_uri: str | None = None) -> Flask:
         SQLALCHEMY_DATABASE_URI=database_uri or os.environ.get(
             "DEMO_DATABASE_URI", f"sqlite:///{os.path.join(app.instance_path, 'demo.sqlite')}"),
         RATELIMIT_STORAGE_URI=os.environ.get("DEMO_RATELIMIT_STORAGE_URI", "memory://"),
-        # The demo writes naive UTC through SQLAlchemy, so SQLite text compares as time (index-friendly).
-        FLOWPILOT_ANALYTICS_SQLITE_TEXT_OFFSETS=False,
     )
     db.init_app(app)
     # --- flowpilot_analytics: register -------------------------------------------------------------
