@@ -195,7 +195,7 @@ def register_commands(blueprint: Blueprint) -> None:
                 return replay_one(connection, table, payload)
 
         report = state.dead_letters.drain(write)
-        click.echo(f"dead letters in {state.dead_letters.path}: written {report.written}, "
+        click.echo(f"dead letters in {state.dead_letters.location}: written {report.written}, "
                    f"already present {report.present}, still failing {report.failed}")
         for error in report.errors[:10]:
             click.echo(f"  {error}")

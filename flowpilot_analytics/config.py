@@ -35,6 +35,8 @@ BIND = PREFIX + "BIND"
 #: JSON-lines file where the hook keeps activities it could not write; default in the app's instance folder.
 DEAD_LETTER_PATH = PREFIX + "DEAD_LETTER_PATH"
 DEAD_LETTER_FILENAME = "flowpilot_analytics_dead_letters.jsonl"
+#: Keep dead letters in this table (created by ``db.create_all()``) instead of the file; ``None`` = the file.
+DEAD_LETTER_TABLE = PREFIX + "DEAD_LETTER_TABLE"
 #: Edges (seconds) of the time-to-first-action distribution buckets, ascending.
 BUCKET_EDGES_SECONDS = PREFIX + "BUCKET_EDGES_SECONDS"
 #: Longest ``since``/``until`` range accepted, in days.
@@ -87,6 +89,7 @@ DEFAULTS: dict[str, t.Any] = {
     CACHE_STORAGE_URI: None,
     BIND: None,
     DEAD_LETTER_PATH: None,
+    DEAD_LETTER_TABLE: None,
     TENANT_SETTING: None,
     SQLITE_TEXT_OFFSETS: False,
     BUCKET_EDGES_SECONDS: (60, 300, 900, 3600, 14400),

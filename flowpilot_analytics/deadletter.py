@@ -1,7 +1,9 @@
 """Dead letters: activities the hook could not write, kept durably until ``replay-activities`` writes them.
 
-The store is a JSON-lines file (one payload per line, appended under an exclusive lock and fsynced),
-so it survives a database outage, which is exactly when it is needed.
+By default the store is a JSON-lines file (one payload per line, appended under an exclusive lock and
+fsynced), so it survives a database outage, which is exactly when it is needed. A host may choose a
+table instead (:class:`DeadLetterTable`), e.g. one in another database bind than the activity table,
+for when that table is missing or locked rather than the whole database down.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 import typing as t
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 
 import sqlalchemy as sa
 
@@ -36,8 +38,9 @@ class DeadLetterFile:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.location = path
 
-    def append(self, payload: t.Mapping[str, t.Any]) -> None:
+    def append(self, payload: t.Mapping[str, t.Any], session: t.Any = None) -> None:
         line = json.dumps({**payload, "created_at": _iso(payload["created_at"])}, sort_keys=True)
         with _locked(self.path, "a") as handle:
             handle.write(line + "\n")
@@ -77,6 +80,62 @@ class DeadLetterFile:
             handle.flush()
             os.fsync(handle.fileno())
         return report
+
+
+class DeadLetterTable:
+    """The same store as a table ``(id, payload JSON text, created_at)``, written on its own connection."""
+
+    def __init__(self, table: sa.Table, engine: t.Callable[[], sa.Engine]) -> None:
+        self.table = table
+        self._engine = engine
+        self.location = f"table {table.name}"
+
+    def append(self, payload: t.Mapping[str, t.Any], session: t.Any = None) -> None:
+        """Insert the payload: inside the host's open transaction (a savepoint, as the hook does; SQLite
+        allows one writer), else on a connection of its own."""
+        line = json.dumps({**payload, "created_at": _iso(payload["created_at"])}, sort_keys=True)
+        statement = self.table.insert().values(payload=line, created_at=datetime.now(timezone.utc))
+        if session is not None and session.in_transaction():
+            connection = session.connection(bind_arguments={"bind": self._engine()})
+            with connection.begin_nested():
+                connection.execute(statement)
+            return
+        with self._engine().begin() as connection:
+            connection.execute(statement)
+
+    def pending(self) -> list[dict[str, t.Any]]:
+        with self._engine().connect() as connection:
+            return [json.loads(row) for row in connection.scalars(
+                sa.select(self.table.c.payload).order_by(self.table.c.id))]
+
+    def drain(self, write: t.Callable[[dict[str, t.Any]], str]) -> ReplayReport:
+        report = ReplayReport()
+        with self._engine().connect() as connection:
+            rows = connection.execute(sa.select(self.table.c.id, self.table.c.payload).order_by(self.table.c.id)).all()
+        for row_id, line in rows:
+            try:
+                outcome = write(_load(json.loads(line)))
+            except Exception as exc:  # kept for the next replay
+                report.failed += 1
+                report.errors.append(f"{type(exc).__name__}: {exc}"[:200])
+                continue
+            with self._engine().begin() as connection:
+                connection.execute(self.table.delete().where(self.table.c.id == row_id))
+            if outcome == "written":
+                report.written += 1
+            else:
+                report.present += 1
+        return report
+
+
+def dead_letter_table(metadata: sa.MetaData, name: str) -> sa.Table:
+    """The dead-letter table's declaration (reused when the host declares it)."""
+    if name in metadata.tables:
+        return metadata.tables[name]
+    return sa.Table(name, metadata,
+                    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+                    sa.Column("payload", sa.Text(), nullable=False),
+                    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False))
 
 
 @dataclass

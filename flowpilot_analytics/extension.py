@@ -16,7 +16,7 @@ from . import config as cfg
 from . import hook
 from .identity import IdentityLike, require_role
 from .cache import ResponseCache
-from .deadletter import DeadLetterFile
+from .deadletter import DeadLetterFile, DeadLetterTable, dead_letter_table
 from .ratelimit import RouteLimits
 from .tables import HostTables, activity_io_table, activity_table, reflect_host_tables, set_tenant
 
@@ -59,8 +59,13 @@ class AnalyticsState:
         self.cache = ResponseCache(config[cfg.CACHE_TTL], config[cfg.CACHE_STORAGE_URI] or shared,
                                    namespace=self._cache_namespace(config))
         self.tenant_setting: str | None = config[cfg.TENANT_SETTING]
-        self.dead_letters = DeadLetterFile(
-            config[cfg.DEAD_LETTER_PATH] or os.path.join(app.instance_path, cfg.DEAD_LETTER_FILENAME))
+        self.dead_letters: DeadLetterFile | DeadLetterTable
+        if config[cfg.DEAD_LETTER_TABLE]:
+            self.dead_letters = DeadLetterTable(dead_letter_table(db.metadata, config[cfg.DEAD_LETTER_TABLE]),
+                                                lambda: self.write_engine)
+        else:
+            self.dead_letters = DeadLetterFile(
+                config[cfg.DEAD_LETTER_PATH] or os.path.join(app.instance_path, cfg.DEAD_LETTER_FILENAME))
         self._host_tables: HostTables | None = None
         self._statements: dict[str, t.Any] = {}
         self._lock = threading.Lock()

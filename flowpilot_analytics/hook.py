@@ -159,10 +159,10 @@ def _describe(payload: Mapping[str, t.Any] | None, activity_type: str, args: t.A
 def _dead_letter(state: AnalyticsState, payload: Mapping[str, t.Any]) -> None:
     """Keep an activity that could not be written, for ``flask flowpilot-analytics replay-activities``."""
     try:
-        state.dead_letters.append(payload)
+        state.dead_letters.append(payload, state.db.session())
     except Exception:
         logger.error("flowpilot_analytics: the dead-letter store %s failed too; only the log above has the payload",
-                     state.dead_letters.path, exc_info=True)
+                     state.dead_letters.location, exc_info=True)
 
 
 def record(activity_type: str, extract: Extract, args: tuple[t.Any, ...],

@@ -126,3 +126,24 @@ def test_dead_letter_file_is_json_lines_with_the_whole_payload(app: t.Any, psa: 
     assert entries == [{"account_id": 1, "session_id": sess.id, "activity_type": "time_entry_posted",
                         "psa_ticket_id": "T-9", "external_id": "1000", "minutes": 25.0,
                         "created_at": "2026-11-15T12:00:00+00:00"}]
+
+
+@pytest.mark.parametrize("app_config", [{"FLOWPILOT_ANALYTICS_DEAD_LETTER_TABLE": "fpa_dead_letters"}])
+def test_dead_letters_in_a_table(app: t.Any, psa: FakePsaService) -> None:
+    sess = f.session(1, f.at(days=1), ticket="T")
+    f.commit()
+    state = app.extensions["flowpilot_analytics"]
+    db.session.rollback()
+    db.metadata.tables["psa_activity_logs"].drop(db.engine)  # the activity table is missing, the database is up
+    try:
+        assert psa.push_note(sess, "x")["id"] == "1000"
+        assert psa.push_time_entry(sess, 15).id == "1001"
+        db.session.commit()  # the dead letters joined the host's transaction, like the rows would have
+    finally:
+        db.session.rollback()
+        db.metadata.tables["psa_activity_logs"].create(db.engine)
+    assert [p["external_id"] for p in state.dead_letters.pending()] == ["1000", "1001"]
+    result = replay(app)
+    assert "table fpa_dead_letters: written 2, already present 0, still failing 0" in result.output
+    assert state.dead_letters.pending() == []
+    assert sorted(r["external_id"] for r in rows()) == ["1000", "1001"]
