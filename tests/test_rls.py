@@ -130,3 +130,14 @@ def test_the_hook_writes_and_replays_under_rls(tenant_app: t.Any) -> None:
     with db.engine.connect() as conn:  # as the owner: both rows are there, each under its own account
         got = conn.execute(sa.text("SELECT account_id, external_id FROM psa_activity_logs ORDER BY account_id"))
         assert [tuple(r) for r in got] == [(1, "R-1"), (2, "1000")]
+
+
+def test_drill_down_and_csv_under_rls(tenant_app: t.Any) -> None:
+    seed_two_accounts()
+    client = tenant_app.test_client()
+    page = client.get(ESCALATIONS + "/handoffs?limit=2", headers=as_user(2)).get_json()
+    assert len(page["items"]) == 2 and page["next_cursor"]
+    rest = client.get(ESCALATIONS + f"/handoffs?limit=2&cursor={page['next_cursor']}", headers=as_user(2)).get_json()
+    assert [i["seconds"] for i in page["items"] + rest["items"]] == [5000.0] * 3
+    lines = client.get(ESCALATIONS + "/handoffs?format=csv", headers=as_user(1)).get_data(as_text=True).splitlines()
+    assert len(lines) == 4 and all(line.endswith(",100.0,1") for line in lines[1:])
