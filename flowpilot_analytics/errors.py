@@ -31,12 +31,12 @@ class ApiError(Exception):
 
 def error_response(error: ApiError) -> Response:
     """Render an :class:`ApiError` as the JSON envelope."""
-    from .schemas import ErrorEnvelope
+    from .schemas import ERROR_ENVELOPE
 
     body: dict[str, t.Any] = {"code": error.code, "message": error.message}
     if error.details is not None:
         body["details"] = error.details
-    response = jsonify(ErrorEnvelope().dump({"error": body}))
+    response = jsonify(ERROR_ENVELOPE.dump({"error": body}))
     response.status_code = error.status
     response.headers.update(error.headers)
     return response

@@ -115,8 +115,8 @@ class AnalyticsState:
                     self._host_tables = reflect_host_tables(self._read_connection(), self.config)
         return self._host_tables
 
-    def statement(self, name: str, build: t.Callable[[], t.Any]) -> t.Any:
-        """A query built once per app (after reflection) and reused for every request."""
+    def once(self, name: str, build: t.Callable[[], t.Any]) -> t.Any:
+        """Something built once per app and reused by every request: a query (after reflection), a schema."""
         statement = self._statements.get(name)
         if statement is None:
             statement = self._statements[name] = build()

@@ -26,7 +26,7 @@ def _escalation_groups(state: AnalyticsState, account_id: t.Any, window: Window,
                        by_engineer: bool) -> dict[t.Any, escalations.EscalationResult]:
     tables = state.host_tables()
     edges = state.config[cfg.BUCKET_EDGES_SECONDS]
-    statement = state.statement(f"escalations:{by_engineer}", lambda: escalations.build_query(
+    statement = state.once(f"escalations:{by_engineer}", lambda: escalations.build_query(
         tables, state.dialect, state.skew_seconds, edges, by_engineer))
     return escalations.summarize(state.read(statement, _params(account_id, window)), state.dialect, edges)
 
@@ -75,9 +75,9 @@ def _engineer_order(item: tuple[t.Any, t.Any]) -> tuple[bool, str, t.Any]:
 def _psa(state: AnalyticsState, account_id: t.Any, window: Window, zone_name: str) -> psa_metrics.PsaResult:
     tables = state.host_tables()
     activities = state.activity_io
-    sessions_query = state.statement(
+    sessions_query = state.once(
         "psa_sessions", lambda: psa_metrics.build_sessions_query(tables, activities, state.dialect))
-    activities_query = state.statement(
+    activities_query = state.once(
         "psa_activities", lambda: psa_metrics.build_activities_query(activities, state.dialect))
     params = _params(account_id, window, tz=zone_name)
     return psa_metrics.summarize(state.read(sessions_query, params), state.read(activities_query, params),
@@ -161,7 +161,7 @@ def iter_handoffs(state: AnalyticsState, account_id: t.Any, args: t.Mapping[str,
     filtering, wanted = bucket_filter(args.get("bucket"), edges)
     window = window_from_args(args, state.clock())
     tables = state.host_tables()
-    first, following = (state.statement(f"escalation_handoffs:{more}", lambda more=more: (
+    first, following = (state.once(f"escalation_handoffs:{more}", lambda more=more: (
         escalations.build_handoffs_query(tables, state.dialect, state.skew_seconds, after=more)))
         for more in (False, True))
     chunk = 500

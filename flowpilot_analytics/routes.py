@@ -23,6 +23,12 @@ from .schemas import (EnhancedPsaMetrics, EscalationArgs, EscalationMetrics, Han
                       PsaMetricsArgs, query_args)
 
 
+# Schemas hold no per-request state, so one instance of each serves every request.
+ESCALATION_METRICS = EscalationMetrics()
+ENHANCED_PSA_METRICS = EnhancedPsaMetrics()
+HANDOFF_PAGE = HandoffPage()
+
+
 def load_query(schema: Schema) -> dict[str, t.Any]:
     """Validate the query string; a 400 JSON error lists what is wrong and what is allowed."""
     try:
@@ -57,9 +63,10 @@ def escalations_view() -> Response:
     """``GET /analytics/flowpilot/escalations``: time from a claim to the first action after it."""
     state = current_state()
     identity = state.authorize("escalations")
-    args = load_query(EscalationArgs(max_range_days=state.config[MAX_RANGE_DAYS]))
+    args = load_query(state.once("args:escalations",
+                                 lambda: EscalationArgs(max_range_days=state.config[MAX_RANGE_DAYS])))
     return cached_json("escalations", identity.account_id, args, lambda: t.cast(t.Mapping[str, t.Any], (
-        EscalationMetrics().dump(reports.escalation_report(state, identity.account_id, args)))))
+        ESCALATION_METRICS.dump(reports.escalation_report(state, identity.account_id, args)))))
 
 
 def wants_csv(args: t.Mapping[str, t.Any]) -> bool:
@@ -103,7 +110,7 @@ def handoffs_view() -> Response:
     """``GET /analytics/flowpilot/escalations/handoffs``: the handoffs behind the number, paged or as CSV."""
     state = current_state()
     identity = state.authorize("escalations")
-    args = load_query(HandoffsArgs(max_range_days=state.config[MAX_RANGE_DAYS]))
+    args = load_query(state.once("args:handoffs", lambda: HandoffsArgs(max_range_days=state.config[MAX_RANGE_DAYS])))
     if wants_csv(args):
         rows = reports.iter_handoffs(state, identity.account_id, args)
         return csv_response("escalation_handoffs.csv",
@@ -112,14 +119,14 @@ def handoffs_view() -> Response:
                               "" if r["seconds"] is None else r["seconds"],
                               "no_action" if r["bucket"] is None else r["bucket"]] for r in rows))
     return cached_json("escalation_handoffs", identity.account_id, args, lambda: t.cast(t.Mapping[str, t.Any], (
-        HandoffPage().dump(reports.handoff_page(state, identity.account_id, args)))))
+        HANDOFF_PAGE.dump(reports.handoff_page(state, identity.account_id, args)))))
 
 
 def psa_metrics_view() -> Response:
     """``GET /analytics/flowpilot/psa-metrics``: time entries, documentation funnel, daily trend."""
     state = current_state()
     identity = state.authorize("psa_metrics")
-    args = load_query(PsaMetricsArgs(max_range_days=state.config[MAX_RANGE_DAYS]))
+    args = load_query(state.once("args:psa", lambda: PsaMetricsArgs(max_range_days=state.config[MAX_RANGE_DAYS])))
     if wants_csv(args):
         body = reports.psa_report(state, identity.account_id, {**args, "compare": None})
         return csv_response("psa_daily_trend.csv",
@@ -127,13 +134,13 @@ def psa_metrics_view() -> Response:
                             ([row["date"].isoformat(), row["sessions"], row["notes_posted"], row["time_entries"],
                               row["minutes"]] for row in body["daily_trend"]))
     return cached_json("psa_metrics", identity.account_id, args, lambda: t.cast(t.Mapping[str, t.Any], (
-        EnhancedPsaMetrics().dump(reports.psa_report(state, identity.account_id, args)))))
+        ENHANCED_PSA_METRICS.dump(reports.psa_report(state, identity.account_id, args)))))
 
 
 def openapi_view() -> Response:
     """``GET /analytics/flowpilot/openapi.json``: the contract, generated from the schemas (no identity needed)."""
     state = current_state()
-    return jsonify(state.statement("openapi", lambda: build_document(state.config[URL_PREFIX], state.route_roles)))
+    return jsonify(state.once("openapi", lambda: build_document(state.config[URL_PREFIX], state.route_roles)))
 
 
 def create_blueprint() -> Blueprint:

@@ -156,6 +156,9 @@ class ErrorEnvelope(Schema):
     error = fields.Nested(ErrorBody, required=True)
 
 
+ERROR_ENVELOPE = ErrorEnvelope()
+
+
 def query_args(args: t.Any) -> dict[str, t.Any]:
     """A request's query string as a dict; a repeated key keeps all its values (and so fails validation)."""
     return {key: values[0] if len(values) == 1 else values for key, values in args.lists()}
