@@ -48,37 +48,58 @@ class DeadLetterFile:
             os.fsync(handle.fileno())
 
     def pending(self) -> list[dict[str, t.Any]]:
-        if not os.path.exists(self.path):
-            return []
-        with _locked(self.path, "r") as handle:
-            return [json.loads(line) for line in handle if line.strip()]
+        """Every entry not yet written, including those of an interrupted replay."""
+        entries: list[dict[str, t.Any]] = []
+        aside = self.path + ".replaying"
+        if os.path.exists(aside):
+            with open(aside, encoding="utf-8") as handle:
+                entries += [json.loads(line) for line in handle if line.strip()]
+        if os.path.exists(self.path):
+            with _locked(self.path, "r") as handle:
+                entries += [json.loads(line) for line in handle if line.strip()]
+        return entries
 
     def drain(self, write: t.Callable[[dict[str, t.Any]], str]) -> ReplayReport:
-        """Write every entry with ``write`` (returns ``"written"`` or ``"present"``); keep the failures."""
+        """Write every entry with ``write`` (returns ``"written"`` or ``"present"``); keep the failures.
+
+        The entries are first moved aside (``<file>.replaying``) under the lock, so pushes that fail
+        meanwhile append without waiting for the replay; failures go back to the file at the end. A
+        replay interrupted half-way leaves ``.replaying`` behind, and the next replay starts with it.
+        """
         report = ReplayReport()
-        if not os.path.exists(self.path):
+        aside = self.path + ".replaying"
+        if os.path.exists(self.path):
+            with _locked(self.path, "r+") as handle:
+                lines = handle.readlines()
+                with open(aside, "a", encoding="utf-8") as out:
+                    out.writelines(line if line.endswith("\n") else line + "\n" for line in lines if line.strip())
+                    out.flush()
+                    os.fsync(out.fileno())
+                handle.seek(0)
+                handle.truncate()
+        if not os.path.exists(aside):
             return report
-        with _locked(self.path, "r+") as handle:
-            kept: list[str] = []
-            for line in handle:
-                if not line.strip():
-                    continue
-                try:
-                    outcome = write(_load(json.loads(line)))
-                except Exception as exc:  # kept for the next replay
-                    report.failed += 1
-                    report.errors.append(f"{type(exc).__name__}: {exc}"[:200])
-                    kept.append(line if line.endswith("\n") else line + "\n")
-                    continue
-                if outcome == "written":
-                    report.written += 1
-                else:
-                    report.present += 1
-            handle.seek(0)
-            handle.writelines(kept)
-            handle.truncate()
-            handle.flush()
-            os.fsync(handle.fileno())
+        kept: list[str] = []
+        with open(aside, encoding="utf-8") as handle:
+            entries = [line for line in handle if line.strip()]
+        for line in entries:
+            try:
+                outcome = write(_load(json.loads(line)))
+            except Exception as exc:  # kept for the next replay
+                report.failed += 1
+                report.errors.append(f"{type(exc).__name__}: {exc}"[:200])
+                kept.append(line)
+                continue
+            if outcome == "written":
+                report.written += 1
+            else:
+                report.present += 1
+        if kept:
+            with _locked(self.path, "a") as handle:
+                handle.writelines(kept)
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.remove(aside)
         return report
 
 

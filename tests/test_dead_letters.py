@@ -147,3 +147,16 @@ def test_dead_letters_in_a_table(app: t.Any, psa: FakePsaService) -> None:
     assert "table fpa_dead_letters: written 2, already present 0, still failing 0" in result.output
     assert state.dead_letters.pending() == []
     assert sorted(r["external_id"] for r in rows()) == ["1000", "1001"]
+
+
+def test_an_interrupted_replay_is_finished_by_the_next(app: t.Any) -> None:
+    state = app.extensions["flowpilot_analytics"]
+    payload = {"account_id": 1, "session_id": 2, "activity_type": "note_posted", "psa_ticket_id": None,
+               "external_id": "I-1", "minutes": None, "created_at": NOW.isoformat()}
+    with open(state.dead_letters.path + ".replaying", "w", encoding="utf-8") as handle:  # left by a crash
+        handle.write(json.dumps(payload) + "\n")
+    state.dead_letters.append({**payload, "external_id": "I-2", "created_at": NOW})
+    assert sorted(p["external_id"] for p in state.dead_letters.pending()) == ["I-1", "I-2"]
+    assert "written 2, already present 0, still failing 0" in replay(app).output
+    assert sorted(r["external_id"] for r in rows()) == ["I-1", "I-2"]
+    assert state.dead_letters.pending() == []
