@@ -66,6 +66,7 @@ class AnalyticsState:
         else:
             self.dead_letters = DeadLetterFile(
                 config[cfg.DEAD_LETTER_PATH] or os.path.join(app.instance_path, cfg.DEAD_LETTER_FILENAME))
+        self.warned_legacy_sqlite = False
         self._host_tables: HostTables | None = None
         self._statements: dict[str, t.Any] = {}
         self._lock = threading.Lock()

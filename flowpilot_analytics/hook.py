@@ -116,10 +116,25 @@ def write_activity(state: AnalyticsState, payload: Mapping[str, t.Any]) -> tuple
 
     if session.in_transaction():
         connection = session.connection(bind_arguments={"bind": engine})
+        _warn_legacy_sqlite(state, connection)
         with connection.begin_nested():
             return run(connection), session
     with engine.begin() as connection:
         return run(connection), None
+
+
+def _warn_legacy_sqlite(state: AnalyticsState, connection: sa.Connection) -> None:
+    """Once per app: say so when pysqlite's legacy transactions would let the savepoint commit on its own."""
+    if state.warned_legacy_sqlite or connection.dialect.name != "sqlite":
+        return
+    dbapi_connection = connection.connection.dbapi_connection
+    if getattr(dbapi_connection, "autocommit", None) is False:  # Python 3.12's PEP 249 mode: real transactions
+        return
+    if getattr(dbapi_connection, "isolation_level", None) is not None:
+        state.warned_legacy_sqlite = True
+        logger.warning("flowpilot_analytics: this SQLite engine uses pysqlite's legacy transactions; an activity "
+                       "written while the host has only read commits on its own. Apply "
+                       "flowpilot_analytics.sqlite_transactional(db.engine) (see the README).")
 
 
 PENDING_KEY = "flowpilot_analytics_after_commit"

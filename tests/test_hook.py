@@ -305,3 +305,26 @@ def test_hook_rows_reach_the_psa_metrics(client: t.Any, psa: FakePsaService) -> 
         "X-Account": "1", "X-Role": "team_admin"}).get_json()
     assert body["funnel"]["time_entry_logged"] == 1
     assert body["time_entries"] == {"count": 1, "total_minutes": 45.0, "total_hours": 0.75}
+
+
+def test_legacy_sqlite_transactions_are_warned_about_once(database_uri: str, backend: str, make_app: t.Any,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    if not backend.startswith("sqlite"):
+        pytest.skip("a pysqlite matter")
+    from flask import Flask
+
+    app = make_app(Flask("legacy_sqlite"))
+    app.config.update(SQLALCHEMY_DATABASE_URI=database_uri)
+    db.init_app(app)
+    analytics = FlowpilotAnalytics(app, db=db, identity_loader=lambda: None)  # no sqlite_transactional here
+    service = analytics.wrap_psa_service(FakePsaService())
+    with app.app_context():
+        db.create_all(bind_key=None)
+        with caplog.at_level(logging.WARNING, logger="flowpilot_analytics"):
+            for _ in range(2):
+                db.session.execute(sa.text("SELECT 1"))  # the host has read: a transaction is open
+                service.push_note(types.SimpleNamespace(id=1, account_id=1, psa_ticket_id="T"), "x")
+                db.session.rollback()
+        db.session.remove()
+    warnings = [r for r in caplog.records if "legacy transactions" in r.getMessage()]
+    assert len(warnings) == 1
