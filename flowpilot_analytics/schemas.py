@@ -206,20 +206,18 @@ class PsaDailyTrend(Schema):
 
 
 class PsaFigures(Schema):
+    """The totals and funnel of one window (the report's own, or the previous one)."""
+
     window_start = fields.AwareDateTime(format="iso", required=True)
     window_end = fields.AwareDateTime(format="iso", required=True)
     time_entries = fields.Nested(TimeEntryTotals, required=True)
     funnel = fields.Nested(PsaFunnel, required=True)
 
 
-class EnhancedPsaMetrics(Schema):
-    """Response of ``GET /analytics/flowpilot/psa-metrics``."""
+class EnhancedPsaMetrics(PsaFigures):
+    """Response of ``GET /analytics/flowpilot/psa-metrics``: the window's figures, the zone and the trend."""
 
     period = fields.String(required=True)
-    window_start = fields.AwareDateTime(format="iso", required=True)
-    window_end = fields.AwareDateTime(format="iso", required=True)
     timezone = fields.String(required=True)
-    time_entries = fields.Nested(TimeEntryTotals, required=True)
-    funnel = fields.Nested(PsaFunnel, required=True)
     daily_trend = fields.List(fields.Nested(PsaDailyTrend), required=True)
     previous = fields.Nested(PsaFigures, metadata={"description": "With compare=previous (no trend)."})
