@@ -14,20 +14,38 @@ import threading
 import time
 import typing as t
 from collections import OrderedDict
+from urllib.parse import quote
+
+from .errors import redact, redact_uri
 
 logger = logging.getLogger("flowpilot_analytics")
 
-PREFIX = "flowpilot_analytics:cache:v1"
+PREFIX = "flowpilot_analytics:cache:v2"
 
 
 class _MemoryBackend:
-    """A bounded, thread-safe dict with expiry, for one process."""
+    """A thread-safe dict with expiry for one process, bounded in bytes (keys and bodies counted).
 
-    def __init__(self, max_entries: int = 10_000) -> None:
+    Entries are kept in the order they were stored; with one TTL that is also the order they expire in,
+    so each store first frees the expired ones at the front, then the oldest until the bound holds.
+    """
+
+    #: What one entry costs besides its key and body (the tuple, the dict slot), roughly.
+    OVERHEAD = 120
+
+    def __init__(self, max_bytes: int) -> None:
         self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._generations: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._max = max_entries
+        self._max = max_bytes
+        self.bytes = 0
+
+    def _size(self, key: str, value: bytes) -> int:
+        return len(key) + len(value) + self.OVERHEAD
+
+    def _drop(self, key: str) -> None:
+        _, value = self._entries.pop(key)
+        self.bytes -= self._size(key, value)
 
     def get(self, key: str) -> bytes | None:
         with self._lock:
@@ -35,16 +53,28 @@ class _MemoryBackend:
             if entry is None:
                 return None
             if entry[0] <= time.monotonic():
-                del self._entries[key]
+                self._drop(key)
                 return None
             return entry[1]
 
     def set(self, key: str, value: bytes, ttl: int) -> None:
+        size = self._size(key, value)
         with self._lock:
-            self._entries[key] = (time.monotonic() + ttl, value)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._max:
-                self._entries.popitem(last=False)
+            if key in self._entries:
+                self._drop(key)
+            now = time.monotonic()
+            while self._entries:
+                oldest, (expires, _) = next(iter(self._entries.items()))
+                if expires > now and self.bytes + size <= self._max:
+                    break
+                self._drop(oldest)
+            if size > self._max:
+                return
+            self._entries[key] = (now + ttl, value)
+            self.bytes += size
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def generation(self, key: str) -> int:
         with self._lock:
@@ -79,8 +109,10 @@ class _RedisBackend:
 class ResponseCache:
     """What the routes use: ``lookup`` / ``store`` bodies, ``invalidate`` an account's route."""
 
-    def __init__(self, ttl: int, storage_uri: str | None, namespace: str = "") -> None:
+    def __init__(self, ttl: int, storage_uri: str | None, namespace: str = "",
+                 max_bytes: int = 32 * 1024 * 1024) -> None:
         self.ttl = int(ttl)
+        self.max_bytes = max_bytes
         self.storage_uri = storage_uri or "memory://"
         #: Separates apps sharing one Redis: derived from what changes the answers (database, mapping...).
         self.namespace = namespace
@@ -96,17 +128,18 @@ class ResponseCache:
 
     def _failed(self, exc: Exception, what: str) -> None:
         self._down_until = time.monotonic() + self.retry_interval
-        logger.warning("flowpilot_analytics: response cache unavailable (%s); %s", exc, what)
+        logger.warning("flowpilot_analytics: response cache unavailable at %s (%s); %s",
+                       redact_uri(self.storage_uri), redact(str(exc), self.storage_uri), what)
 
     @property
     def backend(self) -> _MemoryBackend | _RedisBackend:
         if self._backend is None:
             self._backend = (_RedisBackend(self.storage_uri) if self.storage_uri.startswith(("redis://", "rediss://"))
-                             else _MemoryBackend())
+                             else _MemoryBackend(self.max_bytes))
         return self._backend
 
     def _generation_key(self, route: str, account_id: t.Any) -> str:
-        return f"{PREFIX}:{self.namespace}:gen:{route}:{account_id}"
+        return f"{PREFIX}:{self.namespace}:gen:{route}:{quote(str(account_id), safe='')}"
 
     def key(self, route: str, account_id: t.Any, params: t.Mapping[str, t.Any]) -> str | None:
         """The entry's key, or ``None`` when the cache is off or unreachable."""
@@ -118,7 +151,7 @@ class ResponseCache:
             self._failed(exc, "answering uncached")
             return None
         query = json.dumps(params, sort_keys=True, default=str, separators=(",", ":"))
-        return f"{PREFIX}:{self.namespace}:{route}:{account_id}:{generation}:{query}"
+        return f"{PREFIX}:{self.namespace}:{route}:{quote(str(account_id), safe='')}:{generation}:{query}"
 
     def lookup(self, key: str | None) -> bytes | None:
         if key is None:

@@ -19,7 +19,7 @@ from .errors import ApiError
 from .periods import PERIODS
 from .schemas import EnhancedPsaMetrics, EscalationArgs, EscalationMetrics, PsaMetricsArgs
 from .extension import current_state
-from .tables import RECOMMENDED_INDEXES, host_column_name, host_table_names, set_tenant
+from .tables import RECOMMENDED_INDEXES, host_column_name, host_table_names
 
 
 def _covered(wanted: list[str], indexes: list[dict[str, t.Any]]) -> str | None:
@@ -183,16 +183,16 @@ def register_commands(blueprint: Blueprint) -> None:
     def replay_activities() -> None:
         """Write the activities the hook could not record (dead letters); safe to run again.
 
-        Each is skipped when already present (same account, type and external id). Those that still
-        fail stay in the store; the exit status is then 1.
+        Each activity is written once, by its idempotency key, however many replays run, at the same
+        time or one after another. Entries that fail (or fail the hook's checks) stay in the store; the
+        exit status is then 1.
         """
         state = current_state()
         table = state.activity_io
 
         def write(payload: dict[str, t.Any]) -> str:
-            with state.write_engine.begin() as connection:
-                set_tenant(connection, state.tenant_setting, payload["account_id"])
-                return replay_one(connection, table, payload)
+            with state.write_engine.connect() as connection:
+                return replay_one(connection, table, state.tenant_setting, payload)
 
         report = state.dead_letters.drain(write)
         click.echo(f"dead letters in {state.dead_letters.location}: written {report.written}, "

@@ -5,7 +5,10 @@ One place for the names keeps the README's configuration table and the code in s
 
 from __future__ import annotations
 
+import copy
 import typing as t
+
+import limits
 
 PREFIX = "FLOWPILOT_ANALYTICS_"
 
@@ -21,8 +24,10 @@ ROUTE_ROLES = PREFIX + "ROUTE_ROLES"
 TABLES = PREFIX + "TABLES"
 #: ``"<logical table>.<logical column>"`` -> the host's column name.
 COLUMNS = PREFIX + "COLUMNS"
-#: Limit string for the psa-metrics route (Flask-Limiter / ``limits`` notation).
+#: Per-user limit strings (Flask-Limiter / ``limits`` notation) for each report route.
 PSA_METRICS_LIMIT = PREFIX + "PSA_METRICS_LIMIT"
+ESCALATIONS_LIMIT = PREFIX + "ESCALATIONS_LIMIT"
+HANDOFFS_LIMIT = PREFIX + "HANDOFFS_LIMIT"
 #: Storage for the plugin's own limiter; ``None`` falls back to ``RATELIMIT_STORAGE_URI``.
 RATELIMIT_STORAGE_URI = PREFIX + "RATELIMIT_STORAGE_URI"
 #: Seconds a computed response is reused for the same account and parameters; 0 turns caching off.
@@ -30,6 +35,15 @@ CACHE_TTL = PREFIX + "CACHE_TTL"
 #: Where cached responses live: ``memory://`` (per process) or ``redis://...`` (shared). ``None``: the
 #: plugin's rate-limit storage when that is Redis, else ``memory://``.
 CACHE_STORAGE_URI = PREFIX + "CACHE_STORAGE_URI"
+#: Upper bound, in bytes, of the in-process response cache (each worker process has its own).
+CACHE_MAX_BYTES = PREFIX + "CACHE_MAX_BYTES"
+#: Request headers that carry the caller's credentials; JSON answers name them in ``Vary``.
+VARY_HEADERS = PREFIX + "VARY_HEADERS"
+#: Key that signs drill-down cursors; ``None`` uses the app's ``SECRET_KEY``. One of the two is required.
+CURSOR_SECRET = PREFIX + "CURSOR_SECRET"
+#: Longest a push may wait for its activity to be recorded, in milliseconds; past it the activity is
+#: kept as a dead letter (lock and statement timeouts on PostgreSQL, busy timeout on SQLite).
+HOOK_TIMEOUT_MS = PREFIX + "HOOK_TIMEOUT_MS"
 #: Flask-SQLAlchemy bind key analytics reads go to (a read replica); ``None`` reads from the primary.
 BIND = PREFIX + "BIND"
 #: JSON-lines file where the hook keeps activities it could not write; default in the app's instance folder.
@@ -84,9 +98,15 @@ DEFAULTS: dict[str, t.Any] = {
     TABLES: {},
     COLUMNS: {},
     PSA_METRICS_LIMIT: "15 per minute",
+    ESCALATIONS_LIMIT: "120 per minute",
+    HANDOFFS_LIMIT: "120 per minute",
     RATELIMIT_STORAGE_URI: None,
     CACHE_TTL: 60,
     CACHE_STORAGE_URI: None,
+    CACHE_MAX_BYTES: 32 * 1024 * 1024,
+    VARY_HEADERS: ("Authorization", "Cookie"),
+    CURSOR_SECRET: None,
+    HOOK_TIMEOUT_MS: 250,
     BIND: None,
     DEAD_LETTER_PATH: None,
     DEAD_LETTER_TABLE: None,
@@ -103,7 +123,7 @@ DEFAULTS: dict[str, t.Any] = {
 def apply_defaults(config: t.MutableMapping[str, t.Any]) -> None:
     """Fill every unset ``FLOWPILOT_ANALYTICS_*`` key, as Flask extensions do."""
     for key, value in DEFAULTS.items():
-        config.setdefault(key, value)
+        config.setdefault(key, copy.deepcopy(value))  # no two apps share (and mutate) one default object
 
 
 def route_roles(config: t.Mapping[str, t.Any]) -> dict[str, str]:
@@ -126,6 +146,18 @@ def validate(config: t.Mapping[str, t.Any]) -> None:
     skew = config[CLOCK_SKEW_SECONDS]
     if isinstance(skew, bool) or not isinstance(skew, (int, float)) or not 0 <= skew <= 86400:
         raise ValueError(f"{CLOCK_SKEW_SECONDS} must be a number of seconds from 0 to 86400")
+    for key in (CACHE_MAX_BYTES, HOOK_TIMEOUT_MS):
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key} must be a whole number >= 1")
+    for key in (PSA_METRICS_LIMIT, ESCALATIONS_LIMIT, HANDOFFS_LIMIT):
+        try:
+            limits.parse(config[key])
+        except ValueError:
+            raise ValueError(f"{key} = {config[key]!r} is not a rate limit such as '15 per minute'") from None
+    vary = config[VARY_HEADERS]
+    if isinstance(vary, str) or not all(isinstance(h, str) and h.strip() for h in vary):
+        raise ValueError(f"{VARY_HEADERS} must be a list of header names, e.g. ['Authorization', 'Cookie']")
     ttl = config[CACHE_TTL]
     if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 0:
         raise ValueError(f"{CACHE_TTL} must be a whole number of seconds >= 0 (0 turns the cache off)")
@@ -151,3 +183,5 @@ def validate(config: t.Mapping[str, t.Any]) -> None:
         table, _, column = key.partition(".")
         if column not in HOST_COLUMNS.get(table, ()) + OPTIONAL_HOST_COLUMNS.get(table, ()):
             raise ValueError(f"{COLUMNS} key {key!r} is not '<table>.<column>' of {HOST_COLUMNS}")
+    if not (config[CURSOR_SECRET] or config.get("SECRET_KEY")):
+        raise ValueError(f"flowpilot_analytics signs drill-down cursors: set SECRET_KEY or {CURSOR_SECRET}")

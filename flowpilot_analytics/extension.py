@@ -11,11 +11,13 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 from flask import Flask, current_app, has_app_context
 from flask_sqlalchemy import SQLAlchemy
+from itsdangerous import URLSafeSerializer
 
 from . import config as cfg
 from . import hook
 from .identity import IdentityLike, require_role
 from .cache import ResponseCache
+from .deadline import DeadlineRunner
 from .deadletter import DeadLetterFile, DeadLetterTable, dead_letter_table
 from .ratelimit import RouteLimits
 from .tables import HostTables, activity_io_table, activity_table, reflect_host_tables, set_tenant
@@ -53,20 +55,26 @@ class AnalyticsState:
         #: ... and the plugin's own view of it for reads and writes (UTC timestamps in the column's kind).
         self.activity_io = activity_io_table(self.activity_table)
         limit_storage = config[cfg.RATELIMIT_STORAGE_URI] or config.get("RATELIMIT_STORAGE_URI") or "memory://"
-        self.limits = RouteLimits({"psa_metrics": config[cfg.PSA_METRICS_LIMIT]}, limit_storage, limiter)
+        self.limits = RouteLimits({"escalations": config[cfg.ESCALATIONS_LIMIT],
+                                   "escalation_handoffs": config[cfg.HANDOFFS_LIMIT],
+                                   "psa_metrics": config[cfg.PSA_METRICS_LIMIT]}, limit_storage, limiter)
         shared = limit_storage if limit_storage.startswith(("redis://", "rediss://")) else None
         self.bind_key: str | None = config[cfg.BIND]
         self.cache = ResponseCache(config[cfg.CACHE_TTL], config[cfg.CACHE_STORAGE_URI] or shared,
-                                   namespace=self._cache_namespace(config))
+                                   namespace=self._cache_namespace(config), max_bytes=config[cfg.CACHE_MAX_BYTES])
+        self.vary_headers: tuple[str, ...] = tuple(config[cfg.VARY_HEADERS])
+        self.cursors = URLSafeSerializer(config[cfg.CURSOR_SECRET] or config["SECRET_KEY"],
+                                         salt="flowpilot_analytics.cursor")
+        self.hook_timeout_ms: int = config[cfg.HOOK_TIMEOUT_MS]
+        self.deadlines = DeadlineRunner()
         self.tenant_setting: str | None = config[cfg.TENANT_SETTING]
         self.dead_letters: DeadLetterFile | DeadLetterTable
         if config[cfg.DEAD_LETTER_TABLE]:
             self.dead_letters = DeadLetterTable(dead_letter_table(db.metadata, config[cfg.DEAD_LETTER_TABLE]),
-                                                lambda: self.write_engine)
+                                                lambda: self.write_engine, self.deadlines, self.hook_timeout_ms)
         else:
             self.dead_letters = DeadLetterFile(
                 config[cfg.DEAD_LETTER_PATH] or os.path.join(app.instance_path, cfg.DEAD_LETTER_FILENAME))
-        self.warned_legacy_sqlite = False
         self._host_tables: HostTables | None = None
         self._statements: dict[str, t.Any] = {}
         self._lock = threading.Lock()
@@ -83,10 +91,11 @@ class AnalyticsState:
         return hashlib.sha256("\x1f".join(facts).encode()).hexdigest()[:16]
 
     # -- identity ------------------------------------------------------------------------------
-    def authorize(self, route: str) -> IdentityLike:
-        """Load the caller, check the route's minimum role (401/403), then count the call (429)."""
+    def authorize(self, route: str, limit: str | None = None) -> IdentityLike:
+        """Load the caller, check the route's minimum role (401/403), then count the call against the
+        limit ``limit`` (default: the route's own) (429)."""
         identity = require_role(self.identity_loader(), self.roles, self.route_roles[route])
-        self.limits.hit(route, identity.account_id, identity.user_id)
+        self.limits.hit(limit or route, identity.account_id, identity.user_id)
         return identity
 
     # -- database ------------------------------------------------------------------------------
@@ -113,7 +122,8 @@ class AnalyticsState:
         if self._host_tables is None:
             with self._lock:
                 if self._host_tables is None:
-                    self._host_tables = reflect_host_tables(self._read_connection(), self.config)
+                    with self.read_engine.connect() as connection:
+                        self._host_tables = reflect_host_tables(connection, self.config)
         return self._host_tables
 
     def once(self, name: str, build: t.Callable[[], t.Any]) -> t.Any:
@@ -123,21 +133,16 @@ class AnalyticsState:
             statement = self._statements[name] = build()
         return statement
 
-    def _read_connection(self) -> sa.Connection:
-        return self.db.session.connection(bind_arguments={"bind": self.read_engine})
+    def read(self, statement: t.Any, params: t.Mapping[str, t.Any]) -> list[sa.Row[t.Any]]:
+        """Run a read on the analytics engine, in a short transaction of the plugin's own, and fetch it all.
 
-    def read(self, statement: t.Any, params: t.Mapping[str, t.Any]) -> sa.Result[t.Any]:
-        """Run a read on the analytics engine; on a database error leave the host's session usable.
-
-        With ``FLOWPILOT_ANALYTICS_TENANT_SETTING`` the tenant is set first, in the same transaction.
+        The host's session, transaction and row-level-security setting are never touched: with
+        ``FLOWPILOT_ANALYTICS_TENANT_SETTING`` the tenant is set in the plugin's transaction only.
         """
-        try:
+        with self.read_engine.connect() as connection:
             if self.tenant_setting is not None:
-                set_tenant(self._read_connection(), self.tenant_setting, params["account_id"])
-            return self.db.session.execute(statement, params, bind_arguments={"bind": self.read_engine})
-        except sa.exc.SQLAlchemyError:
-            self.db.session.rollback()
-            raise
+                set_tenant(connection, self.tenant_setting, params["account_id"])
+            return list(connection.execute(statement, params).all())
 
 
 def current_state() -> AnalyticsState:

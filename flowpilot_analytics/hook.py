@@ -1,28 +1,35 @@
 """The post-push hook: record ``note_posted`` / ``time_entry_posted`` after a successful PSA push.
 
 Contract: the push's return value and exceptions pass through untouched; recording never raises,
-never flushes the host's pending objects and never rolls back the host's work.
+never touches the host's session, transaction or row-level-security setting, and never holds the
+push longer than ``FLOWPILOT_ANALYTICS_HOOK_TIMEOUT_MS``.
 
-Transaction semantics: when the host's ``db.session`` has a transaction open, the row is written in
-it, inside a SAVEPOINT taken on the session's connection (no autoflush), so it commits or rolls back
-with the host's own record of the push; a failed insert rolls back only its savepoint. When the
-session has no transaction, the row is committed at once on a pooled connection of its own.
+Recording semantics: the activity table mirrors what the PSA holds. Once a push has returned, its
+activity is written in the plugin's own short transaction on a connection of its own, whatever the
+host's transaction does next (commit, roll back, or end without a commit). Each activity carries an
+``idempotency_key`` (a UUID), so a late write and any number of replays record it once. A write that
+fails or misses the deadline goes to the dead-letter store with an ERROR log of its ids (never the
+note text or the PSA's answer).
+
+SQLite allows one writer, and a host transaction that has read or written holds a lock a second
+connection would wait on; there the write happens as soon as the host's transaction ends (commit,
+rollback or session close).
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
-import math
 import typing as t
+import uuid
 from collections.abc import Mapping
 
 import sqlalchemy as sa
 from flask import current_app, has_app_context
 
+from .activities import describe, error_text, insert_activity, validate_payload
+from .deadline import DeadlineExceeded
 from .signals import activity_recorded
-from .tables import set_tenant
 
 if t.TYPE_CHECKING:
     from .extension import AnalyticsState
@@ -60,129 +67,99 @@ def default_extract(activity_type: str) -> Extract:
 
 
 def build_payload(activity_type: str, fields: Mapping[str, t.Any], state: AnalyticsState) -> dict[str, t.Any]:
-    """The row to insert: normalized, complete, and JSON-friendly for the error log."""
+    """The row to insert: normalized, complete, with a fresh idempotency key."""
     if fields.get("account_id") is None:
         raise ValueError("the pushed session has no account_id")
-    minutes = fields.get("minutes")
-    if minutes is not None:
-        minutes = float(minutes)
-        if not math.isfinite(minutes) or minutes < 0:
-            raise ValueError(f"minutes must be a finite number >= 0, got {minutes!r}")
     ticket, external = fields.get("psa_ticket_id"), fields.get("external_id")
-    return {
+    return validate_payload({
         "account_id": fields["account_id"],
         "session_id": fields.get("session_id"),
         "activity_type": activity_type,
         "psa_ticket_id": None if ticket is None else str(ticket),
         "external_id": None if external is None else str(external),
-        "minutes": minutes,
+        "minutes": fields.get("minutes"),
         "created_at": state.clock(),
-    }
+        "idempotency_key": str(uuid.uuid4()),
+    })
 
 
-def _insert_once(table: sa.Table, dialect: str) -> t.Any:
-    """INSERT that skips a row already recorded (same account, type and external id)."""
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
+def write_activity(state: AnalyticsState, payload: Mapping[str, t.Any]) -> bool:
+    """Write one activity on a pooled connection of the plugin's own, bounded by the hook's deadline.
 
-        return pg_insert(table).on_conflict_do_nothing()
-    if dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        return sqlite_insert(table).on_conflict_do_nothing()
-    if dialect in ("mysql", "mariadb"):
-        return table.insert().prefix_with("IGNORE")
-    return table.insert()
-
-
-def write_activity(state: AnalyticsState, payload: Mapping[str, t.Any]) -> tuple[bool, sa.orm.Session | None]:
-    """Insert one activity row (see the module docstring).
-
-    Returns whether a new row was written, and the host's session when the row joined its open
-    transaction (so that what follows the row waits for that transaction's commit).
+    Raises on failure, and :class:`~flowpilot_analytics.deadline.DeadlineExceeded` past the deadline: the
+    write may still land later, and its idempotency key keeps a replay of the dead letter from doubling it.
     """
-    session = state.db.session()  # the scoped session's current Session
-    engine = state.write_engine
-    table = state.activity_io
-    statement = _insert_once(table, engine.dialect.name).values(**payload)
-    returning = engine.dialect.insert_returning
-    if returning:  # rowcount is not reliable for INSERT .. ON CONFLICT with implicit RETURNING
-        statement = statement.returning(table.c.id)
+    timeout_ms = state.hook_timeout_ms
+    engine = state.write_engine  # resolved here: the helper thread has no app context
 
-    def run(connection: sa.Connection) -> bool:
-        set_tenant(connection, state.tenant_setting, payload["account_id"])
-        result = connection.execute(statement)
-        return result.first() is not None if returning else result.rowcount == 1
+    def write() -> bool:
+        with engine.connect() as connection:
+            return insert_activity(connection, state.activity_io, state.tenant_setting, payload, timeout_ms)
 
-    if session.in_transaction():
-        connection = session.connection(bind_arguments={"bind": engine})
-        _warn_legacy_sqlite(state, connection)
-        with connection.begin_nested():
-            return run(connection), session
-    with engine.begin() as connection:
-        return run(connection), None
+    return state.deadlines.run(write, timeout_ms / 1000.0)
 
 
-def _warn_legacy_sqlite(state: AnalyticsState, connection: sa.Connection) -> None:
-    """Once per app: say so when pysqlite's legacy transactions would let the savepoint commit on its own."""
-    if state.warned_legacy_sqlite or connection.dialect.name != "sqlite":
+DEFERRED_KEY = "flowpilot_analytics_deferred"
+
+
+def defer_until_transaction_end(session: sa.orm.Session, action: t.Callable[[], None]) -> None:
+    """Run ``action`` once the session's outermost transaction ends, by commit, rollback or close."""
+    if DEFERRED_KEY not in session.info:  # one listener per session, however many pushes
+        session.info[DEFERRED_KEY] = []
+        sa.event.listen(session, "after_transaction_end", _run_deferred)
+    session.info[DEFERRED_KEY].append(action)
+
+
+def _run_deferred(session: sa.orm.Session, transaction: sa.orm.SessionTransaction) -> None:
+    if transaction.parent is not None or not session.info.get(DEFERRED_KEY):
         return
-    dbapi_connection = connection.connection.dbapi_connection
-    if getattr(dbapi_connection, "autocommit", None) is False:  # Python 3.12's PEP 249 mode: real transactions
-        return
-    if getattr(dbapi_connection, "isolation_level", None) is not None:
-        state.warned_legacy_sqlite = True
-        logger.warning("flowpilot_analytics: this SQLite engine uses pysqlite's legacy transactions; an activity "
-                       "written while the host has only read commits on its own. Apply "
-                       "flowpilot_analytics.sqlite_transactional(db.engine) (see the README).")
-
-
-PENDING_KEY = "flowpilot_analytics_after_commit"
-
-
-def after_commit(session: sa.orm.Session | None, action: t.Callable[[], None]) -> None:
-    """Run ``action`` now, or, inside the host's transaction, once it commits (never if it rolls back)."""
-    if session is None:
-        action()
-        return
-    if PENDING_KEY not in session.info:  # one pair of listeners per session, however many pushes
-        session.info[PENDING_KEY] = []
-        sa.event.listen(session, "after_commit", _run_pending)
-        sa.event.listen(session, "after_transaction_end", _drop_pending)
-    session.info[PENDING_KEY].append(action)
-
-
-def _run_pending(session: sa.orm.Session) -> None:
-    actions, session.info[PENDING_KEY] = session.info[PENDING_KEY], []
+    actions, session.info[DEFERRED_KEY] = session.info[DEFERRED_KEY], []
     for action in actions:
         action()
 
 
-def _drop_pending(session: sa.orm.Session, transaction: sa.orm.SessionTransaction) -> None:
-    if transaction.parent is None:  # the outermost transaction ended without a commit running them
-        session.info[PENDING_KEY] = []
-
-
-def _describe(payload: Mapping[str, t.Any] | None, activity_type: str, args: t.Any, kwargs: t.Any,
-              result: t.Any) -> str:
-    if payload is not None:
-        return json.dumps(dict(payload), default=str, sort_keys=True)
-    return json.dumps({"activity_type": activity_type, "args": repr(args), "kwargs": repr(kwargs),
-                       "result": repr(result)}, sort_keys=True)
+def _holds_sqlite_lock(state: AnalyticsState, session: sa.orm.Session) -> bool:
+    """Whether a write now would wait on the host's own open transaction (SQLite: one writer, readers block)."""
+    return state.write_engine.dialect.name == "sqlite" and session.in_transaction()
 
 
 def _dead_letter(state: AnalyticsState, payload: Mapping[str, t.Any]) -> None:
     """Keep an activity that could not be written, for ``flask flowpilot-analytics replay-activities``."""
     try:
-        state.dead_letters.append(payload, state.db.session())
-    except Exception:
-        logger.error("flowpilot_analytics: the dead-letter store %s failed too; only the log above has the payload",
-                     state.dead_letters.location, exc_info=True)
+        state.dead_letters.append(payload)
+    except Exception as exc:
+        logger.error("flowpilot_analytics: the dead-letter store %s failed too (%s); only this log has the "
+                     "activity: %s", state.dead_letters.location, error_text(exc), describe(payload))
+
+
+def _record_now(app: t.Any, state: AnalyticsState, payload: dict[str, t.Any]) -> None:
+    """Write the activity, or keep it as a dead letter; never raises."""
+    try:
+        recorded = write_activity(state, payload)
+    except Exception as exc:
+        if isinstance(exc, DeadlineExceeded):
+            exc.future.add_done_callback(lambda done: _late(state, payload, done))
+        logger.error("flowpilot_analytics: could not record a %s activity (%s); kept as a dead letter in %s "
+                     "for `flask flowpilot-analytics replay-activities`; activity: %s", payload["activity_type"],
+                     error_text(exc), state.dead_letters.location, describe(payload))
+        _dead_letter(state, payload)
+        return
+    if not recorded:
+        logger.info("flowpilot_analytics: %s %s already recorded for account %s", payload["activity_type"],
+                    payload["external_id"], payload["account_id"])
+        return
+    _announce(app, state, payload)
+
+
+def _late(state: AnalyticsState, payload: Mapping[str, t.Any], done: t.Any) -> None:
+    """A write that missed the deadline finished after all: its row exists, so drop the stale cache."""
+    if not done.cancelled() and done.exception() is None and done.result():
+        state.cache.invalidate("psa_metrics", payload["account_id"])
 
 
 def record(activity_type: str, extract: Extract, args: tuple[t.Any, ...],
            kwargs: dict[str, t.Any], result: t.Any) -> None:
-    """Record one activity after a push; every failure is logged at ERROR with the payload, never raised."""
+    """Record one activity after a push; every failure is logged at ERROR (ids only), never raised."""
     from .extension import EXTENSION_KEY
 
     if not has_app_context():
@@ -194,32 +171,24 @@ def record(activity_type: str, extract: Extract, args: tuple[t.Any, ...],
         logger.warning("flowpilot_analytics: %s push in an app without flowpilot_analytics; activity not recorded",
                        activity_type)
         return
-    payload: dict[str, t.Any] | None = None
     try:
-        with state.db.session().no_autoflush:  # reading an expired host object must not flush its pending ones
+        session = state.db.session()
+        with session.no_autoflush:  # reading an expired host object must not flush its pending ones
             fields = extract(args, kwargs, result)
         payload = build_payload(activity_type, fields, state)
-    except Exception:
-        logger.error("flowpilot_analytics: could not read a %s activity from the push; payload for replay: %s",
-                     activity_type, _describe(payload, activity_type, args, kwargs, result), exc_info=True)
-        return
-    try:
-        recorded, host_session = write_activity(state, payload)
-    except Exception:
-        logger.error("flowpilot_analytics: could not record a %s activity; payload for replay: %s",
-                     activity_type, _describe(payload, activity_type, args, kwargs, result), exc_info=True)
-        _dead_letter(state, payload)
-        return
-    if not recorded:
-        logger.info("flowpilot_analytics: %s %s already recorded for account %s", activity_type,
-                    payload["external_id"], payload["account_id"])
+    except Exception as exc:
+        logger.error("flowpilot_analytics: could not read a %s activity from the push (%s); not recorded",
+                     activity_type, error_text(exc))
         return
     app = current_app._get_current_object()
-    after_commit(host_session, lambda: _announce(app, state, dict(payload)))
+    if _holds_sqlite_lock(state, session):
+        defer_until_transaction_end(session, lambda: _record_now(app, state, payload))
+        return
+    _record_now(app, state, payload)
 
 
 def _announce(app: t.Any, state: AnalyticsState, payload: dict[str, t.Any]) -> None:
-    """Once the row is committed: drop the account's cached psa-metrics and send the signal."""
+    """Once the row is durable: drop the account's cached psa-metrics and send the signal."""
     try:
         state.cache.invalidate("psa_metrics", payload["account_id"])
         activity_recorded.send(app, activity=payload)

@@ -22,7 +22,8 @@ _ERRORS = {
            "claimer column (`unsupported_grouping`).",
     "401": "Nobody is signed in (`unauthenticated`).",
     "403": "The role is below the route's minimum or unknown (`forbidden`, `unknown_role`).",
-    "500": "Unexpected failure (`internal_error`); logged, no internals in the body.",
+    "500": "A table or column is missing or unreadable (`schema_missing`, naming it and the command that "
+           "checks the schema), or an unexpected failure (`internal_error`); logged, no internals in the body.",
     "503": "The database failed (`database_unavailable`); logged.",
 }
 
@@ -31,17 +32,16 @@ def _error(description: str) -> dict[str, t.Any]:
     return {"description": description, "content": {"application/json": {"schema": "ErrorEnvelope"}}}
 
 
-def _operation(summary: str, args: type, body: str, minimum_role: str, limited: bool) -> dict[str, t.Any]:
+def _operation(summary: str, args: type, body: str, minimum_role: str) -> dict[str, t.Any]:
     responses: dict[str, t.Any] = {
         "200": {"description": "The report.", "content": {"application/json": {"schema": body}},
                 "headers": {"ETag": {"schema": {"type": "string"}},
                             "Cache-Control": {"schema": {"type": "string"}}}},
         "304": {"description": "Not modified: the `If-None-Match` ETag still matches."},
         **{code: _error(text) for code, text in _ERRORS.items()},
+        "429": {**_error("Over the per-user rate limit (`rate_limited`)."),
+                "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
     }
-    if limited:
-        responses["429"] = {**_error("Over the per-user rate limit (`rate_limited`)."),
-                            "headers": {"Retry-After": {"schema": {"type": "integer"}}}}
     return {"get": {"summary": summary, "description": f"Needs the role `{minimum_role}` or above.",
                     "parameters": [{"in": "query", "schema": args}], "responses": responses}}
 
@@ -58,13 +58,13 @@ def build_document(url_prefix: str, route_roles: t.Mapping[str, str]) -> dict[st
     base = url_prefix.rstrip("/") + "/analytics/flowpilot"
     spec.path(path=f"{base}/escalations", operations=_operation(
         "Time from an escalation claim to the first action after it", EscalationArgs, "EscalationMetrics",
-        route_roles["escalations"], limited=False))
+        route_roles["escalations"]))
     handoffs = _operation("The handoffs behind the escalation number, newest claim first (paged, or CSV)",
-                          HandoffsArgs, "HandoffPage", route_roles["escalations"], limited=False)
+                          HandoffsArgs, "HandoffPage", route_roles["escalations"])
     handoffs["get"]["responses"]["200"]["content"]["text/csv"] = {"schema": {"type": "string"}}
     spec.path(path=f"{base}/escalations/handoffs", operations=handoffs)
     psa = _operation("Time entries, documentation funnel and daily trend", PsaMetricsArgs, "EnhancedPsaMetrics",
-                     route_roles["psa_metrics"], limited=True)
+                     route_roles["psa_metrics"])
     psa["get"]["responses"]["200"]["content"]["text/csv"] = {"schema": {"type": "string"}}
     spec.path(path=f"{base}/psa-metrics", operations=psa)
     spec.path(path=f"{base}/openapi.json", operations={"get": {

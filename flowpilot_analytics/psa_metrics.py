@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 import typing as t
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -75,8 +76,12 @@ def build_activities_query(activities: sa.Table, dialect: str) -> sa.Select[t.An
     """The account's note and time-entry activities created in the window, grouped by day and type."""
     a = activities
     bucket = day_bucket(a.c.created_at, dialect).label("bucket")
+    # NaN (PostgreSQL numeric allows it, and sorts it above every number) and infinities are not minutes:
+    # they are left out of the sum and counted, so one bad row never poisons an account's totals.
+    valid = sa.and_(a.c.minutes >= 0, a.c.minutes < sa.literal(10**12, sa.Numeric()))
     return (
-        sa.select(bucket, a.c.activity_type, sa.func.count(), sa.func.sum(a.c.minutes))
+        sa.select(bucket, a.c.activity_type, sa.func.count(), sa.func.sum(sa.case((valid, a.c.minutes))),
+                  sa.func.count(sa.case((sa.and_(a.c.minutes.is_not(None), sa.not_(valid)), 1))))
         .where(
             a.c.account_id == sa.bindparam("account_id"),
             a.c.activity_type.in_([NOTE_POSTED, TIME_ENTRY_POSTED]),
@@ -108,6 +113,8 @@ class PsaResult:
     doc_pushed: int = 0
     time_entry_logged: int = 0
     daily_trend: list[DayRow] = field(default_factory=list)
+    #: Stored minutes that are not a finite number >= 0 (skipped in the totals; the route logs them).
+    invalid_minutes: int = 0
 
 
 def rate(part: int, whole: int) -> float | None:
@@ -140,12 +147,16 @@ def summarize(sessions: t.Iterable[t.Any], activities: t.Iterable[t.Any], window
         result.doc_pushed += doc_pushed or 0
         result.time_entry_logged += time_entry_logged or 0
         day_of(bucket).sessions += count
-    for bucket, activity_type, count, minutes in activities:
+    for bucket, activity_type, count, minutes, invalid in activities:
         row = day_of(bucket)
+        result.invalid_minutes += invalid or 0
         if activity_type == NOTE_POSTED:
             row.notes_posted += count
         else:
             minutes = float(minutes or 0.0)
+            if not math.isfinite(minutes):
+                result.invalid_minutes += count
+                minutes = 0.0
             result.time_entry_count += count
             result.total_minutes += minutes
             row.time_entries += count

@@ -14,12 +14,13 @@ import math
 import threading
 import time
 import typing as t
+from urllib.parse import quote
 
 import limits
 from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter, RateLimiter
 
-from .errors import ApiError
+from .errors import ApiError, redact, redact_uri
 
 if t.TYPE_CHECKING:
     from flask_limiter import Limiter
@@ -67,12 +68,14 @@ class RouteLimits:
                 with self._lock:
                     if self._down_since is None:
                         logger.warning("flowpilot_analytics: rate-limit storage %s unavailable (%s); limiting per "
-                                       "process until it is back", self.storage_uri, exc)
+                                       "process until it is back", redact_uri(self.storage_uri),
+                                       redact(str(exc), self.storage_uri))
                     self._down_since = time.monotonic()
             else:
                 with self._lock:
                     if self._down_since is not None:
-                        logger.warning("flowpilot_analytics: rate-limit storage %s is back", self.storage_uri)
+                        logger.warning("flowpilot_analytics: rate-limit storage %s is back",
+                                       redact_uri(self.storage_uri))
                     self._down_since = None
                 return allowed, reset_at
         allowed = self._fallback.hit(item, *ids)
@@ -80,7 +83,9 @@ class RouteLimits:
 
     @staticmethod
     def _identifiers(route: str, account_id: t.Any, user_id: t.Any) -> tuple[str, ...]:
-        return (NAMESPACE, route, str(account_id), str(user_id))
+        """The storage key's parts; ``limits`` joins them with ``/``, so each id is percent-encoded and no
+        two (account, user) pairs can share a key."""
+        return (NAMESPACE, route, quote(str(account_id), safe=""), quote(str(user_id), safe=""))
 
     def hit(self, route: str, account_id: t.Any, user_id: t.Any) -> None:
         """Count one call by this user; over the limit raise a 429 with ``Retry-After``.

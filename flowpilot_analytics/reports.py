@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import base64
-import itertools
-import json
 import typing as t
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
+from itsdangerous import BadSignature
+
 from . import config as cfg
 from . import escalations, psa_metrics
-from .errors import ApiError
+from .errors import ApiError, logger
+from .identity import IdentityLike
 from .periods import Window, previous_window, window_from_args
 
 if t.TYPE_CHECKING:
@@ -80,8 +80,13 @@ def _psa(state: AnalyticsState, account_id: t.Any, window: Window, zone_name: st
     activities_query = state.once(
         "psa_activities", lambda: psa_metrics.build_activities_query(activities, state.dialect))
     params = _params(account_id, window, tz=zone_name)
-    return psa_metrics.summarize(state.read(sessions_query, params), state.read(activities_query, params),
-                                 window, ZoneInfo(zone_name))
+    result = psa_metrics.summarize(state.read(sessions_query, params), state.read(activities_query, params),
+                                   window, ZoneInfo(zone_name))
+    if result.invalid_minutes:
+        logger.warning("flowpilot_analytics: account %s has %d stored activities whose minutes are not a finite "
+                       "number >= 0; they are left out of the time-entry totals", account_id,
+                       result.invalid_minutes)
+    return result
 
 
 def _psa_figures(result: psa_metrics.PsaResult) -> dict[str, t.Any]:
@@ -114,80 +119,122 @@ def psa_report(state: AnalyticsState, account_id: t.Any, args: t.Mapping[str, t.
     return body
 
 
-def encode_cursor(sort_key: t.Any, handoff_id: t.Any) -> str:
-    """An opaque ``next_cursor``: the last row's stored claim and id."""
+#: Most handoffs one drill-down page examines. A bucket filter that matches little would otherwise scan
+#: the whole window for one page; past this the page ends early (even empty) with a ``next_cursor``.
+MAX_SCAN_ROWS = 5000
+
+_BAD_CURSOR = {"fields": {"cursor": ["Not a cursor this API returned to you."]}}
+
+
+def encode_cursor(state: AnalyticsState, identity: IdentityLike, sort_key: t.Any, handoff_id: t.Any) -> str:
+    """A signed ``next_cursor``: the last row's stored claim and id, for this account and user only."""
     key = sort_key.isoformat() if isinstance(sort_key, datetime) else str(sort_key)
-    raw = json.dumps({"k": key, "id": handoff_id}, default=str, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return state.cursors.dumps({"k": key, "id": handoff_id, "a": str(identity.account_id),
+                                "u": str(identity.user_id)})
 
 
-def decode_cursor(cursor: str, dialect: str) -> tuple[t.Any, t.Any]:
-    """The keyset a ``next_cursor`` stands for, checked; a 400 for anything this API did not return."""
+def _id_checker(column: t.Any) -> t.Callable[[t.Any], bool]:
+    """Whether a cursor's id fits the handoffs' id column (so it never reaches the database as a bad value)."""
     try:
-        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        key, handoff_id = data["k"], data["id"]
-        if not isinstance(key, str) or len(key) > 64:
-            raise ValueError("key")
-        if isinstance(handoff_id, bool) or not isinstance(handoff_id, (int, str)) or (
-                isinstance(handoff_id, int) and not -2**63 <= handoff_id < 2**63):
-            raise ValueError("id")
-        if dialect.startswith("sqlite"):
-            return key, handoff_id
-        moment = datetime.fromisoformat(key)
-        if not 1900 <= moment.year <= 9000:
-            raise ValueError("year")
-        return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)), handoff_id
-    except Exception:
+        python_type = column.type.python_type
+    except NotImplementedError:
+        python_type = None
+    if python_type is int:
+        return lambda v: isinstance(v, int) and not isinstance(v, bool) and -2**63 <= v < 2**63
+    if python_type is str:
+        length = getattr(column.type, "length", None) or 1000
+        return lambda v: isinstance(v, str) and len(v) <= length
+    return lambda v: (isinstance(v, str) and len(v) <= 1000) or (
+        isinstance(v, int) and not isinstance(v, bool) and -2**63 <= v < 2**63)
+
+
+def decode_cursor(state: AnalyticsState, identity: IdentityLike, cursor: str) -> tuple[t.Any, t.Any]:
+    """The keyset a ``next_cursor`` stands for; a 400 for a cursor not signed by this app or not issued to this
+    caller, or whose fields do not fit the columns they are compared with."""
+    try:
+        data = state.cursors.loads(cursor)
+    except BadSignature:
         raise ApiError(400, "invalid_parameter", "The cursor is not one this API returned.",
-                       details={"fields": {"cursor": ["Not a valid cursor."]}}) from None
+                       details=_BAD_CURSOR) from None
+    if not isinstance(data, dict) or (data.get("a"), data.get("u")) != (str(identity.account_id),
+                                                                        str(identity.user_id)):
+        raise ApiError(400, "invalid_parameter", "The cursor was issued to another user.", details=_BAD_CURSOR)
+    key, handoff_id = data.get("k"), data.get("id")
+    valid_id = _id_checker(state.host_tables().handoffs.c.id)
+    if not isinstance(key, str) or len(key) > 64 or not valid_id(handoff_id):
+        raise ApiError(400, "invalid_parameter", "The cursor is not one this API returned.", details=_BAD_CURSOR)
+    if state.dialect.startswith("sqlite"):
+        return key, handoff_id
+    try:
+        moment = datetime.fromisoformat(key)
+    except ValueError:
+        raise ApiError(400, "invalid_parameter", "The cursor is not one this API returned.",
+                       details=_BAD_CURSOR) from None
+    if not 1900 <= moment.year <= 9000:
+        raise ApiError(400, "invalid_parameter", "The cursor is not one this API returned.", details=_BAD_CURSOR)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)), handoff_id
 
 
-def bucket_filter(value: str | None, edges: t.Sequence[float]) -> tuple[bool, int | None]:
-    """``(filtering, bucket)``: no filter, a bucket index, or ``(True, None)`` for no action."""
-    if value is None:
-        return False, None
-    if value == "no_action":
-        return True, None
-    if value.isascii() and value.isdigit() and int(value) <= len(edges):
-        return True, int(value)
-    raise ApiError(400, "invalid_parameter", "bucket is a distribution bucket index or no_action.",
-                   details={"fields": {"bucket": [f"One of 0..{len(edges)} or no_action."]}})
-
-
-def iter_handoffs(state: AnalyticsState, account_id: t.Any, args: t.Mapping[str, t.Any],
-                  after: tuple[t.Any, t.Any] | None = None) -> t.Iterator[dict[str, t.Any]]:
-    """Every handoff in scope after the keyset ``after``, newest first, filtered by bucket, in chunks."""
+def _scan(state: AnalyticsState, account_id: t.Any, args: t.Mapping[str, t.Any],
+          after: tuple[t.Any, t.Any] | None, chunk: int) -> t.Iterator[tuple[dict[str, t.Any], bool]]:
+    """Every handoff in scope after the keyset ``after``, newest first, in chunks; each with whether it
+    passes the bucket filter (a validated index, ``"no_action"`` or absent)."""
     edges = list(state.config[cfg.BUCKET_EDGES_SECONDS])
-    filtering, wanted = bucket_filter(args.get("bucket"), edges)
+    wanted = args.get("bucket")
     window = window_from_args(args, state.clock())
     tables = state.host_tables()
     first, following = (state.once(f"escalation_handoffs:{more}", lambda more=more: (
         escalations.build_handoffs_query(tables, state.dialect, state.skew_seconds, after=more)))
         for more in (False, True))
-    chunk = 500
     while True:
         params = {**_params(account_id, window), "page_size": chunk}
         if after is not None:
             params.update(after_key=after[0], after_id=after[1])
-        rows = state.read(first if after is None else following, params).all()
+        rows = state.read(first if after is None else following, params)
         for handoff_id, session_id, claimed_at, first_step_at, sort_key in rows:
             seconds = escalations.delta_seconds(claimed_at, first_step_at)
             bucket = None if seconds is None else escalations.bucket_index(seconds, edges)
-            if not filtering or bucket == wanted:
-                yield {"handoff_id": handoff_id, "session_id": session_id, "claimed_at": claimed_at,
-                       "first_action_at": first_step_at, "seconds": seconds, "bucket": bucket,
-                       "sort_key": sort_key}
+            matches = wanted is None or (bucket is None if wanted == "no_action" else bucket == wanted)
+            yield ({"handoff_id": handoff_id, "session_id": session_id, "claimed_at": claimed_at,
+                    "first_action_at": first_step_at, "seconds": seconds, "bucket": bucket,
+                    "sort_key": sort_key}, matches)
         if len(rows) < chunk:
             return
         after = (rows[-1][4], rows[-1][0])
 
 
-def handoff_page(state: AnalyticsState, account_id: t.Any, args: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
-    """One ``HandoffPage``: up to ``limit`` items and the cursor of the next page (``None`` at the end)."""
+def iter_handoffs(state: AnalyticsState, account_id: t.Any, args: t.Mapping[str, t.Any]
+                  ) -> t.Iterator[dict[str, t.Any]]:
+    """Every handoff in scope that passes the bucket filter, newest first (the CSV export)."""
+    return (row for row, matches in _scan(state, account_id, args, None, 500) if matches)
+
+
+def handoff_page(state: AnalyticsState, identity: IdentityLike, args: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """One ``HandoffPage``: up to ``limit`` items and the cursor of the next page (``None`` at the end).
+
+    A page examines at most :data:`MAX_SCAN_ROWS` handoffs; when a bucket filter leaves it short, it ends
+    early with fewer items (maybe none) and a ``next_cursor`` that continues after the last one examined.
+    """
     window = window_from_args(args, state.clock())
-    after = decode_cursor(args["cursor"], state.dialect) if args.get("cursor") else None
-    items = list(itertools.islice(iter_handoffs(state, account_id, args, after), args["limit"] + 1))
-    more = len(items) > args["limit"]
-    items = items[: args["limit"]]
+    after = decode_cursor(state, identity, args["cursor"]) if args.get("cursor") else None
+    limit = args["limit"]
+    chunk = 500 if args.get("bucket") is not None else limit + 1
+    items: list[dict[str, t.Any]] = []
+    last: dict[str, t.Any] | None = None
+    scanned = 0
+    exhausted = True
+    for row, matches in _scan(state, identity.account_id, args, after, chunk):
+        if matches:
+            if len(items) == limit:  # one more exists: the page is full
+                last, exhausted = items[-1], False
+                break
+            items.append(row)
+        scanned += 1
+        last = row
+        if scanned >= MAX_SCAN_ROWS:
+            exhausted = False
+            break
+    cursor = None if exhausted or last is None else encode_cursor(state, identity, last["sort_key"],
+                                                                  last["handoff_id"])
     return {"period": window.period, "window_start": window.start, "window_end": window.end, "items": items,
-            "next_cursor": encode_cursor(items[-1]["sort_key"], items[-1]["handoff_id"]) if more else None}
+            "next_cursor": cursor}

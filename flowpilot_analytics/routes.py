@@ -16,7 +16,7 @@ from . import reports
 from .cli import register_commands
 from .errors import ApiError, logger, register_error_handlers
 from .extension import current_state
-from .config import MAX_RANGE_DAYS, URL_PREFIX
+from .config import BUCKET_EDGES_SECONDS, MAX_RANGE_DAYS, URL_PREFIX
 from .openapi import build_document
 from .periods import PERIODS
 from .schemas import (EnhancedPsaMetrics, EscalationArgs, EscalationMetrics, HandoffPage, HandoffsArgs,
@@ -42,9 +42,10 @@ def cached_json(route: str, account_id: t.Any, args: t.Mapping[str, t.Any],
                 compute: t.Callable[[], t.Mapping[str, t.Any]]) -> Response:
     """Serve the account's cached body for these parameters, or compute and cache it.
 
-    Every answer carries ``Cache-Control: private, max-age=<TTL>`` and an ``ETag``; a matching
-    ``If-None-Match`` gets a 304. Authorization and the rate limit ran before this, so cached
-    answers still count against the limit.
+    Every answer carries ``Cache-Control: private, no-cache`` (a browser must ask again each time, so a
+    shared browser never shows one user's answer to the next), ``Vary`` on the credential headers, and an
+    ``ETag``: a matching ``If-None-Match`` gets a 304. Authorization and the rate limit ran before this,
+    so cached answers still count against the limit.
     """
     state = current_state()
     key = state.cache.key(route, account_id, args)
@@ -54,7 +55,9 @@ def cached_json(route: str, account_id: t.Any, args: t.Mapping[str, t.Any],
                 + "\n").encode()
         state.cache.store(key, body)
     response = current_app.response_class(body, mimetype="application/json")
-    response.headers["Cache-Control"] = f"private, max-age={state.cache.ttl}"
+    response.headers["Cache-Control"] = "private, no-cache"
+    for header in state.vary_headers:
+        response.vary.add(header)
     response.set_etag(hashlib.sha256(body).hexdigest()[:32])
     return response.make_conditional(request)
 
@@ -76,10 +79,21 @@ def wants_csv(args: t.Mapping[str, t.Any]) -> bool:
     return request.accept_mimetypes.best_match(["application/json", "text/csv"]) == "text/csv"
 
 
-def csv_response(filename: str, header: list[str], rows: t.Iterable[list[t.Any]]) -> Response:
-    """Stream a CSV with a header row; rows are produced while the response is sent."""
+#: A cell a spreadsheet would run as a formula starts with one of these (OWASP's CSV injection list).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
-    rows = iter(rows)
+
+def neutralise(cell: t.Any) -> t.Any:
+    """A text cell that would start a formula gets a leading ``'`` (OWASP); numbers stay numbers."""
+    if isinstance(cell, str) and cell.startswith(FORMULA_STARTS):
+        return "'" + cell
+    return cell
+
+
+def csv_response(filename: str, header: list[str], rows: t.Iterable[list[t.Any]]) -> Response:
+    """Stream a CSV with a header row; rows are produced while the response is sent, cells neutralised."""
+
+    rows = ([neutralise(cell) for cell in row] for row in rows)
     first = next(rows, None)  # the first query runs now, so a failure is still a JSON error, not a cut stream
 
     def generate() -> t.Iterator[str]:
@@ -109,8 +123,9 @@ def _iso(value: t.Any) -> str:
 def handoffs_view() -> Response:
     """``GET /analytics/flowpilot/escalations/handoffs``: the handoffs behind the number, paged or as CSV."""
     state = current_state()
-    identity = state.authorize("escalations")
-    args = load_query(state.once("args:handoffs", lambda: HandoffsArgs(max_range_days=state.config[MAX_RANGE_DAYS])))
+    identity = state.authorize("escalations", limit="escalation_handoffs")
+    args = load_query(state.once("args:handoffs", lambda: HandoffsArgs(
+        max_range_days=state.config[MAX_RANGE_DAYS], bucket_count=len(state.config[BUCKET_EDGES_SECONDS]) + 1)))
     if wants_csv(args):
         rows = reports.iter_handoffs(state, identity.account_id, args)
         return csv_response("escalation_handoffs.csv",
@@ -118,8 +133,10 @@ def handoffs_view() -> Response:
                             ([r["handoff_id"], r["session_id"], _iso(r["claimed_at"]), _iso(r["first_action_at"]),
                               "" if r["seconds"] is None else r["seconds"],
                               "no_action" if r["bucket"] is None else r["bucket"]] for r in rows))
-    return cached_json("escalation_handoffs", identity.account_id, args, lambda: t.cast(t.Mapping[str, t.Any], (
-        HANDOFF_PAGE.dump(reports.handoff_page(state, identity.account_id, args)))))
+    return cached_json("escalation_handoffs", identity.account_id,
+                       {**args, "user": str(identity.user_id)},  # cursors are the user's own
+                       lambda: t.cast(t.Mapping[str, t.Any], HANDOFF_PAGE.dump(
+                           reports.handoff_page(state, identity, args))))
 
 
 def psa_metrics_view() -> Response:

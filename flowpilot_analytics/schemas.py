@@ -76,11 +76,31 @@ class HandoffsArgs(PeriodArgs):
     class Meta(_Args.Meta):
         exclude = ("compare",)
 
-    bucket = fields.String(metadata={"description": "A distribution bucket index (0 = fastest) or no_action."})
+    bucket = fields.String(validate=validate.Length(max=16), metadata={
+        "description": "A distribution bucket index (0 = fastest) or no_action."})
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
-    cursor = fields.String(metadata={"description": "next_cursor of the previous page."})
+    cursor = fields.String(validate=validate.Length(max=1000), metadata={
+        "description": "next_cursor of the previous page (signed; valid for the user it was returned to)."})
     format = fields.String(validate=validate.OneOf(["json", "csv"]), metadata={
         "description": "csv streams every matching handoff (no paging); Accept: text/csv works too."})
+
+    def __init__(self, *args: t.Any, bucket_count: int = 6, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.bucket_count = bucket_count
+
+    @validates_schema
+    def _check_bucket(self, data: dict[str, t.Any], **kwargs: t.Any) -> None:
+        bucket = data.get("bucket")
+        if bucket is None or bucket == "no_action":
+            return
+        if not (bucket.isascii() and bucket.isdigit() and int(bucket) < self.bucket_count):
+            raise ValidationError(f"One of 0..{self.bucket_count - 1} or no_action.", "bucket")
+
+    @post_load
+    def _bucket_index(self, data: dict[str, t.Any], **kwargs: t.Any) -> dict[str, t.Any]:
+        if data.get("bucket") not in (None, "no_action"):
+            data["bucket"] = int(data["bucket"])
+        return data
 
 
 class HandoffItem(Schema):

@@ -204,7 +204,14 @@ def activity_io_table(declared: sa.Table) -> sa.Table:
 def activity_table(metadata: sa.MetaData, name: str, id_type: str) -> sa.Table:
     """The plugin's own ``psa_activity_logs``; reuses a table the host already declared."""
     if name in metadata.tables:
-        return metadata.tables[name]
+        declared = metadata.tables[name]
+        if "idempotency_key" not in declared.c:
+            raise ValueError(
+                f"The host's declaration of {name} has no idempotency_key column, which flowpilot_analytics "
+                f"0.2 needs to record each activity exactly once. Add Column('idempotency_key', String(36)) with "
+                f"a unique index to it and to the database (see the upgrade notes; `flask flowpilot-analytics "
+                f"doctor` prints the statements).")
+        return declared
     ids = ID_TYPES[id_type]
     return sa.Table(
         name,
@@ -217,9 +224,13 @@ def activity_table(metadata: sa.MetaData, name: str, id_type: str) -> sa.Table:
         sa.Column("external_id", sa.String(255), nullable=True),
         sa.Column("minutes", sa.Numeric(12, 2, asdecimal=False), nullable=True),
         sa.Column("created_at", UtcDateTime(timezone=True), nullable=False),
+        #: Given to each activity when it is pushed and carried by its dead letter: the row is written once,
+        #: however many times the hook's late write and any number of replays try. NULL on rows from 0.1.
+        sa.Column("idempotency_key", sa.String(36), nullable=True),
         sa.Index(f"ix_{name}_account_created", "account_id", "created_at"),
         sa.Index(f"ix_{name}_account_session_type", "account_id", "session_id", "activity_type"),
         sa.Index(f"uq_{name}_account_type_external", "account_id", "activity_type", "external_id", unique=True),
+        sa.Index(f"uq_{name}_idempotency_key", "idempotency_key", unique=True),
     )
 
 

@@ -58,7 +58,8 @@ def create_app(database_uri: str, *, analytics: FlowpilotAnalytics | None = None
     """App factory: the host's db, its routes, then the plugin in three lines."""
     app = Flask(__name__)
     # Caching is off unless a test turns it on: most tests change data between two requests.
-    app.config.update(SQLALCHEMY_DATABASE_URI=database_uri, TESTING=True, FLOWPILOT_ANALYTICS_CACHE_TTL=0)
+    app.config.update(SQLALCHEMY_DATABASE_URI=database_uri, TESTING=True, FLOWPILOT_ANALYTICS_CACHE_TTL=0,
+                      SECRET_KEY="test-host-secret")
     app.config.update(config)
     db.init_app(app)
 

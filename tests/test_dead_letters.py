@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import typing as t
 from collections import Counter
@@ -123,9 +124,11 @@ def test_dead_letter_file_is_json_lines_with_the_whole_payload(app: t.Any, psa: 
     path = app.config["FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH"]
     with open(path, encoding="utf-8") as handle:
         entries = [json.loads(line) for line in handle]
+    assert [len(entry.pop("idempotency_key")) for entry in entries] == [36]
     assert entries == [{"account_id": 1, "session_id": sess.id, "activity_type": "time_entry_posted",
                         "psa_ticket_id": "T-9", "external_id": "1000", "minutes": 25.0,
                         "created_at": "2026-11-15T12:00:00+00:00"}]
+    assert os.stat(path).st_mode & 0o777 == 0o600  # only its owner reads what the hook kept
 
 
 @pytest.mark.parametrize("app_config", [{"FLOWPILOT_ANALYTICS_DEAD_LETTER_TABLE": "fpa_dead_letters"}])

@@ -55,7 +55,7 @@ def test_settings_are_filled_with_setdefault(app: Flask) -> None:
 
 def test_constructor_form_registers_too(database_uri: str, make_app: t.Any) -> None:
     app = make_app(Flask("ctor"))
-    app.config.update(SQLALCHEMY_DATABASE_URI=database_uri)
+    app.config.update(SQLALCHEMY_DATABASE_URI=database_uri, SECRET_KEY="s")
     db.init_app(app)
     analytics = FlowpilotAnalytics(app, db=db, identity_loader=lambda: Identity(1, 1, "admin"))
     assert app.extensions["flowpilot_analytics"].extension is analytics
@@ -96,12 +96,21 @@ def test_host_error_pages_are_untouched(client: t.Any) -> None:
     assert client.get("/host/ping").get_json() == {"pong": "yes"}
 
 
-def test_database_failure_is_503_json_and_logged(client: t.Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_database_failure_is_503_json_and_logged(app: Flask, client: t.Any,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
     assert client.get(URL, headers=as_user(1)).status_code == 200
-    db.session.rollback()  # end the test's request-long transaction before DDL
-    host.SessionHandoff.__table__.drop(db.engine)
-    with caplog.at_level(logging.ERROR, logger="flowpilot_analytics"):
-        response = client.get(URL, headers=as_user(1))
+
+    def refuse(*args: t.Any) -> None:
+        raise sa.exc.OperationalError("SELECT", {}, ConnectionRefusedError("server closed the connection"))
+
+    with app.app_context():
+        engine = db.engine
+    sa.event.listen(engine, "before_cursor_execute", refuse)
+    try:
+        with caplog.at_level(logging.ERROR, logger="flowpilot_analytics"):
+            response = client.get(URL, headers=as_user(1))
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", refuse)
     assert response.status_code == 503
     body = response.get_json()
     assert body["error"]["code"] == "database_unavailable"
@@ -111,10 +120,14 @@ def test_database_failure_is_503_json_and_logged(client: t.Any, caplog: pytest.L
     assert client.get("/host/ping").status_code == 200  # the host's session is still usable
 
 
-def test_missing_host_table_is_503_then_recovers(client: t.Any) -> None:
+def test_missing_host_table_is_schema_missing_then_recovers(client: t.Any) -> None:
     db.session.rollback()  # end the test's request-long transaction before DDL
     host.SessionHandoff.__table__.drop(db.engine)
-    assert client.get(URL, headers=as_user(1)).status_code == 503
+    response = client.get(URL, headers=as_user(1))
+    assert response.status_code == 500
+    error = response.get_json()["error"]
+    assert error["code"] == "schema_missing" and error["details"]["table"] == "session_handoffs"
+    assert "flask flowpilot-analytics doctor" in error["message"]
     db.session.rollback()
     host.SessionHandoff.__table__.create(db.engine)
     assert client.get(URL, headers=as_user(1)).status_code == 200
@@ -122,7 +135,7 @@ def test_missing_host_table_is_503_then_recovers(client: t.Any) -> None:
 
 def test_loader_returning_partial_identity_is_401(database_uri: str, make_app: t.Any) -> None:
     app = make_app(Flask("partial"))
-    app.config.update(SQLALCHEMY_DATABASE_URI=database_uri)
+    app.config.update(SQLALCHEMY_DATABASE_URI=database_uri, SECRET_KEY="s")
     db.init_app(app)
     FlowpilotAnalytics(app, db=db, identity_loader=lambda: Identity(1, None, "admin"))
     assert app.test_client().get(URL).status_code == 401

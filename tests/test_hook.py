@@ -82,13 +82,14 @@ def test_dropped_table_logs_payload_and_returns_the_push_result(
     try:
         with caplog.at_level(logging.ERROR, logger="flowpilot_analytics"):
             result = psa.push_time_entry(sess, 20)
+            db.session.rollback()  # on SQLite the write waits for the host's transaction to end
         assert result.minutes == 20
         records = [r for r in caplog.records if r.name == "flowpilot_analytics" and r.levelno == logging.ERROR]
         assert len(records) == 1
-        payload = json.loads(records[0].getMessage().split("payload for replay: ", 1)[1])
+        payload = json.loads(records[0].getMessage().split("activity: ", 1)[1])
         assert payload["account_id"] == 1 and payload["session_id"] == session_id
         assert payload["activity_type"] == "time_entry_posted" and payload["minutes"] == 20.0
-        assert payload["external_id"] == "1000"
+        assert payload["external_id"] == "1000" and len(payload["idempotency_key"]) == 36
         # the host's session is still usable: its later work commits
         db.session.add(AISession(account_id=1, created_at=f.at(), title="after"))
         db.session.commit()
@@ -119,7 +120,7 @@ def test_host_flush_error_then_push_still_returns(psa: FakePsaService, caplog: p
     # the host has not rolled back yet: its session refuses work; the hook must not raise
     with caplog.at_level(logging.ERROR, logger="flowpilot_analytics"):
         assert psa.push_note(sess, "x")["id"] == "1000"
-    assert any("payload for replay" in r.getMessage() for r in caplog.records)
+    assert any("could not read a note_posted activity" in r.getMessage() for r in caplog.records)
     db.session.rollback()
     db.session.add(AISession(account_id=1, created_at=f.at(), title="later"))
     db.session.commit()
@@ -139,7 +140,7 @@ def test_unreadable_arguments_are_logged_not_raised(
 
     with caplog.at_level(logging.ERROR, logger="flowpilot_analytics"):
         assert push(*args, **kwargs) == {"id": "E-1"}
-    assert [r for r in caplog.records if "payload for replay" in r.getMessage()]
+    assert [r for r in caplog.records if "could not read a time_entry_posted activity" in r.getMessage()]
     f.commit()
     assert committed_rows() == []
 
@@ -218,7 +219,6 @@ def test_signal_is_sent_once_per_recorded_row(app: t.Any, psa: FakePsaService) -
         psa.fixed_id = "S-1"
         psa.push_note(sess, "a")
         psa.push_note(sess, "retry: deduplicated, no signal")
-        assert received == []  # the row is in the host's open transaction: announced at its commit
         f.commit()
     assert len(received) == 1
     sender, activity = received[0]
@@ -226,15 +226,16 @@ def test_signal_is_sent_once_per_recorded_row(app: t.Any, psa: FakePsaService) -
     assert (activity["activity_type"], activity["external_id"], activity["account_id"]) == ("note_posted", "S-1", 1)
 
 
-def test_no_signal_when_the_host_rolls_back(psa: FakePsaService) -> None:
+def test_the_signal_follows_the_row_even_when_the_host_rolls_back(psa: FakePsaService) -> None:
     received: list[t.Any] = []
     with activity_recorded.connected_to(lambda sender, activity: received.append(activity)):
         sess = ticket_session()
         psa.push_note(sess, "a")
-        db.session.rollback()
+        db.session.rollback()  # the PSA holds the note whatever the host does: so does the table
         db.session.add(AISession(account_id=1, created_at=f.at(), title="later work"))
-        db.session.commit()  # a later commit must not announce the rolled-back row
-    assert received == [] and committed_rows() == []
+        db.session.commit()
+    assert [a["external_id"] for a in received] == ["1000"]
+    assert [r["external_id"] for r in committed_rows()] == ["1000"]
 
 
 def test_signal_at_once_without_a_host_transaction(psa: FakePsaService) -> None:
@@ -269,14 +270,16 @@ def test_outside_an_app_context_the_push_goes_through(psa: FakePsaService,
 
 # -- transaction semantics ------------------------------------------------------------------------
 
-def test_row_joins_the_hosts_open_transaction_and_rolls_back_with_it(psa: FakePsaService) -> None:
+def test_row_survives_the_hosts_rollback_and_leaves_its_session_alone(psa: FakePsaService) -> None:
     sess = ticket_session()
-    db.session.add(AISession(account_id=1, created_at=f.at(), title="host work in progress"))
+    pending = AISession(account_id=1, created_at=f.at(), title="host work in progress")
+    db.session.add(pending)
     db.session.flush()
     psa.push_note(sess, "x")
-    assert committed_rows() == []          # not visible before the host commits
+    assert pending in db.session and db.session().in_transaction()  # the host's unit of work is as it was
     db.session.rollback()
-    assert committed_rows() == []          # gone with the host's rollback
+    assert [r["external_id"] for r in committed_rows()] == ["1000"]  # recorded, whatever the host did
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(AISession)) == 1  # host's rollback held
 
 
 def test_row_commits_with_the_hosts_transaction(psa: FakePsaService) -> None:
@@ -307,24 +310,22 @@ def test_hook_rows_reach_the_psa_metrics(client: t.Any, psa: FakePsaService) -> 
     assert body["time_entries"] == {"count": 1, "total_minutes": 45.0, "total_hours": 0.75}
 
 
-def test_legacy_sqlite_transactions_are_warned_about_once(database_uri: str, backend: str, make_app: t.Any,
-                                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_legacy_sqlite_transactions_record_too(database_uri: str, backend: str, make_app: t.Any) -> None:
+    """A host that never applied ``sqlite_transactional`` still gets its rows, on commit and on rollback."""
     if not backend.startswith("sqlite"):
         pytest.skip("a pysqlite matter")
     from flask import Flask
 
     app = make_app(Flask("legacy_sqlite"))
-    app.config.update(SQLALCHEMY_DATABASE_URI=database_uri)
+    app.config.update(SQLALCHEMY_DATABASE_URI=database_uri, SECRET_KEY="s")
     db.init_app(app)
-    analytics = FlowpilotAnalytics(app, db=db, identity_loader=lambda: None)  # no sqlite_transactional here
+    analytics = FlowpilotAnalytics(app, db=db, identity_loader=lambda: None)
     service = analytics.wrap_psa_service(FakePsaService())
     with app.app_context():
         db.create_all(bind_key=None)
-        with caplog.at_level(logging.WARNING, logger="flowpilot_analytics"):
-            for _ in range(2):
-                db.session.execute(sa.text("SELECT 1"))  # the host has read: a transaction is open
-                service.push_note(types.SimpleNamespace(id=1, account_id=1, psa_ticket_id="T"), "x")
-                db.session.rollback()
+        for _ in range(2):
+            db.session.execute(sa.text("SELECT 1"))  # the host has read: a transaction is open
+            service.push_note(types.SimpleNamespace(id=1, account_id=1, psa_ticket_id="T"), "x")
+            db.session.rollback()
+        assert [r["external_id"] for r in committed_rows()] == ["1000", "1001"]
         db.session.remove()
-    warnings = [r for r in caplog.records if "legacy transactions" in r.getMessage()]
-    assert len(warnings) == 1

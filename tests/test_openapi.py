@@ -8,6 +8,7 @@ from collections import Counter
 
 import hypothesis
 import pytest
+import sqlalchemy as sa
 import schemathesis
 from openapi_spec_validator import validate
 from schemathesis.generation import GenerationMode
@@ -86,11 +87,20 @@ def test_every_real_response_validates_against_the_document(client: t.Any) -> No
     etag = client.get(BASE + "/escalations", headers=as_user(1)).headers["ETag"]
     check(escalations, "", {**as_user(1), "If-None-Match": etag})
     db.session.rollback()
+
+    def refuse(*args: t.Any) -> None:
+        raise sa.exc.OperationalError("SELECT", {}, ConnectionRefusedError("server closed the connection"))
+
+    sa.event.listen(db.engine, "before_cursor_execute", refuse)
+    try:
+        check(psa, "?period=7d", as_user(1, "admin", user=6))
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", refuse)
     host.SessionHandoff.__table__.drop(db.engine)
-    check(escalations, "", as_user(1))
+    check(escalations, "?period=7d", as_user(1))
     assert seen >= {("escalations", 200), ("escalations", 400), ("escalations", 401), ("escalations", 403),
                     ("psa-metrics", 200), ("psa-metrics", 400), ("psa-metrics", 429), ("escalations", 304),
-                    ("escalations", 503)}
+                    ("psa-metrics", 503), ("escalations", 500)}
 
 
 IDENTITIES = [None, "viewer", "engineer", "team_admin", "admin", "superuser"]

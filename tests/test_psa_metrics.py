@@ -254,7 +254,7 @@ def test_plugin_limiter_never_touches_host_routes_or_settings(app: Flask, client
 
 def test_host_with_its_own_limiter(database_uri: str, make_app: t.Any) -> None:
     app = make_app(Flask("limited_host"))
-    app.config.update(SQLALCHEMY_DATABASE_URI=database_uri, RATELIMIT_STORAGE_URI="memory://")
+    app.config.update(SQLALCHEMY_DATABASE_URI=database_uri, RATELIMIT_STORAGE_URI="memory://", SECRET_KEY="s")
     db.init_app(app)
     limiter = Limiter(key_func=lambda: "host-key", app=app)
 

@@ -1,0 +1,106 @@
+"""Activities: the rows of the plugin's own table, how one is checked, and how one is written once.
+
+The hook writes them after a push and ``replay-activities`` writes the dead letters, both through
+:func:`insert_activity`, so both apply the same checks and the same exactly-once rule.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import typing as t
+import uuid
+from collections.abc import Mapping
+
+import sqlalchemy as sa
+
+from .tables import set_tenant
+
+#: The activity types the hook records, and so the only ones a replay accepts.
+ACTIVITY_TYPES = ("note_posted", "time_entry_posted")
+PAYLOAD_FIELDS = ("account_id", "session_id", "activity_type", "psa_ticket_id", "external_id", "minutes",
+                  "created_at", "idempotency_key")
+
+
+def legacy_key(payload: Mapping[str, t.Any]) -> str:
+    """A stable key for a dead letter written before keys existed, so that replays of it stay idempotent."""
+    canonical = json.dumps({k: payload.get(k) for k in PAYLOAD_FIELDS if k != "idempotency_key"},
+                           default=str, sort_keys=True)
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "flowpilot-analytics:" + canonical))
+
+
+def validate_payload(payload: Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """The checks every activity passes before it is written, by the hook and by a replay alike."""
+    row = {key: payload.get(key) for key in PAYLOAD_FIELDS}
+    if row["account_id"] is None:
+        raise ValueError("the activity has no account_id")
+    if row["activity_type"] not in ACTIVITY_TYPES:
+        raise ValueError(f"unknown activity type {row['activity_type']!r}; known: {list(ACTIVITY_TYPES)}")
+    minutes = row["minutes"]
+    if minutes is not None:
+        if isinstance(minutes, bool):
+            raise ValueError("minutes must be a number")
+        minutes = row["minutes"] = float(minutes)
+        if not math.isfinite(minutes) or minutes < 0:
+            raise ValueError(f"minutes must be a finite number >= 0, got {minutes!r}")
+    if row["created_at"] is None:
+        raise ValueError("the activity has no created_at")
+    return row
+
+
+def describe(payload: Mapping[str, t.Any]) -> str:
+    """What the log may say of an activity: its ids, type and minutes; never the note text or the PSA's answer."""
+    return json.dumps({key: payload.get(key) for key in PAYLOAD_FIELDS}, default=str, sort_keys=True)
+
+
+def error_text(exc: BaseException) -> str:
+    """An exception as one short line, for logs that must not carry a traceback's worth of data."""
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+
+
+def _insert_once(table: sa.Table, dialect: str) -> t.Any:
+    """INSERT that skips a row already recorded: same idempotency key, or same account, type and external id."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table).on_conflict_do_nothing()
+    if dialect in ("mysql", "mariadb"):
+        return table.insert().prefix_with("IGNORE")
+    return table.insert()
+
+
+def insert_activity(connection: sa.Connection, table: sa.Table, tenant_setting: str | None,
+                    payload: Mapping[str, t.Any], timeout_ms: int | None = None) -> bool:
+    """Write one validated activity in a transaction of ``connection``'s own; whether a new row was written.
+
+    With ``timeout_ms`` the transaction waits at most that long for a lock or a statement (PostgreSQL's
+    ``lock_timeout`` / ``statement_timeout``, transaction-local; SQLite's busy timeout, put back after).
+    """
+    dialect = connection.dialect.name
+    statement = _insert_once(table, dialect).values(**payload)
+    returning = connection.dialect.insert_returning
+    if returning:  # rowcount is not reliable for INSERT .. ON CONFLICT with implicit RETURNING
+        statement = statement.returning(table.c.id)
+    restore_busy: int | None = None
+    if timeout_ms is not None and dialect == "sqlite":
+        dbapi_connection = connection.connection.dbapi_connection
+        assert dbapi_connection is not None
+        restore_busy = int(dbapi_connection.execute("PRAGMA busy_timeout").fetchone()[0])
+        dbapi_connection.execute(f"PRAGMA busy_timeout = {int(timeout_ms)}")
+    try:
+        with connection.begin():
+            if timeout_ms is not None and dialect == "postgresql":
+                connection.execute(sa.select(sa.func.set_config("lock_timeout", f"{int(timeout_ms)}ms", True),
+                                             sa.func.set_config("statement_timeout", f"{int(timeout_ms)}ms", True)))
+            set_tenant(connection, tenant_setting, payload["account_id"])
+            result = connection.execute(statement)
+            return result.first() is not None if returning else result.rowcount == 1
+    finally:
+        if restore_busy is not None:
+            dbapi_connection.execute(f"PRAGMA busy_timeout = {restore_busy}")
+
+
