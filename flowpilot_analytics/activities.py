@@ -90,12 +90,13 @@ def insert_activity(connection: sa.Connection, table: sa.Table, tenant_setting: 
         dbapi_connection = connection.connection.dbapi_connection
         assert dbapi_connection is not None
         restore_busy = int(dbapi_connection.execute("PRAGMA busy_timeout").fetchone()[0])
-        dbapi_connection.execute(f"PRAGMA busy_timeout = {int(timeout_ms)}")
+        dbapi_connection.execute(f"PRAGMA busy_timeout = {max(1, int(timeout_ms) * 2 // 5)}")  # per lock wait
     try:
         with connection.begin():
             if timeout_ms is not None and dialect == "postgresql":
-                connection.execute(sa.select(sa.func.set_config("lock_timeout", f"{int(timeout_ms)}ms", True),
-                                             sa.func.set_config("statement_timeout", f"{int(timeout_ms)}ms", True)))
+                server_ms = f"{max(1, timeout_ms * 4 // 5)}ms"  # the server gives up first, so no write lingers
+                connection.execute(sa.select(sa.func.set_config("lock_timeout", server_ms, True),
+                                             sa.func.set_config("statement_timeout", server_ms, True)))
             set_tenant(connection, tenant_setting, payload["account_id"])
             result = connection.execute(statement)
             return result.first() is not None if returning else result.rowcount == 1

@@ -51,25 +51,37 @@ def diagnose(engine: sa.Engine, config: t.Mapping[str, t.Any], activity_table: s
                 fixes += ddl_statements(activity_table, target.dialect)
             continue
         present = {c["name"] for c in inspector.get_columns(name, schema=schema)}
-        needed = {c for wanted in wanted_indexes for c in wanted}
-        if role != "plugin":
-            logical_columns = {host_column_name(config, role, c) for c in _logical_columns(role)}
-            needed |= logical_columns
-        absent = sorted(needed - present)
-        if absent:
-            lines.append(f"MISSING columns {label}: {', '.join(absent)} (map them with FLOWPILOT_ANALYTICS_COLUMNS)")
-            continue
+        if role == "plugin":  # an older version's table: add what this version writes (upgrade path)
+            added = [c for c in activity_table.columns if c.name not in present]
+            if added:
+                lines.append(f"MISSING columns {label}: {', '.join(c.name for c in added)} (upgrade: run the "
+                             f"statements below)")
+                fixes += [f"ALTER TABLE {label} ADD COLUMN "
+                          f"{str(sa.schema.CreateColumn(c).compile(dialect=target.dialect)).strip()}" for c in added]
+        else:
+            needed = {c for wanted in wanted_indexes for c in wanted}
+            needed |= {host_column_name(config, role, c) for c in _logical_columns(role)}
+            absent = sorted(needed - present)
+            if absent:
+                lines.append(f"MISSING columns {label}: {', '.join(absent)} (map them with "
+                             f"FLOWPILOT_ANALYTICS_COLUMNS)")
+                continue
         indexes = inspector.get_indexes(name, schema=schema)
+        concurrently = target.dialect.name == "postgresql"
         for wanted in wanted_indexes:
             found = _covered(wanted, indexes)
             if found:
                 lines.append(f"ok      {label} ({', '.join(wanted)}): {found}")
                 continue
             lines.append(f"MISSING index {label} ({', '.join(wanted)})")
-            table = sa.Table(name, sa.MetaData(), *(sa.Column(c) for c in wanted), schema=schema)
-            index_name = f"ix_{name}_{'_'.join(wanted)}"[:63]
-            index = sa.Index(index_name, *(table.c[c] for c in wanted),
-                             postgresql_concurrently=target.dialect.name == "postgresql")
+            if role == "plugin":  # the declared index itself (unique where it is), on a copy of the table
+                copy = activity_table.to_metadata(sa.MetaData())
+                index = next(i for i in copy.indexes if [c.name for c in i.columns] == wanted)
+                index.dialect_options["postgresql"]["concurrently"] = concurrently
+            else:
+                table = sa.Table(name, sa.MetaData(), *(sa.Column(c) for c in wanted), schema=schema)
+                index = sa.Index(f"ix_{name}_{'_'.join(wanted)}"[:63], *(table.c[c] for c in wanted),
+                                 postgresql_concurrently=concurrently)
             fixes.append(str(sa.schema.CreateIndex(index).compile(dialect=target.dialect)).strip())
     return lines, fixes
 

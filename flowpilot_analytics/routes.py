@@ -98,7 +98,7 @@ def csv_response(filename: str, header: list[str], rows: t.Iterable[list[t.Any]]
 
     def generate() -> t.Iterator[str]:
         buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
+        writer = csv.writer(buffer)  # RFC 4180: CRLF rows; a cell holding CR or LF is quoted
         try:
             for row in itertools.chain([header], [] if first is None else [first], rows):
                 writer.writerow(row)

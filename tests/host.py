@@ -10,6 +10,8 @@ from flask_sqlalchemy import SQLAlchemy
 
 from flowpilot_analytics import FlowpilotAnalytics, Identity, sqlite_transactional
 
+from .fake_psa import FakePsaService
+
 db = SQLAlchemy()
 
 NOW = datetime(2026, 11, 15, 12, 0, 0, tzinfo=timezone.utc)
@@ -69,6 +71,23 @@ def create_app(database_uri: str, *, analytics: FlowpilotAnalytics | None = None
 
     analytics = analytics or FlowpilotAnalytics()
     analytics.init_app(app, db=db, identity_loader=identity_loader or load_identity, clock=clock or (lambda: NOW))
+    psa = app.extensions["test_psa"] = analytics.wrap_psa_service(FakePsaService())
+
+    @app.post("/host/sessions/<int:session_id>/push")
+    def push(session_id: int) -> dict[str, t.Any]:
+        """The host's "push documentation" action; ``then`` says how its transaction ends."""
+        session = db.session.get(AISession, session_id)
+        if session is None:
+            return {"error": "no such session"}
+        note = psa.push_note(session, "Resolved: reset the VPN profile")
+        entry = psa.push_time_entry(session, float(request.args.get("minutes", 15)))
+        then = request.args.get("then", "nothing")  # "nothing": a route that only read, never committed
+        if then == "commit":
+            db.session.commit()
+        elif then == "rollback":
+            db.session.rollback()
+        return {"note": note["id"], "time_entry": entry.id}
+
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             sqlite_transactional(db.engine)

@@ -14,4 +14,5 @@ def create_app() -> Flask:
         os.environ["FPA_TEST_DATABASE_URI"],
         FLOWPILOT_ANALYTICS_RATELIMIT_STORAGE_URI=os.environ["FPA_TEST_REDIS_URL"],
         FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH=os.environ["FPA_TEST_DEAD_LETTERS"],
+        FLOWPILOT_ANALYTICS_DEAD_LETTER_TABLE=os.environ.get("FPA_TEST_DEAD_LETTER_TABLE") or None,
     )
