@@ -134,7 +134,11 @@ class AnalyticsState:
         return statement
 
     def read(self, statement: t.Any, params: t.Mapping[str, t.Any]) -> list[sa.Row[t.Any]]:
-        """Run a read on the analytics engine, in a short transaction of the plugin's own, and fetch it all.
+        """Run one read on the analytics engine (see :meth:`read_all`) and fetch it all."""
+        return self.read_all([statement], params)[0]
+
+    def read_all(self, statements: t.Sequence[t.Any], params: t.Mapping[str, t.Any]) -> list[list[sa.Row[t.Any]]]:
+        """Run reads in one short transaction of the plugin's own, on one pooled connection, and fetch them.
 
         The host's session, transaction and row-level-security setting are never touched: with
         ``FLOWPILOT_ANALYTICS_TENANT_SETTING`` the tenant is set in the plugin's transaction only.
@@ -142,7 +146,7 @@ class AnalyticsState:
         with self.read_engine.connect() as connection:
             if self.tenant_setting is not None:
                 set_tenant(connection, self.tenant_setting, params["account_id"])
-            return list(connection.execute(statement, params).all())
+            return [list(connection.execute(statement, params).all()) for statement in statements]
 
 
 def current_state() -> AnalyticsState:

@@ -182,9 +182,18 @@ def record(activity_type: str, extract: Extract, args: tuple[t.Any, ...],
         return
     app = current_app._get_current_object()
     if _holds_sqlite_lock(state, session):
-        defer_until_transaction_end(session, lambda: _record_now(app, state, payload))
+        defer_until_transaction_end(session, lambda: _record_later(app, state, payload))
         return
     _record_now(app, state, payload)
+
+
+def _record_later(app: t.Any, state: AnalyticsState, payload: dict[str, t.Any]) -> None:
+    """The deferred write, in the app's context even when the host ends its session outside one."""
+    if has_app_context():
+        _record_now(app, state, payload)
+        return
+    with app.app_context():
+        _record_now(app, state, payload)
 
 
 def _announce(app: t.Any, state: AnalyticsState, payload: dict[str, t.Any]) -> None:

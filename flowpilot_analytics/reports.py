@@ -80,8 +80,8 @@ def _psa(state: AnalyticsState, account_id: t.Any, window: Window, zone_name: st
     activities_query = state.once(
         "psa_activities", lambda: psa_metrics.build_activities_query(activities, state.dialect))
     params = _params(account_id, window, tz=zone_name)
-    result = psa_metrics.summarize(state.read(sessions_query, params), state.read(activities_query, params),
-                                   window, ZoneInfo(zone_name))
+    sessions, activities = state.read_all([sessions_query, activities_query], params)
+    result = psa_metrics.summarize(sessions, activities, window, ZoneInfo(zone_name))
     if result.invalid_minutes:
         logger.warning("flowpilot_analytics: account %s has %d stored activities whose minutes are not a finite "
                        "number >= 0; they are left out of the time-entry totals", account_id,

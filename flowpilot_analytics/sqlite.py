@@ -1,8 +1,9 @@
-"""SQLite engine setup a host should apply: SQLAlchemy's documented recipe for real transactions.
+"""SQLite engine setup a host may apply: SQLAlchemy's documented recipe for real pysqlite transactions.
 
-On Python < 3.12 pysqlite's legacy transaction mode sends no ``BEGIN`` before a ``SAVEPOINT``, so a
-row the hook writes while the host has only read would commit on its own, escaping a later host
-rollback. With this recipe every transaction starts with ``BEGIN`` and savepoints nest inside it.
+On Python < 3.12 pysqlite's legacy transaction mode sends no ``BEGIN`` before reads or a ``SAVEPOINT``,
+so a host's own savepoints can commit on their own. With this recipe every transaction starts with
+``BEGIN`` and savepoints nest inside it. The plugin's hook does not need it (it writes in transactions of
+its own); the demo, the test host and the benchmark use it.
 """
 
 from __future__ import annotations

@@ -141,7 +141,7 @@ def test_dead_letters_in_a_table(app: t.Any, psa: FakePsaService) -> None:
     try:
         assert psa.push_note(sess, "x")["id"] == "1000"
         assert psa.push_time_entry(sess, 15).id == "1001"
-        db.session.commit()  # the dead letters joined the host's transaction, like the rows would have
+        db.session.commit()
     finally:
         db.session.rollback()
         db.metadata.tables["psa_activity_logs"].create(db.engine)

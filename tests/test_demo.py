@@ -33,3 +33,4 @@ def test_demo_psa_metrics_and_live_push(demo: t.Any) -> None:
     after = client.get("/api/v1/analytics/flowpilot/psa-metrics?period=90d&tz=Europe/Berlin", headers=admin)
     assert after.get_json()["time_entries"]["count"] == body["time_entries"]["count"] + 1
     assert after.get_json()["time_entries"]["total_minutes"] == body["time_entries"]["total_minutes"] + 30
+    assert demo.extensions["flowpilot_analytics"].dead_letters.pending() == []  # rows, not dead letters
