@@ -94,8 +94,6 @@ def make_app(uri: str, *, cache_ttl: int = 0) -> Flask:
         FLOWPILOT_ANALYTICS_ESCALATIONS_LIMIT="1000000 per minute",
         FLOWPILOT_ANALYTICS_HANDOFFS_LIMIT="1000000 per minute",
         SECRET_KEY="benchmark",
-        # The generated SQLite data is SQLAlchemy-written UTC text, as in the demo: compare it as text.
-        FLOWPILOT_ANALYTICS_SQLITE_TEXT_OFFSETS=False,
     )
     db.init_app(app)
     FlowpilotAnalytics().init_app(app, db=db, identity_loader=lambda: IDENTITY, clock=lambda: NOW)

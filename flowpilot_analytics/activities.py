@@ -86,9 +86,8 @@ def insert_activity(connection: sa.Connection, table: sa.Table, tenant_setting: 
     if returning:  # rowcount is not reliable for INSERT .. ON CONFLICT with implicit RETURNING
         statement = statement.returning(table.c.id)
     restore_busy: int | None = None
+    dbapi_connection: t.Any = connection.connection.dbapi_connection
     if timeout_ms is not None and dialect == "sqlite":
-        dbapi_connection = connection.connection.dbapi_connection
-        assert dbapi_connection is not None
         restore_busy = int(dbapi_connection.execute("PRAGMA busy_timeout").fetchone()[0])
         dbapi_connection.execute(f"PRAGMA busy_timeout = {max(1, int(timeout_ms) * 2 // 5)}")  # per lock wait
     try:

@@ -16,9 +16,9 @@ import typing as t
 from collections import OrderedDict
 from urllib.parse import quote
 
-from .errors import redact, redact_uri
+from .storage import Backoff, is_redis, redact, redact_uri
 
-logger = logging.getLogger("flowpilot_analytics")
+logger = logging.getLogger(__name__)
 
 PREFIX = "flowpilot_analytics:cache:v2"
 
@@ -109,32 +109,29 @@ class _RedisBackend:
 class ResponseCache:
     """What the routes use: ``lookup`` / ``store`` bodies, ``invalidate`` an account's route."""
 
-    def __init__(self, ttl: int, storage_uri: str | None, namespace: str = "",
-                 max_bytes: int = 32 * 1024 * 1024) -> None:
+    def __init__(self, ttl: int, storage_uri: str, namespace: str = "", max_bytes: int = 32 * 1024 * 1024) -> None:
         self.ttl = int(ttl)
         self.max_bytes = max_bytes
-        self.storage_uri = storage_uri or "memory://"
+        self.storage_uri = storage_uri
         #: Separates apps sharing one Redis: derived from what changes the answers (database, mapping...).
         self.namespace = namespace
         self._backend: _MemoryBackend | _RedisBackend | None = None
-        self._down_until = 0.0
-
-    #: After a storage failure, how long (seconds) requests answer uncached before trying it again.
-    retry_interval = 5.0
+        #: After a storage failure, requests are answered uncached for ``backoff.interval`` seconds.
+        self.backoff = Backoff()
 
     @property
     def enabled(self) -> bool:
-        return self.ttl > 0 and time.monotonic() >= self._down_until
+        return self.ttl > 0 and not self.backoff.down
 
     def _failed(self, exc: Exception, what: str) -> None:
-        self._down_until = time.monotonic() + self.retry_interval
-        logger.warning("flowpilot_analytics: response cache unavailable at %s (%s); %s",
-                       redact_uri(self.storage_uri), redact(str(exc), self.storage_uri), what)
+        self.backoff.failed()
+        logger.warning("response cache unavailable at %s (%s); %s", redact_uri(self.storage_uri),
+                       redact(str(exc), self.storage_uri), what)
 
     @property
     def backend(self) -> _MemoryBackend | _RedisBackend:
         if self._backend is None:
-            self._backend = (_RedisBackend(self.storage_uri) if self.storage_uri.startswith(("redis://", "rediss://"))
+            self._backend = (_RedisBackend(self.storage_uri) if is_redis(self.storage_uri)
                              else _MemoryBackend(self.max_bytes))
         return self._backend
 

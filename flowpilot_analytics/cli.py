@@ -1,28 +1,31 @@
-"""``flask flowpilot-analytics ...``: operator commands, on the blueprint so they exist only where it is registered."""
+"""``flask flowpilot-analytics ...``: operator commands, on the blueprint so they exist only where it is registered.
+
+Domain errors become click usage errors here, in one place (:func:`_reporting`).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import sys
 import typing as t
 
-import json
-
 import click
-from marshmallow import ValidationError
 import sqlalchemy as sa
 from flask import Blueprint
+from marshmallow import Schema, ValidationError
 
 from . import reports
-from .config import MAX_RANGE_DAYS
+from .config import HOST_COLUMNS, Settings
 from .deadletter import replay_one
-from .errors import ApiError
+from .errors import AnalyticsError
 from .periods import PERIODS
-from .schemas import EnhancedPsaMetrics, EscalationArgs, EscalationMetrics, PsaMetricsArgs
-from .extension import current_state
-from .tables import RECOMMENDED_INDEXES, host_column_name, host_table_names
+from .schemas import Schemas
+from .state import AnalyticsState, current_state
+from .tables import RECOMMENDED_INDEXES, split_name
 
 
-def _covered(wanted: list[str], indexes: list[dict[str, t.Any]]) -> str | None:
+def _covered(wanted: list[str], indexes: t.Sequence[t.Mapping[str, t.Any]]) -> str | None:
     """The name of an existing index whose leading columns are ``wanted``, if any."""
     for index in indexes:
         if list(index.get("column_names") or [])[: len(wanted)] == wanted:
@@ -30,16 +33,16 @@ def _covered(wanted: list[str], indexes: list[dict[str, t.Any]]) -> str | None:
     return None
 
 
-def diagnose(engine: sa.Engine, config: t.Mapping[str, t.Any], activity_table: sa.Table,
+def diagnose(engine: sa.Engine, settings: Settings, activity_table: sa.Table,
              write_engine: sa.Engine) -> tuple[list[str], list[str]]:
     """Check the host's tables and the plugin's own; return (report lines, statements to run)."""
     lines: list[str] = []
     fixes: list[str] = []
     checks: list[tuple[sa.Engine, str | None, str, list[list[str]], str]] = []
-    for logical, full_name in host_table_names(config).items():
-        schema, _, name = full_name.rpartition(".")
-        columns = [[host_column_name(config, logical, c) for c in wanted] for wanted in RECOMMENDED_INDEXES[logical]]
-        checks.append((engine, schema or None, name, columns, logical))
+    for logical, full_name in settings.tables.items():
+        schema, name = split_name(full_name)
+        columns = [[settings.host_column(logical, c) for c in wanted] for wanted in RECOMMENDED_INDEXES[logical]]
+        checks.append((engine, schema, name, columns, logical))
     own = [[c.name for c in index.columns] for index in activity_table.indexes]
     checks.append((write_engine, activity_table.schema, activity_table.name, own, "plugin"))
     for target, schema, name, wanted_indexes, role in checks:
@@ -60,7 +63,7 @@ def diagnose(engine: sa.Engine, config: t.Mapping[str, t.Any], activity_table: s
                           f"{str(sa.schema.CreateColumn(c).compile(dialect=target.dialect)).strip()}" for c in added]
         else:
             needed = {c for wanted in wanted_indexes for c in wanted}
-            needed |= {host_column_name(config, role, c) for c in _logical_columns(role)}
+            needed |= {settings.host_column(role, c) for c in HOST_COLUMNS[role]}
             absent = sorted(needed - present)
             if absent:
                 lines.append(f"MISSING columns {label}: {', '.join(absent)} (map them with "
@@ -86,12 +89,6 @@ def diagnose(engine: sa.Engine, config: t.Mapping[str, t.Any], activity_table: s
     return lines, fixes
 
 
-def _logical_columns(logical: str) -> tuple[str, ...]:
-    from .config import HOST_COLUMNS
-
-    return HOST_COLUMNS[logical]
-
-
 def ddl_statements(table: sa.Table, dialect: sa.Dialect) -> list[str]:
     """``CREATE TABLE`` and ``CREATE INDEX`` statements for ``table`` in ``dialect``."""
     statements = [str(sa.schema.CreateTable(table).compile(dialect=dialect)).strip()]
@@ -100,9 +97,9 @@ def ddl_statements(table: sa.Table, dialect: sa.Dialect) -> list[str]:
     return statements
 
 
-def _account(state: t.Any, value: str) -> t.Any:
+def _account(state: AnalyticsState, value: str) -> t.Any:
     """The account id as the database holds it (integers unless FLOWPILOT_ANALYTICS_ID_TYPE says otherwise)."""
-    if state.config["FLOWPILOT_ANALYTICS_ID_TYPE"] == "integer":
+    if state.settings.id_type == "integer":
         try:
             return int(value)
         except ValueError:
@@ -110,11 +107,20 @@ def _account(state: t.Any, value: str) -> t.Any:
     return value
 
 
-def _args(schema: t.Any, options: dict[str, t.Any]) -> dict[str, t.Any]:
+def _args(schema: Schema, options: dict[str, t.Any]) -> dict[str, t.Any]:
     try:
         return t.cast(dict[str, t.Any], schema.load({k: v for k, v in options.items() if v is not None}))
     except ValidationError as exc:
-        raise click.UsageError(f"invalid options: {exc.normalized_messages()}") from None
+        raise click.UsageError(f"invalid options: {exc.normalized_messages()}") from None  # type: ignore[no-untyped-call]
+
+
+@contextlib.contextmanager
+def _reporting() -> t.Iterator[None]:
+    """A domain error (e.g. an unsupported grouping) is a usage error on the command line."""
+    try:
+        yield
+    except AnalyticsError as exc:
+        raise click.UsageError(exc.message) from None
 
 
 def _print_table(rows: list[tuple[str, t.Any]]) -> None:
@@ -136,7 +142,7 @@ def _report_options(fn: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
     return fn
 
 
-def register_commands(blueprint: Blueprint) -> None:
+def register_commands(blueprint: Blueprint, schemas: Schemas) -> None:
     """Attach the commands to the blueprint's CLI group."""
 
     @blueprint.cli.command("escalations")
@@ -145,11 +151,9 @@ def register_commands(blueprint: Blueprint) -> None:
     def escalations_command(account: str, as_json: bool, group_by: str | None, **options: t.Any) -> None:
         """Print the escalation metric of one account, the same numbers as the API."""
         state = current_state()
-        args = _args(EscalationArgs(max_range_days=state.config[MAX_RANGE_DAYS]), {**options, "group_by": group_by})
-        try:
-            body = EscalationMetrics().dump(reports.escalation_report(state, _account(state, account), args))
-        except ApiError as exc:
-            raise click.UsageError(exc.message) from None
+        args = _args(schemas.escalation_args, {**options, "group_by": group_by})
+        with _reporting():
+            body = schemas.escalation_metrics.dump(reports.escalation_report(state, _account(state, account), args))
         if as_json:
             click.echo(json.dumps(body, indent=2, sort_keys=True, default=str))
             return
@@ -173,8 +177,9 @@ def register_commands(blueprint: Blueprint) -> None:
     def psa_metrics_command(account: str, as_json: bool, tz: str, **options: t.Any) -> None:
         """Print the PSA metrics of one account, the same numbers as the API."""
         state = current_state()
-        args = _args(PsaMetricsArgs(max_range_days=state.config[MAX_RANGE_DAYS]), {**options, "tz": tz})
-        body = EnhancedPsaMetrics().dump(reports.psa_report(state, _account(state, account), args))
+        args = _args(schemas.psa_args, {**options, "tz": tz})
+        with _reporting():
+            body = schemas.psa_metrics.dump(reports.psa_report(state, _account(state, account), args))
         if as_json:
             click.echo(json.dumps(body, indent=2, sort_keys=True, default=str))
             return
@@ -204,7 +209,7 @@ def register_commands(blueprint: Blueprint) -> None:
 
         def write(payload: dict[str, t.Any]) -> str:
             with state.write_engine.connect() as connection:
-                return replay_one(connection, table, state.tenant_setting, payload)
+                return replay_one(connection, table, state.settings.tenant_setting, payload)
 
         report = state.dead_letters.drain(write)
         click.echo(f"dead letters in {state.dead_letters.location}: written {report.written}, "
@@ -221,7 +226,7 @@ def register_commands(blueprint: Blueprint) -> None:
         Exits with status 1 when anything is missing.
         """
         state = current_state()
-        lines, fixes = diagnose(state.read_engine, state.config, state.activity_table, state.write_engine)
+        lines, fixes = diagnose(state.read_engine, state.settings, state.activity_table, state.write_engine)
         for line in lines:
             click.echo(line)
         if fixes:
@@ -241,7 +246,7 @@ def register_commands(blueprint: Blueprint) -> None:
             try:
                 dialect = sa.dialects.registry.load(dialect_name)()
             except sa.exc.NoSuchModuleError:
-                raise click.BadParameter(f"unknown SQLAlchemy dialect {dialect_name!r}", param_hint="--dialect")
+                raise click.BadParameter(f"unknown SQLAlchemy dialect {dialect_name!r}", param_hint="--dialect") from None
         else:
             dialect = state.write_engine.dialect
         for statement in ddl_statements(state.activity_table, dialect):

@@ -1,187 +1,345 @@
-"""Every ``FLOWPILOT_ANALYTICS_*`` setting, its default, and the checks run at ``init_app``.
+"""Every ``FLOWPILOT_ANALYTICS_*`` setting: its name, its default, and :class:`Settings`, the typed, frozen
+value built once per app at ``init_app`` (validated, normalised) that every module reads settings from.
 
-One place for the names keeps the README's configuration table and the code in step.
+The configuration docs are generated from :data:`SETTINGS`, so the names, defaults and meanings are
+written once, here.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import os
 import typing as t
+from collections.abc import Mapping
+from types import MappingProxyType
 
 import limits
 
 PREFIX = "FLOWPILOT_ANALYTICS_"
 
-#: Where the blueprint mounts; routes live under ``<prefix>/analytics/flowpilot/``.
-URL_PREFIX = PREFIX + "URL_PREFIX"
-#: Seconds a step may precede ``claimed_at`` and still count as the first action (clock drift).
-CLOCK_SKEW_SECONDS = PREFIX + "CLOCK_SKEW_SECONDS"
-#: Ordered role ladder, lowest first.
-ROLES = PREFIX + "ROLES"
-#: Minimum role per route, by route name.
-ROUTE_ROLES = PREFIX + "ROUTE_ROLES"
-#: Logical table name -> the host's table name.
-TABLES = PREFIX + "TABLES"
-#: ``"<logical table>.<logical column>"`` -> the host's column name.
-COLUMNS = PREFIX + "COLUMNS"
-#: Per-user limit strings (Flask-Limiter / ``limits`` notation) for each report route.
-PSA_METRICS_LIMIT = PREFIX + "PSA_METRICS_LIMIT"
-ESCALATIONS_LIMIT = PREFIX + "ESCALATIONS_LIMIT"
-HANDOFFS_LIMIT = PREFIX + "HANDOFFS_LIMIT"
-#: Storage for the plugin's own limiter; ``None`` falls back to ``RATELIMIT_STORAGE_URI``.
-RATELIMIT_STORAGE_URI = PREFIX + "RATELIMIT_STORAGE_URI"
-#: Seconds a computed response is reused for the same account and parameters; 0 turns caching off.
-CACHE_TTL = PREFIX + "CACHE_TTL"
-#: Where cached responses live: ``memory://`` (per process) or ``redis://...`` (shared). ``None``: the
-#: plugin's rate-limit storage when that is Redis, else ``memory://``.
-CACHE_STORAGE_URI = PREFIX + "CACHE_STORAGE_URI"
-#: Upper bound, in bytes, of the in-process response cache (each worker process has its own).
-CACHE_MAX_BYTES = PREFIX + "CACHE_MAX_BYTES"
-#: Request headers that carry the caller's credentials; JSON answers name them in ``Vary``.
-VARY_HEADERS = PREFIX + "VARY_HEADERS"
-#: Key that signs drill-down cursors; ``None`` uses the app's ``SECRET_KEY``. One of the two is required.
-CURSOR_SECRET = PREFIX + "CURSOR_SECRET"
-#: Longest a push may wait for its activity to be recorded, in milliseconds; past it the activity is
-#: kept as a dead letter (lock and statement timeouts on PostgreSQL, busy timeout on SQLite).
-HOOK_TIMEOUT_MS = PREFIX + "HOOK_TIMEOUT_MS"
-#: Flask-SQLAlchemy bind key analytics reads go to (a read replica); ``None`` reads from the primary.
-BIND = PREFIX + "BIND"
-#: JSON-lines file where the hook keeps activities it could not write; default in the app's instance folder.
-DEAD_LETTER_PATH = PREFIX + "DEAD_LETTER_PATH"
-DEAD_LETTER_FILENAME = "flowpilot_analytics_dead_letters.jsonl"
-#: Keep dead letters in this table (created by ``db.create_all()``) instead of the file; ``None`` = the file.
-DEAD_LETTER_TABLE = PREFIX + "DEAD_LETTER_TABLE"
-#: Edges (seconds) of the time-to-first-action distribution buckets, ascending.
-BUCKET_EDGES_SECONDS = PREFIX + "BUCKET_EDGES_SECONDS"
-#: Longest ``since``/``until`` range accepted, in days.
-MAX_RANGE_DAYS = PREFIX + "MAX_RANGE_DAYS"
-#: SQLite only: whether stored timestamp text may carry UTC offsets (``…+02:00``) or other ISO spellings.
-#: ``False`` (default) compares the text itself: exact and index-friendly for what SQLAlchemy's DateTime
-#: writes (``YYYY-MM-DD HH:MM:SS.ffffff``, naive UTC; SQLAlchemy drops offsets itself). ``True`` compares
-#: through ``julianday()``, right for any ISO text, but slower (no index range on the timestamps).
-SQLITE_TEXT_OFFSETS = PREFIX + "SQLITE_TEXT_OFFSETS"
-#: PostgreSQL row-level security: a setting name (e.g. ``app.current_account_id``) the plugin sets,
-#: transaction-local, to the caller's account before every read and write; ``None`` = off.
-TENANT_SETTING = PREFIX + "TENANT_SETTING"
-#: Name of the table the plugin owns.
-ACTIVITY_TABLE = PREFIX + "ACTIVITY_TABLE"
-#: Type of ``account_id`` / ``session_id`` in the plugin's table: ``integer``, ``string`` or ``uuid``.
-ID_TYPE = PREFIX + "ID_TYPE"
-#: Method names that :meth:`FlowpilotAnalytics.wrap_psa_service` wraps, by activity type.
-PSA_SERVICE_METHODS = PREFIX + "PSA_SERVICE_METHODS"
 
-DEFAULT_ROLES: tuple[str, ...] = ("viewer", "engineer", "team_admin", "admin")
-DEFAULT_ROUTE_ROLES: dict[str, str] = {"escalations": "engineer", "psa_metrics": "team_admin"}
-DEFAULT_TABLES: dict[str, str] = {
-    "sessions": "ai_sessions",
-    "steps": "ai_session_steps",
-    "handoffs": "session_handoffs",
-}
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One ``FLOWPILOT_ANALYTICS_*`` key: its default and what it means (for the docs)."""
+
+    key: str
+    default: t.Any
+    doc: str
+
+
+#: Logical table name -> the host's default table name.
+DEFAULT_TABLES: Mapping[str, str] = MappingProxyType(
+    {"sessions": "ai_sessions", "steps": "ai_session_steps", "handoffs": "session_handoffs"}
+)
 #: The columns the plugin reads from each host table (logical names).
-HOST_COLUMNS: dict[str, tuple[str, ...]] = {
-    "sessions": ("id", "account_id", "created_at", "psa_ticket_id"),
-    "steps": ("id", "account_id", "session_id", "created_at"),
-    "handoffs": ("id", "account_id", "session_id", "created_at", "claimed_at"),
-}
+HOST_COLUMNS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "sessions": ("id", "account_id", "created_at", "psa_ticket_id"),
+        "steps": ("id", "account_id", "session_id", "created_at"),
+        "handoffs": ("id", "account_id", "session_id", "created_at", "claimed_at"),
+    }
+)
 #: Columns used only by optional features, read when the host has them (``group_by=engineer``).
-OPTIONAL_HOST_COLUMNS: dict[str, tuple[str, ...]] = {"handoffs": ("claimed_by",)}
-DEFAULT_PSA_SERVICE_METHODS: dict[str, str] = {
-    "note_posted": "push_note",
-    "time_entry_posted": "push_time_entry",
-}
+OPTIONAL_HOST_COLUMNS: Mapping[str, tuple[str, ...]] = MappingProxyType({"handoffs": ("claimed_by",)})
+#: Each report route's minimum role by default.
+DEFAULT_ROUTE_ROLES: Mapping[str, str] = MappingProxyType({"escalations": "engineer", "psa_metrics": "team_admin"})
+DEAD_LETTER_FILENAME = "flowpilot_analytics_dead_letters.jsonl"
+ID_TYPES = ("integer", "string", "uuid")
 
-DEFAULTS: dict[str, t.Any] = {
-    URL_PREFIX: "/api/v1",
-    CLOCK_SKEW_SECONDS: 0,
-    ROLES: DEFAULT_ROLES,
-    ROUTE_ROLES: DEFAULT_ROUTE_ROLES,
-    TABLES: {},
-    COLUMNS: {},
-    PSA_METRICS_LIMIT: "15 per minute",
-    ESCALATIONS_LIMIT: "120 per minute",
-    HANDOFFS_LIMIT: "120 per minute",
-    RATELIMIT_STORAGE_URI: None,
-    CACHE_TTL: 60,
-    CACHE_STORAGE_URI: None,
-    CACHE_MAX_BYTES: 32 * 1024 * 1024,
-    VARY_HEADERS: ("Authorization", "Cookie"),
-    CURSOR_SECRET: None,
-    HOOK_TIMEOUT_MS: 250,
-    BIND: None,
-    DEAD_LETTER_PATH: None,
-    DEAD_LETTER_TABLE: None,
-    TENANT_SETTING: None,
-    SQLITE_TEXT_OFFSETS: False,
-    BUCKET_EDGES_SECONDS: (60, 300, 900, 3600, 14400),
-    MAX_RANGE_DAYS: 366,
-    ACTIVITY_TABLE: "psa_activity_logs",
-    ID_TYPE: "integer",
-    PSA_SERVICE_METHODS: DEFAULT_PSA_SERVICE_METHODS,
-}
+SETTINGS: tuple[Setting, ...] = (
+    Setting("URL_PREFIX", "/api/v1", "Where the blueprint mounts; routes live under `<prefix>/analytics/flowpilot/`."),
+    Setting(
+        "CLOCK_SKEW_SECONDS",
+        0,
+        "A step up to this many seconds *before* the claim still counts as the first action (its delta floors "
+        "at 0); 0-86400.",
+    ),
+    Setting("ROLES", ("viewer", "engineer", "team_admin", "admin"), "The role ladder, lowest first."),
+    Setting(
+        "ROUTE_ROLES",
+        {},
+        "Minimum role per route, merged over `escalations: engineer`, `psa_metrics: team_admin` (the drill-down "
+        "and the trend follow `escalations`).",
+    ),
+    Setting(
+        "TABLES",
+        {},
+        "Host table names, merged over `sessions: ai_sessions`, `steps: ai_session_steps`, "
+        "`handoffs: session_handoffs`; `schema.table` works.",
+    ),
+    Setting("COLUMNS", {}, 'Host column names as `{"<table>.<column>": "name"}`.'),
+    Setting("PSA_METRICS_LIMIT", "15 per minute", "Per-user rate limit of psa-metrics (`limits` notation)."),
+    Setting("ESCALATIONS_LIMIT", "120 per minute", "Per-user rate limit of escalations."),
+    Setting("HANDOFFS_LIMIT", "120 per minute", "Per-user rate limit of the drill-down (JSON and CSV)."),
+    Setting(
+        "RATELIMIT_STORAGE_URI",
+        None,
+        "Storage of the plugin's limiter (`memory://`, `redis://…`); `None` uses the host's "
+        "`RATELIMIT_STORAGE_URI`, then `memory://`.",
+    ),
+    Setting("CACHE_TTL", 60, "Seconds an answer is reused for the same account and parameters; `0` turns caching off."),
+    Setting(
+        "CACHE_STORAGE_URI",
+        "memory://",
+        "Where cached answers live: `memory://` (per process) or `redis://…` (shared by every worker).",
+    ),
+    Setting("CACHE_MAX_BYTES", 32 * 1024 * 1024, "Bound of the in-process cache in bytes, per process."),
+    Setting("VARY_HEADERS", ("Authorization", "Cookie"), "Request headers that carry credentials, named in `Vary`."),
+    Setting(
+        "CURSOR_SECRET",
+        None,
+        "Key that signs drill-down cursors; `None` uses the app's `SECRET_KEY` (one of the two is required).",
+    ),
+    Setting(
+        "HOOK_TIMEOUT_MS",
+        250,
+        "Longest a push waits for its activity to be recorded, in milliseconds; past it the activity is "
+        "dead-lettered.",
+    ),
+    Setting("BIND", None, "`SQLALCHEMY_BINDS` key analytics reads go to (a read replica); `None` reads the primary."),
+    Setting(
+        "DEAD_LETTER_PATH",
+        None,
+        f"JSON-lines file for activities the hook could not write; `None` = `<instance folder>/{DEAD_LETTER_FILENAME}`.",
+    ),
+    Setting(
+        "DEAD_LETTER_TABLE",
+        None,
+        "Keep dead letters in this table (created by `db.create_all()`) instead of the file; `None` = the file.",
+    ),
+    Setting(
+        "BUCKET_EDGES_SECONDS",
+        (60, 300, 900, 3600, 14400),
+        "Edges of the escalation `distribution` buckets, increasing seconds.",
+    ),
+    Setting("MAX_RANGE_DAYS", 366, "Longest `since`/`until` range, in days."),
+    Setting(
+        "TENANT_SETTING",
+        None,
+        "PostgreSQL setting (e.g. `app.current_account_id`) set transaction-locally to the account before every "
+        "plugin read and write (row-level security); `None` = off.",
+    ),
+    Setting("ACTIVITY_TABLE", "psa_activity_logs", "Name of the table the plugin owns."),
+    Setting(
+        "ID_TYPE", "integer", "Type of `account_id`/`session_id` in that table: `integer`, `string` or `uuid`."
+    ),
+)
+DEFAULTS: Mapping[str, t.Any] = MappingProxyType({PREFIX + s.key: s.default for s in SETTINGS})
+
+#: Keys earlier versions read, and what replaces each: a host that still sets one gets a startup error.
+REMOVED: Mapping[str, str] = MappingProxyType(
+    {
+        PREFIX + "PSA_SERVICE_METHODS": "pass methods= to analytics.wrap_psa_service(service, methods={...}) instead",
+        PREFIX + "SQLITE_TEXT_OFFSETS": (
+            "SQLite timestamps are always compared as the UTC text SQLAlchemy's DateTime writes; store "
+            "timestamps through SQLAlchemy (naive UTC or aware) and remove the setting"
+        ),
+    }
+)
 
 
 def apply_defaults(config: t.MutableMapping[str, t.Any]) -> None:
-    """Fill every unset ``FLOWPILOT_ANALYTICS_*`` key, as Flask extensions do."""
-    for key, value in DEFAULTS.items():
-        config.setdefault(key, copy.deepcopy(value))  # no two apps share (and mutate) one default object
+    """Fill every unset key with a copy of its default, as Flask extensions do (no two apps share one object)."""
+    for key, default in DEFAULTS.items():
+        config.setdefault(key, copy.deepcopy(default))
 
 
-def route_roles(config: t.Mapping[str, t.Any]) -> dict[str, str]:
-    """Each route's minimum role: the defaults, overridden by ``FLOWPILOT_ANALYTICS_ROUTE_ROLES``."""
-    return {**DEFAULT_ROUTE_ROLES, **dict(config[ROUTE_ROLES])}
+def _key(name: str) -> str:
+    return PREFIX + name
 
 
-def validate(config: t.Mapping[str, t.Any]) -> None:
-    """Refuse settings that would only fail later, at request time."""
-    roles = list(config[ROLES])
-    if not roles or len(set(roles)) != len(roles):
-        raise ValueError(f"{ROLES} must be a non-empty list of distinct role names")
-    unknown_routes = set(config[ROUTE_ROLES]) - set(DEFAULT_ROUTE_ROLES)
-    if unknown_routes:
-        raise ValueError(f"{ROUTE_ROLES} has unknown routes {sorted(unknown_routes)}; "
-                         f"known: {sorted(DEFAULT_ROUTE_ROLES)}")
-    for route, minimum in route_roles(config).items():
+def _is_number(value: t.Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float))
+
+
+def _whole(config: Mapping[str, t.Any], name: str, minimum: int) -> int:
+    value = config[_key(name)]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{_key(name)} must be a whole number >= {minimum}, got {value!r}")
+    return value
+
+
+def _limit(config: Mapping[str, t.Any], name: str) -> str:
+    value = config[_key(name)]
+    try:
+        limits.parse(value)
+    except (ValueError, TypeError):
+        raise ValueError(f"{_key(name)} = {value!r} is not a rate limit such as '15 per minute'") from None
+    return str(value)
+
+
+def _optional_text(config: Mapping[str, t.Any], name: str) -> str | None:
+    value = config[_key(name)]
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ValueError(f"{_key(name)} must be a non-empty string or None, got {value!r}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """One app's settings, checked and normalised; the only way the plugin reads its configuration."""
+
+    url_prefix: str
+    clock_skew_seconds: float
+    roles: tuple[str, ...]
+    route_roles: Mapping[str, str]
+    tables: Mapping[str, str]
+    columns: Mapping[str, str]
+    psa_metrics_limit: str
+    escalations_limit: str
+    handoffs_limit: str
+    ratelimit_storage_uri: str
+    cache_ttl: int
+    cache_storage_uri: str
+    cache_max_bytes: int
+    vary_headers: tuple[str, ...]
+    cursor_secret: str | bytes = dataclasses.field(repr=False)
+    hook_timeout_ms: int
+    bind: str | None
+    dead_letter_path: str
+    dead_letter_table: str | None
+    bucket_edges: tuple[float, ...]
+    max_range_days: int
+    tenant_setting: str | None
+    activity_table: str
+    id_type: str
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, t.Any], instance_path: str = ".") -> Settings:
+        """Read every key (the defaults deep-copied for unset ones) and refuse what would only fail later."""
+        removed = [f"{key}: {why}" for key, why in REMOVED.items() if key in config]
+        if removed:
+            raise ValueError("Settings that no longer exist: " + "; ".join(removed))
+        values = {key: copy.deepcopy(config[key]) if key in config else copy.deepcopy(default)
+                  for key, default in DEFAULTS.items()}
+        checked: dict[str, t.Any] = dict(
+            url_prefix=_url_prefix(values),
+            clock_skew_seconds=_skew(values),
+            roles=(roles := _roles(values)),
+            route_roles=_route_roles(values, roles),
+            tables=_tables(values),
+            columns=_columns(values),
+            psa_metrics_limit=_limit(values, "PSA_METRICS_LIMIT"),
+            escalations_limit=_limit(values, "ESCALATIONS_LIMIT"),
+            handoffs_limit=_limit(values, "HANDOFFS_LIMIT"),
+            ratelimit_storage_uri=_optional_text(values, "RATELIMIT_STORAGE_URI")
+            or config.get("RATELIMIT_STORAGE_URI")
+            or "memory://",
+            cache_ttl=_whole(values, "CACHE_TTL", 0),
+            cache_storage_uri=_optional_text(values, "CACHE_STORAGE_URI") or "memory://",
+            cache_max_bytes=_whole(values, "CACHE_MAX_BYTES", 1),
+            vary_headers=_vary(values),
+            hook_timeout_ms=_whole(values, "HOOK_TIMEOUT_MS", 1),
+            bind=_bind(values, config),
+            dead_letter_path=_optional_text(values, "DEAD_LETTER_PATH")
+            or os.path.join(instance_path, DEAD_LETTER_FILENAME),
+            dead_letter_table=_optional_text(values, "DEAD_LETTER_TABLE"),
+            bucket_edges=_edges(values),
+            max_range_days=_whole(values, "MAX_RANGE_DAYS", 1),
+            tenant_setting=_tenant(values),
+            activity_table=_optional_text(values, "ACTIVITY_TABLE") or "psa_activity_logs",
+            id_type=_id_type(values),
+        )
+        return cls(**checked, cursor_secret=_secret(values, config))  # last: other mistakes are named first
+
+    def host_column(self, table: str, column: str) -> str:
+        """The host's name for a logical column."""
+        return self.columns.get(f"{table}.{column}", column)
+
+
+def _url_prefix(values: Mapping[str, t.Any]) -> str:
+    prefix = values[_key("URL_PREFIX")]
+    if not isinstance(prefix, str) or (prefix and not prefix.startswith("/")):
+        raise ValueError(f"{_key('URL_PREFIX')} must be a path starting with '/', got {prefix!r}")
+    return prefix
+
+
+def _skew(values: Mapping[str, t.Any]) -> float:
+    skew = values[_key("CLOCK_SKEW_SECONDS")]
+    if not _is_number(skew) or not 0 <= skew <= 86400:
+        raise ValueError(f"{_key('CLOCK_SKEW_SECONDS')} must be a number of seconds from 0 to 86400")
+    return float(skew)
+
+
+def _roles(values: Mapping[str, t.Any]) -> tuple[str, ...]:
+    roles = values[_key("ROLES")]
+    if isinstance(roles, str) or not roles or len(set(roles)) != len(roles) or not all(
+        isinstance(r, str) for r in roles
+    ):
+        raise ValueError(f"{_key('ROLES')} must be a non-empty list of distinct role names")
+    return tuple(roles)
+
+
+def _route_roles(values: Mapping[str, t.Any], roles: tuple[str, ...]) -> Mapping[str, str]:
+    given = dict(values[_key("ROUTE_ROLES")])
+    unknown = set(given) - set(DEFAULT_ROUTE_ROLES)
+    if unknown:
+        raise ValueError(
+            f"{_key('ROUTE_ROLES')} has unknown routes {sorted(unknown)}; known: {sorted(DEFAULT_ROUTE_ROLES)}"
+        )
+    merged = {**DEFAULT_ROUTE_ROLES, **given}
+    for route, minimum in merged.items():
         if minimum not in roles:
-            raise ValueError(f"{ROUTE_ROLES}[{route!r}] = {minimum!r} is not in {ROLES} {roles}")
-    skew = config[CLOCK_SKEW_SECONDS]
-    if isinstance(skew, bool) or not isinstance(skew, (int, float)) or not 0 <= skew <= 86400:
-        raise ValueError(f"{CLOCK_SKEW_SECONDS} must be a number of seconds from 0 to 86400")
-    for key in (CACHE_MAX_BYTES, HOOK_TIMEOUT_MS):
-        value = config[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{key} must be a whole number >= 1")
-    for key in (PSA_METRICS_LIMIT, ESCALATIONS_LIMIT, HANDOFFS_LIMIT):
-        try:
-            limits.parse(config[key])
-        except ValueError:
-            raise ValueError(f"{key} = {config[key]!r} is not a rate limit such as '15 per minute'") from None
-    vary = config[VARY_HEADERS]
-    if isinstance(vary, str) or not all(isinstance(h, str) and h.strip() for h in vary):
-        raise ValueError(f"{VARY_HEADERS} must be a list of header names, e.g. ['Authorization', 'Cookie']")
-    ttl = config[CACHE_TTL]
-    if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 0:
-        raise ValueError(f"{CACHE_TTL} must be a whole number of seconds >= 0 (0 turns the cache off)")
-    bind = config[BIND]
-    if bind is not None and bind not in (config.get("SQLALCHEMY_BINDS") or {}):
-        raise ValueError(f"{BIND} = {bind!r} is not a key of SQLALCHEMY_BINDS")
-    edges = list(config[BUCKET_EDGES_SECONDS])
-    if not edges or any(isinstance(e, bool) or not isinstance(e, (int, float)) or not 0 < e < 10**9 for e in edges) \
-            or edges != sorted(set(edges)):
-        raise ValueError(f"{BUCKET_EDGES_SECONDS} must be increasing positive numbers of seconds")
-    days = config[MAX_RANGE_DAYS]
-    if isinstance(days, bool) or not isinstance(days, int) or days < 1:
-        raise ValueError(f"{MAX_RANGE_DAYS} must be a whole number of days >= 1")
-    tenant = config[TENANT_SETTING]
-    if tenant is not None and (not isinstance(tenant, str) or "." not in tenant):
-        raise ValueError(f"{TENANT_SETTING} must be a custom setting name with a dot, e.g. 'app.current_account_id'")
-    if config[ID_TYPE] not in ("integer", "string", "uuid"):
-        raise ValueError(f"{ID_TYPE} must be 'integer', 'string' or 'uuid'")
-    unknown_tables = set(config[TABLES]) - set(DEFAULT_TABLES)
-    if unknown_tables:
-        raise ValueError(f"{TABLES} has unknown keys {sorted(unknown_tables)}; known: {sorted(DEFAULT_TABLES)}")
-    for key in config[COLUMNS]:
-        table, _, column = key.partition(".")
+            raise ValueError(f"{_key('ROUTE_ROLES')}[{route!r}] = {minimum!r} is not in {_key('ROLES')} {list(roles)}")
+    return MappingProxyType(merged)
+
+
+def _tables(values: Mapping[str, t.Any]) -> Mapping[str, str]:
+    given = dict(values[_key("TABLES")])
+    unknown = set(given) - set(DEFAULT_TABLES)
+    if unknown:
+        raise ValueError(f"{_key('TABLES')} has unknown keys {sorted(unknown)}; known: {sorted(DEFAULT_TABLES)}")
+    return MappingProxyType({**DEFAULT_TABLES, **given})
+
+
+def _columns(values: Mapping[str, t.Any]) -> Mapping[str, str]:
+    given = dict(values[_key("COLUMNS")])
+    for key in given:
+        table, _, column = str(key).partition(".")
         if column not in HOST_COLUMNS.get(table, ()) + OPTIONAL_HOST_COLUMNS.get(table, ()):
-            raise ValueError(f"{COLUMNS} key {key!r} is not '<table>.<column>' of {HOST_COLUMNS}")
-    if not (config[CURSOR_SECRET] or config.get("SECRET_KEY")):
-        raise ValueError(f"flowpilot_analytics signs drill-down cursors: set SECRET_KEY or {CURSOR_SECRET}")
+            raise ValueError(f"{_key('COLUMNS')} key {key!r} is not '<table>.<column>' of {dict(HOST_COLUMNS)}")
+    return MappingProxyType({str(k): str(v) for k, v in given.items()})
+
+
+def _vary(values: Mapping[str, t.Any]) -> tuple[str, ...]:
+    vary = values[_key("VARY_HEADERS")]
+    if isinstance(vary, str) or not all(isinstance(h, str) and h.strip() for h in vary):
+        raise ValueError(f"{_key('VARY_HEADERS')} must be a list of header names, e.g. ['Authorization', 'Cookie']")
+    return tuple(vary)
+
+
+def _secret(values: Mapping[str, t.Any], config: Mapping[str, t.Any]) -> str | bytes:
+    secret = values[_key("CURSOR_SECRET")] or config.get("SECRET_KEY")
+    if not secret or not isinstance(secret, (str, bytes)):
+        raise ValueError(f"flowpilot_analytics signs drill-down cursors: set SECRET_KEY or {_key('CURSOR_SECRET')}")
+    return secret
+
+
+def _bind(values: Mapping[str, t.Any], config: Mapping[str, t.Any]) -> str | None:
+    bind = values[_key("BIND")]
+    if bind is not None and bind not in (config.get("SQLALCHEMY_BINDS") or {}):
+        raise ValueError(f"{_key('BIND')} = {bind!r} is not a key of SQLALCHEMY_BINDS")
+    return t.cast("str | None", bind)
+
+
+def _edges(values: Mapping[str, t.Any]) -> tuple[float, ...]:
+    edges = list(values[_key("BUCKET_EDGES_SECONDS")])
+    valid = all(_is_number(e) and 0 < e < 10**9 for e in edges)
+    if not edges or not valid or edges != sorted(set(edges)):
+        raise ValueError(f"{_key('BUCKET_EDGES_SECONDS')} must be increasing positive numbers of seconds")
+    return tuple(float(e) for e in edges)
+
+
+def _tenant(values: Mapping[str, t.Any]) -> str | None:
+    tenant = values[_key("TENANT_SETTING")]
+    if tenant is not None and (not isinstance(tenant, str) or "." not in tenant):
+        raise ValueError(f"{_key('TENANT_SETTING')} must be a custom setting name with a dot, e.g. 'app.current_account_id'")
+    return tenant
+
+
+def _id_type(values: Mapping[str, t.Any]) -> str:
+    id_type = values[_key("ID_TYPE")]
+    if id_type not in ID_TYPES:
+        raise ValueError(f"{_key('ID_TYPE')} must be one of {list(ID_TYPES)}")
+    return str(id_type)

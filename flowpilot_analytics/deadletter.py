@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from .activities import error_text, insert_activity, legacy_key, validate_payload
 from .deadline import DeadlineRunner
-from .tables import as_utc
+from .timeutil import as_utc
 
 FILE_MODE = 0o600
 
@@ -64,13 +64,28 @@ def _line(payload: t.Mapping[str, t.Any]) -> str:
     return json.dumps({**payload, "created_at": _iso(payload["created_at"])}, sort_keys=True, default=str) + "\n"
 
 
+class DeadLetterStore(t.Protocol):
+    """Where the hook keeps activities it could not write, until a replay writes them."""
+
+    #: Where the store is, for log lines and the replay's report.
+    location: str
+
+    def append(self, payload: t.Mapping[str, t.Any]) -> None:
+        """Keep one activity durably."""
+
+    def pending(self) -> list[dict[str, t.Any]]:
+        """Every activity not yet written back."""
+
+    def drain(self, write: t.Callable[[dict[str, t.Any]], str]) -> ReplayReport:
+        """Hand every entry to ``write``; drop those written or present, keep the failures."""
+
+
 class DeadLetterFile:
     """Append-only JSON lines; ``drain`` hands the entries to a writer and keeps only those it could not write."""
 
     def __init__(self, path: str) -> None:
         check_directory(path)
-        self.path = path
-        self.location = path
+        self.location = self.path = path
         self.aside = path + ".replaying"
         self.replay_lock = path + ".lock"
 
@@ -170,16 +185,6 @@ class DeadLetterTable:
                 with self._engine().begin() as connection:
                     connection.execute(self.table.delete().where(self.table.c.id == row_id))
         return report
-
-
-def dead_letter_table(metadata: sa.MetaData, name: str) -> sa.Table:
-    """The dead-letter table's declaration (reused when the host declares it)."""
-    if name in metadata.tables:
-        return metadata.tables[name]
-    return sa.Table(name, metadata,
-                    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
-                    sa.Column("payload", sa.Text(), nullable=False),
-                    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False))
 
 
 @dataclass

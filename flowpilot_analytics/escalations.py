@@ -1,12 +1,20 @@
-"""The escalation metric, whole: what it measures, the query, and the statistics.
+"""The escalation metric, whole: what it measures, which handoffs count, the queries, and the statistics.
 
-For each handoff of the caller's account claimed inside the window, find the first session step
-of the same session (and account) created at or after the claim (less the clock-skew
-allowance); the handoff's delta is ``max(0, first_step - claimed_at)`` in seconds. Handoffs
-without such a step count as claimed but not as acted upon. Average, median and p95 are taken
-over the deltas, with linear interpolation between closest ranks (PostgreSQL's
-``percentile_cont``, numpy's default), and are ``None`` when there is no delta. PostgreSQL computes
-them in the query; other databases return one row per handoff and :func:`summarize` computes them.
+Definition (:data:`METRIC_DEFINITION` is the text every response carries):
+
+- **Scope.** The caller's handoffs whose ``claimed_at`` lies in the window ``[start, end]``, both ends
+  included (:func:`flowpilot_analytics.periods.window_for`: ``[now - N days, now]``, or a custom range).
+- **First action.** The first session step of the same session (and account) created at or after the
+  claim, less the clock-skew allowance (``FLOWPILOT_ANALYTICS_CLOCK_SKEW_SECONDS``); the handoff's delta
+  is ``max(0, first_step - claimed_at)`` in seconds. A handoff with no such step counts as claimed only.
+- **Statistics.** Average, median and p95 over the deltas, with linear interpolation between closest ranks
+  (PostgreSQL's ``percentile_cont``, numpy's default); ``None`` when there is no delta.
+- **Distribution.** Deltas counted in buckets ``[edge[i-1], edge[i])`` (``FLOWPILOT_ANALYTICS_BUCKET_EDGES_SECONDS``),
+  the last one open, plus the handoffs with no action.
+- **By engineer.** The same figures per claimer (``handoffs.claimed_by``), engineers in id order.
+
+On PostgreSQL one statement computes everything (:func:`aggregate_query`); elsewhere one statement
+returns a row per handoff (:func:`rows_query`) and :func:`fold_rows` computes the same figures.
 """
 
 from __future__ import annotations
@@ -18,7 +26,9 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from .tables import HostTables, as_utc, at_or_after, comparable, in_window, instant, is_aware, seconds_before
+from .errors import InvalidQuery
+from .tables import HostTables
+from .timeutil import Backend, at_or_after, comparable, in_window, is_aware, naive_utc
 
 #: Sent verbatim in every response, so that no caller can present the number as a saving.
 METRIC_DEFINITION = (
@@ -31,9 +41,7 @@ METRIC_DEFINITION = (
     "claim must pair it with the manual baseline (the verbal-handoff stopwatch)."
 )
 
-
-#: Default distribution bucket edges in seconds: < 1 min, 1-5, 5-15, 15-60 min, 1-4 h, > 4 h.
-DEFAULT_BUCKET_EDGES: tuple[float, ...] = (60, 300, 900, 3600, 14400)
+Edges = tuple[float, ...]
 
 
 @dataclass(frozen=True)
@@ -45,132 +53,42 @@ class EscalationResult:
     avg_seconds: float | None
     median_seconds: float | None
     p95_seconds: float | None
-    #: Handoffs per time-to-first-action bucket (``len(edges) + 1`` counts), then those with no action.
-    buckets: tuple[int, ...] = ()
-    no_action: int = 0
+    #: Handoffs per time-to-first-action bucket (``len(edges) + 1`` counts).
+    buckets: tuple[int, ...]
+    #: Claimed handoffs with no action yet.
+    no_action: int
+
+    def figures(self) -> dict[str, t.Any]:
+        """The counts and statistics, as every escalation figure in a response has them."""
+        return {"n_handoffs_claimed": self.n_handoffs_claimed, "n_handoffs_with_action": self.n_handoffs_with_action,
+                "avg_seconds": self.avg_seconds, "median_seconds": self.median_seconds,
+                "p95_seconds": self.p95_seconds}
+
+    def distribution(self, edges: Edges) -> dict[str, t.Any]:
+        """The buckets with their bounds, and the handoffs with no action."""
+        return {"buckets": [{"min_seconds": low, "max_seconds": high, "count": count}
+                            for (low, high), count in zip(bucket_bounds(edges), self.buckets)],
+                "no_action": self.no_action}
 
 
-def bucket_index(delta: float, edges: t.Sequence[float]) -> int:
+def empty(edges: Edges) -> EscalationResult:
+    """The result of a group with no handoff in scope (an aggregate over no rows)."""
+    return EscalationResult(0, 0, None, None, None, (0,) * (len(edges) + 1), 0)
+
+
+def bucket_bounds(edges: Edges) -> list[tuple[float, float | None]]:
+    """Each bucket's ``[min, max)`` in seconds: from 0 to the first edge, ..., the last edge to no bound."""
+    lows = (0.0, *edges)
+    highs: tuple[float | None, ...] = (*edges, None)
+    return list(zip(lows, highs))
+
+
+def bucket_index(delta: float, edges: Edges) -> int:
     """Which bucket a delta falls in: bucket ``i`` is ``[edges[i-1], edges[i])``, the last is open."""
     for index, edge in enumerate(edges):
         if delta < edge:
             return index
     return len(edges)
-
-
-def _first_step(tables: HostTables, dialect: str, skew_seconds: float) -> tuple[t.Any, t.Any]:
-    """The claim (comparable form) and a select of the first step of its session at or after it."""
-    h, s = tables.handoffs, tables.steps
-    claimed = comparable(h.c.claimed_at, is_aware(s.c.created_at), dialect)
-    created = comparable(s.c.created_at, is_aware(h.c.claimed_at), dialect)
-    first = (
-        sa.select(created.label("first_step_at"))
-        .where(
-            s.c.account_id == sa.bindparam("account_id"),
-            s.c.session_id == h.c.session_id,
-            at_or_after(created, claimed, dialect) if not skew_seconds
-            else instant(created) >= seconds_before(claimed, skew_seconds, dialect),
-        )
-        .order_by(*((instant(created), created) if dialect == "sqlite" else (created,)))
-        .limit(1)
-    )
-    return claimed, first
-
-
-def _in_scope(tables: HostTables, dialect: str) -> list[sa.ColumnElement[bool]]:
-    """The caller's handoffs claimed inside the window."""
-    h = tables.handoffs
-    return [
-        h.c.account_id == sa.bindparam("account_id"),
-        h.c.claimed_at.is_not(None),
-        *in_window(h.c.claimed_at, dialect),
-    ]
-
-
-def build_query(tables: HostTables, dialect: str, skew_seconds: float, edges: t.Sequence[float] = DEFAULT_BUCKET_EDGES,
-                group_by_engineer: bool = False) -> sa.Select[t.Any]:
-    """One statement per request. Bound parameters: ``account_id``, ``window_start``, ``window_end``.
-
-    On PostgreSQL the database does everything: a LATERAL probe finds each handoff's first step (an
-    index probe on ``(account_id, session_id, created_at)``, evaluated once per handoff), and one row
-    per group comes back with the counts, ``avg``, ``percentile_cont`` and the bucket counts. Elsewhere
-    (SQLite has neither LATERAL nor ``percentile_cont``) it returns ``(claimed_at, first_step_at,
-    engineer)`` per handoff for :func:`summarize`. With ``group_by_engineer`` the handoffs are grouped by
-    the claimer column (``handoffs.claimed_by``), else the engineer is ``NULL``.
-    """
-    h = tables.handoffs
-    engineer = h.c.claimed_by if group_by_engineer else sa.null()
-    claimed, first = _first_step(tables, dialect, skew_seconds)
-    if dialect != "postgresql":
-        # Raw text out (parsed by naive_utc in summarize): much cheaper per row than the type's processing.
-        first_step_at = sa.type_coerce(first.correlate(h).scalar_subquery(), sa.String())
-        return sa.select(sa.type_coerce(h.c.claimed_at, sa.String()).label("claimed_at"),
-                         first_step_at.label("first_step_at"), engineer.label("engineer")).where(
-            *_in_scope(tables, dialect))
-    # The delta is computed once per handoff inside the LATERAL (double precision, floored at 0), so
-    # the aggregates below read a plain column instead of re-evaluating an expression each.
-    step_at = first.selected_columns[0]
-    lateral = first.add_columns(
-        sa.func.greatest(0.0, sa.func.date_part("epoch", step_at - claimed)).label("delta")).lateral("first_step")
-    delta = lateral.c.delta
-    bounds = [None, *edges, None]
-    bucket_counts = [
-        sa.func.count().filter(sa.and_(*(c for c in (
-            delta >= low if low is not None else None, delta < high if high is not None else None,
-            delta.is_not(None)) if c is not None)))
-        for low, high in zip(bounds, bounds[1:])
-    ]
-    query = (
-        sa.select(
-            engineer.label("engineer"),
-            sa.func.count(),
-            sa.func.count(delta),
-            sa.func.avg(delta),
-            sa.func.percentile_cont(0.5).within_group(delta),
-            sa.func.percentile_cont(0.95).within_group(delta),
-            *bucket_counts,
-        )
-        .select_from(h.outerjoin(lateral, sa.true()))
-        .where(*_in_scope(tables, dialect))
-    )
-    return query.group_by(h.c.claimed_by).order_by(h.c.claimed_by) if group_by_engineer else query
-
-
-def naive_utc(value: t.Any) -> datetime:
-    """A stored timestamp as a naive UTC datetime; SQLAlchemy's own UTC text takes the fast path."""
-    if isinstance(value, str) and len(value) == 26 and value[10] == " ":
-        return datetime.fromisoformat(value)
-    return t.cast(datetime, as_utc(value)).replace(tzinfo=None)
-
-
-def build_handoffs_query(tables: HostTables, dialect: str, skew_seconds: float, *, after: bool) -> sa.Select[t.Any]:
-    """The handoffs behind the number, newest claim first (ties by id), one keyset page at a time.
-
-    Bound parameters: ``account_id``, ``window_start``, ``window_end``, ``page_size`` and, with ``after``,
-    the keyset of the previous page's last row: ``after_key`` (its ``sort_key``) and ``after_id``. Each
-    row: id, session id, claim, first step (``None`` when no action yet), and ``sort_key``: the claim as
-    stored (text on SQLite), which is what the order and the keyset compare, so no row repeats or is lost.
-    """
-    h = tables.handoffs
-    _, first = _first_step(tables, dialect, skew_seconds)
-    first_step_at = sa.type_coerce(first.correlate(h).scalar_subquery(), h.c.claimed_at.type)
-    on_sqlite = dialect.startswith("sqlite")
-    key = sa.type_coerce(h.c.claimed_at, sa.String()) if on_sqlite else h.c.claimed_at
-    after_key = sa.bindparam("after_key", type_=sa.String() if on_sqlite else h.c.claimed_at.type)
-    after_id = sa.bindparam("after_id", type_=h.c.id.type)
-    order: list[t.Any] = [key.desc(), h.c.id.desc()]
-    keyset: list[sa.ColumnElement[bool]] = [key <= after_key, sa.tuple_(key, h.c.id) < sa.tuple_(after_key, after_id)]
-    if dialect == "sqlite":  # instants first (text may carry offsets), then the stored text, then the id
-        order.insert(0, instant(h.c.claimed_at).desc())
-        keyset = [instant(h.c.claimed_at) <= instant(after_key), sa.or_(
-            instant(h.c.claimed_at) < instant(after_key),
-            sa.tuple_(key, h.c.id) < sa.tuple_(after_key, after_id))]
-    return (
-        sa.select(h.c.id, h.c.session_id, h.c.claimed_at, first_step_at.label("first_step_at"), key.label("sort_key"))
-        .where(*_in_scope(tables, dialect), *(keyset if after else []))
-        .order_by(*order)
-        .limit(sa.bindparam("page_size"))
-    )
 
 
 def delta_seconds(claimed_at: t.Any, first_step_at: t.Any) -> float | None:
@@ -188,11 +106,8 @@ def percentile(ordered: t.Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def _float(value: t.Any) -> float | None:
-    return None if value is None else float(value)
-
-
-def _fold(deltas: list[float], claimed: int, edges: t.Sequence[float]) -> EscalationResult:
+def fold(deltas: list[float], claimed: int, edges: Edges) -> EscalationResult:
+    """The figures of ``claimed`` handoffs, ``deltas`` being those of the ones with an action."""
     buckets = [0] * (len(edges) + 1)
     for delta in deltas:
         buckets[bucket_index(delta, edges)] += 1
@@ -210,27 +125,186 @@ def _fold(deltas: list[float], claimed: int, edges: t.Sequence[float]) -> Escala
     )
 
 
-def summarize(result: t.Iterable[t.Sequence[t.Any]], dialect: str,
-              edges: t.Sequence[float] = DEFAULT_BUCKET_EDGES) -> dict[t.Any, EscalationResult]:
-    """The counts, statistics and buckets per group (``None`` keys the whole account) from :func:`build_query`."""
+def engineer_order(engineer: t.Any) -> tuple[bool, str, t.Any]:
+    """Engineers in their ids' natural order (numbers as numbers); handoffs with no claimer id last."""
+    return engineer is None, type(engineer).__name__, engineer if engineer is not None else 0
+
+
+# -- queries ---------------------------------------------------------------------------------------------
+
+
+def _first_step(tables: HostTables, backend: Backend, skew_seconds: float) -> tuple[t.Any, sa.Select[t.Any]]:
+    """The claim (comparable form) and a select of the first step of its session at or after it."""
+    h, s = tables.handoffs, tables.steps
+    claimed = comparable(h.c.claimed_at, is_aware(s.c.created_at), backend)
+    created = comparable(s.c.created_at, is_aware(h.c.claimed_at), backend)
+    first = (
+        sa.select(created.label("first_step_at"))
+        .where(s.c.account_id == sa.bindparam("account_id"), s.c.session_id == h.c.session_id,
+               at_or_after(created, claimed, skew_seconds, backend))
+        .order_by(created)
+        .limit(1)
+    )
+    return claimed, first
+
+
+def _in_scope(tables: HostTables) -> list[sa.ColumnElement[bool]]:
+    """The caller's handoffs claimed inside the window."""
+    h = tables.handoffs
+    return [h.c.account_id == sa.bindparam("account_id"), h.c.claimed_at.is_not(None), *in_window(h.c.claimed_at)]
+
+
+def aggregate_query(tables: HostTables, backend: Backend, skew_seconds: float, edges: Edges,
+                    by_engineer: bool) -> sa.Select[t.Any]:
+    """PostgreSQL: one row per group with the counts, ``avg``, ``percentile_cont`` and the bucket counts.
+
+    A LATERAL probe finds each handoff's first step (an index probe on ``(account_id, session_id,
+    created_at)``) and computes its delta once (double precision, floored at 0), so the aggregates read a
+    plain column. Bound parameters: ``account_id``, ``window_start``, ``window_end``.
+    """
+    h = tables.handoffs
+    claimed, first = _first_step(tables, backend, skew_seconds)
+    step_at = first.selected_columns[0]
+    lateral = first.add_columns(
+        sa.func.greatest(0.0, sa.func.date_part("epoch", step_at - claimed)).label("delta")).lateral("first_step")
+    delta = lateral.c.delta
+    bucket_counts = []
+    for low, high in bucket_bounds(edges):
+        inside = [delta >= low] + ([delta < high] if high is not None else [])
+        bucket_counts.append(sa.func.count().filter(sa.and_(*inside)))
+    engineer = h.c.claimed_by if by_engineer else sa.null()
+    query = (
+        sa.select(engineer.label("engineer"), sa.func.count(), sa.func.count(delta), sa.func.avg(delta),
+                  sa.func.percentile_cont(0.5).within_group(delta), sa.func.percentile_cont(0.95).within_group(delta),
+                  *bucket_counts)
+        .select_from(h.outerjoin(lateral, sa.true()))
+        .where(*_in_scope(tables))
+    )
+    return query.group_by(h.c.claimed_by).order_by(h.c.claimed_by) if by_engineer else query
+
+
+def fold_aggregates(rows: t.Iterable[t.Sequence[t.Any]]) -> dict[t.Any, EscalationResult]:
+    """The groups of :func:`aggregate_query`'s rows (``None`` keys the whole account)."""
     groups: dict[t.Any, EscalationResult] = {}
-    if dialect == "postgresql":
-        for engineer, claimed, with_action, avg, median, p95, *buckets in result:
-            groups[engineer] = EscalationResult(int(claimed), int(with_action), _float(avg), _float(median),
-                                                _float(p95), tuple(int(b) for b in buckets),
-                                                int(claimed) - int(with_action))
-        return groups
+    for engineer, claimed, with_action, avg, median, p95, *buckets in rows:
+        groups[engineer] = EscalationResult(
+            n_handoffs_claimed=int(claimed), n_handoffs_with_action=int(with_action), avg_seconds=_float(avg),
+            median_seconds=_float(median), p95_seconds=_float(p95), buckets=tuple(int(b) for b in buckets),
+            no_action=int(claimed) - int(with_action))
+    return groups
+
+
+def rows_query(tables: HostTables, backend: Backend, skew_seconds: float, by_engineer: bool) -> sa.Select[t.Any]:
+    """Portable: ``(claimed_at, first_step_at, engineer)`` per handoff in scope, for :func:`fold_rows`.
+
+    Timestamps come back as their raw text on SQLite (parsed by :func:`~.timeutil.naive_utc`), much cheaper
+    per row than the type's processing.
+    """
+    h = tables.handoffs
+    _, first = _first_step(tables, backend, skew_seconds)
+    engineer = h.c.claimed_by if by_engineer else sa.null()
+    first_step_at = sa.type_coerce(first.correlate(h).scalar_subquery(), sa.String())
+    return sa.select(sa.type_coerce(h.c.claimed_at, sa.String()).label("claimed_at"),
+                     first_step_at.label("first_step_at"), engineer.label("engineer")).where(*_in_scope(tables))
+
+
+def fold_rows(rows: t.Iterable[t.Sequence[t.Any]], edges: Edges) -> dict[t.Any, EscalationResult]:
+    """The groups of :func:`rows_query`'s rows, computed as :func:`aggregate_query` computes them."""
     claimed: dict[t.Any, int] = {}
     deltas: dict[t.Any, list[float]] = {}
-    for claimed_at, first_step_at, engineer in result:
+    for claimed_at, first_step_at, engineer in rows:
         claimed[engineer] = claimed.get(engineer, 0) + 1
         delta = delta_seconds(claimed_at, first_step_at)
         group = deltas.setdefault(engineer, [])
         if delta is not None:
             group.append(delta)
-    return {engineer: _fold(deltas[engineer], claimed[engineer], edges) for engineer in claimed}
+    return {engineer: fold(deltas[engineer], count, edges) for engineer, count in claimed.items()}
 
 
-def empty(edges: t.Sequence[float] = DEFAULT_BUCKET_EDGES) -> EscalationResult:
-    """The result of an account with no handoff in scope (an aggregate over no rows)."""
-    return EscalationResult(0, 0, None, None, None, (0,) * (len(edges) + 1), 0)
+def _float(value: t.Any) -> float | None:
+    return None if value is None else float(value)
+
+
+# -- the drill-down ---------------------------------------------------------------------------------------
+
+
+class HandoffRow(t.NamedTuple):
+    """One handoff behind the number; ``sort_key`` is the claim as stored, what the order and keyset compare."""
+
+    handoff_id: t.Any
+    session_id: t.Any
+    claimed_at: datetime
+    first_action_at: datetime | None
+    sort_key: t.Any
+
+    def describe(self, edges: Edges) -> dict[str, t.Any]:
+        """The drill-down item: ids, claim, first action, seconds and bucket (``None`` for no action)."""
+        seconds = delta_seconds(self.claimed_at, self.first_action_at)
+        return {"handoff_id": self.handoff_id, "session_id": self.session_id, "claimed_at": self.claimed_at,
+                "first_action_at": self.first_action_at, "seconds": seconds,
+                "bucket": None if seconds is None else bucket_index(seconds, edges)}
+
+
+def handoffs_query(tables: HostTables, backend: Backend, skew_seconds: float, *, after: bool) -> sa.Select[t.Any]:
+    """The handoffs in scope, newest claim first (ties by id), one keyset page at a time.
+
+    Bound parameters: ``account_id``, ``window_start``, ``window_end``, ``page_size`` and, with ``after``,
+    the keyset of the previous page's last row: ``after_key`` (its ``sort_key``) and ``after_id``. Rows are
+    :class:`HandoffRow`; ``sort_key`` is the stored claim (text on SQLite), so no row repeats or is lost.
+    """
+    h = tables.handoffs
+    _, first = _first_step(tables, backend, skew_seconds)
+    first_step_at = sa.type_coerce(first.correlate(h).scalar_subquery(), h.c.claimed_at.type)
+    as_text = backend.timestamps_as_text
+    key = sa.type_coerce(h.c.claimed_at, sa.String()) if as_text else h.c.claimed_at
+    after_key = sa.bindparam("after_key", type_=sa.String() if as_text else h.c.claimed_at.type)
+    after_id = sa.bindparam("after_id", type_=h.c.id.type)
+    keyset = [key <= after_key, sa.tuple_(key, h.c.id) < sa.tuple_(after_key, after_id)]
+    return (
+        sa.select(h.c.id, h.c.session_id, h.c.claimed_at, first_step_at.label("first_step_at"), key.label("sort_key"))
+        .where(*_in_scope(tables), *(keyset if after else []))
+        .order_by(key.desc(), h.c.id.desc())
+        .limit(sa.bindparam("page_size"))
+    )
+
+
+# -- the metric, prepared for one app ---------------------------------------------------------------------
+
+
+class Escalations:
+    """The metric's statements for one app's tables and backend, built once at the first request."""
+
+    def __init__(self, tables: HostTables, backend: Backend, skew_seconds: float, edges: Edges) -> None:
+        self.tables = tables
+        self.backend = backend
+        self.edges = edges
+        self.can_group_by_engineer = "claimed_by" in tables.handoffs.c
+        if backend.aggregates_in_sql:
+            self._overall = aggregate_query(tables, backend, skew_seconds, edges, False)
+            self._by_engineer = aggregate_query(tables, backend, skew_seconds, edges, True) \
+                if self.can_group_by_engineer else None
+        else:
+            self._overall = rows_query(tables, backend, skew_seconds, False)
+            self._by_engineer = rows_query(tables, backend, skew_seconds, True) if self.can_group_by_engineer \
+                else None
+        self.first_page = handoffs_query(tables, backend, skew_seconds, after=False)
+        self.next_page = handoffs_query(tables, backend, skew_seconds, after=True)
+
+    def statement(self, by_engineer: bool) -> sa.Select[t.Any]:
+        """The statement for the whole account, or per engineer (an :class:`InvalidQuery` without a claimer column)."""
+        if not by_engineer:
+            return self._overall
+        if self._by_engineer is None:
+            raise InvalidQuery(
+                "group_by=engineer needs the handoffs' claimer column, which this database does not have. Map it "
+                "with FLOWPILOT_ANALYTICS_COLUMNS = {'handoffs.claimed_by': '<column>'}.",
+                code="unsupported_grouping", details={"setting": "FLOWPILOT_ANALYTICS_COLUMNS"})
+        return self._by_engineer
+
+    def fold(self, rows: t.Iterable[t.Sequence[t.Any]]) -> dict[t.Any, EscalationResult]:
+        """The groups from :meth:`statement`'s rows."""
+        return fold_aggregates(rows) if self.backend.aggregates_in_sql else fold_rows(rows, self.edges)
+
+    def overall(self, rows: t.Iterable[t.Sequence[t.Any]]) -> EscalationResult:
+        """The whole account's result from the overall statement's rows."""
+        return self.fold(rows).get(None) or empty(self.edges)

@@ -30,14 +30,14 @@ from flask import current_app, has_app_context
 from .activities import describe, error_text, insert_activity, validate_payload
 from .deadline import DeadlineExceeded
 from .signals import activity_recorded
+from .state import EXTENSION_KEY, AnalyticsState
 
-if t.TYPE_CHECKING:
-    from .extension import AnalyticsState
-
-logger = logging.getLogger("flowpilot_analytics")
+logger = logging.getLogger(__name__)
 
 #: Attribute set on wrapped functions, so that wrapping twice does not record twice.
 WRAPPED_MARK = "__flowpilot_activity__"
+#: The push functions :func:`wrap_service` wraps by default, by activity type.
+DEFAULT_METHODS: Mapping[str, str] = {"note_posted": "push_note", "time_entry_posted": "push_time_entry"}
 
 Extract = t.Callable[[tuple[t.Any, ...], dict[str, t.Any], t.Any], Mapping[str, t.Any]]
 
@@ -89,12 +89,12 @@ def write_activity(state: AnalyticsState, payload: Mapping[str, t.Any]) -> bool:
     Raises on failure, and :class:`~flowpilot_analytics.deadline.DeadlineExceeded` past the deadline: the
     write may still land later, and its idempotency key keeps a replay of the dead letter from doubling it.
     """
-    timeout_ms = state.hook_timeout_ms
+    timeout_ms = state.settings.hook_timeout_ms
     engine = state.write_engine  # resolved here: the helper thread has no app context
 
     def write() -> bool:
         with engine.connect() as connection:
-            return insert_activity(connection, state.activity_io, state.tenant_setting, payload, timeout_ms)
+            return insert_activity(connection, state.activity_io, state.settings.tenant_setting, payload, timeout_ms)
 
     return state.deadlines.run(write, timeout_ms / 1000.0)
 
@@ -128,7 +128,7 @@ def _dead_letter(state: AnalyticsState, payload: Mapping[str, t.Any]) -> None:
     try:
         state.dead_letters.append(payload)
     except Exception as exc:
-        logger.error("flowpilot_analytics: the dead-letter store %s failed too (%s); only this log has the "
+        logger.error("the dead-letter store %s failed too (%s); only this log has the "
                      "activity: %s", state.dead_letters.location, error_text(exc), describe(payload))
 
 
@@ -139,13 +139,13 @@ def _record_now(app: t.Any, state: AnalyticsState, payload: dict[str, t.Any]) ->
     except Exception as exc:
         if isinstance(exc, DeadlineExceeded):
             exc.future.add_done_callback(lambda done: _late(state, payload, done))
-        logger.error("flowpilot_analytics: could not record a %s activity (%s); kept as a dead letter in %s "
+        logger.error("could not record a %s activity (%s); kept as a dead letter in %s "
                      "for `flask flowpilot-analytics replay-activities`; activity: %s", payload["activity_type"],
                      error_text(exc), state.dead_letters.location, describe(payload))
         _dead_letter(state, payload)
         return
     if not recorded:
-        logger.info("flowpilot_analytics: %s %s already recorded for account %s", payload["activity_type"],
+        logger.info("%s %s already recorded for account %s", payload["activity_type"],
                     payload["external_id"], payload["account_id"])
         return
     _announce(app, state, payload)
@@ -160,15 +160,13 @@ def _late(state: AnalyticsState, payload: Mapping[str, t.Any], done: t.Any) -> N
 def record(activity_type: str, extract: Extract, args: tuple[t.Any, ...],
            kwargs: dict[str, t.Any], result: t.Any) -> None:
     """Record one activity after a push; every failure is logged at ERROR (ids only), never raised."""
-    from .extension import EXTENSION_KEY
-
     if not has_app_context():
-        logger.warning("flowpilot_analytics: %s push outside an app context; activity not recorded", activity_type)
+        logger.warning("%s push outside an app context; activity not recorded", activity_type)
         return
     # The current app's registration records it, whichever FlowpilotAnalytics object wrapped the service.
     state = current_app.extensions.get(EXTENSION_KEY)
     if state is None:
-        logger.warning("flowpilot_analytics: %s push in an app without flowpilot_analytics; activity not recorded",
+        logger.warning("%s push in an app without flowpilot_analytics; activity not recorded",
                        activity_type)
         return
     try:
@@ -177,10 +175,10 @@ def record(activity_type: str, extract: Extract, args: tuple[t.Any, ...],
             fields = extract(args, kwargs, result)
         payload = build_payload(activity_type, fields, state)
     except Exception as exc:
-        logger.error("flowpilot_analytics: could not read a %s activity from the push (%s); not recorded",
+        logger.error("could not read a %s activity from the push (%s); not recorded",
                      activity_type, error_text(exc))
         return
-    app = current_app._get_current_object()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
     if _holds_sqlite_lock(state, session):
         defer_until_transaction_end(session, lambda: _record_later(app, state, payload))
         return
@@ -202,7 +200,7 @@ def _announce(app: t.Any, state: AnalyticsState, payload: dict[str, t.Any]) -> N
         state.cache.invalidate("psa_metrics", payload["account_id"])
         activity_recorded.send(app, activity=payload)
     except Exception:
-        logger.error("flowpilot_analytics: an activity_recorded receiver failed", exc_info=True)
+        logger.error("an activity_recorded receiver failed", exc_info=True)
 
 
 def psa_activity(activity_type: str,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typing as t
 from dataclasses import dataclass
 
-from .errors import ApiError
+from .errors import Forbidden, NotSignedIn
 
 
 @dataclass(frozen=True)
@@ -26,17 +26,17 @@ class IdentityLike(t.Protocol):
 
 
 def require_role(identity: IdentityLike | None, ladder: t.Sequence[str], minimum: str) -> IdentityLike:
-    """Return the identity when its role is at least ``minimum`` on ``ladder``; raise 401/403 otherwise."""
+    """Return the identity when its role is at least ``minimum`` on ``ladder``; raise
+    :class:`~.errors.NotSignedIn` or :class:`~.errors.Forbidden` otherwise."""
     if identity is None:
-        raise ApiError(401, "unauthenticated", "Sign in to see analytics.")
+        raise NotSignedIn("Sign in to see analytics.")
     for attribute in ("user_id", "account_id", "role"):
         if getattr(identity, attribute, None) is None:
-            raise ApiError(401, "unauthenticated", f"The identity has no {attribute}.")
+            raise NotSignedIn(f"The identity has no {attribute}.")
     role = identity.role
+    allowed = {"allowed_roles": list(ladder[ladder.index(minimum):])}
     if role not in ladder:
-        raise ApiError(403, "unknown_role", f"Role {role!r} is not one of {list(ladder)}.",
-                       details={"allowed_roles": list(ladder[ladder.index(minimum):])})
+        raise Forbidden(f"Role {role!r} is not one of {list(ladder)}.", code="unknown_role", details=allowed)
     if ladder.index(role) < ladder.index(minimum):
-        raise ApiError(403, "forbidden", f"This report needs the role {minimum!r} or above.",
-                       details={"allowed_roles": list(ladder[ladder.index(minimum):])})
+        raise Forbidden(f"This report needs the role {minimum!r} or above.", details=allowed)
     return identity

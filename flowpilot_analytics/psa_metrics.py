@@ -1,4 +1,4 @@
-"""PSA metrics, whole: time-entry totals, the documentation funnel and the daily trend.
+"""PSA metrics, whole: time-entry totals, the documentation funnel with its rates, and the daily trend.
 
 - ``time_entries``: the account's ``time_entry_posted`` activities created in the window.
 - ``funnel``: sessions created in the window -> with a ``psa_ticket_id`` (linked) -> linked with at
@@ -8,6 +8,7 @@
   start to that of its end, zero-filled; rows count sessions and activities created that local day
   inside the window. Local days come from the database's zone rules on PostgreSQL and from
   ``zoneinfo`` elsewhere, so DST days (23 or 25 hours) are right on every database.
+- Stored minutes that are not a finite number >= 0 (NaN, infinities) are left out of the totals and counted.
 """
 
 from __future__ import annotations
@@ -21,31 +22,32 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from .periods import Window
-from .tables import HostTables, as_utc, in_window, is_aware
+from .tables import HostTables
+from .timeutil import Backend, as_utc, in_window, is_aware
 
 NOTE_POSTED = "note_posted"
 TIME_ENTRY_POSTED = "time_entry_posted"
 
 
-def day_bucket(column: sa.ColumnElement[t.Any], dialect: str) -> sa.ColumnElement[t.Any]:
+def day_bucket(column: sa.ColumnElement[t.Any], backend: Backend) -> sa.ColumnElement[t.Any]:
     """What rows are grouped by: the local date on PostgreSQL (zone bound as ``tz``), else the timestamp.
 
     SQLite knows no IANA zones, so there the grouping is by timestamp and :func:`summarize` maps
     each one to its local day; on PostgreSQL ``timezone(tz, …)`` does it, DST included.
     """
-    if dialect != "postgresql":
+    if not backend.aggregates_in_sql:
         return column
     utc = column if is_aware(column) else sa.func.timezone("UTC", column)
     return sa.func.date(sa.func.timezone(sa.bindparam("tz", type_=sa.String()), utc))
 
 
-def build_sessions_query(tables: HostTables, activities: sa.Table, dialect: str) -> sa.Select[t.Any]:
+def sessions_query(tables: HostTables, activities: sa.Table, backend: Backend) -> sa.Select[t.Any]:
     """The account's sessions created in the window, grouped by day, with the funnel counts.
 
     Bound parameters: ``account_id``, ``window_start``, ``window_end`` (and ``tz`` on PostgreSQL).
     """
     s, a = tables.sessions, activities
-    account = sa.bindparam("account_id")
+    account: sa.BindParameter[t.Any] = sa.bindparam("account_id")
 
     def has(activity_type: str) -> sa.Exists:
         return sa.exists().where(a.c.account_id == account, a.c.session_id == s.c.id,
@@ -56,12 +58,12 @@ def build_sessions_query(tables: HostTables, activities: sa.Table, dialect: str)
     # sessions); OFFSET 0 keeps PostgreSQL from flattening the subquery and repeating the probes.
     flags = (
         sa.select(
-            day_bucket(s.c.created_at, dialect).label("bucket"),
+            day_bucket(s.c.created_at, backend).label("bucket"),
             sa.case((linked, 1), else_=0).label("linked"),
             sa.case((linked, sa.case((has(NOTE_POSTED), 1), else_=0)), else_=0).label("noted"),
             sa.case((linked, sa.case((has(TIME_ENTRY_POSTED), 1), else_=0)), else_=0).label("timed"),
         )
-        .where(s.c.account_id == account, *in_window(s.c.created_at, dialect))
+        .where(s.c.account_id == account, *in_window(s.c.created_at))
         .offset(0)
         .subquery("session_flags")
     )
@@ -72,10 +74,10 @@ def build_sessions_query(tables: HostTables, activities: sa.Table, dialect: str)
     )
 
 
-def build_activities_query(activities: sa.Table, dialect: str) -> sa.Select[t.Any]:
+def activities_query(activities: sa.Table, backend: Backend) -> sa.Select[t.Any]:
     """The account's note and time-entry activities created in the window, grouped by day and type."""
     a = activities
-    bucket = day_bucket(a.c.created_at, dialect).label("bucket")
+    bucket = day_bucket(a.c.created_at, backend).label("bucket")
     # NaN (PostgreSQL numeric allows it, and sorts it above every number) and infinities are not minutes:
     # they are left out of the sum and counted, so one bad row never poisons an account's totals.
     valid = sa.and_(a.c.minutes >= 0, a.c.minutes < sa.literal(10**12, sa.Numeric()))
@@ -85,7 +87,7 @@ def build_activities_query(activities: sa.Table, dialect: str) -> sa.Select[t.An
         .where(
             a.c.account_id == sa.bindparam("account_id"),
             a.c.activity_type.in_([NOTE_POSTED, TIME_ENTRY_POSTED]),
-            *in_window(a.c.created_at, dialect),
+            *in_window(a.c.created_at),
         )
         .group_by(bucket, a.c.activity_type)
     )
@@ -113,8 +115,27 @@ class PsaResult:
     doc_pushed: int = 0
     time_entry_logged: int = 0
     daily_trend: list[DayRow] = field(default_factory=list)
-    #: Stored minutes that are not a finite number >= 0 (skipped in the totals; the route logs them).
+    #: Stored minutes that are not a finite number >= 0 (skipped in the totals, and logged).
     invalid_minutes: int = 0
+
+    def figures(self) -> dict[str, t.Any]:
+        """The time-entry totals and the funnel with its stage-to-stage rates, as every window has them."""
+        return {
+            "time_entries": {"count": self.time_entry_count, "total_minutes": self.total_minutes,
+                             "total_hours": round(self.total_minutes / 60, 4)},
+            "funnel": {
+                "sessions": self.sessions, "linked": self.linked, "doc_pushed": self.doc_pushed,
+                "time_entry_logged": self.time_entry_logged,
+                "linked_rate": rate(self.linked, self.sessions),
+                "doc_pushed_rate": rate(self.doc_pushed, self.linked),
+                "time_entry_logged_rate": rate(self.time_entry_logged, self.doc_pushed),
+            },
+        }
+
+    def trend(self) -> list[dict[str, t.Any]]:
+        """The daily trend rows."""
+        return [{"date": d.date, "sessions": d.sessions, "notes_posted": d.notes_posted,
+                 "time_entries": d.time_entries, "minutes": d.minutes} for d in self.daily_trend]
 
 
 def rate(part: int, whole: int) -> float | None:
@@ -162,3 +183,15 @@ def summarize(sessions: t.Iterable[t.Any], activities: t.Iterable[t.Any], window
             row.time_entries += count
             row.minutes += minutes
     return result
+
+
+class PsaMetrics:
+    """The metric's two statements for one app's tables and backend, built once at the first request."""
+
+    def __init__(self, tables: HostTables, activities: sa.Table, backend: Backend) -> None:
+        self.statements = (sessions_query(tables, activities, backend), activities_query(activities, backend))
+
+    def fold(self, rows: t.Sequence[t.Sequence[t.Any]], window: Window, zone: ZoneInfo) -> PsaResult:
+        """The result from the two statements' rows (in :attr:`statements` order)."""
+        sessions, activities = rows
+        return summarize(sessions, activities, window, zone)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 import typing as t
 from urllib.parse import quote
@@ -20,12 +19,13 @@ import limits
 from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter, RateLimiter
 
-from .errors import ApiError, redact, redact_uri
+from .errors import RateLimited
+from .storage import Backoff, is_redis, redact, redact_uri
 
 if t.TYPE_CHECKING:
     from flask_limiter import Limiter
 
-logger = logging.getLogger("flowpilot_analytics")
+logger = logging.getLogger(__name__)
 
 NAMESPACE = "flowpilot_analytics"
 
@@ -33,17 +33,14 @@ NAMESPACE = "flowpilot_analytics"
 class RouteLimits:
     """The limits of one app's registration: which routes, how many calls, where counted."""
 
-    #: While the storage is down, how often (seconds) a call tries it again before using the fallback.
-    retry_interval = 5.0
-
     def __init__(self, route_limits: t.Mapping[str, str], storage_uri: str, host_limiter: Limiter | None) -> None:
         self.items = {route: limits.parse(value) for route, value in route_limits.items()}
         self.storage_uri = storage_uri
         self._host_limiter = host_limiter
         self._own: RateLimiter | None = None
         self._fallback = FixedWindowRateLimiter(storage_from_string("memory://"))
-        self._down_since: float | None = None
-        self._lock = threading.Lock()
+        #: While the storage is down, it is tried again every ``backoff.interval`` seconds.
+        self.backoff = Backoff()
 
     @property
     def strategy(self) -> RateLimiter:
@@ -51,32 +48,23 @@ class RouteLimits:
         if self._host_limiter is not None:
             return self._host_limiter.limiter
         if self._own is None:
-            options = ({"socket_connect_timeout": 0.5, "socket_timeout": 0.5}
-                       if self.storage_uri.startswith(("redis://", "rediss://")) else {})
+            options = {"socket_connect_timeout": 0.5, "socket_timeout": 0.5} if is_redis(self.storage_uri) else {}
             self._own = FixedWindowRateLimiter(storage_from_string(self.storage_uri, **options))
         return self._own
 
     def _count(self, item: limits.RateLimitItem, ids: tuple[str, ...]) -> tuple[bool, float | None]:
         """Hit the shared storage; while it is down, a per-process fallback counts instead."""
-        with self._lock:
-            down_since = self._down_since
-        if down_since is None or time.monotonic() - down_since >= self.retry_interval:
+        if not self.backoff.down:
             try:
                 allowed = self.strategy.hit(item, *ids)
                 reset_at = None if allowed else self.strategy.get_window_stats(item, *ids).reset_time
             except Exception as exc:  # each storage backend raises its own errors
-                with self._lock:
-                    if self._down_since is None:
-                        logger.warning("flowpilot_analytics: rate-limit storage %s unavailable (%s); limiting per "
-                                       "process until it is back", redact_uri(self.storage_uri),
-                                       redact(str(exc), self.storage_uri))
-                    self._down_since = time.monotonic()
+                if self.backoff.failed():
+                    logger.warning("rate-limit storage %s unavailable (%s); limiting per process until it is back",
+                                   redact_uri(self.storage_uri), redact(str(exc), self.storage_uri))
             else:
-                with self._lock:
-                    if self._down_since is not None:
-                        logger.warning("flowpilot_analytics: rate-limit storage %s is back",
-                                       redact_uri(self.storage_uri))
-                    self._down_since = None
+                if self.backoff.worked():
+                    logger.warning("rate-limit storage %s is back", redact_uri(self.storage_uri))
                 return allowed, reset_at
         allowed = self._fallback.hit(item, *ids)
         return allowed, None if allowed else self._fallback.get_window_stats(item, *ids).reset_time
@@ -88,10 +76,10 @@ class RouteLimits:
         return (NAMESPACE, route, quote(str(account_id), safe=""), quote(str(user_id), safe=""))
 
     def hit(self, route: str, account_id: t.Any, user_id: t.Any) -> None:
-        """Count one call by this user; over the limit raise a 429 with ``Retry-After``.
+        """Count one call by this user; over the limit raise :class:`~.errors.RateLimited`.
 
         If the storage cannot be reached the limit is kept per process (in memory) and a warning
-        logged; the storage is tried again every ``retry_interval`` seconds and used once it is back.
+        logged; the storage is tried again every ``backoff.interval`` seconds and used once it is back.
         """
         item = self.items.get(route)
         if item is None:
@@ -99,9 +87,7 @@ class RouteLimits:
         allowed, reset_at = self._count(item, self._identifiers(route, account_id, user_id))
         if not allowed:
             retry_after = max(1, math.ceil((reset_at or time.time()) - time.time()))
-            raise ApiError(429, "rate_limited", f"Too many requests: the limit is {item}. Try again later.",
-                           details={"limit": str(item), "retry_after_seconds": retry_after},
-                           headers={"Retry-After": str(retry_after)})
+            raise RateLimited(str(item), retry_after)
 
     def reset(self, route: str, account_id: t.Any, user_id: t.Any) -> None:
         """Give one user their full budget back on ``route``."""

@@ -1,4 +1,4 @@
-"""The blueprint: each route validates its query with a schema, reads, and dumps with a schema."""
+"""The blueprint: each route authorizes, validates its query with a schema, reads, and dumps with a schema."""
 
 from __future__ import annotations
 
@@ -7,40 +7,46 @@ import hashlib
 import io
 import itertools
 import json
+import logging
 import typing as t
 
 from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
 from marshmallow import Schema, ValidationError
 
 from . import reports
-from .cli import register_commands
-from .errors import ApiError, logger, register_error_handlers
-from .extension import current_state
-from .config import BUCKET_EDGES_SECONDS, MAX_RANGE_DAYS, URL_PREFIX
+from .config import Settings
+from .errors import InvalidQuery
+from .identity import IdentityLike
 from .openapi import build_document
 from .periods import PERIODS
-from .schemas import (EnhancedPsaMetrics, EscalationArgs, EscalationMetrics, HandoffPage, HandoffsArgs,
-                      PsaMetricsArgs, query_args)
+from .schemas import Schemas, query_args
+from .state import AnalyticsState, current_state
 
+logger = logging.getLogger(__name__)
 
-# Schemas hold no per-request state, so one instance of each serves every request.
-ESCALATION_METRICS = EscalationMetrics()
-ENHANCED_PSA_METRICS = EnhancedPsaMetrics()
-HANDOFF_PAGE = HandoffPage()
+Body = t.Mapping[str, t.Any]
+#: A report's body for the state, the caller and the validated query.
+Compute = t.Callable[[AnalyticsState, IdentityLike, t.Mapping[str, t.Any]], Body]
+#: A CSV export: the file name, the header, and the rows (produced while the response is sent).
+CsvExport = t.Callable[[AnalyticsState, IdentityLike, t.Mapping[str, t.Any]],
+                       tuple[str, list[str], t.Iterable[list[t.Any]]]]
+
+#: A cell a spreadsheet would run as a formula starts with one of these (OWASP's CSV injection list).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def load_query(schema: Schema) -> dict[str, t.Any]:
-    """Validate the query string; a 400 JSON error lists what is wrong and what is allowed."""
+    """Validate the query string; an :class:`~.errors.InvalidQuery` lists what is wrong and what is allowed."""
     try:
         return t.cast(dict[str, t.Any], schema.load(query_args(request.args)))
     except ValidationError as exc:
-        raise ApiError(400, "invalid_parameter", "The query string is not valid.",
-                       details={"fields": exc.normalized_messages(), "allowed_periods": list(PERIODS)}) from None
+        raise InvalidQuery("The query string is not valid.", details={
+            "fields": exc.normalized_messages(),  # type: ignore[no-untyped-call]
+            "allowed_periods": list(PERIODS)}) from None
 
 
-def cached_json(route: str, account_id: t.Any, args: t.Mapping[str, t.Any],
-                compute: t.Callable[[], t.Mapping[str, t.Any]]) -> Response:
-    """Serve the account's cached body for these parameters, or compute and cache it.
+def cached_json(route: str, key_parts: t.Mapping[str, t.Any], compute: t.Callable[[], Body]) -> Response:
+    """Serve the cached body for these key parts (account, parameters...), or compute and cache it.
 
     Every answer carries ``Cache-Control: private, no-cache`` (a browser must ask again each time, so a
     shared browser never shows one user's answer to the next), ``Vary`` on the credential headers, and an
@@ -48,7 +54,7 @@ def cached_json(route: str, account_id: t.Any, args: t.Mapping[str, t.Any],
     so cached answers still count against the limit.
     """
     state = current_state()
-    key = state.cache.key(route, account_id, args)
+    key = state.cache.key(route, key_parts["account_id"], key_parts)
     body = state.cache.lookup(key)
     if body is None:
         body = (json.dumps(compute(), allow_nan=False, separators=(",", ":"), sort_keys=True, default=str)
@@ -56,20 +62,10 @@ def cached_json(route: str, account_id: t.Any, args: t.Mapping[str, t.Any],
         state.cache.store(key, body)
     response = current_app.response_class(body, mimetype="application/json")
     response.headers["Cache-Control"] = "private, no-cache"
-    for header in state.vary_headers:
+    for header in state.settings.vary_headers:
         response.vary.add(header)
     response.set_etag(hashlib.sha256(body).hexdigest()[:32])
-    return response.make_conditional(request)
-
-
-def escalations_view() -> Response:
-    """``GET /analytics/flowpilot/escalations``: time from a claim to the first action after it."""
-    state = current_state()
-    identity = state.authorize("escalations")
-    args = load_query(state.once("args:escalations",
-                                 lambda: EscalationArgs(max_range_days=state.config[MAX_RANGE_DAYS])))
-    return cached_json("escalations", identity.account_id, args, lambda: t.cast(t.Mapping[str, t.Any], (
-        ESCALATION_METRICS.dump(reports.escalation_report(state, identity.account_id, args)))))
+    return t.cast(Response, response.make_conditional(request))
 
 
 def wants_csv(args: t.Mapping[str, t.Any]) -> bool:
@@ -77,10 +73,6 @@ def wants_csv(args: t.Mapping[str, t.Any]) -> bool:
     if "format" in args:
         return bool(args["format"] == "csv")
     return request.accept_mimetypes.best_match(["application/json", "text/csv"]) == "text/csv"
-
-
-#: A cell a spreadsheet would run as a formula starts with one of these (OWASP's CSV injection list).
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def neutralise(cell: t.Any) -> t.Any:
@@ -91,23 +83,24 @@ def neutralise(cell: t.Any) -> t.Any:
 
 
 def csv_response(filename: str, header: list[str], rows: t.Iterable[list[t.Any]]) -> Response:
-    """Stream a CSV with a header row; rows are produced while the response is sent, cells neutralised."""
+    """Stream a CSV with a header row (RFC 4180: CRLF rows, a cell holding CR or LF quoted), cells neutralised.
 
-    rows = ([neutralise(cell) for cell in row] for row in rows)
-    first = next(rows, None)  # the first query runs now, so a failure is still a JSON error, not a cut stream
+    The first row is produced now, so a failing first query is still a JSON error, not a cut stream.
+    """
+    neutralised = ([neutralise(cell) for cell in row] for row in rows)
+    first = next(neutralised, None)
 
     def generate() -> t.Iterator[str]:
         buffer = io.StringIO()
-        writer = csv.writer(buffer)  # RFC 4180: CRLF rows; a cell holding CR or LF is quoted
+        writer = csv.writer(buffer)
         try:
-            for row in itertools.chain([header], [] if first is None else [first], rows):
+            for row in itertools.chain([header], [] if first is None else [first], neutralised):
                 writer.writerow(row)
                 yield buffer.getvalue()
                 buffer.seek(0)
                 buffer.truncate()
         except Exception:
-            logger.error("flowpilot_analytics: CSV export %s failed mid-stream; the file is incomplete", filename,
-                         exc_info=True)
+            logger.error("CSV export %s failed mid-stream; the file is incomplete", filename, exc_info=True)
             raise
 
     response = current_app.response_class(stream_with_context(generate()), mimetype="text/csv")
@@ -116,58 +109,60 @@ def csv_response(filename: str, header: list[str], rows: t.Iterable[list[t.Any]]
     return response
 
 
+def report_view(route: str, role_route: str, schema: Schema, body_schema: Schema, compute: Compute,
+                export: CsvExport | None = None, per_user: bool = False) -> t.Callable[[], Response]:
+    """A report route: authorize (role of ``role_route``, limit of ``route``), validate, then JSON or CSV."""
+
+    def view() -> Response:
+        state = current_state()
+        identity = state.authorize(role_route, limit=route)
+        args = load_query(schema)
+        if export is not None and wants_csv(args):
+            return csv_response(*export(state, identity, args))
+        key = {**args, "account_id": identity.account_id, **({"user": str(identity.user_id)} if per_user else {})}
+        return cached_json(route, key, lambda: t.cast(Body, body_schema.dump(compute(state, identity, args))))
+
+    view.__name__ = route
+    return view
+
+
 def _iso(value: t.Any) -> str:
     return "" if value is None else value.isoformat()
 
 
-def handoffs_view() -> Response:
-    """``GET /analytics/flowpilot/escalations/handoffs``: the handoffs behind the number, paged or as CSV."""
-    state = current_state()
-    identity = state.authorize("escalations", limit="escalation_handoffs")
-    args = load_query(state.once("args:handoffs", lambda: HandoffsArgs(
-        max_range_days=state.config[MAX_RANGE_DAYS], bucket_count=len(state.config[BUCKET_EDGES_SECONDS]) + 1)))
-    if wants_csv(args):
-        rows = reports.iter_handoffs(state, identity.account_id, args)
-        return csv_response("escalation_handoffs.csv",
-                            ["handoff_id", "session_id", "claimed_at_utc", "first_action_at_utc", "seconds", "bucket"],
-                            ([r["handoff_id"], r["session_id"], _iso(r["claimed_at"]), _iso(r["first_action_at"]),
-                              "" if r["seconds"] is None else r["seconds"],
-                              "no_action" if r["bucket"] is None else r["bucket"]] for r in rows))
-    return cached_json("escalation_handoffs", identity.account_id,
-                       {**args, "user": str(identity.user_id)},  # cursors are the user's own
-                       lambda: t.cast(t.Mapping[str, t.Any], HANDOFF_PAGE.dump(
-                           reports.handoff_page(state, identity, args))))
+def _handoffs_csv(state: AnalyticsState, identity: IdentityLike,
+                  args: t.Mapping[str, t.Any]) -> tuple[str, list[str], t.Iterable[list[t.Any]]]:
+    rows = reports.iter_handoffs(state, identity.account_id, args)
+    return ("escalation_handoffs.csv",
+            ["handoff_id", "session_id", "claimed_at_utc", "first_action_at_utc", "seconds", "bucket"],
+            ([r["handoff_id"], r["session_id"], _iso(r["claimed_at"]), _iso(r["first_action_at"]),
+              "" if r["seconds"] is None else r["seconds"], "no_action" if r["bucket"] is None else r["bucket"]]
+             for r in rows))
 
 
-def psa_metrics_view() -> Response:
-    """``GET /analytics/flowpilot/psa-metrics``: time entries, documentation funnel, daily trend."""
-    state = current_state()
-    identity = state.authorize("psa_metrics")
-    args = load_query(state.once("args:psa", lambda: PsaMetricsArgs(max_range_days=state.config[MAX_RANGE_DAYS])))
-    if wants_csv(args):
-        body = reports.psa_report(state, identity.account_id, {**args, "compare": None})
-        return csv_response("psa_daily_trend.csv",
-                            [f"date ({args['tz']})", "sessions", "notes_posted", "time_entries", "minutes"],
-                            ([row["date"].isoformat(), row["sessions"], row["notes_posted"], row["time_entries"],
-                              row["minutes"]] for row in body["daily_trend"]))
-    return cached_json("psa_metrics", identity.account_id, args, lambda: t.cast(t.Mapping[str, t.Any], (
-        ENHANCED_PSA_METRICS.dump(reports.psa_report(state, identity.account_id, args)))))
+def _psa_csv(state: AnalyticsState, identity: IdentityLike,
+             args: t.Mapping[str, t.Any]) -> tuple[str, list[str], t.Iterable[list[t.Any]]]:
+    body = reports.psa_report(state, identity.account_id, {**args, "compare": None})
+    return ("psa_daily_trend.csv", [f"date ({args['tz']})", "sessions", "notes_posted", "time_entries", "minutes"],
+            ([row["date"].isoformat(), row["sessions"], row["notes_posted"], row["time_entries"], row["minutes"]]
+             for row in body["daily_trend"]))
 
 
-def openapi_view() -> Response:
-    """``GET /analytics/flowpilot/openapi.json``: the contract, generated from the schemas (no identity needed)."""
-    state = current_state()
-    return jsonify(state.once("openapi", lambda: build_document(state.config[URL_PREFIX], state.route_roles)))
-
-
-def create_blueprint() -> Blueprint:
-    """A fresh blueprint per registration, so that apps never share handlers or state."""
+def create_blueprint(settings: Settings, schemas: Schemas, cursors: reports.CursorCodec) -> Blueprint:
+    """A fresh blueprint per registration, so that apps never share views, schemas or state."""
     blueprint = Blueprint("flowpilot_analytics", __name__, cli_group="flowpilot-analytics")
-    blueprint.add_url_rule("/analytics/flowpilot/escalations", "escalations", escalations_view, methods=["GET"])
-    blueprint.add_url_rule("/analytics/flowpilot/escalations/handoffs", "escalation_handoffs", handoffs_view,
-                           methods=["GET"])
-    blueprint.add_url_rule("/analytics/flowpilot/psa-metrics", "psa_metrics", psa_metrics_view, methods=["GET"])
-    blueprint.add_url_rule("/analytics/flowpilot/openapi.json", "openapi", openapi_view, methods=["GET"])
-    register_error_handlers(blueprint)
-    register_commands(blueprint)
+    base = "/analytics/flowpilot"
+    blueprint.add_url_rule(f"{base}/escalations", view_func=report_view(
+        "escalations", "escalations", schemas.escalation_args, schemas.escalation_metrics,
+        lambda state, identity, args: reports.escalation_report(state, identity.account_id, args)), methods=["GET"])
+    blueprint.add_url_rule(f"{base}/escalations/handoffs", view_func=report_view(
+        "escalation_handoffs", "escalations", schemas.handoffs_args, schemas.handoff_page,
+        lambda state, identity, args: reports.handoff_page(state, identity, args, cursors),
+        export=_handoffs_csv, per_user=True), methods=["GET"])  # cursors are the user's own
+    blueprint.add_url_rule(f"{base}/psa-metrics", view_func=report_view(
+        "psa_metrics", "psa_metrics", schemas.psa_args, schemas.psa_metrics,
+        lambda state, identity, args: reports.psa_report(state, identity.account_id, args), export=_psa_csv),
+        methods=["GET"])
+    document = build_document(settings.url_prefix, settings.route_roles)
+    blueprint.add_url_rule(f"{base}/openapi.json", "openapi", lambda: jsonify(document), methods=["GET"])
     return blueprint

@@ -1,15 +1,20 @@
-"""The JSON contract: marshmallow schemas for every query string the routes accept and every body they return."""
+"""The JSON contract: marshmallow schemas for every query string the routes accept and every body they return.
+
+:class:`Schemas` holds one app's instances, built once at ``init_app`` (argument schemas depend on its
+settings); the OpenAPI document is generated from these classes.
+"""
 
 from __future__ import annotations
 
 import functools
 import typing as t
 import zoneinfo
-
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
+from .config import Settings
 from .periods import DEFAULT_PERIOD, PERIODS
 
 
@@ -36,9 +41,9 @@ class PeriodArgs(_Args):
     @validates_schema
     def _check_range(self, data: dict[str, t.Any], **kwargs: t.Any) -> None:
         since, until = data.get("since"), data.get("until")
-        if (since is None) != (until is None):
-            raise ValidationError("since and until go together.", "since" if since is None else "until")
-        if since is None:
+        if since is None or until is None:
+            if (since is None) != (until is None):
+                raise ValidationError("since and until go together.", "since" if since is None else "until")
             return
         if "period" in data:
             raise ValidationError("Give either period or since/until, not both.", "period")
@@ -70,6 +75,20 @@ class EscalationArgs(PeriodArgs):
         "description": "engineer: add one group per claimer (the handoffs' claimed_by column)."})
 
 
+class CursorField(fields.String):
+    """A signed ``next_cursor``, decoded by the schema's ``decode_cursor`` (which raises ``ValueError``)."""
+
+    def _deserialize(self, value: t.Any, attr: str | None, data: t.Any, **kwargs: t.Any) -> t.Any:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        decode = getattr(self.parent, "decode_cursor", None)
+        if len(text) > 1000 or decode is None:
+            raise ValidationError("Not a cursor this API returned.")
+        try:
+            return decode(text)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+
+
 class HandoffsArgs(PeriodArgs):
     """The drill-down's query: the window, a bucket filter, the page, and the format."""
 
@@ -79,14 +98,16 @@ class HandoffsArgs(PeriodArgs):
     bucket = fields.String(validate=validate.Length(max=16), metadata={
         "description": "A distribution bucket index (0 = fastest) or no_action."})
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
-    cursor = fields.String(validate=validate.Length(max=1000), metadata={
+    cursor = CursorField(metadata={
         "description": "next_cursor of the previous page (signed; valid for the user it was returned to)."})
     format = fields.String(validate=validate.OneOf(["json", "csv"]), metadata={
         "description": "csv streams every matching handoff (no paging); Accept: text/csv works too."})
 
-    def __init__(self, *args: t.Any, bucket_count: int = 6, **kwargs: t.Any) -> None:
+    def __init__(self, *args: t.Any, bucket_count: int = 6,
+                 decode_cursor: t.Callable[[str], t.Any] | None = None, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
         self.bucket_count = bucket_count
+        self.decode_cursor = decode_cursor
 
     @validates_schema
     def _check_bucket(self, data: dict[str, t.Any], **kwargs: t.Any) -> None:
@@ -176,8 +197,6 @@ class ErrorEnvelope(Schema):
     error = fields.Nested(ErrorBody, required=True)
 
 
-ERROR_ENVELOPE = ErrorEnvelope()
-
 
 def query_args(args: t.Any) -> dict[str, t.Any]:
     """A request's query string as a dict; a repeated key keeps all its values (and so fails validation)."""
@@ -241,3 +260,28 @@ class EnhancedPsaMetrics(PsaFigures):
     timezone = fields.String(required=True)
     daily_trend = fields.List(fields.Nested(PsaDailyTrend), required=True)
     previous = fields.Nested(PsaFigures, metadata={"description": "With compare=previous (no trend)."})
+
+
+@dataclass(frozen=True)
+class Schemas:
+    """One app's schema instances: argument schemas bound to its settings, response schemas shared."""
+
+    escalation_args: EscalationArgs
+    handoffs_args: HandoffsArgs
+    psa_args: PsaMetricsArgs
+    escalation_metrics: EscalationMetrics
+    handoff_page: HandoffPage
+    psa_metrics: EnhancedPsaMetrics
+
+    @classmethod
+    def build(cls, settings: Settings, decode_cursor: t.Callable[[str], t.Any]) -> Schemas:
+        days = settings.max_range_days
+        return cls(
+            escalation_args=EscalationArgs(max_range_days=days),
+            handoffs_args=HandoffsArgs(max_range_days=days, bucket_count=len(settings.bucket_edges) + 1,
+                                       decode_cursor=decode_cursor),
+            psa_args=PsaMetricsArgs(max_range_days=days),
+            escalation_metrics=EscalationMetrics(),
+            handoff_page=HandoffPage(),
+            psa_metrics=EnhancedPsaMetrics(),
+        )

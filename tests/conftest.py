@@ -10,20 +10,11 @@ import pytest
 import sqlalchemy as sa
 
 from . import host
+from .helpers import load_demo_module, unavailable
 
 PG_ADMIN_URL = os.environ.get("FLOWPILOT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("FLOWPILOT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-BACKENDS = [b for b in os.environ.get("FLOWPILOT_TEST_DATABASES", "sqlite,sqlite-text,postgresql").split(",") if b]
-#: Extra settings per backend: ``sqlite`` reads ISO text with offsets (julianday), ``sqlite-text`` is the
-#: default (SQLAlchemy's plain UTC text, compared as text).
-BACKEND_CONFIG: dict[str, dict[str, t.Any]] = {"sqlite": {"FLOWPILOT_ANALYTICS_SQLITE_TEXT_OFFSETS": True}}
-
-
-def _unavailable(what: str, exc: BaseException) -> t.NoReturn:
-    """Locally a missing service skips; in CI it fails, so a green run always means both databases ran."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{what} is required in CI but unreachable: {exc}")
-    pytest.skip(f"{what} unreachable: {exc}")
+BACKENDS = [b for b in os.environ.get("FLOWPILOT_TEST_DATABASES", "sqlite,postgresql").split(",") if b]
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +27,7 @@ def postgres_database() -> t.Iterator[str]:
             conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     except sa.exc.OperationalError as exc:
         admin.dispose()
-        _unavailable("PostgreSQL", exc)
+        unavailable("PostgreSQL", exc)
     url = sa.engine.make_url(PG_ADMIN_URL).set(database=name)
     try:
         yield url.render_as_string(hide_password=False)
@@ -60,22 +51,16 @@ def database_uri(backend: str, request: pytest.FixtureRequest, tmp_path: t.Any) 
 
 
 @pytest.fixture
-def backend_config(backend: str) -> dict[str, t.Any]:
-    return dict(BACKEND_CONFIG.get(backend, {}))
-
-
-@pytest.fixture
 def app_config() -> dict[str, t.Any]:
     """Extra Flask config for the test's app; override in a test module or with indirect params."""
     return {}
 
 
 @pytest.fixture
-def app(database_uri: str, backend_config: dict[str, t.Any], app_config: dict[str, t.Any],
-        tmp_path: t.Any) -> t.Iterator[t.Any]:
+def app(database_uri: str, app_config: dict[str, t.Any], tmp_path: t.Any) -> t.Iterator[t.Any]:
     """A fresh host app with empty tables; everything is dropped afterwards."""
     app = host.create_app(database_uri, **{"FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH": str(tmp_path / "dead.jsonl"),
-                                           **backend_config, **app_config})
+                                           **app_config})
     with app.app_context():
         host.db.drop_all(bind_key=None)
         host.db.create_all(bind_key=None)
@@ -88,16 +73,14 @@ def app(database_uri: str, backend_config: dict[str, t.Any], app_config: dict[st
 
 
 @pytest.fixture
-def make_app(database_uri: str, backend_config: dict[str, t.Any],
-             tmp_path: t.Any) -> t.Iterator[t.Callable[..., t.Any]]:
+def make_app(database_uri: str, tmp_path: t.Any) -> t.Iterator[t.Callable[..., t.Any]]:
     """Build more host apps in one test (bare ``Flask`` ones are passed in); their engines are disposed after."""
     made: list[t.Any] = []
 
     def make(existing: t.Any = None, **config: t.Any) -> t.Any:
         if existing is None:
             existing = host.create_app(database_uri, **{
-                "FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH": str(tmp_path / f"dead{len(made)}.jsonl"),
-                **backend_config, **config})
+                "FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH": str(tmp_path / f"dead{len(made)}.jsonl"), **config})
         made.append(existing)
         return made[-1]
 
@@ -118,7 +101,7 @@ def redis_url() -> str:
     try:
         client.ping()
     except redis.exceptions.RedisError as exc:
-        _unavailable("Redis", exc)
+        unavailable("Redis", exc)
     finally:
         client.close()
     return REDIS_URL
@@ -130,20 +113,6 @@ def dialect(app: t.Any) -> str:
         return t.cast(str, host.db.engine.dialect.name)
 
 
-DEMO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "demo")
-
-
-def load_demo_module(name: str) -> t.Any:
-    """A module of the demo host (``examples/demo/<name>.py``), which is not an installed package."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"flowpilot_demo_{name}", os.path.join(DEMO_DIR, f"{name}.py"))
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
 def demo(tmp_path: t.Any) -> t.Iterator[t.Any]:
     """The demo host app, created and seeded in a temporary SQLite file."""
@@ -152,8 +121,3 @@ def demo(tmp_path: t.Any) -> t.Iterator[t.Any]:
     yield app
     with app.app_context():
         module.db.engine.dispose()
-
-
-def as_user(account: int, role: str = "engineer", user: int = 1) -> dict[str, str]:
-    """Headers the test host's identity loader reads."""
-    return {"X-Account": str(account), "X-Role": role, "X-User": str(user)}

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from . import factories as f
-from .conftest import as_user
 from .host import NOW
+from .helpers import ESCALATIONS, PSA, as_user
 
-URL = "/api/v1/analytics/flowpilot/escalations"
-PSA = "/api/v1/analytics/flowpilot/psa-metrics"
+URL = ESCALATIONS
+
 EDGES = (60, 300, 900, 3600, 14400)
 UTC = timezone.utc
 

@@ -12,12 +12,11 @@ import redis
 from flowpilot_analytics import FlowpilotAnalytics
 
 from . import factories as f
-from .conftest import as_user
 from .fake_psa import FakePsaService
 from .host import db
+from .helpers import ESCALATIONS, PSA, as_user
 
-ESCALATIONS = "/api/v1/analytics/flowpilot/escalations"
-PSA = "/api/v1/analytics/flowpilot/psa-metrics"
+
 CACHED = {"FLOWPILOT_ANALYTICS_CACHE_TTL": 60}
 
 

@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from .conftest import load_demo_module
+from .helpers import load_demo_module
 
 browser = load_demo_module("browser")
 

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from . import factories as f
 from .fake_psa import FakePsaService
 from .host import NOW, db
+from .helpers import activity_rows
 
 
 @pytest.fixture
@@ -36,9 +37,7 @@ class FlakyDatabase:
 
 
 def rows() -> list[dict[str, t.Any]]:
-    table = db.metadata.tables["psa_activity_logs"]
-    with db.engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(sa.select(table))]
+    return activity_rows()
 
 
 def replay(app: t.Any) -> t.Any:

@@ -13,10 +13,10 @@ import sqlalchemy as sa
 from flowpilot_analytics import METRIC_DEFINITION
 
 from . import factories as f
-from .conftest import as_user
 from .host import NOW, db
+from .helpers import ESCALATIONS, as_user
 
-URL = "/api/v1/analytics/flowpilot/escalations"
+URL = ESCALATIONS
 
 
 def get(client: t.Any, account: int = 1, role: str = "engineer", query: str = "") -> t.Any:

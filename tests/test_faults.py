@@ -13,15 +13,15 @@ import pytest
 import sqlalchemy as sa
 
 from . import host
-from .conftest import _unavailable
 from .host import db
 from .services import PG_BIN, PrivateCluster, private_cluster
+from .helpers import unavailable
 
 
 @pytest.fixture
 def cluster() -> t.Iterator[PrivateCluster]:
     if not PG_BIN or not shutil.which("runuser"):
-        _unavailable("PostgreSQL server binaries", RuntimeError("initdb/pg_ctl not found"))
+        unavailable("PostgreSQL server binaries", RuntimeError("initdb/pg_ctl not found"))
     yield from private_cluster()
 
 

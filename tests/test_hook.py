@@ -16,6 +16,7 @@ from flowpilot_analytics import FlowpilotAnalytics, activity_recorded
 from . import factories as f
 from .fake_psa import FakePsaService, PsaDown
 from .host import NOW, AISession, db
+from .helpers import activity_rows
 
 
 @pytest.fixture
@@ -30,9 +31,7 @@ def psa(analytics: FlowpilotAnalytics) -> FakePsaService:
 
 def committed_rows() -> list[dict[str, t.Any]]:
     """Activity rows as another connection sees them (committed only)."""
-    table = db.metadata.tables["psa_activity_logs"]
-    with db.engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(sa.select(table).order_by(table.c.id))]
+    return activity_rows()
 
 
 def ticket_session(account: int = 1, ticket: str | None = "T-1") -> AISession:
@@ -84,7 +83,7 @@ def test_dropped_table_logs_payload_and_returns_the_push_result(
             result = psa.push_time_entry(sess, 20)
             db.session.rollback()  # on SQLite the write waits for the host's transaction to end
         assert result.minutes == 20
-        records = [r for r in caplog.records if r.name == "flowpilot_analytics" and r.levelno == logging.ERROR]
+        records = [r for r in caplog.records if r.name.startswith("flowpilot_analytics") and r.levelno == logging.ERROR]
         assert len(records) == 1
         payload = json.loads(records[0].getMessage().split("activity: ", 1)[1])
         assert payload["account_id"] == 1 and payload["session_id"] == session_id
@@ -312,7 +311,7 @@ def test_hook_rows_reach_the_psa_metrics(client: t.Any, psa: FakePsaService) -> 
 
 def test_legacy_sqlite_transactions_record_too(database_uri: str, backend: str, make_app: t.Any) -> None:
     """A host that never applied ``sqlite_transactional`` still gets its rows, on commit and on rollback."""
-    if not backend.startswith("sqlite"):
+    if backend != "sqlite":
         pytest.skip("a pysqlite matter")
     from flask import Flask
 

@@ -16,10 +16,10 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from . import factories as f
 from . import host
-from .conftest import as_user
 from .host import db
+from .helpers import BASE, as_user
 
-BASE = "/api/v1/analytics/flowpilot"
+
 DOC = BASE + "/openapi.json"
 
 

@@ -18,11 +18,8 @@ import pytest
 import redis
 
 from . import host
-from .conftest import _unavailable, as_user
 from .host import db
-
-PSA = "/api/v1/analytics/flowpilot/psa-metrics"
-ESCALATIONS = "/api/v1/analytics/flowpilot/escalations"
+from .helpers import ESCALATIONS, PSA, as_user, unavailable
 
 
 def free_port() -> int:
@@ -95,12 +92,13 @@ def redis_server() -> t.Iterator[RedisServer]:
         server = RedisServer()
         server.start()
     except (OSError, AssertionError) as exc:
-        _unavailable("redis-server", exc)
+        unavailable("redis-server", exc)
     yield server
     server.stop()
 
 
 @pytest.mark.parametrize("app_config", [{"FLOWPILOT_ANALYTICS_RATELIMIT_STORAGE_URI": "redis://127.0.0.1:1/0",
+                                         "FLOWPILOT_ANALYTICS_CACHE_STORAGE_URI": "redis://127.0.0.1:1/0",
                                          "FLOWPILOT_ANALYTICS_CACHE_TTL": 60}])
 def test_unreachable_redis_limits_per_process(client: t.Any, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="flowpilot_analytics"):
@@ -116,7 +114,7 @@ def test_redis_stopped_then_back(make_app: t.Any, redis_server: RedisServer,
     app = make_app(FLOWPILOT_ANALYTICS_RATELIMIT_STORAGE_URI=redis_server.url)
     with app.app_context():
         db.create_all()
-    app.extensions["flowpilot_analytics"].limits.retry_interval = 0  # try Redis on every call
+    app.extensions["flowpilot_analytics"].limits.backoff.interval = 0  # try Redis on every call
     client = app.test_client()
     key_pattern = "*LIMITER/flowpilot_analytics/*"
     assert [client.get(PSA, headers=as_user(1, "admin")).status_code for _ in range(3)] == [200] * 3

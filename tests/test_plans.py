@@ -9,8 +9,8 @@ import pytest
 import sqlalchemy as sa
 
 from . import factories as f
-from .conftest import as_user
 from .host import db
+from .helpers import as_user
 
 
 def captured_queries(client: t.Any, url: str, headers: dict[str, str]) -> list[tuple[str, t.Any]]:

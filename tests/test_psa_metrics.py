@@ -16,10 +16,10 @@ from flowpilot_analytics import FlowpilotAnalytics
 
 from . import factories as f
 from . import host
-from .conftest import as_user
 from .host import NOW, db
+from .helpers import PSA, as_user
 
-URL = "/api/v1/analytics/flowpilot/psa-metrics"
+URL = PSA
 UTC = timezone.utc
 
 

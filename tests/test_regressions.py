@@ -17,12 +17,11 @@ from flowpilot_analytics import FlowpilotAnalytics
 
 from . import factories as f
 from . import host
-from .conftest import as_user
 from .fake_psa import FakePsaService
 from .host import NOW, db
+from .helpers import ESCALATIONS, PSA, as_user
 
-URL = "/api/v1/analytics/flowpilot/escalations"
-PSA = "/api/v1/analytics/flowpilot/psa-metrics"
+URL = ESCALATIONS
 
 
 @pytest.mark.parametrize("minutes", [math.nan, math.inf, -5])

@@ -12,9 +12,9 @@ from flask import Flask
 from flowpilot_analytics import FlowpilotAnalytics
 
 from . import factories as f
-from .conftest import as_user
 from .fake_psa import FakePsaService
 from .host import db, load_identity
+from .helpers import as_user
 
 
 @pytest.fixture

@@ -9,14 +9,12 @@ import pytest
 import sqlalchemy as sa
 
 from . import factories as f
-from .conftest import as_user
 from .fake_psa import FakePsaService
 from .host import NOW, db
+from .helpers import ESCALATIONS, PSA, as_user
 
 SETTING = "app.current_account_id"
 TABLES = ("ai_sessions", "ai_session_steps", "session_handoffs", "psa_activity_logs")
-ESCALATIONS = "/api/v1/analytics/flowpilot/escalations"
-PSA = "/api/v1/analytics/flowpilot/psa-metrics"
 
 
 @pytest.fixture

@@ -20,20 +20,13 @@ from flowpilot_analytics import FlowpilotAnalytics, Identity
 
 from . import factories as f
 from . import host
-from .conftest import as_user
 from .fake_psa import FakePsaService
 from .host import NOW, db
-
-BASE = "/api/v1/analytics/flowpilot"
-ESCALATIONS = BASE + "/escalations"
-HANDOFFS = BASE + "/escalations/handoffs"
-PSA = BASE + "/psa-metrics"
+from .helpers import BASE, ESCALATIONS, HANDOFFS, PSA, activity_rows, as_user
 
 
 def rows() -> list[dict[str, t.Any]]:
-    table = db.metadata.tables["psa_activity_logs"]
-    with db.engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(sa.select(table).order_by(table.c.id))]
+    return activity_rows()
 
 
 def state(app: Flask) -> t.Any:

@@ -1,0 +1,144 @@
+"""One app's registration at request time: settings, engines, prepared queries, cache, limits, dead letters.
+
+:func:`current_state` is how request-time code (views, the hook, commands) finds it; the composition
+root, :mod:`flowpilot_analytics.extension`, builds it and puts it in ``app.extensions``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import typing as t
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+from flask import current_app
+from flask_sqlalchemy import SQLAlchemy
+from itsdangerous import URLSafeSerializer
+
+from .cache import ResponseCache
+from .config import Settings
+from .deadline import DeadlineRunner
+from .deadletter import DeadLetterFile, DeadLetterStore, DeadLetterTable
+from .escalations import Escalations
+from .identity import IdentityLike, require_role
+from .psa_metrics import PsaMetrics
+from .ratelimit import RouteLimits
+from .tables import HostTables, activity_io_table, activity_table, dead_letter_table, reflect_host_tables, set_tenant
+from .timeutil import Backend
+
+if t.TYPE_CHECKING:
+    from flask_limiter import Limiter
+
+EXTENSION_KEY = "flowpilot_analytics"
+
+IdentityLoader = t.Callable[[], t.Optional[IdentityLike]]
+Clock = t.Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The default clock: the current time, aware, in UTC."""
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What needs the database to build (reflection), built once at the first request that needs it."""
+
+    backend: Backend
+    tables: HostTables
+    escalations: Escalations
+    psa_metrics: PsaMetrics
+
+
+class AnalyticsState:
+    """Everything one app's registration needs at request time; lives in ``app.extensions``."""
+
+    def __init__(self, settings: Settings, *, extension: t.Any, db: SQLAlchemy, identity_loader: IdentityLoader,
+                 clock: Clock, limiter: Limiter | None, database_uri: str) -> None:
+        self.settings = settings
+        self.extension = extension
+        self.db = db
+        self.identity_loader = identity_loader
+        self.clock = clock
+        #: The declaration in the host's metadata (DDL, ``create_all``, Alembic) ...
+        self.activity_table = activity_table(db.metadata, settings.activity_table, settings.id_type)
+        #: ... and the plugin's own view of it for reads and writes (UTC timestamps in the column's kind).
+        self.activity_io = activity_io_table(self.activity_table)
+        self.limits = RouteLimits({"escalations": settings.escalations_limit,
+                                   "escalation_handoffs": settings.handoffs_limit,
+                                   "psa_metrics": settings.psa_metrics_limit}, settings.ratelimit_storage_uri, limiter)
+        self.cache = ResponseCache(settings.cache_ttl, settings.cache_storage_uri,
+                                   namespace=_cache_namespace(settings, database_uri), max_bytes=settings.cache_max_bytes)
+        self.cursors = URLSafeSerializer(settings.cursor_secret, salt="flowpilot_analytics.cursor")
+        self.deadlines = DeadlineRunner()
+        self.dead_letters: DeadLetterStore
+        if settings.dead_letter_table:
+            self.dead_letters = DeadLetterTable(dead_letter_table(db.metadata, settings.dead_letter_table),
+                                                lambda: self.write_engine, self.deadlines, settings.hook_timeout_ms)
+        else:
+            self.dead_letters = DeadLetterFile(settings.dead_letter_path)
+        self._prepared: Prepared | None = None
+        self._lock = threading.Lock()
+
+    # -- identity ------------------------------------------------------------------------------
+    def authorize(self, route: str, limit: str | None = None) -> IdentityLike:
+        """Load the caller, check the route's minimum role, then count the call against the limit ``limit``
+        (default: the route's own). Raises the domain errors for 401, 403 and 429."""
+        identity = require_role(self.identity_loader(), self.settings.roles, self.settings.route_roles[route])
+        self.limits.hit(limit or route, identity.account_id, identity.user_id)
+        return identity
+
+    # -- database ------------------------------------------------------------------------------
+    @property
+    def read_engine(self) -> sa.Engine:
+        """The engine analytics reads go to: ``FLOWPILOT_ANALYTICS_BIND``'s (a replica), else the primary."""
+        return self.db.engines[self.settings.bind]
+
+    @property
+    def write_engine(self) -> sa.Engine:
+        """The engine the hook writes to: always the primary."""
+        return self.db.engine
+
+    def prepared(self) -> Prepared:
+        """The backend, the host's tables as mapped by the settings, and each metric's statements (built once)."""
+        if self._prepared is None:
+            with self._lock:
+                if self._prepared is None:
+                    engine = self.read_engine
+                    backend = Backend.for_dialect(engine.dialect.name)
+                    with engine.connect() as connection:
+                        tables = reflect_host_tables(connection, self.settings)
+                    self._prepared = Prepared(
+                        backend=backend, tables=tables,
+                        escalations=Escalations(tables, backend, self.settings.clock_skew_seconds,
+                                                self.settings.bucket_edges),
+                        psa_metrics=PsaMetrics(tables, self.activity_io, backend))
+        return self._prepared
+
+    def read(self, statement: t.Any, params: t.Mapping[str, t.Any]) -> list[sa.Row[t.Any]]:
+        """Run one read on the analytics engine (see :meth:`read_all`) and fetch it all."""
+        return self.read_all([statement], params)[0]
+
+    def read_all(self, statements: t.Sequence[t.Any], params: t.Mapping[str, t.Any]) -> list[list[sa.Row[t.Any]]]:
+        """Run reads in one short transaction of the plugin's own, on one pooled connection, and fetch them.
+
+        The host's session, transaction and row-level-security setting are never touched: with
+        ``FLOWPILOT_ANALYTICS_TENANT_SETTING`` the tenant is set in the plugin's transaction only.
+        """
+        with self.read_engine.connect() as connection:
+            set_tenant(connection, self.settings.tenant_setting, params["account_id"])
+            return [list(connection.execute(statement, params).all()) for statement in statements]
+
+
+def _cache_namespace(settings: Settings, database_uri: str) -> str:
+    """A short digest of everything that makes two apps' answers differ, so they never share entries."""
+    facts = [database_uri, repr(sorted(settings.tables.items())), repr(sorted(settings.columns.items())),
+             repr(settings.clock_skew_seconds), repr(settings.bucket_edges), settings.activity_table, settings.id_type]
+    return hashlib.sha256("\x1f".join(facts).encode()).hexdigest()[:16]
+
+
+def current_state() -> AnalyticsState:
+    """The state of the app handling the current request."""
+    return t.cast(AnalyticsState, current_app.extensions[EXTENSION_KEY])

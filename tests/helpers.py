@@ -1,0 +1,56 @@
+"""What many tests share: the routes, the test host's credentials, and the plugin's rows as stored."""
+
+from __future__ import annotations
+
+import os
+import typing as t
+
+import pytest
+
+import sqlalchemy as sa
+
+from flowpilot_analytics.timeutil import as_utc
+
+from .host import db
+
+BASE = "/api/v1/analytics/flowpilot"
+ESCALATIONS = BASE + "/escalations"
+HANDOFFS = BASE + "/escalations/handoffs"
+PSA = BASE + "/psa-metrics"
+OPENAPI = BASE + "/openapi.json"
+
+
+def as_user(account: int, role: str = "engineer", user: int = 1) -> dict[str, str]:
+    """Headers the test host's identity loader reads."""
+    return {"X-Account": str(account), "X-Role": role, "X-User": str(user)}
+
+
+def activity_rows() -> list[dict[str, t.Any]]:
+    """The committed rows of ``psa_activity_logs`` (another connection's view), ``created_at`` as aware UTC."""
+    table = db.metadata.tables["psa_activity_logs"]
+    with db.engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(sa.select(table).order_by(table.c.id))]
+    for row in rows:
+        row["created_at"] = as_utc(row["created_at"])
+    return rows
+
+
+def unavailable(what: str, exc: BaseException) -> t.NoReturn:
+    """Locally a missing service skips; in CI it fails, so a green run always means both databases ran."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is required in CI but unreachable: {exc}")
+    pytest.skip(f"{what} unreachable: {exc}")
+
+
+DEMO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "demo")
+
+
+def load_demo_module(name: str) -> t.Any:
+    """A module of the demo host (``examples/demo/<name>.py``), which is not an installed package."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"flowpilot_demo_{name}", os.path.join(DEMO_DIR, f"{name}.py"))
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
