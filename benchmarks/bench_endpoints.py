@@ -83,6 +83,7 @@ IDENTITY = Identity(user_id=1, account_id=ACCOUNT, role="admin")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tests.host import db  # noqa: E402
 
+
 def make_app(uri: str, *, cache_ttl: int = 0) -> Flask:
     """A host app on ``uri`` with the plugin registered; account 1's admin is always signed in."""
     app = Flask("fpa_bench_host")
@@ -152,21 +153,24 @@ def database_comment(server: str, name: str) -> dict[str, t.Any] | None:
     """What the last complete build wrote on the database (``COMMENT ON DATABASE``), if anything."""
     engine = admin_engine(server)
     with engine.connect() as conn:
-        text = conn.execute(sa.text(
-            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = :n"), {"n": name}).scalar()
+        text = conn.execute(
+            sa.text("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = :n"), {"n": name}
+        ).scalar()
     engine.dispose()
     if not text or not text.startswith(DATASET_VERSION + " "):
         return None
-    return t.cast(dict[str, t.Any], json.loads(text[len(DATASET_VERSION) + 1:]))
+    return t.cast(dict[str, t.Any], json.loads(text[len(DATASET_VERSION) + 1 :]))
 
 
 def row_counts(server: str, name: str) -> dict[str, int]:
     engine = admin_engine(server, name)
     with engine.connect() as conn:
-        counts = {table: int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar() or 0)
-                  for table in HOST_TABLES}
-        counts["account_1_sessions"] = int(conn.execute(
-            sa.text("SELECT count(*) FROM ai_sessions WHERE account_id = 1")).scalar() or 0)
+        counts = {
+            table: int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar() or 0) for table in HOST_TABLES
+        }
+        counts["account_1_sessions"] = int(
+            conn.execute(sa.text("SELECT count(*) FROM ai_sessions WHERE account_id = 1")).scalar() or 0
+        )
     engine.dispose()
     return counts
 
@@ -176,8 +180,11 @@ def recreate_database(server: str, name: str, template: str | None = None) -> No
     with engine.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         if template:
-            run_sql(conn, f"CREATE DATABASE {name} TEMPLATE {template}",
-                    f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY = FILE_COPY')
+            run_sql(
+                conn,
+                f"CREATE DATABASE {name} TEMPLATE {template}",
+                f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY = FILE_COPY',
+            )
         else:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     engine.dispose()
@@ -187,7 +194,7 @@ def write_comment(server: str, name: str, payload: dict[str, t.Any]) -> None:
     engine = admin_engine(server)
     with engine.connect() as conn:
         text = DATASET_VERSION + " " + json.dumps(payload, sort_keys=True)
-        conn.execute(sa.text(f"COMMENT ON DATABASE \"{name}\" IS {sqlalchemy_quote(text)}"))
+        conn.execute(sa.text(f'COMMENT ON DATABASE "{name}" IS {sqlalchemy_quote(text)}'))
     engine.dispose()
 
 
@@ -202,15 +209,21 @@ def strip_table(conn: sa.Connection, table: str) -> tuple[list[str], list[str]]:
     schema after the load is exactly what ``db.create_all()`` made. Foreign keys are returned apart: they
     are dropped first and restored last.
     """
-    constraints = conn.execute(sa.text(
-        "SELECT conname, pg_get_constraintdef(oid), contype FROM pg_constraint "
-        "WHERE conrelid = CAST(:t AS regclass) AND contype IN ('p', 'u', 'f') ORDER BY contype DESC"),
-        {"t": table}).all()
-    indexes = conn.execute(sa.text(
-        "SELECT CAST(indexrelid AS regclass)::text, pg_get_indexdef(indexrelid) FROM pg_index i "
-        "WHERE indrelid = CAST(:t AS regclass) AND NOT EXISTS "
-        "(SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid AND c.conrelid = i.indrelid)"),
-        {"t": table}).all()
+    constraints = conn.execute(
+        sa.text(
+            "SELECT conname, pg_get_constraintdef(oid), contype FROM pg_constraint "
+            "WHERE conrelid = CAST(:t AS regclass) AND contype IN ('p', 'u', 'f') ORDER BY contype DESC"
+        ),
+        {"t": table},
+    ).all()
+    indexes = conn.execute(
+        sa.text(
+            "SELECT CAST(indexrelid AS regclass)::text, pg_get_indexdef(indexrelid) FROM pg_index i "
+            "WHERE indrelid = CAST(:t AS regclass) AND NOT EXISTS "
+            "(SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid AND c.conrelid = i.indrelid)"
+        ),
+        {"t": table},
+    ).all()
     restore: list[str] = []
     foreign: list[str] = []
     for name, definition, kind in constraints:
@@ -229,18 +242,23 @@ def drop_for_load(conn: sa.Connection, tables: t.Sequence[str]) -> list[str]:
         restores += restore
         foreigns += foreign
     for table in tables:
-        for (name,) in conn.execute(sa.text(
-                "SELECT conname FROM pg_constraint WHERE conrelid = CAST(:t AS regclass) AND contype = 'f'"),
-                {"t": table}).all():
+        for (name,) in conn.execute(
+            sa.text("SELECT conname FROM pg_constraint WHERE conrelid = CAST(:t AS regclass) AND contype = 'f'"),
+            {"t": table},
+        ).all():
             conn.execute(sa.text(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"'))
     for table in tables:
-        for (name,) in conn.execute(sa.text(
-                "SELECT conname FROM pg_constraint WHERE conrelid = CAST(:t AS regclass) AND contype IN ('p', 'u')"),
-                {"t": table}).all():
+        for (name,) in conn.execute(
+            sa.text(
+                "SELECT conname FROM pg_constraint WHERE conrelid = CAST(:t AS regclass) AND contype IN ('p', 'u')"
+            ),
+            {"t": table},
+        ).all():
             conn.execute(sa.text(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"'))
-        for (name,) in conn.execute(sa.text(
-                "SELECT CAST(indexrelid AS regclass)::text FROM pg_index WHERE indrelid = CAST(:t AS regclass)"),
-                {"t": table}).all():
+        for (name,) in conn.execute(
+            sa.text("SELECT CAST(indexrelid AS regclass)::text FROM pg_index WHERE indrelid = CAST(:t AS regclass)"),
+            {"t": table},
+        ).all():
             conn.execute(sa.text(f"DROP INDEX {name}"))
     return restores + foreigns
 
@@ -250,8 +268,7 @@ def restore_and_vacuum(conn: sa.Connection, statements: t.Sequence[str], tables:
     for statement in statements:
         run_sql(conn, statement[:110], statement)
     for table in ("ai_sessions", "ai_session_steps", "session_handoffs", "psa_activity_logs"):
-        conn.execute(sa.text(
-            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"))
+        conn.execute(sa.text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"))
     for table in tables:
         run_sql(conn, f"VACUUM ANALYZE {table}", f"VACUUM ANALYZE {table}")
 
@@ -266,21 +283,29 @@ def restore_and_vacuum(conn: sa.Connection, statements: t.Sequence[str], tables:
 #: claimed up to 30 minutes later, so late claims wait longer and ~20 % of the claims never see a step.
 BASE_LOAD: list[tuple[str, str]] = [
     ("seed", "SELECT setseed(0.42)"),
-    ("sessions", f"""
+    (
+        "sessions",
+        f"""
         INSERT INTO ai_sessions (id, account_id, created_at, psa_ticket_id, title)
         SELECT g,
                CASE WHEN random() < {BIG_SHARE} THEN 1 ELSE 2 + floor(random() * {N_ACCOUNTS - 1})::int END,
                {NOW_SQL} - interval '12 hours' - random() * interval '364 days 12 hours',
                CASE WHEN random() < 0.7 THEN 'T-' || g END,
                'Session ' || g
-        FROM generate_series(1, {N_SESSIONS}) AS g"""),
-    ("steps", f"""
+        FROM generate_series(1, {N_SESSIONS}) AS g""",
+    ),
+    (
+        "steps",
+        f"""
         INSERT INTO ai_session_steps (id, account_id, session_id, created_at)
         SELECT x.g, s.account_id, s.id, s.created_at + x.r * x.r * interval '8 hours'
         FROM (SELECT g, 1 + floor(random() * {N_SESSIONS})::int AS sid, random() AS r
               FROM generate_series(1, {N_STEPS}) AS g OFFSET 0) AS x
-        JOIN ai_sessions AS s ON s.id = x.sid"""),
-    ("handoffs", f"""
+        JOIN ai_sessions AS s ON s.id = x.sid""",
+    ),
+    (
+        "handoffs",
+        f"""
         INSERT INTO session_handoffs (id, account_id, session_id, created_at, claimed_at)
         SELECT x.g, s.account_id, s.id, s.created_at + x.r1 * interval '9 hours',
                CASE WHEN x.r2 < 0.9
@@ -288,28 +313,38 @@ BASE_LOAD: list[tuple[str, str]] = [
         FROM (SELECT g, 1 + floor(random() * {N_SESSIONS})::int AS sid, random() AS r1, random() AS r2,
                      random() AS r3
               FROM generate_series(1, {N_HANDOFFS}) AS g OFFSET 0) AS x
-        JOIN ai_sessions AS s ON s.id = x.sid"""),
+        JOIN ai_sessions AS s ON s.id = x.sid""",
+    ),
     # Documentation is pushed for 75 % of the linked sessions (1-2 notes each), and time is logged
     # for 80 % of those (1-2 entries): ~300,000 activities, each stage a subset of the one before.
-    ("pushed sessions", """
+    (
+        "pushed sessions",
+        """
         CREATE TEMP TABLE pushed AS
         SELECT id, account_id, created_at, psa_ticket_id,
                1 + (random() < 0.3)::int AS notes,
                CASE WHEN random() < 0.8 THEN 1 + (random() < 0.25)::int ELSE 0 END AS entries
-        FROM ai_sessions WHERE psa_ticket_id IS NOT NULL AND random() < 0.75"""),
-    ("notes", f"""
+        FROM ai_sessions WHERE psa_ticket_id IS NOT NULL AND random() < 0.75""",
+    ),
+    (
+        "notes",
+        f"""
         INSERT INTO psa_activity_logs (account_id, session_id, activity_type, psa_ticket_id, external_id,
                                        minutes, created_at)
         SELECT p.account_id, p.id, 'note_posted', p.psa_ticket_id, 'note-' || p.id || '-' || n, NULL,
                timezone('UTC', LEAST({NOW_SQL}, p.created_at + interval '8 hours' + random() * interval '4 hours'))
-        FROM pushed AS p CROSS JOIN LATERAL generate_series(1, p.notes) AS n"""),
-    ("time entries", f"""
+        FROM pushed AS p CROSS JOIN LATERAL generate_series(1, p.notes) AS n""",
+    ),
+    (
+        "time entries",
+        f"""
         INSERT INTO psa_activity_logs (account_id, session_id, activity_type, psa_ticket_id, external_id,
                                        minutes, created_at)
         SELECT p.account_id, p.id, 'time_entry_posted', p.psa_ticket_id, 'time-' || p.id || '-' || n,
                15 * (1 + floor(random() * 8)),
                timezone('UTC', LEAST({NOW_SQL}, p.created_at + interval '8 hours' + random() * interval '4 hours'))
-        FROM pushed AS p CROSS JOIN LATERAL generate_series(1, p.entries) AS n"""),
+        FROM pushed AS p CROSS JOIN LATERAL generate_series(1, p.entries) AS n""",
+    ),
 ]
 
 
@@ -340,8 +375,12 @@ def ensure_base(server: str, rebuild: bool) -> tuple[dict[str, int], bool]:
         recorded = database_comment(server, BASE_DB)
         if recorded is not None:
             counts = row_counts(server, BASE_DB)
-            expected = (counts == recorded["counts"] and counts["ai_sessions"] == N_SESSIONS
-                        and counts["ai_session_steps"] == N_STEPS and counts["session_handoffs"] == N_HANDOFFS)
+            expected = (
+                counts == recorded["counts"]
+                and counts["ai_sessions"] == N_SESSIONS
+                and counts["ai_session_steps"] == N_STEPS
+                and counts["session_handoffs"] == N_HANDOFFS
+            )
             if expected:
                 say(f"Reusing {BASE_DB} (built {recorded['built']}; row counts match; --rebuild forces a rebuild)")
                 return counts, False
@@ -356,45 +395,63 @@ def scale_load(steps_copies: int) -> list[tuple[str, str]]:
     """Copies 1..10 of every other account's rows, with new ids and times shifted by k * 17 minutes."""
     shift = "k * interval '17 minutes'"
     return [
-        ("sessions x10 (other accounts)", f"""
+        (
+            "sessions x10 (other accounts)",
+            f"""
             INSERT INTO ai_sessions (id, account_id, created_at, psa_ticket_id, title)
             SELECT s.id + k * {SESSION_ID_OFFSET}, s.account_id, s.created_at - {shift},
                    s.psa_ticket_id || '-c' || k, s.title
-            FROM ai_sessions AS s CROSS JOIN generate_series(1, {SCALE_COPIES}) AS k WHERE s.account_id <> 1"""),
-        (f"steps x{steps_copies} (other accounts)", f"""
+            FROM ai_sessions AS s CROSS JOIN generate_series(1, {SCALE_COPIES}) AS k WHERE s.account_id <> 1""",
+        ),
+        (
+            f"steps x{steps_copies} (other accounts)",
+            f"""
             INSERT INTO ai_session_steps (id, account_id, session_id, created_at)
             SELECT s.id + k * {STEP_ID_OFFSET}, s.account_id, s.session_id + k * {SESSION_ID_OFFSET},
                    s.created_at - {shift}
             FROM ai_session_steps AS s CROSS JOIN generate_series(1, {steps_copies}) AS k
-            WHERE s.account_id <> 1"""),
-        ("handoffs x10 (other accounts)", f"""
+            WHERE s.account_id <> 1""",
+        ),
+        (
+            "handoffs x10 (other accounts)",
+            f"""
             INSERT INTO session_handoffs (id, account_id, session_id, created_at, claimed_at)
             SELECT h.id + k * {HANDOFF_ID_OFFSET}, h.account_id, h.session_id + k * {SESSION_ID_OFFSET},
                    h.created_at - {shift}, h.claimed_at - {shift}
             FROM session_handoffs AS h CROSS JOIN generate_series(1, {SCALE_COPIES}) AS k
-            WHERE h.account_id <> 1"""),
-        ("activities x10 (other accounts)", f"""
+            WHERE h.account_id <> 1""",
+        ),
+        (
+            "activities x10 (other accounts)",
+            f"""
             INSERT INTO psa_activity_logs (account_id, session_id, activity_type, psa_ticket_id, external_id,
                                            minutes, created_at)
             SELECT a.account_id, a.session_id + k * {SESSION_ID_OFFSET}, a.activity_type,
                    a.psa_ticket_id || '-c' || k, a.external_id || '-c' || k, a.minutes, a.created_at - {shift}
             FROM psa_activity_logs AS a CROSS JOIN generate_series(1, {SCALE_COPIES}) AS k
-            WHERE a.account_id <> 1"""),
+            WHERE a.account_id <> 1""",
+        ),
     ]
 
 
-def ensure_scaled(server: str, base_counts: dict[str, int], base_rebuilt: bool, rebuild: bool,
-                  steps_copies: int) -> dict[str, int]:
+def ensure_scaled(
+    server: str, base_counts: dict[str, int], base_rebuilt: bool, rebuild: bool, steps_copies: int
+) -> dict[str, int]:
     if not (rebuild or base_rebuilt) and database_exists(server, SCALED_DB):
         recorded = database_comment(server, SCALED_DB)
-        if (recorded is not None and recorded.get("base_counts") == base_counts
-                and recorded.get("steps_copies") == steps_copies):
+        if (
+            recorded is not None
+            and recorded.get("base_counts") == base_counts
+            and recorded.get("steps_copies") == steps_copies
+        ):
             counts = row_counts(server, SCALED_DB)
             if counts == recorded["counts"]:
                 say(f"Reusing {SCALED_DB} (built {recorded['built']}; row counts match; --rebuild-10x rebuilds)")
                 return counts
-    say(f"Building {SCALED_DB}: copy of {BASE_DB}, then 10x more rows for accounts 2..{N_ACCOUNTS} "
-        f"(this takes several minutes) ...")
+    say(
+        f"Building {SCALED_DB}: copy of {BASE_DB}, then 10x more rows for accounts 2..{N_ACCOUNTS} "
+        f"(this takes several minutes) ..."
+    )
     started = time.perf_counter()
     recreate_database(server, SCALED_DB, template=BASE_DB)
     engine = admin_engine(server, SCALED_DB)
@@ -406,8 +463,16 @@ def ensure_scaled(server: str, base_counts: dict[str, int], base_rebuilt: bool, 
         restore_and_vacuum(conn, restore, HOST_TABLES)
     engine.dispose()
     counts = row_counts(server, SCALED_DB)
-    write_comment(server, SCALED_DB, {"counts": counts, "base_counts": base_counts, "steps_copies": steps_copies,
-                                      "built": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    write_comment(
+        server,
+        SCALED_DB,
+        {
+            "counts": counts,
+            "base_counts": base_counts,
+            "steps_copies": steps_copies,
+            "built": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        },
+    )
     say(f"Built {SCALED_DB} in {time.perf_counter() - started:.0f}s")
     return counts
 
@@ -415,6 +480,7 @@ def ensure_scaled(server: str, base_counts: dict[str, int], base_rebuilt: bool, 
 # --------------------------------------------------------------------------------------------------
 # 2. The best hand-written SQL
 # --------------------------------------------------------------------------------------------------
+
 
 def window() -> tuple[datetime, datetime]:
     return NOW - timedelta(days=PERIOD_DAYS), NOW
@@ -460,10 +526,13 @@ def escalation_sql(engine: sa.Engine, statement: sa.TextClause) -> t.Callable[[]
     def run() -> dict[str, t.Any]:
         with engine.connect() as conn:
             claimed, with_action, avg, median, p95 = conn.execute(statement, params).one()
-        return {"n_handoffs_claimed": claimed, "n_handoffs_with_action": with_action,
-                "avg_seconds": None if avg is None else float(avg),
-                "median_seconds": None if median is None else float(median),
-                "p95_seconds": None if p95 is None else float(p95)}
+        return {
+            "n_handoffs_claimed": claimed,
+            "n_handoffs_with_action": with_action,
+            "avg_seconds": None if avg is None else float(avg),
+            "median_seconds": None if median is None else float(median),
+            "p95_seconds": None if p95 is None else float(p95),
+        }
 
     return run
 
@@ -532,16 +601,21 @@ def _psa_result(rows: t.Iterable[t.Sequence[t.Any]]) -> dict[str, t.Any]:
         totals["time_entry_logged"] += logged
         count += entries
         minutes_total += float(minutes)
-        trend.append({"date": day.isoformat(), "sessions": sessions, "notes_posted": notes,
-                      "time_entries": entries, "minutes": float(minutes)})
-    return {"time_entries": {"count": count, "total_minutes": minutes_total}, "funnel": totals,
-            "daily_trend": trend}
+        trend.append(
+            {
+                "date": day.isoformat(),
+                "sessions": sessions,
+                "notes_posted": notes,
+                "time_entries": entries,
+                "minutes": float(minutes),
+            }
+        )
+    return {"time_entries": {"count": count, "total_minutes": minutes_total}, "funnel": totals, "daily_trend": trend}
 
 
 def psa_params() -> dict[str, t.Any]:
     start, end = window()
-    return {"account_id": ACCOUNT, "tz": TZ, "ws": start, "we": end, "ws_naive": naive(start),
-            "we_naive": naive(end)}
+    return {"account_id": ACCOUNT, "tz": TZ, "ws": start, "we": end, "ws_naive": naive(start), "we_naive": naive(end)}
 
 
 def psa_sql_one(engine: sa.Engine) -> t.Callable[[], dict[str, t.Any]]:
@@ -566,8 +640,7 @@ def psa_sql_two(engine: sa.Engine) -> t.Callable[[], dict[str, t.Any]]:
         with engine.connect() as conn:
             sessions = {row[0]: row[1:] for row in conn.execute(PSA_SESSIONS, params)}
             activities = {row[0]: row[1:] for row in conn.execute(PSA_ACTIVITIES, params)}
-        return _psa_result((day, *sessions.get(day, (0, 0, 0, 0)), *activities.get(day, (0, 0, 0)))
-                           for day in days)
+        return _psa_result((day, *sessions.get(day, (0, 0, 0, 0)), *activities.get(day, (0, 0, 0))) for day in days)
 
     return run
 
@@ -575,6 +648,7 @@ def psa_sql_two(engine: sa.Engine) -> t.Callable[[], dict[str, t.Any]]:
 # --------------------------------------------------------------------------------------------------
 # Measuring and comparing
 # --------------------------------------------------------------------------------------------------
+
 
 def endpoint(app: Flask, url: str) -> t.Callable[[], t.Any]:
     client = app.test_client()
@@ -617,8 +691,9 @@ def replay(engine: sa.Engine, statements: list[tuple[str, t.Any]]) -> t.Callable
     return run
 
 
-def measure(contenders: dict[str, t.Callable[[], t.Any]], rounds: int, inner: int,
-            warmup: int = 2) -> dict[str, dict[str, float]]:
+def measure(
+    contenders: dict[str, t.Callable[[], t.Any]], rounds: int, inner: int, warmup: int = 2
+) -> dict[str, dict[str, float]]:
     """Median (and min) in ms per contender; calls interleaved, order alternating every round."""
     for _ in range(warmup):
         for call in contenders.values():
@@ -632,8 +707,10 @@ def measure(contenders: dict[str, t.Callable[[], t.Any]], rounds: int, inner: in
                 started = time.perf_counter()
                 contenders[name]()
                 samples[name].append((time.perf_counter() - started) * 1000)
-    return {name: {"median": statistics.median(values), "min": min(values), "n": len(values)}
-            for name, values in samples.items()}
+    return {
+        name: {"median": statistics.median(values), "min": min(values), "n": len(values)}
+        for name, values in samples.items()
+    }
 
 
 def show(stats: dict[str, dict[str, float]]) -> None:
@@ -661,8 +738,9 @@ def compare_psa(body: dict[str, t.Any], expected: dict[str, t.Any]) -> tuple[boo
     problems = []
     for key in ("count", "total_minutes"):
         if not close(body["time_entries"][key], expected["time_entries"][key]):
-            problems.append(f"time_entries.{key}: endpoint {body['time_entries'][key]} vs SQL "
-                            f"{expected['time_entries'][key]}")
+            problems.append(
+                f"time_entries.{key}: endpoint {body['time_entries'][key]} vs SQL {expected['time_entries'][key]}"
+            )
     for key, value in expected["funnel"].items():
         if not close(body["funnel"][key], value):
             problems.append(f"funnel.{key}: endpoint {body['funnel'][key]} vs SQL {value}")
@@ -673,10 +751,12 @@ def compare_psa(body: dict[str, t.Any], expected: dict[str, t.Any]) -> tuple[boo
         if not all(close(got[key], value) for key, value in want.items()):
             problems.append(f"daily_trend first difference: endpoint {got} vs SQL {want}")
             break
-    summary = (f"time_entries {{count {expected['time_entries']['count']}, total_minutes "
-               f"{expected['time_entries']['total_minutes']:.1f}}}, funnel {expected['funnel']}, "
-               f"daily_trend {len(want_trend)} days {want_trend[0]['date']}..{want_trend[-1]['date']}, "
-               f"trend sessions sum {sum(d['sessions'] for d in want_trend)}")
+    summary = (
+        f"time_entries {{count {expected['time_entries']['count']}, total_minutes "
+        f"{expected['time_entries']['total_minutes']:.1f}}}, funnel {expected['funnel']}, "
+        f"daily_trend {len(want_trend)} days {want_trend[0]['date']}..{want_trend[-1]['date']}, "
+        f"trend sessions sum {sum(d['sessions'] for d in want_trend)}"
+    )
     if problems:
         return False, summary + "\n        " + "\n        ".join(problems)
     return True, summary
@@ -706,6 +786,7 @@ class Summary:
 # The PostgreSQL measurements
 # --------------------------------------------------------------------------------------------------
 
+
 def bench_postgres(server: str, counts: dict[str, int], args: argparse.Namespace, summary: Summary) -> None:
     app = make_app(f"{server}/{BASE_DB}")
     engine = app_engine(app)
@@ -716,8 +797,10 @@ def bench_postgres(server: str, counts: dict[str, int], args: argparse.Namespace
     say()
     say(f"== PostgreSQL {BASE_DB}: account {ACCOUNT}, period={PERIOD} ==")
     say("  rows: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
-    say(f"  endpoints through the Flask test client (FLOWPILOT_ANALYTICS_CACHE_TTL=0, limit 1000000/min); "
-        f"SQL on a connection of the same engine; {args.rounds} interleaved rounds x {args.inner} calls")
+    say(
+        f"  endpoints through the Flask test client (FLOWPILOT_ANALYTICS_CACHE_TTL=0, limit 1000000/min); "
+        f"SQL on a connection of the same engine; {args.rounds} interleaved rounds x {args.inner} calls"
+    )
 
     # (c) correctness first: the endpoint's numbers against every hand-written variant.
     esc_body = esc_endpoint().get_json()
@@ -747,20 +830,30 @@ def bench_postgres(server: str, counts: dict[str, int], args: argparse.Namespace
     say("  timings:")
     show(stats)
 
-    for label, key, variants, ok in (("a. escalations", "escalations", esc_sql, esc_ok),
-                                     ("b. psa-metrics", "psa-metrics", psa_sql, psa_ok)):
+    for label, key, variants, ok in (
+        ("a. escalations", "escalations", esc_sql, esc_ok),
+        ("b. psa-metrics", "psa-metrics", psa_sql, psa_ok),
+    ):
         best_name = min(variants, key=lambda n: stats[f"{key} SQL {n}"]["median"])
         best = stats[f"{key} SQL {best_name}"]["median"]
         mine = stats[f"{key} endpoint"]["median"]
         ratio = mine / best
         own = stats[f"{key} endpoint's own SQL replayed"]["median"]
         min_ratio = stats[f"{key} endpoint"]["min"] / stats[f"{key} SQL {best_name}"]["min"]
-        say(f"  {label}: endpoint {mine:.2f} ms, best SQL ({best_name}) {best:.2f} ms, ratio {ratio:.2f}x "
-            f"(ratio of the minimums: {min_ratio:.2f}x)")
-        say(f"     (diagnostic: the endpoint's own SQL replayed takes {own:.2f} ms = {own / best:.2f}x the best SQL; "
-            f"the remaining {mine - own:.2f} ms is Flask/plugin Python)")
-        summary.add(f"PG {key} / best SQL (90d, acct 1)", f"{mine:.1f} / {best:.1f} ms = {ratio:.2f}x", "<= 1.15x",
-                    ratio <= 1.15)
+        say(
+            f"  {label}: endpoint {mine:.2f} ms, best SQL ({best_name}) {best:.2f} ms, ratio {ratio:.2f}x "
+            f"(ratio of the minimums: {min_ratio:.2f}x)"
+        )
+        say(
+            f"     (diagnostic: the endpoint's own SQL replayed takes {own:.2f} ms = {own / best:.2f}x the best SQL; "
+            f"the remaining {mine - own:.2f} ms is Flask/plugin Python)"
+        )
+        summary.add(
+            f"PG {key} / best SQL (90d, acct 1)",
+            f"{mine:.1f} / {best:.1f} ms = {ratio:.2f}x",
+            "<= 1.15x",
+            ratio <= 1.15,
+        )
         summary.add(f"PG {key} numbers = best SQL", "OK" if ok else "MISMATCH", "OK", ok)
 
     # Repeated call within the cache TTL on the big dataset.
@@ -785,23 +878,31 @@ def cached(app: Flask, url: str, label: str, summary: Summary, args: argparse.Na
         return
     same = second.get_data() == first.get_data()
     stats = measure({"hit": call}, args.rounds, max(args.inner, 3), warmup=1)["hit"]
-    say(f"  {label} with FLOWPILOT_ANALYTICS_CACHE_TTL=60: first call {first_ms:.2f} ms, repeated call median "
-        f"{stats['median']:.3f} ms (min {stats['min']:.3f}), same body: {same}, Cache-Control: {header}")
-    summary.add(f"{label} repeated call within TTL", f"{stats['median']:.2f} ms", "< 5 ms",
-                stats["median"] < 5 and same)
+    say(
+        f"  {label} with FLOWPILOT_ANALYTICS_CACHE_TTL=60: first call {first_ms:.2f} ms, repeated call median "
+        f"{stats['median']:.3f} ms (min {stats['min']:.3f}), same body: {same}, Cache-Control: {header}"
+    )
+    summary.add(
+        f"{label} repeated call within TTL", f"{stats['median']:.2f} ms", "< 5 ms", stats["median"] < 5 and same
+    )
 
 
-def bench_scaled(server: str, base_counts: dict[str, int], scaled_counts: dict[str, int], args: argparse.Namespace,
-                 summary: Summary) -> None:
+def bench_scaled(
+    server: str, base_counts: dict[str, int], scaled_counts: dict[str, int], args: argparse.Namespace, summary: Summary
+) -> None:
     say()
     say(f"== 10x more rows in the other accounts: {BASE_DB} vs {SCALED_DB} (account {ACCOUNT}, {PERIOD}) ==")
     say("  rows: " + ", ".join(f"{k} {base_counts[k]:,} -> {scaled_counts[k]:,}" for k in HOST_TABLES))
     if args.steps_copies != SCALE_COPIES:
-        say(f"  NOTE: steps were scaled only {args.steps_copies}x for the other accounts (--steps-copies); "
-            f"sessions, handoffs and activities 10x. The steps figure is NOT a full 10x.")
+        say(
+            f"  NOTE: steps were scaled only {args.steps_copies}x for the other accounts (--steps-copies); "
+            f"sessions, handoffs and activities 10x. The steps figure is NOT a full 10x."
+        )
     else:
-        say(f"  every table of accounts 2..{N_ACCOUNTS} got {SCALE_COPIES} more copies of its rows "
-            f"(10x more rows added); account {ACCOUNT}'s rows are identical in both databases")
+        say(
+            f"  every table of accounts 2..{N_ACCOUNTS} got {SCALE_COPIES} more copies of its rows "
+            f"(10x more rows added); account {ACCOUNT}'s rows are identical in both databases"
+        )
     base_app, scaled_app = make_app(f"{server}/{BASE_DB}"), make_app(f"{server}/{SCALED_DB}")
     contenders = {
         f"escalations @ {BASE_DB}": endpoint(base_app, ESCALATIONS_URL),
@@ -809,8 +910,10 @@ def bench_scaled(server: str, base_counts: dict[str, int], scaled_counts: dict[s
         f"psa-metrics @ {BASE_DB}": endpoint(base_app, PSA_URL),
         f"psa-metrics @ {SCALED_DB}": endpoint(scaled_app, PSA_URL),
     }
-    same = (contenders[f"escalations @ {BASE_DB}"]().get_json() == contenders[f"escalations @ {SCALED_DB}"]().get_json()
-            and contenders[f"psa-metrics @ {BASE_DB}"]().get_json() == contenders[f"psa-metrics @ {SCALED_DB}"]().get_json())
+    same = (
+        contenders[f"escalations @ {BASE_DB}"]().get_json() == contenders[f"escalations @ {SCALED_DB}"]().get_json()
+        and contenders[f"psa-metrics @ {BASE_DB}"]().get_json() == contenders[f"psa-metrics @ {SCALED_DB}"]().get_json()
+    )
     say(f"  account {ACCOUNT}'s answers identical on both databases: {same}")
     stats = measure(contenders, args.rounds, args.inner)
     show(stats)
@@ -821,8 +924,12 @@ def bench_scaled(server: str, base_counts: dict[str, int], scaled_counts: dict[s
         min_ratio = stats[f"{key} @ {SCALED_DB}"]["min"] / stats[f"{key} @ {BASE_DB}"]["min"]
         say(f"  {key}: {base:.2f} ms -> {scaled:.2f} ms, ratio {ratio:.2f}x (ratio of the minimums: {min_ratio:.2f}x)")
         note = "" if args.steps_copies == SCALE_COPIES else f" (steps x{args.steps_copies} only)"
-        summary.add(f"PG {key}: 10x other accounts / base{note}", f"{base:.1f} -> {scaled:.1f} ms = {ratio:.2f}x",
-                    "< 1.20x", ratio < 1.20 and same)
+        summary.add(
+            f"PG {key}: 10x other accounts / base{note}",
+            f"{base:.1f} -> {scaled:.1f} ms = {ratio:.2f}x",
+            "< 1.20x",
+            ratio < 1.20 and same,
+        )
     dispose(base_app)
     dispose(scaled_app)
 
@@ -868,22 +975,43 @@ def build_sqlite(path: str, spread_days: int) -> dict[str, int]:
         handoffs.append((hid, ACCOUNT, sid, stamp(asked), None if claimed is None else stamp(claimed)))
     for sid, _account, _opened, ticket, _title in sessions[:2000]:
         if ticket:
-            activities.append((ACCOUNT, sid, "note_posted", ticket, f"note-{sid}", None,
-                               stamp(opened_at[sid - 1] + timedelta(hours=9))))
+            activities.append(
+                (
+                    ACCOUNT,
+                    sid,
+                    "note_posted",
+                    ticket,
+                    f"note-{sid}",
+                    None,
+                    stamp(opened_at[sid - 1] + timedelta(hours=9)),
+                )
+            )
     conn = sqlite3.connect(path)
     with conn:
-        conn.executemany("INSERT INTO ai_sessions (id, account_id, created_at, psa_ticket_id, title) "
-                         "VALUES (?, ?, ?, ?, ?)", sessions)
-        conn.executemany("INSERT INTO ai_session_steps (id, account_id, session_id, created_at) VALUES (?, ?, ?, ?)",
-                         steps)
-        conn.executemany("INSERT INTO session_handoffs (id, account_id, session_id, created_at, claimed_at) "
-                         "VALUES (?, ?, ?, ?, ?)", handoffs)
-        conn.executemany("INSERT INTO psa_activity_logs (account_id, session_id, activity_type, psa_ticket_id, "
-                         "external_id, minutes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)", activities)
+        conn.executemany(
+            "INSERT INTO ai_sessions (id, account_id, created_at, psa_ticket_id, title) VALUES (?, ?, ?, ?, ?)",
+            sessions,
+        )
+        conn.executemany(
+            "INSERT INTO ai_session_steps (id, account_id, session_id, created_at) VALUES (?, ?, ?, ?)", steps
+        )
+        conn.executemany(
+            "INSERT INTO session_handoffs (id, account_id, session_id, created_at, claimed_at) VALUES (?, ?, ?, ?, ?)",
+            handoffs,
+        )
+        conn.executemany(
+            "INSERT INTO psa_activity_logs (account_id, session_id, activity_type, psa_ticket_id, "
+            "external_id, minutes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            activities,
+        )
     conn.execute("ANALYZE")
     conn.close()
-    return {"ai_sessions": len(sessions), "ai_session_steps": len(steps), "session_handoffs": len(handoffs),
-            "claimed": sum(1 for h in handoffs if h[4] is not None)}
+    return {
+        "ai_sessions": len(sessions),
+        "ai_session_steps": len(steps),
+        "session_handoffs": len(handoffs),
+        "claimed": sum(1 for h in handoffs if h[4] is not None),
+    }
 
 
 def bench_sqlite(args: argparse.Namespace, summary: Summary) -> None:
@@ -891,23 +1019,31 @@ def bench_sqlite(args: argparse.Namespace, summary: Summary) -> None:
     say("== SQLite at demo size (20,000 handoffs, one account) ==")
     directory = tempfile.mkdtemp(prefix="fpa_bench_sqlite_")
     try:
-        for spread_days, label in ((PERIOD_DAYS, "all 20,000 in the 90d window"),
-                                   (365, "20,000 over 365 days")):
+        for spread_days, label in ((PERIOD_DAYS, "all 20,000 in the 90d window"), (365, "20,000 over 365 days")):
             path = os.path.join(directory, f"demo_{spread_days}.sqlite")
             started = time.perf_counter()
             counts = build_sqlite(path, spread_days)
-            say(f"  [{label}] built {path} in {time.perf_counter() - started:.1f}s: "
-                + ", ".join(f"{k} {v:,}" for k, v in counts.items()) + f", sessions over the last {spread_days} days")
+            say(
+                f"  [{label}] built {path} in {time.perf_counter() - started:.1f}s: "
+                + ", ".join(f"{k} {v:,}" for k, v in counts.items())
+                + f", sessions over the last {spread_days} days"
+            )
             app = make_app(f"sqlite:///{path}")
             call = endpoint(app, ESCALATIONS_URL)
             body = call().get_json()
-            say(f"    escalations answer: n_handoffs_claimed {body['n_handoffs_claimed']}, with_action "
-                f"{body['n_handoffs_with_action']}, median {body['median_seconds']}, p95 {body['p95_seconds']}")
+            say(
+                f"    escalations answer: n_handoffs_claimed {body['n_handoffs_claimed']}, with_action "
+                f"{body['n_handoffs_with_action']}, median {body['median_seconds']}, p95 {body['p95_seconds']}"
+            )
             stats = measure({"escalations endpoint (SQLite)": call}, args.rounds, args.inner)
             show(stats)
             median = stats["escalations endpoint (SQLite)"]["median"]
-            summary.add(f"SQLite escalations 90d, {label} ({body['n_handoffs_claimed']:,} claimed in window)",
-                        f"{median:.1f} ms", "< 150 ms", median < 150)
+            summary.add(
+                f"SQLite escalations 90d, {label} ({body['n_handoffs_claimed']:,} claimed in window)",
+                f"{median:.1f} ms",
+                "< 150 ms",
+                median < 150,
+            )
             if spread_days == PERIOD_DAYS:
                 cached_app = make_app(f"sqlite:///{path}", cache_ttl=60)
                 cached(cached_app, ESCALATIONS_URL, "SQLite escalations", summary, args)
@@ -919,33 +1055,48 @@ def bench_sqlite(args: argparse.Namespace, summary: Summary) -> None:
 
 # --------------------------------------------------------------------------------------------------
 
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--server", default=os.environ.get("FPA_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432"),
-                        help="SQLAlchemy URL of the PostgreSQL server, without a database (env FPA_BENCH_PG)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--server",
+        default=os.environ.get("FPA_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432"),
+        help="SQLAlchemy URL of the PostgreSQL server, without a database (env FPA_BENCH_PG)",
+    )
     parser.add_argument("--rebuild", action="store_true", help=f"drop and rebuild {BASE_DB} (and {SCALED_DB})")
-    parser.add_argument("--scale-others", action="store_true",
-                        help=f"also build/reuse {SCALED_DB} (10x more rows in the other accounts) and compare")
+    parser.add_argument(
+        "--scale-others",
+        action="store_true",
+        help=f"also build/reuse {SCALED_DB} (10x more rows in the other accounts) and compare",
+    )
     parser.add_argument("--rebuild-10x", action="store_true", help=f"rebuild {SCALED_DB} even if it is complete")
-    parser.add_argument("--steps-copies", type=int, default=SCALE_COPIES,
-                        help="copies of the other accounts' steps added in the 10x database (default 10; "
-                             "lower only if 45M steps is too slow to build, the output then says so)")
+    parser.add_argument(
+        "--steps-copies",
+        type=int,
+        default=SCALE_COPIES,
+        help="copies of the other accounts' steps added in the 10x database (default 10; "
+        "lower only if 45M steps is too slow to build, the output then says so)",
+    )
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
     parser.add_argument("--inner", type=int, default=5, help="calls per contender per round (default 5)")
     parser.add_argument("--skip-postgres", action="store_true", help="only the SQLite part")
     parser.add_argument("--skip-sqlite", action="store_true", help="no SQLite part")
     args = parser.parse_args(argv)
 
-    say(f"flowpilot_analytics endpoint benchmark; clock NOW = {NOW.isoformat()}, account {ACCOUNT}, period {PERIOD}, "
-        f"tz {TZ}")
+    say(
+        f"flowpilot_analytics endpoint benchmark; clock NOW = {NOW.isoformat()}, account {ACCOUNT}, period {PERIOD}, "
+        f"tz {TZ}"
+    )
     summary = Summary()
     if not args.skip_postgres:
         base_counts, rebuilt = ensure_base(args.server, args.rebuild)
         scaled_counts = None
         if args.scale_others:
-            scaled_counts = ensure_scaled(args.server, base_counts, rebuilt, args.rebuild or args.rebuild_10x,
-                                          args.steps_copies)
+            scaled_counts = ensure_scaled(
+                args.server, base_counts, rebuilt, args.rebuild or args.rebuild_10x, args.steps_copies
+            )
         bench_postgres(args.server, base_counts, args, summary)
         if scaled_counts is not None:
             bench_scaled(args.server, base_counts, scaled_counts, args, summary)

@@ -22,8 +22,8 @@ import sqlalchemy as sa
 from flask import Flask
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from flowpilot_analytics import FlowpilotAnalytics, sqlite_transactional  # noqa: E402
-from tests.host import NOW, db  # noqa: E402
+from flowpilot_analytics import FlowpilotAnalytics, sqlite_transactional
+from tests.host import NOW, db
 
 
 class BarePsa:
@@ -43,8 +43,9 @@ class BarePsa:
 
 def make_app(uri: str, dead_letters: str) -> Flask:
     app = Flask("fpa_bench_hook")
-    app.config.update(SQLALCHEMY_DATABASE_URI=uri, SECRET_KEY="bench",
-                      FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH=dead_letters)
+    app.config.update(
+        SQLALCHEMY_DATABASE_URI=uri, SECRET_KEY="bench", FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH=dead_letters
+    )
     db.init_app(app)
     FlowpilotAnalytics().init_app(app, db=db, identity_loader=lambda: None, clock=lambda: NOW)
     with app.app_context():
@@ -70,11 +71,13 @@ def run(label: str, uri: str, pushes: int) -> None:
         bare, wrapped = BarePsa(), analytics.wrap_psa_service(BarePsa())
         session = types.SimpleNamespace(id=1, account_id=1, psa_ticket_id="T")
         with app.app_context():
+
             def in_host_transaction(service: t.Any) -> t.Callable[[], t.Any]:
                 def push() -> None:
                     db.session.execute(sa.text("SELECT 1"))
                     service.push_time_entry(session, 15)
                     db.session.commit()
+
                 return push
 
             contenders = {
@@ -94,8 +97,10 @@ def run(label: str, uri: str, pushes: int) -> None:
             db.engine.dispose()
     print(f"\n== {label}: {pushes} pushes per contender, {rows} rows recorded, {dead} dead letters ==")
     for name, samples in results.items():
-        print(f"  {name:40s} median {statistics.median(samples):7.3f} ms   p95 "
-              f"{statistics.quantiles(samples, n=20)[18]:7.3f} ms")
+        print(
+            f"  {name:40s} median {statistics.median(samples):7.3f} ms   p95 "
+            f"{statistics.quantiles(samples, n=20)[18]:7.3f} ms"
+        )
     for setting in ("", " in a host transaction"):
         recorded = statistics.median(results[f"recorded push{setting}"])
         bare_ms = statistics.median(results[f"bare push{setting}"])

@@ -18,14 +18,23 @@ from .tables import set_tenant
 
 #: The activity types the hook records, and so the only ones a replay accepts.
 ACTIVITY_TYPES = ("note_posted", "time_entry_posted")
-PAYLOAD_FIELDS = ("account_id", "session_id", "activity_type", "psa_ticket_id", "external_id", "minutes",
-                  "created_at", "idempotency_key")
+PAYLOAD_FIELDS = (
+    "account_id",
+    "session_id",
+    "activity_type",
+    "psa_ticket_id",
+    "external_id",
+    "minutes",
+    "created_at",
+    "idempotency_key",
+)
 
 
 def legacy_key(payload: Mapping[str, t.Any]) -> str:
     """A stable key for a dead letter written before keys existed, so that replays of it stay idempotent."""
-    canonical = json.dumps({k: payload.get(k) for k in PAYLOAD_FIELDS if k != "idempotency_key"},
-                           default=str, sort_keys=True)
+    canonical = json.dumps(
+        {k: payload.get(k) for k in PAYLOAD_FIELDS if k != "idempotency_key"}, default=str, sort_keys=True
+    )
     return str(uuid.uuid5(uuid.NAMESPACE_URL, "flowpilot-analytics:" + canonical))
 
 
@@ -73,8 +82,13 @@ def _insert_once(table: sa.Table, dialect: str) -> t.Any:
     return table.insert()
 
 
-def insert_activity(connection: sa.Connection, table: sa.Table, tenant_setting: str | None,
-                    payload: Mapping[str, t.Any], timeout_ms: int | None = None) -> bool:
+def insert_activity(
+    connection: sa.Connection,
+    table: sa.Table,
+    tenant_setting: str | None,
+    payload: Mapping[str, t.Any],
+    timeout_ms: int | None = None,
+) -> bool:
     """Write one validated activity in a transaction of ``connection``'s own; whether a new row was written.
 
     With ``timeout_ms`` the transaction waits at most that long for a lock or a statement (PostgreSQL's
@@ -94,13 +108,15 @@ def insert_activity(connection: sa.Connection, table: sa.Table, tenant_setting: 
         with connection.begin():
             if timeout_ms is not None and dialect == "postgresql":
                 server_ms = f"{max(1, timeout_ms * 4 // 5)}ms"  # the server gives up first, so no write lingers
-                connection.execute(sa.select(sa.func.set_config("lock_timeout", server_ms, True),
-                                             sa.func.set_config("statement_timeout", server_ms, True)))
+                connection.execute(
+                    sa.select(
+                        sa.func.set_config("lock_timeout", server_ms, True),
+                        sa.func.set_config("statement_timeout", server_ms, True),
+                    )
+                )
             set_tenant(connection, tenant_setting, payload["account_id"])
             result = connection.execute(statement)
             return result.first() is not None if returning else result.rowcount == 1
     finally:
         if restore_busy is not None:
             dbapi_connection.execute(f"PRAGMA busy_timeout = {restore_busy}")
-
-

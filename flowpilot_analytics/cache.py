@@ -125,14 +125,19 @@ class ResponseCache:
 
     def _failed(self, exc: Exception, what: str) -> None:
         self.backoff.failed()
-        logger.warning("response cache unavailable at %s (%s); %s", redact_uri(self.storage_uri),
-                       redact(str(exc), self.storage_uri), what)
+        logger.warning(
+            "response cache unavailable at %s (%s); %s",
+            redact_uri(self.storage_uri),
+            redact(str(exc), self.storage_uri),
+            what,
+        )
 
     @property
     def backend(self) -> _MemoryBackend | _RedisBackend:
         if self._backend is None:
-            self._backend = (_RedisBackend(self.storage_uri) if is_redis(self.storage_uri)
-                             else _MemoryBackend(self.max_bytes))
+            self._backend = (
+                _RedisBackend(self.storage_uri) if is_redis(self.storage_uri) else _MemoryBackend(self.max_bytes)
+            )
         return self._backend
 
     def _generation_key(self, route: str, account_id: t.Any) -> str:

@@ -33,8 +33,9 @@ def _covered(wanted: list[str], indexes: t.Sequence[t.Mapping[str, t.Any]]) -> s
     return None
 
 
-def diagnose(engine: sa.Engine, settings: Settings, activity_table: sa.Table,
-             write_engine: sa.Engine) -> tuple[list[str], list[str]]:
+def diagnose(
+    engine: sa.Engine, settings: Settings, activity_table: sa.Table, write_engine: sa.Engine
+) -> tuple[list[str], list[str]]:
     """Check the host's tables and the plugin's own; return (report lines, statements to run)."""
     lines: list[str] = []
     fixes: list[str] = []
@@ -57,17 +58,22 @@ def diagnose(engine: sa.Engine, settings: Settings, activity_table: sa.Table,
         if role == "plugin":  # an older version's table: add what this version writes (upgrade path)
             added = [c for c in activity_table.columns if c.name not in present]
             if added:
-                lines.append(f"MISSING columns {label}: {', '.join(c.name for c in added)} (upgrade: run the "
-                             f"statements below)")
-                fixes += [f"ALTER TABLE {label} ADD COLUMN "
-                          f"{str(sa.schema.CreateColumn(c).compile(dialect=target.dialect)).strip()}" for c in added]
+                lines.append(
+                    f"MISSING columns {label}: {', '.join(c.name for c in added)} (upgrade: run the statements below)"
+                )
+                fixes += [
+                    f"ALTER TABLE {label} ADD COLUMN "
+                    f"{str(sa.schema.CreateColumn(c).compile(dialect=target.dialect)).strip()}"
+                    for c in added
+                ]
         else:
             needed = {c for wanted in wanted_indexes for c in wanted}
             needed |= {settings.host_column(role, c) for c in HOST_COLUMNS[role]}
             absent = sorted(needed - present)
             if absent:
-                lines.append(f"MISSING columns {label}: {', '.join(absent)} (map them with "
-                             f"FLOWPILOT_ANALYTICS_COLUMNS)")
+                lines.append(
+                    f"MISSING columns {label}: {', '.join(absent)} (map them with FLOWPILOT_ANALYTICS_COLUMNS)"
+                )
                 continue
         indexes = inspector.get_indexes(name, schema=schema)
         concurrently = target.dialect.name == "postgresql"
@@ -83,8 +89,11 @@ def diagnose(engine: sa.Engine, settings: Settings, activity_table: sa.Table,
                 index.dialect_options["postgresql"]["concurrently"] = concurrently
             else:
                 table = sa.Table(name, sa.MetaData(), *(sa.Column(c) for c in wanted), schema=schema)
-                index = sa.Index(f"ix_{name}_{'_'.join(wanted)}"[:63], *(table.c[c] for c in wanted),
-                                 postgresql_concurrently=concurrently)
+                index = sa.Index(
+                    f"ix_{name}_{'_'.join(wanted)}"[:63],
+                    *(table.c[c] for c in wanted),
+                    postgresql_concurrently=concurrently,
+                )
             fixes.append(str(sa.schema.CreateIndex(index).compile(dialect=target.dialect)).strip())
     return lines, fixes
 
@@ -92,8 +101,10 @@ def diagnose(engine: sa.Engine, settings: Settings, activity_table: sa.Table,
 def ddl_statements(table: sa.Table, dialect: sa.Dialect) -> list[str]:
     """``CREATE TABLE`` and ``CREATE INDEX`` statements for ``table`` in ``dialect``."""
     statements = [str(sa.schema.CreateTable(table).compile(dialect=dialect)).strip()]
-    statements += [str(sa.schema.CreateIndex(index).compile(dialect=dialect)).strip()
-                   for index in sorted(table.indexes, key=lambda i: i.name or "")]
+    statements += [
+        str(sa.schema.CreateIndex(index).compile(dialect=dialect)).strip()
+        for index in sorted(table.indexes, key=lambda i: i.name or "")
+    ]
     return statements
 
 
@@ -130,14 +141,16 @@ def _print_table(rows: list[tuple[str, t.Any]]) -> None:
 
 
 def _report_options(fn: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
-    for option in reversed([
-        click.option("--account", required=True, help="The account to report on."),
-        click.option("--period", type=click.Choice(list(PERIODS)), help="7d, 30d or 90d (default 30d)."),
-        click.option("--since", help="Start of a custom range, ISO 8601 (with --until)."),
-        click.option("--until", help="End of a custom range, ISO 8601 (with --since)."),
-        click.option("--compare", type=click.Choice(["previous"]), help="Add the window just before."),
-        click.option("--json", "as_json", is_flag=True, help="Print the API's JSON body instead of a table."),
-    ]):
+    for option in reversed(
+        [
+            click.option("--account", required=True, help="The account to report on."),
+            click.option("--period", type=click.Choice(list(PERIODS)), help="7d, 30d or 90d (default 30d)."),
+            click.option("--since", help="Start of a custom range, ISO 8601 (with --until)."),
+            click.option("--until", help="End of a custom range, ISO 8601 (with --since)."),
+            click.option("--compare", type=click.Choice(["previous"]), help="Add the window just before."),
+            click.option("--json", "as_json", is_flag=True, help="Print the API's JSON body instead of a table."),
+        ]
+    ):
         fn = option(fn)
     return fn
 
@@ -157,12 +170,32 @@ def register_commands(blueprint: Blueprint, schemas: Schemas) -> None:
         if as_json:
             click.echo(json.dumps(body, indent=2, sort_keys=True, default=str))
             return
-        _print_table([(k, body[k]) for k in ("period", "window_start", "window_end", "n_handoffs_claimed",
-                                             "n_handoffs_with_action", "avg_seconds", "median_seconds", "p95_seconds")])
+        _print_table(
+            [
+                (k, body[k])
+                for k in (
+                    "period",
+                    "window_start",
+                    "window_end",
+                    "n_handoffs_claimed",
+                    "n_handoffs_with_action",
+                    "avg_seconds",
+                    "median_seconds",
+                    "p95_seconds",
+                )
+            ]
+        )
         click.echo("\ndistribution:")
-        _print_table([(f"[{b['min_seconds']:g}, {'' if b['max_seconds'] is None else format(b['max_seconds'], 'g')})",
-                       b["count"]) for b in body["distribution"]["buckets"]]
-                     + [("no action", body["distribution"]["no_action"])])
+        _print_table(
+            [
+                (
+                    f"[{b['min_seconds']:g}, {'' if b['max_seconds'] is None else format(b['max_seconds'], 'g')})",
+                    b["count"],
+                )
+                for b in body["distribution"]["buckets"]
+            ]
+            + [("no action", body["distribution"]["no_action"])]
+        )
         if "previous" in body:
             click.echo("\nprevious window:")
             _print_table(list(body["previous"].items()))
@@ -183,18 +216,30 @@ def register_commands(blueprint: Blueprint, schemas: Schemas) -> None:
         if as_json:
             click.echo(json.dumps(body, indent=2, sort_keys=True, default=str))
             return
-        _print_table([("period", body["period"]), ("window_start", body["window_start"]),
-                      ("window_end", body["window_end"]), ("timezone", body["timezone"]),
-                      *((f"time_entries.{k}", v) for k, v in body["time_entries"].items()),
-                      *((f"funnel.{k}", v) for k, v in body["funnel"].items())])
+        _print_table(
+            [
+                ("period", body["period"]),
+                ("window_start", body["window_start"]),
+                ("window_end", body["window_end"]),
+                ("timezone", body["timezone"]),
+                *((f"time_entries.{k}", v) for k, v in body["time_entries"].items()),
+                *((f"funnel.{k}", v) for k, v in body["funnel"].items()),
+            ]
+        )
         if "previous" in body:
             click.echo("\nprevious window:")
-            _print_table([("window_start", body["previous"]["window_start"]),
-                          *((f"funnel.{k}", v) for k, v in body["previous"]["funnel"].items())])
+            _print_table(
+                [
+                    ("window_start", body["previous"]["window_start"]),
+                    *((f"funnel.{k}", v) for k, v in body["previous"]["funnel"].items()),
+                ]
+            )
         click.echo("\ndate        sessions  notes  time_entries  minutes")
         for row in body["daily_trend"]:
-            click.echo(f"{row['date']}  {row['sessions']:>8}  {row['notes_posted']:>5}  {row['time_entries']:>12}  "
-                       f"{row['minutes']:>7g}")
+            click.echo(
+                f"{row['date']}  {row['sessions']:>8}  {row['notes_posted']:>5}  {row['time_entries']:>12}  "
+                f"{row['minutes']:>7g}"
+            )
 
     @blueprint.cli.command("replay-activities")
     def replay_activities() -> None:
@@ -212,8 +257,10 @@ def register_commands(blueprint: Blueprint, schemas: Schemas) -> None:
                 return replay_one(connection, table, state.settings.tenant_setting, payload)
 
         report = state.dead_letters.drain(write)
-        click.echo(f"dead letters in {state.dead_letters.location}: written {report.written}, "
-                   f"already present {report.present}, still failing {report.failed}")
+        click.echo(
+            f"dead letters in {state.dead_letters.location}: written {report.written}, "
+            f"already present {report.present}, still failing {report.failed}"
+        )
         for error in report.errors[:10]:
             click.echo(f"  {error}")
         if report.failed:
@@ -237,8 +284,9 @@ def register_commands(blueprint: Blueprint, schemas: Schemas) -> None:
         click.echo("\nEverything the plugin's queries need is in place.")
 
     @blueprint.cli.command("ddl")
-    @click.option("--dialect", "dialect_name", default=None,
-                  help="postgresql, sqlite, mysql...; default: the app's database.")
+    @click.option(
+        "--dialect", "dialect_name", default=None, help="postgresql, sqlite, mysql...; default: the app's database."
+    )
     def ddl(dialect_name: str | None) -> None:
         """Print the DDL of the plugin's own table, for hosts that manage their schema with migrations."""
         state = current_state()
@@ -246,7 +294,9 @@ def register_commands(blueprint: Blueprint, schemas: Schemas) -> None:
             try:
                 dialect = sa.dialects.registry.load(dialect_name)()
             except sa.exc.NoSuchModuleError:
-                raise click.BadParameter(f"unknown SQLAlchemy dialect {dialect_name!r}", param_hint="--dialect") from None
+                raise click.BadParameter(
+                    f"unknown SQLAlchemy dialect {dialect_name!r}", param_hint="--dialect"
+                ) from None
         else:
             dialect = state.write_engine.dialect
         for statement in ddl_statements(state.activity_table, dialect):

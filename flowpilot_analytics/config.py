@@ -94,14 +94,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "HOOK_TIMEOUT_MS",
         250,
-        "Longest a push waits for its activity to be recorded, in milliseconds; past it the activity is "
-        "dead-lettered.",
+        "Longest a push waits for its activity to be recorded, in milliseconds; past it the activity is dead-lettered.",
     ),
     Setting("BIND", None, "`SQLALCHEMY_BINDS` key analytics reads go to (a read replica); `None` reads the primary."),
     Setting(
         "DEAD_LETTER_PATH",
         None,
-        f"JSON-lines file for activities the hook could not write; `None` = `<instance folder>/{DEAD_LETTER_FILENAME}`.",
+        "JSON-lines file for activities the hook could not write; `None` = "
+        f"`<instance folder>/{DEAD_LETTER_FILENAME}`.",
     ),
     Setting(
         "DEAD_LETTER_TABLE",
@@ -121,9 +121,7 @@ SETTINGS: tuple[Setting, ...] = (
         "plugin read and write (row-level security); `None` = off.",
     ),
     Setting("ACTIVITY_TABLE", "psa_activity_logs", "Name of the table the plugin owns."),
-    Setting(
-        "ID_TYPE", "integer", "Type of `account_id`/`session_id` in that table: `integer`, `string` or `uuid`."
-    ),
+    Setting("ID_TYPE", "integer", "Type of `account_id`/`session_id` in that table: `integer`, `string` or `uuid`."),
 )
 DEFAULTS: Mapping[str, t.Any] = MappingProxyType({PREFIX + s.key: s.default for s in SETTINGS})
 
@@ -211,36 +209,38 @@ class Settings:
         removed = [f"{key}: {why}" for key, why in REMOVED.items() if key in config]
         if removed:
             raise ValueError("Settings that no longer exist: " + "; ".join(removed))
-        values = {key: copy.deepcopy(config[key]) if key in config else copy.deepcopy(default)
-                  for key, default in DEFAULTS.items()}
-        checked: dict[str, t.Any] = dict(
-            url_prefix=_url_prefix(values),
-            clock_skew_seconds=_skew(values),
-            roles=(roles := _roles(values)),
-            route_roles=_route_roles(values, roles),
-            tables=_tables(values),
-            columns=_columns(values),
-            psa_metrics_limit=_limit(values, "PSA_METRICS_LIMIT"),
-            escalations_limit=_limit(values, "ESCALATIONS_LIMIT"),
-            handoffs_limit=_limit(values, "HANDOFFS_LIMIT"),
-            ratelimit_storage_uri=_optional_text(values, "RATELIMIT_STORAGE_URI")
+        values = {
+            key: copy.deepcopy(config[key]) if key in config else copy.deepcopy(default)
+            for key, default in DEFAULTS.items()
+        }
+        checked: dict[str, t.Any] = {
+            "url_prefix": _url_prefix(values),
+            "clock_skew_seconds": _skew(values),
+            "roles": (roles := _roles(values)),
+            "route_roles": _route_roles(values, roles),
+            "tables": _tables(values),
+            "columns": _columns(values),
+            "psa_metrics_limit": _limit(values, "PSA_METRICS_LIMIT"),
+            "escalations_limit": _limit(values, "ESCALATIONS_LIMIT"),
+            "handoffs_limit": _limit(values, "HANDOFFS_LIMIT"),
+            "ratelimit_storage_uri": _optional_text(values, "RATELIMIT_STORAGE_URI")
             or config.get("RATELIMIT_STORAGE_URI")
             or "memory://",
-            cache_ttl=_whole(values, "CACHE_TTL", 0),
-            cache_storage_uri=_optional_text(values, "CACHE_STORAGE_URI") or "memory://",
-            cache_max_bytes=_whole(values, "CACHE_MAX_BYTES", 1),
-            vary_headers=_vary(values),
-            hook_timeout_ms=_whole(values, "HOOK_TIMEOUT_MS", 1),
-            bind=_bind(values, config),
-            dead_letter_path=_optional_text(values, "DEAD_LETTER_PATH")
+            "cache_ttl": _whole(values, "CACHE_TTL", 0),
+            "cache_storage_uri": _optional_text(values, "CACHE_STORAGE_URI") or "memory://",
+            "cache_max_bytes": _whole(values, "CACHE_MAX_BYTES", 1),
+            "vary_headers": _vary(values),
+            "hook_timeout_ms": _whole(values, "HOOK_TIMEOUT_MS", 1),
+            "bind": _bind(values, config),
+            "dead_letter_path": _optional_text(values, "DEAD_LETTER_PATH")
             or os.path.join(instance_path, DEAD_LETTER_FILENAME),
-            dead_letter_table=_optional_text(values, "DEAD_LETTER_TABLE"),
-            bucket_edges=_edges(values),
-            max_range_days=_whole(values, "MAX_RANGE_DAYS", 1),
-            tenant_setting=_tenant(values),
-            activity_table=_optional_text(values, "ACTIVITY_TABLE") or "psa_activity_logs",
-            id_type=_id_type(values),
-        )
+            "dead_letter_table": _optional_text(values, "DEAD_LETTER_TABLE"),
+            "bucket_edges": _edges(values),
+            "max_range_days": _whole(values, "MAX_RANGE_DAYS", 1),
+            "tenant_setting": _tenant(values),
+            "activity_table": _optional_text(values, "ACTIVITY_TABLE") or "psa_activity_logs",
+            "id_type": _id_type(values),
+        }
         return cls(**checked, cursor_secret=_secret(values, config))  # last: other mistakes are named first
 
     def host_column(self, table: str, column: str) -> str:
@@ -264,8 +264,11 @@ def _skew(values: Mapping[str, t.Any]) -> float:
 
 def _roles(values: Mapping[str, t.Any]) -> tuple[str, ...]:
     roles = values[_key("ROLES")]
-    if isinstance(roles, str) or not roles or len(set(roles)) != len(roles) or not all(
-        isinstance(r, str) for r in roles
+    if (
+        isinstance(roles, str)
+        or not roles
+        or len(set(roles)) != len(roles)
+        or not all(isinstance(r, str) for r in roles)
     ):
         raise ValueError(f"{_key('ROLES')} must be a non-empty list of distinct role names")
     return tuple(roles)
@@ -334,7 +337,9 @@ def _edges(values: Mapping[str, t.Any]) -> tuple[float, ...]:
 def _tenant(values: Mapping[str, t.Any]) -> str | None:
     tenant = values[_key("TENANT_SETTING")]
     if tenant is not None and (not isinstance(tenant, str) or "." not in tenant):
-        raise ValueError(f"{_key('TENANT_SETTING')} must be a custom setting name with a dot, e.g. 'app.current_account_id'")
+        raise ValueError(
+            f"{_key('TENANT_SETTING')} must be a custom setting name with a dot, e.g. 'app.current_account_id'"
+        )
     return tenant
 
 

@@ -32,8 +32,10 @@ def check_directory(path: str) -> None:
     """Refuse a dead-letter file in a folder anyone may write to (they could replace or read the file)."""
     directory = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(directory) and os.stat(directory).st_mode & stat.S_IWOTH:
-        raise ValueError(f"The dead-letter folder {directory} is world-writable; choose a private folder "
-                         f"with FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH.")
+        raise ValueError(
+            f"The dead-letter folder {directory} is world-writable; choose a private folder "
+            f"with FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH."
+        )
 
 
 @contextmanager
@@ -150,8 +152,9 @@ def _replay_line(line: str, write: t.Callable[[dict[str, t.Any]], str], report: 
 class DeadLetterTable:
     """The same store as a table ``(id, payload JSON text, created_at)``, written on its own connection."""
 
-    def __init__(self, table: sa.Table, engine: t.Callable[[], sa.Engine], deadlines: DeadlineRunner,
-                 timeout_ms: int) -> None:
+    def __init__(
+        self, table: sa.Table, engine: t.Callable[[], sa.Engine], deadlines: DeadlineRunner, timeout_ms: int
+    ) -> None:
         self.table = table
         self._engine = engine
         self._deadlines = deadlines
@@ -171,8 +174,9 @@ class DeadLetterTable:
 
     def pending(self) -> list[dict[str, t.Any]]:
         with self._engine().connect() as connection:
-            return [json.loads(row) for row in connection.scalars(
-                sa.select(self.table.c.payload).order_by(self.table.c.id))]
+            return [
+                json.loads(row) for row in connection.scalars(sa.select(self.table.c.payload).order_by(self.table.c.id))
+            ]
 
     def drain(self, write: t.Callable[[dict[str, t.Any]], str]) -> ReplayReport:
         """Write every stored entry; an entry is deleted once written (or found present), so a replay that
@@ -206,8 +210,9 @@ def _load(entry: dict[str, t.Any]) -> dict[str, t.Any]:
     return entry
 
 
-def replay_one(connection: sa.Connection, table: sa.Table, tenant_setting: str | None,
-               payload: t.Mapping[str, t.Any]) -> str:
+def replay_one(
+    connection: sa.Connection, table: sa.Table, tenant_setting: str | None, payload: t.Mapping[str, t.Any]
+) -> str:
     """Write one dead letter unless its row is already there; ``"written"`` or ``"present"``.
 
     The payload is checked as the hook checks it (a bad one raises ``ValueError`` and stays stored).
@@ -223,8 +228,11 @@ def replay_one(connection: sa.Connection, table: sa.Table, tenant_setting: str |
         if row["external_id"] is not None:
             same.append(c.external_id == row["external_id"])
         else:
-            same += [c.external_id.is_(None), c.created_at == row["created_at"],
-                     c.session_id.is_(None) if row["session_id"] is None else c.session_id == row["session_id"]]
+            same += [
+                c.external_id.is_(None),
+                c.created_at == row["created_at"],
+                c.session_id.is_(None) if row["session_id"] is None else c.session_id == row["session_id"],
+            ]
         if connection.scalar(sa.select(sa.exists().where(*same))):
             connection.rollback()
             return "present"

@@ -47,8 +47,9 @@ class DeadlineRunner:
             self._queue.put((future, call))
             if self._idle == 0 and self._threads < self.max_threads:
                 self._threads += 1
-                threading.Thread(target=self._work, args=(self._queue,), name=f"{self.name}-{self._threads}",
-                                 daemon=True).start()
+                threading.Thread(
+                    target=self._work, args=(self._queue,), name=f"{self.name}-{self._threads}", daemon=True
+                ).start()
         return future
 
     def run(self, call: t.Callable[[], T], timeout: float) -> T:

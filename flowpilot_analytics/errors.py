@@ -51,6 +51,8 @@ class RateLimited(AnalyticsError):
     code = "rate_limited"
 
     def __init__(self, limit: str, retry_after: int) -> None:
-        super().__init__(f"Too many requests: the limit is {limit}. Try again later.",
-                         details={"limit": limit, "retry_after_seconds": retry_after})
+        super().__init__(
+            f"Too many requests: the limit is {limit}. Try again later.",
+            details={"limit": limit, "retry_after_seconds": retry_after},
+        )
         self.retry_after = retry_after

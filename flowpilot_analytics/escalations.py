@@ -60,15 +60,23 @@ class EscalationResult:
 
     def figures(self) -> dict[str, t.Any]:
         """The counts and statistics, as every escalation figure in a response has them."""
-        return {"n_handoffs_claimed": self.n_handoffs_claimed, "n_handoffs_with_action": self.n_handoffs_with_action,
-                "avg_seconds": self.avg_seconds, "median_seconds": self.median_seconds,
-                "p95_seconds": self.p95_seconds}
+        return {
+            "n_handoffs_claimed": self.n_handoffs_claimed,
+            "n_handoffs_with_action": self.n_handoffs_with_action,
+            "avg_seconds": self.avg_seconds,
+            "median_seconds": self.median_seconds,
+            "p95_seconds": self.p95_seconds,
+        }
 
     def distribution(self, edges: Edges) -> dict[str, t.Any]:
         """The buckets with their bounds, and the handoffs with no action."""
-        return {"buckets": [{"min_seconds": low, "max_seconds": high, "count": count}
-                            for (low, high), count in zip(bucket_bounds(edges), self.buckets)],
-                "no_action": self.no_action}
+        return {
+            "buckets": [
+                {"min_seconds": low, "max_seconds": high, "count": count}
+                for (low, high), count in zip(bucket_bounds(edges), self.buckets)
+            ],
+            "no_action": self.no_action,
+        }
 
 
 def empty(edges: Edges) -> EscalationResult:
@@ -140,8 +148,11 @@ def _first_step(tables: HostTables, backend: Backend, skew_seconds: float) -> tu
     created = comparable(s.c.created_at, is_aware(h.c.claimed_at), backend)
     first = (
         sa.select(created.label("first_step_at"))
-        .where(s.c.account_id == sa.bindparam("account_id"), s.c.session_id == h.c.session_id,
-               at_or_after(created, claimed, skew_seconds, backend))
+        .where(
+            s.c.account_id == sa.bindparam("account_id"),
+            s.c.session_id == h.c.session_id,
+            at_or_after(created, claimed, skew_seconds, backend),
+        )
         .order_by(created)
         .limit(1)
     )
@@ -154,8 +165,9 @@ def _in_scope(tables: HostTables) -> list[sa.ColumnElement[bool]]:
     return [h.c.account_id == sa.bindparam("account_id"), h.c.claimed_at.is_not(None), *in_window(h.c.claimed_at)]
 
 
-def aggregate_query(tables: HostTables, backend: Backend, skew_seconds: float, edges: Edges,
-                    by_engineer: bool) -> sa.Select[t.Any]:
+def aggregate_query(
+    tables: HostTables, backend: Backend, skew_seconds: float, edges: Edges, by_engineer: bool
+) -> sa.Select[t.Any]:
     """PostgreSQL: one row per group with the counts, ``avg``, ``percentile_cont`` and the bucket counts.
 
     A LATERAL probe finds each handoff's first step (an index probe on ``(account_id, session_id,
@@ -166,7 +178,8 @@ def aggregate_query(tables: HostTables, backend: Backend, skew_seconds: float, e
     claimed, first = _first_step(tables, backend, skew_seconds)
     step_at = first.selected_columns[0]
     lateral = first.add_columns(
-        sa.func.greatest(0.0, sa.func.date_part("epoch", step_at - claimed)).label("delta")).lateral("first_step")
+        sa.func.greatest(0.0, sa.func.date_part("epoch", step_at - claimed)).label("delta")
+    ).lateral("first_step")
     delta = lateral.c.delta
     bucket_counts = []
     for low, high in bucket_bounds(edges):
@@ -174,9 +187,15 @@ def aggregate_query(tables: HostTables, backend: Backend, skew_seconds: float, e
         bucket_counts.append(sa.func.count().filter(sa.and_(*inside)))
     engineer = h.c.claimed_by if by_engineer else sa.null()
     query = (
-        sa.select(engineer.label("engineer"), sa.func.count(), sa.func.count(delta), sa.func.avg(delta),
-                  sa.func.percentile_cont(0.5).within_group(delta), sa.func.percentile_cont(0.95).within_group(delta),
-                  *bucket_counts)
+        sa.select(
+            engineer.label("engineer"),
+            sa.func.count(),
+            sa.func.count(delta),
+            sa.func.avg(delta),
+            sa.func.percentile_cont(0.5).within_group(delta),
+            sa.func.percentile_cont(0.95).within_group(delta),
+            *bucket_counts,
+        )
         .select_from(h.outerjoin(lateral, sa.true()))
         .where(*_in_scope(tables))
     )
@@ -188,9 +207,14 @@ def fold_aggregates(rows: t.Iterable[t.Sequence[t.Any]]) -> dict[t.Any, Escalati
     groups: dict[t.Any, EscalationResult] = {}
     for engineer, claimed, with_action, avg, median, p95, *buckets in rows:
         groups[engineer] = EscalationResult(
-            n_handoffs_claimed=int(claimed), n_handoffs_with_action=int(with_action), avg_seconds=_float(avg),
-            median_seconds=_float(median), p95_seconds=_float(p95), buckets=tuple(int(b) for b in buckets),
-            no_action=int(claimed) - int(with_action))
+            n_handoffs_claimed=int(claimed),
+            n_handoffs_with_action=int(with_action),
+            avg_seconds=_float(avg),
+            median_seconds=_float(median),
+            p95_seconds=_float(p95),
+            buckets=tuple(int(b) for b in buckets),
+            no_action=int(claimed) - int(with_action),
+        )
     return groups
 
 
@@ -204,8 +228,11 @@ def rows_query(tables: HostTables, backend: Backend, skew_seconds: float, by_eng
     _, first = _first_step(tables, backend, skew_seconds)
     engineer = h.c.claimed_by if by_engineer else sa.null()
     first_step_at = sa.type_coerce(first.correlate(h).scalar_subquery(), sa.String())
-    return sa.select(sa.type_coerce(h.c.claimed_at, sa.String()).label("claimed_at"),
-                     first_step_at.label("first_step_at"), engineer.label("engineer")).where(*_in_scope(tables))
+    return sa.select(
+        sa.type_coerce(h.c.claimed_at, sa.String()).label("claimed_at"),
+        first_step_at.label("first_step_at"),
+        engineer.label("engineer"),
+    ).where(*_in_scope(tables))
 
 
 def fold_rows(rows: t.Iterable[t.Sequence[t.Any]], edges: Edges) -> dict[t.Any, EscalationResult]:
@@ -240,9 +267,14 @@ class HandoffRow(t.NamedTuple):
     def describe(self, edges: Edges) -> dict[str, t.Any]:
         """The drill-down item: ids, claim, first action, seconds and bucket (``None`` for no action)."""
         seconds = delta_seconds(self.claimed_at, self.first_action_at)
-        return {"handoff_id": self.handoff_id, "session_id": self.session_id, "claimed_at": self.claimed_at,
-                "first_action_at": self.first_action_at, "seconds": seconds,
-                "bucket": None if seconds is None else bucket_index(seconds, edges)}
+        return {
+            "handoff_id": self.handoff_id,
+            "session_id": self.session_id,
+            "claimed_at": self.claimed_at,
+            "first_action_at": self.first_action_at,
+            "seconds": seconds,
+            "bucket": None if seconds is None else bucket_index(seconds, edges),
+        }
 
 
 def handoffs_query(tables: HostTables, backend: Backend, skew_seconds: float, *, after: bool) -> sa.Select[t.Any]:
@@ -281,12 +313,12 @@ class Escalations:
         self.can_group_by_engineer = "claimed_by" in tables.handoffs.c
         if backend.aggregates_in_sql:
             self._overall = aggregate_query(tables, backend, skew_seconds, edges, False)
-            self._by_engineer = aggregate_query(tables, backend, skew_seconds, edges, True) \
-                if self.can_group_by_engineer else None
+            self._by_engineer = (
+                aggregate_query(tables, backend, skew_seconds, edges, True) if self.can_group_by_engineer else None
+            )
         else:
             self._overall = rows_query(tables, backend, skew_seconds, False)
-            self._by_engineer = rows_query(tables, backend, skew_seconds, True) if self.can_group_by_engineer \
-                else None
+            self._by_engineer = rows_query(tables, backend, skew_seconds, True) if self.can_group_by_engineer else None
         self.first_page = handoffs_query(tables, backend, skew_seconds, after=False)
         self.next_page = handoffs_query(tables, backend, skew_seconds, after=True)
 
@@ -298,7 +330,9 @@ class Escalations:
             raise InvalidQuery(
                 "group_by=engineer needs the handoffs' claimer column, which this database does not have. Map it "
                 "with FLOWPILOT_ANALYTICS_COLUMNS = {'handoffs.claimed_by': '<column>'}.",
-                code="unsupported_grouping", details={"setting": "FLOWPILOT_ANALYTICS_COLUMNS"})
+                code="unsupported_grouping",
+                details={"setting": "FLOWPILOT_ANALYTICS_COLUMNS"},
+            )
         return self._by_engineer
 
     def fold(self, rows: t.Iterable[t.Sequence[t.Any]]) -> dict[t.Any, EscalationResult]:

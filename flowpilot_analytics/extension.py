@@ -33,9 +33,15 @@ class FlowpilotAnalytics:
     Arguments given to ``init_app`` win over those given to the constructor.
     """
 
-    def __init__(self, app: Flask | None = None, *, db: SQLAlchemy | None = None,
-                 identity_loader: IdentityLoader | None = None, limiter: Limiter | None = None,
-                 clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        db: SQLAlchemy | None = None,
+        identity_loader: IdentityLoader | None = None,
+        limiter: Limiter | None = None,
+        clock: Clock | None = None,
+    ) -> None:
         self.db = db
         self.identity_loader = identity_loader
         self.limiter = limiter
@@ -43,8 +49,15 @@ class FlowpilotAnalytics:
         if app is not None:
             self.init_app(app)
 
-    def init_app(self, app: Flask, *, db: SQLAlchemy | None = None, identity_loader: IdentityLoader | None = None,
-                 limiter: Limiter | None = None, clock: Clock | None = None) -> None:
+    def init_app(
+        self,
+        app: Flask,
+        *,
+        db: SQLAlchemy | None = None,
+        identity_loader: IdentityLoader | None = None,
+        limiter: Limiter | None = None,
+        clock: Clock | None = None,
+    ) -> None:
         """Register the plugin on ``app``: settings, the plugin's table in ``db.metadata``, the blueprint.
 
         :param db: the host's Flask-SQLAlchemy instance; the plugin never makes its own engine.
@@ -66,9 +79,15 @@ class FlowpilotAnalytics:
             raise TypeError("init_app needs identity_loader=, a callable returning the caller or None")
         apply_defaults(app.config)
         settings = Settings.from_config(app.config, app.instance_path)
-        state = AnalyticsState(settings, extension=self, db=db, identity_loader=identity_loader,
-                               clock=clock or self.clock or utc_now, limiter=limiter or self.limiter,
-                               database_uri=_database_uri(app.config, settings.bind))
+        state = AnalyticsState(
+            settings,
+            extension=self,
+            db=db,
+            identity_loader=identity_loader,
+            clock=clock or self.clock or utc_now,
+            limiter=limiter or self.limiter,
+            database_uri=_database_uri(app.config, settings.bind),
+        )
         cursors = CursorCodec(state)
         schemas = Schemas.build(settings, cursors.decode)
         blueprint = create_blueprint(settings, schemas, cursors)
@@ -85,8 +104,9 @@ class FlowpilotAnalytics:
         """
         return hook.wrap_service(service, methods or hook.DEFAULT_METHODS)
 
-    def psa_activity(self, activity_type: str, extract: hook.Extract | None = None
-                     ) -> t.Callable[[t.Callable[..., t.Any]], t.Callable[..., t.Any]]:
+    def psa_activity(
+        self, activity_type: str, extract: hook.Extract | None = None
+    ) -> t.Callable[[t.Callable[..., t.Any]], t.Callable[..., t.Any]]:
         """Decorator for push functions of other shapes: ``@analytics.psa_activity("note_posted", extract=f)``.
 
         ``extract(args, kwargs, result)`` returns a mapping with ``account_id`` (required),

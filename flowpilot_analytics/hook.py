@@ -71,16 +71,18 @@ def build_payload(activity_type: str, fields: Mapping[str, t.Any], state: Analyt
     if fields.get("account_id") is None:
         raise ValueError("the pushed session has no account_id")
     ticket, external = fields.get("psa_ticket_id"), fields.get("external_id")
-    return validate_payload({
-        "account_id": fields["account_id"],
-        "session_id": fields.get("session_id"),
-        "activity_type": activity_type,
-        "psa_ticket_id": None if ticket is None else str(ticket),
-        "external_id": None if external is None else str(external),
-        "minutes": fields.get("minutes"),
-        "created_at": state.clock(),
-        "idempotency_key": str(uuid.uuid4()),
-    })
+    return validate_payload(
+        {
+            "account_id": fields["account_id"],
+            "session_id": fields.get("session_id"),
+            "activity_type": activity_type,
+            "psa_ticket_id": None if ticket is None else str(ticket),
+            "external_id": None if external is None else str(external),
+            "minutes": fields.get("minutes"),
+            "created_at": state.clock(),
+            "idempotency_key": str(uuid.uuid4()),
+        }
+    )
 
 
 def write_activity(state: AnalyticsState, payload: Mapping[str, t.Any]) -> bool:
@@ -128,8 +130,12 @@ def _dead_letter(state: AnalyticsState, payload: Mapping[str, t.Any]) -> None:
     try:
         state.dead_letters.append(payload)
     except Exception as exc:
-        logger.error("the dead-letter store %s failed too (%s); only this log has the "
-                     "activity: %s", state.dead_letters.location, error_text(exc), describe(payload))
+        logger.error(
+            "the dead-letter store %s failed too (%s); only this log has the activity: %s",
+            state.dead_letters.location,
+            error_text(exc),
+            describe(payload),
+        )
 
 
 def _record_now(app: t.Any, state: AnalyticsState, payload: dict[str, t.Any]) -> None:
@@ -139,14 +145,23 @@ def _record_now(app: t.Any, state: AnalyticsState, payload: dict[str, t.Any]) ->
     except Exception as exc:
         if isinstance(exc, DeadlineExceeded):
             exc.future.add_done_callback(lambda done: _late(state, payload, done))
-        logger.error("could not record a %s activity (%s); kept as a dead letter in %s "
-                     "for `flask flowpilot-analytics replay-activities`; activity: %s", payload["activity_type"],
-                     error_text(exc), state.dead_letters.location, describe(payload))
+        logger.error(
+            "could not record a %s activity (%s); kept as a dead letter in %s "
+            "for `flask flowpilot-analytics replay-activities`; activity: %s",
+            payload["activity_type"],
+            error_text(exc),
+            state.dead_letters.location,
+            describe(payload),
+        )
         _dead_letter(state, payload)
         return
     if not recorded:
-        logger.info("%s %s already recorded for account %s", payload["activity_type"],
-                    payload["external_id"], payload["account_id"])
+        logger.info(
+            "%s %s already recorded for account %s",
+            payload["activity_type"],
+            payload["external_id"],
+            payload["account_id"],
+        )
         return
     _announce(app, state, payload)
 
@@ -157,8 +172,9 @@ def _late(state: AnalyticsState, payload: Mapping[str, t.Any], done: t.Any) -> N
         state.cache.invalidate("psa_metrics", payload["account_id"])
 
 
-def record(activity_type: str, extract: Extract, args: tuple[t.Any, ...],
-           kwargs: dict[str, t.Any], result: t.Any) -> None:
+def record(
+    activity_type: str, extract: Extract, args: tuple[t.Any, ...], kwargs: dict[str, t.Any], result: t.Any
+) -> None:
     """Record one activity after a push; every failure is logged at ERROR (ids only), never raised."""
     if not has_app_context():
         logger.warning("%s push outside an app context; activity not recorded", activity_type)
@@ -166,8 +182,7 @@ def record(activity_type: str, extract: Extract, args: tuple[t.Any, ...],
     # The current app's registration records it, whichever FlowpilotAnalytics object wrapped the service.
     state = current_app.extensions.get(EXTENSION_KEY)
     if state is None:
-        logger.warning("%s push in an app without flowpilot_analytics; activity not recorded",
-                       activity_type)
+        logger.warning("%s push in an app without flowpilot_analytics; activity not recorded", activity_type)
         return
     try:
         session = state.db.session()
@@ -175,8 +190,7 @@ def record(activity_type: str, extract: Extract, args: tuple[t.Any, ...],
             fields = extract(args, kwargs, result)
         payload = build_payload(activity_type, fields, state)
     except Exception as exc:
-        logger.error("could not read a %s activity from the push (%s); not recorded",
-                     activity_type, error_text(exc))
+        logger.error("could not read a %s activity from the push (%s); not recorded", activity_type, error_text(exc))
         return
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     if _holds_sqlite_lock(state, session):
@@ -203,8 +217,9 @@ def _announce(app: t.Any, state: AnalyticsState, payload: dict[str, t.Any]) -> N
         logger.error("an activity_recorded receiver failed", exc_info=True)
 
 
-def psa_activity(activity_type: str,
-                 extract: Extract | None = None) -> t.Callable[[t.Callable[..., t.Any]], t.Callable[..., t.Any]]:
+def psa_activity(
+    activity_type: str, extract: Extract | None = None
+) -> t.Callable[[t.Callable[..., t.Any]], t.Callable[..., t.Any]]:
     """Decorator: after ``fn`` returns, record an ``activity_type`` row; exceptions propagate, no row."""
     reader = extract or default_extract(activity_type)
 

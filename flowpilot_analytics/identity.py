@@ -34,7 +34,7 @@ def require_role(identity: IdentityLike | None, ladder: t.Sequence[str], minimum
         if getattr(identity, attribute, None) is None:
             raise NotSignedIn(f"The identity has no {attribute}.")
     role = identity.role
-    allowed = {"allowed_roles": list(ladder[ladder.index(minimum):])}
+    allowed = {"allowed_roles": list(ladder[ladder.index(minimum) :])}
     if role not in ladder:
         raise Forbidden(f"Role {role!r} is not one of {list(ladder)}.", code="unknown_role", details=allowed)
     if ladder.index(role) < ladder.index(minimum):

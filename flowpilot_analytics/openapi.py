@@ -7,8 +7,15 @@ import typing as t
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
-from .schemas import (EnhancedPsaMetrics, ErrorEnvelope, EscalationArgs, EscalationMetrics, HandoffPage,
-                      HandoffsArgs, PsaMetricsArgs)
+from .schemas import (
+    EnhancedPsaMetrics,
+    ErrorEnvelope,
+    EscalationArgs,
+    EscalationMetrics,
+    HandoffPage,
+    HandoffsArgs,
+    PsaMetricsArgs,
+)
 
 try:
     from importlib.metadata import version as _version
@@ -19,11 +26,11 @@ except Exception:  # pragma: no cover - running from a source tree without metad
 
 _ERRORS = {
     "400": "A query parameter is not valid (`invalid_parameter`), or group_by=engineer on a host without a "
-           "claimer column (`unsupported_grouping`).",
+    "claimer column (`unsupported_grouping`).",
     "401": "Nobody is signed in (`unauthenticated`).",
     "403": "The role is below the route's minimum or unknown (`forbidden`, `unknown_role`).",
     "500": "A table or column is missing or unreadable (`schema_missing`, naming it and the command that "
-           "checks the schema), or an unexpected failure (`internal_error`); logged, no internals in the body.",
+    "checks the schema), or an unexpected failure (`internal_error`); logged, no internals in the body.",
     "503": "The database failed (`database_unavailable`); logged.",
 }
 
@@ -34,40 +41,77 @@ def _error(description: str) -> dict[str, t.Any]:
 
 def _operation(summary: str, args: type, body: str, minimum_role: str) -> dict[str, t.Any]:
     responses: dict[str, t.Any] = {
-        "200": {"description": "The report.", "content": {"application/json": {"schema": body}},
-                "headers": {"ETag": {"schema": {"type": "string"}},
-                            "Cache-Control": {"schema": {"type": "string"}}}},
+        "200": {
+            "description": "The report.",
+            "content": {"application/json": {"schema": body}},
+            "headers": {"ETag": {"schema": {"type": "string"}}, "Cache-Control": {"schema": {"type": "string"}}},
+        },
         "304": {"description": "Not modified: the `If-None-Match` ETag still matches."},
         **{code: _error(text) for code, text in _ERRORS.items()},
-        "429": {**_error("Over the per-user rate limit (`rate_limited`)."),
-                "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
+        "429": {
+            **_error("Over the per-user rate limit (`rate_limited`)."),
+            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+        },
     }
-    return {"get": {"summary": summary, "description": f"Needs the role `{minimum_role}` or above.",
-                    "parameters": [{"in": "query", "schema": args}], "responses": responses}}
+    return {
+        "get": {
+            "summary": summary,
+            "description": f"Needs the role `{minimum_role}` or above.",
+            "parameters": [{"in": "query", "schema": args}],
+            "responses": responses,
+        }
+    }
 
 
 def build_document(url_prefix: str, route_roles: t.Mapping[str, str]) -> dict[str, t.Any]:
     """The whole document for one app's registration (its URL prefix and role minimums)."""
-    spec = APISpec(title="flowpilot_analytics", version=VERSION, openapi_version="3.0.3",
-                   plugins=[MarshmallowPlugin()],
-                   info={"description": "Escalation and PSA analytics. Errors are "
-                                        "`{\"error\": {\"code\", \"message\", \"details\"?}}`."})
-    for name, schema in (("EscalationMetrics", EscalationMetrics), ("EnhancedPsaMetrics", EnhancedPsaMetrics),
-                         ("HandoffPage", HandoffPage), ("ErrorEnvelope", ErrorEnvelope)):
+    spec = APISpec(
+        title="flowpilot_analytics",
+        version=VERSION,
+        openapi_version="3.0.3",
+        plugins=[MarshmallowPlugin()],
+        info={"description": 'Escalation and PSA analytics. Errors are `{"error": {"code", "message", "details"?}}`.'},
+    )
+    for name, schema in (
+        ("EscalationMetrics", EscalationMetrics),
+        ("EnhancedPsaMetrics", EnhancedPsaMetrics),
+        ("HandoffPage", HandoffPage),
+        ("ErrorEnvelope", ErrorEnvelope),
+    ):
         spec.components.schema(name, schema=schema)
     base = url_prefix.rstrip("/") + "/analytics/flowpilot"
-    spec.path(path=f"{base}/escalations", operations=_operation(
-        "Time from an escalation claim to the first action after it", EscalationArgs, "EscalationMetrics",
-        route_roles["escalations"]))
-    handoffs = _operation("The handoffs behind the escalation number, newest claim first (paged, or CSV)",
-                          HandoffsArgs, "HandoffPage", route_roles["escalations"])
+    spec.path(
+        path=f"{base}/escalations",
+        operations=_operation(
+            "Time from an escalation claim to the first action after it",
+            EscalationArgs,
+            "EscalationMetrics",
+            route_roles["escalations"],
+        ),
+    )
+    handoffs = _operation(
+        "The handoffs behind the escalation number, newest claim first (paged, or CSV)",
+        HandoffsArgs,
+        "HandoffPage",
+        route_roles["escalations"],
+    )
     handoffs["get"]["responses"]["200"]["content"]["text/csv"] = {"schema": {"type": "string"}}
     spec.path(path=f"{base}/escalations/handoffs", operations=handoffs)
-    psa = _operation("Time entries, documentation funnel and daily trend", PsaMetricsArgs, "EnhancedPsaMetrics",
-                     route_roles["psa_metrics"])
+    psa = _operation(
+        "Time entries, documentation funnel and daily trend",
+        PsaMetricsArgs,
+        "EnhancedPsaMetrics",
+        route_roles["psa_metrics"],
+    )
     psa["get"]["responses"]["200"]["content"]["text/csv"] = {"schema": {"type": "string"}}
     spec.path(path=f"{base}/psa-metrics", operations=psa)
-    spec.path(path=f"{base}/openapi.json", operations={"get": {
-        "summary": "This document", "responses": {"200": {"description": "OpenAPI 3 document",
-                                                          "content": {"application/json": {}}}}}})
+    spec.path(
+        path=f"{base}/openapi.json",
+        operations={
+            "get": {
+                "summary": "This document",
+                "responses": {"200": {"description": "OpenAPI 3 document", "content": {"application/json": {}}}},
+            }
+        },
+    )
     return spec.to_dict()

@@ -35,5 +35,6 @@ def window_from_args(args: t.Mapping[str, t.Any], now: datetime) -> Window:
 def previous_window(window: Window) -> Window:
     """The equal-length window just before ``window``, ending one microsecond before it starts."""
     length = window.end - window.start
-    return Window(window.period, window.start - length - timedelta(microseconds=1),
-                  window.start - timedelta(microseconds=1))
+    return Window(
+        window.period, window.start - length - timedelta(microseconds=1), window.start - timedelta(microseconds=1)
+    )

@@ -50,8 +50,9 @@ def sessions_query(tables: HostTables, activities: sa.Table, backend: Backend) -
     account: sa.BindParameter[t.Any] = sa.bindparam("account_id")
 
     def has(activity_type: str) -> sa.Exists:
-        return sa.exists().where(a.c.account_id == account, a.c.session_id == s.c.id,
-                                 a.c.activity_type == activity_type)
+        return sa.exists().where(
+            a.c.account_id == account, a.c.session_id == s.c.id, a.c.activity_type == activity_type
+        )
 
     linked = s.c.psa_ticket_id.is_not(None)
     # One row per session with its flags, each EXISTS probe evaluated at most once (and only for linked
@@ -67,11 +68,13 @@ def sessions_query(tables: HostTables, activities: sa.Table, backend: Backend) -
         .offset(0)
         .subquery("session_flags")
     )
-    return (
-        sa.select(flags.c.bucket, sa.func.count(), sa.func.sum(flags.c.linked), sa.func.sum(flags.c.noted),
-                  sa.func.sum(flags.c.noted * flags.c.timed))
-        .group_by(flags.c.bucket)
-    )
+    return sa.select(
+        flags.c.bucket,
+        sa.func.count(),
+        sa.func.sum(flags.c.linked),
+        sa.func.sum(flags.c.noted),
+        sa.func.sum(flags.c.noted * flags.c.timed),
+    ).group_by(flags.c.bucket)
 
 
 def activities_query(activities: sa.Table, backend: Backend) -> sa.Select[t.Any]:
@@ -82,8 +85,13 @@ def activities_query(activities: sa.Table, backend: Backend) -> sa.Select[t.Any]
     # they are left out of the sum and counted, so one bad row never poisons an account's totals.
     valid = sa.and_(a.c.minutes >= 0, a.c.minutes < sa.literal(10**12, sa.Numeric()))
     return (
-        sa.select(bucket, a.c.activity_type, sa.func.count(), sa.func.sum(sa.case((valid, a.c.minutes))),
-                  sa.func.count(sa.case((sa.and_(a.c.minutes.is_not(None), sa.not_(valid)), 1))))
+        sa.select(
+            bucket,
+            a.c.activity_type,
+            sa.func.count(),
+            sa.func.sum(sa.case((valid, a.c.minutes))),
+            sa.func.count(sa.case((sa.and_(a.c.minutes.is_not(None), sa.not_(valid)), 1))),
+        )
         .where(
             a.c.account_id == sa.bindparam("account_id"),
             a.c.activity_type.in_([NOTE_POSTED, TIME_ENTRY_POSTED]),
@@ -121,10 +129,15 @@ class PsaResult:
     def figures(self) -> dict[str, t.Any]:
         """The time-entry totals and the funnel with its stage-to-stage rates, as every window has them."""
         return {
-            "time_entries": {"count": self.time_entry_count, "total_minutes": self.total_minutes,
-                             "total_hours": round(self.total_minutes / 60, 4)},
+            "time_entries": {
+                "count": self.time_entry_count,
+                "total_minutes": self.total_minutes,
+                "total_hours": round(self.total_minutes / 60, 4),
+            },
             "funnel": {
-                "sessions": self.sessions, "linked": self.linked, "doc_pushed": self.doc_pushed,
+                "sessions": self.sessions,
+                "linked": self.linked,
+                "doc_pushed": self.doc_pushed,
                 "time_entry_logged": self.time_entry_logged,
                 "linked_rate": rate(self.linked, self.sessions),
                 "doc_pushed_rate": rate(self.doc_pushed, self.linked),
@@ -134,8 +147,16 @@ class PsaResult:
 
     def trend(self) -> list[dict[str, t.Any]]:
         """The daily trend rows."""
-        return [{"date": d.date, "sessions": d.sessions, "notes_posted": d.notes_posted,
-                 "time_entries": d.time_entries, "minutes": d.minutes} for d in self.daily_trend]
+        return [
+            {
+                "date": d.date,
+                "sessions": d.sessions,
+                "notes_posted": d.notes_posted,
+                "time_entries": d.time_entries,
+                "minutes": d.minutes,
+            }
+            for d in self.daily_trend
+        ]
 
 
 def rate(part: int, whole: int) -> float | None:
@@ -149,8 +170,7 @@ def local_days(window: Window, zone: ZoneInfo) -> list[date]:
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
-def summarize(sessions: t.Iterable[t.Any], activities: t.Iterable[t.Any], window: Window,
-              zone: ZoneInfo) -> PsaResult:
+def summarize(sessions: t.Iterable[t.Any], activities: t.Iterable[t.Any], window: Window, zone: ZoneInfo) -> PsaResult:
     """Fold the two grouped queries' rows into totals, funnel and the zero-filled trend."""
     days = {day: DayRow(day) for day in local_days(window, zone)}
     result = PsaResult(daily_trend=list(days.values()))

@@ -60,8 +60,11 @@ class RouteLimits:
                 reset_at = None if allowed else self.strategy.get_window_stats(item, *ids).reset_time
             except Exception as exc:  # each storage backend raises its own errors
                 if self.backoff.failed():
-                    logger.warning("rate-limit storage %s unavailable (%s); limiting per process until it is back",
-                                   redact_uri(self.storage_uri), redact(str(exc), self.storage_uri))
+                    logger.warning(
+                        "rate-limit storage %s unavailable (%s); limiting per process until it is back",
+                        redact_uri(self.storage_uri),
+                        redact(str(exc), self.storage_uri),
+                    )
             else:
                 if self.backoff.worked():
                     logger.warning("rate-limit storage %s is back", redact_uri(self.storage_uri))

@@ -41,8 +41,9 @@ def _window_fields(window: Window) -> dict[str, t.Any]:
 # -- escalations ------------------------------------------------------------------------------------------
 
 
-def _escalation_groups(state: AnalyticsState, account_id: t.Any, window: Window,
-                       by_engineer: bool) -> dict[t.Any, EscalationResult]:
+def _escalation_groups(
+    state: AnalyticsState, account_id: t.Any, window: Window, by_engineer: bool
+) -> dict[t.Any, EscalationResult]:
     metric = state.prepared().escalations
     return metric.fold(state.read(metric.statement(by_engineer), _params(account_id, window)))
 
@@ -61,16 +62,20 @@ def escalation_report(state: AnalyticsState, account_id: t.Any, args: t.Mapping[
     window = window_from_args(args, state.clock())
     overall = _escalation_overall(state, account_id, window)
     body: dict[str, t.Any] = {
-        "period": window.period, **_window_fields(window), **overall.figures(),
-        "metric_definition": METRIC_DEFINITION, "distribution": overall.distribution(metric.edges),
+        "period": window.period,
+        **_window_fields(window),
+        **overall.figures(),
+        "metric_definition": METRIC_DEFINITION,
+        "distribution": overall.distribution(metric.edges),
     }
     if args.get("compare") == "previous":
         before = previous_window(window)
         body["previous"] = {**_window_fields(before), **_escalation_overall(state, account_id, before).figures()}
     if by_engineer:
         groups = _escalation_groups(state, account_id, window, True)
-        body["groups"] = [{"engineer": engineer, **groups[engineer].figures()}
-                          for engineer in sorted(groups, key=engineer_order)]
+        body["groups"] = [
+            {"engineer": engineer, **groups[engineer].figures()} for engineer in sorted(groups, key=engineer_order)
+        ]
     return body
 
 
@@ -82,8 +87,12 @@ def _psa(state: AnalyticsState, account_id: t.Any, window: Window, zone_name: st
     rows = state.read_all(metric.statements, _params(account_id, window, tz=zone_name))
     result = metric.fold(rows, window, ZoneInfo(zone_name))
     if result.invalid_minutes:
-        logger.warning("account %s has %d stored activities whose minutes are not a finite number >= 0; they are "
-                       "left out of the time-entry totals", account_id, result.invalid_minutes)
+        logger.warning(
+            "account %s has %d stored activities whose minutes are not a finite number >= 0; they are "
+            "left out of the time-entry totals",
+            account_id,
+            result.invalid_minutes,
+        )
     return result
 
 
@@ -92,7 +101,10 @@ def psa_report(state: AnalyticsState, account_id: t.Any, args: t.Mapping[str, t.
     window = window_from_args(args, state.clock())
     result = _psa(state, account_id, window, args["tz"])
     body: dict[str, t.Any] = {
-        "period": window.period, **_window_fields(window), "timezone": args["tz"], **result.figures(),
+        "period": window.period,
+        **_window_fields(window),
+        "timezone": args["tz"],
+        **result.figures(),
         "daily_trend": result.trend(),
     }
     if args.get("compare") == "previous":
@@ -123,7 +135,8 @@ class CursorCodec:
     def encode(self, identity: IdentityLike, row: HandoffRow) -> str:
         key = row.sort_key.isoformat() if isinstance(row.sort_key, datetime) else str(row.sort_key)
         return self._state.cursors.dumps(
-            {"k": key, "id": row.handoff_id, "a": str(identity.account_id), "u": str(identity.user_id)})
+            {"k": key, "id": row.handoff_id, "a": str(identity.account_id), "u": str(identity.user_id)}
+        )
 
     def decode(self, text: str) -> Cursor:
         """The cursor, or ``ValueError`` saying why not."""
@@ -155,7 +168,7 @@ def _id_fits(column: t.Any, value: t.Any) -> bool:
         python_type = column.type.python_type
     except NotImplementedError:
         python_type = None
-    is_int = isinstance(value, int) and not isinstance(value, bool) and -2**63 <= value < 2**63
+    is_int = isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
     if python_type is int:
         return is_int
     length = getattr(column.type, "length", None) or 1000
@@ -163,8 +176,9 @@ def _id_fits(column: t.Any, value: t.Any) -> bool:
     return is_text if python_type is str else is_text or is_int
 
 
-def _scan(state: AnalyticsState, account_id: t.Any, window: Window, after: tuple[t.Any, t.Any] | None,
-          chunk: int) -> t.Iterator[HandoffRow]:
+def _scan(
+    state: AnalyticsState, account_id: t.Any, window: Window, after: tuple[t.Any, t.Any] | None, chunk: int
+) -> t.Iterator[HandoffRow]:
     """Every handoff in scope after the keyset ``after``, newest first, fetched ``chunk`` rows at a time."""
     metric = state.prepared().escalations
     while True:
@@ -183,7 +197,9 @@ def _matches(item: dict[str, t.Any], wanted: t.Any) -> bool:
     return wanted is None or (item["bucket"] is None if wanted == "no_action" else item["bucket"] == wanted)
 
 
-def iter_handoffs(state: AnalyticsState, account_id: t.Any, args: t.Mapping[str, t.Any]) -> t.Iterator[dict[str, t.Any]]:
+def iter_handoffs(
+    state: AnalyticsState, account_id: t.Any, args: t.Mapping[str, t.Any]
+) -> t.Iterator[dict[str, t.Any]]:
     """Every handoff in scope that passes the bucket filter, newest first (the CSV export)."""
     edges = state.settings.bucket_edges
     window = window_from_args(args, state.clock())
@@ -191,8 +207,9 @@ def iter_handoffs(state: AnalyticsState, account_id: t.Any, args: t.Mapping[str,
     return (item for item in items if _matches(item, args.get("bucket")))
 
 
-def handoff_page(state: AnalyticsState, identity: IdentityLike, args: t.Mapping[str, t.Any],
-                 cursors: CursorCodec) -> dict[str, t.Any]:
+def handoff_page(
+    state: AnalyticsState, identity: IdentityLike, args: t.Mapping[str, t.Any], cursors: CursorCodec
+) -> dict[str, t.Any]:
     """One ``HandoffPage``: up to ``limit`` items and the cursor of the next page (``None`` at the end).
 
     A page examines at most :data:`MAX_SCAN_ROWS` handoffs; when a bucket filter leaves it short, it ends
@@ -200,8 +217,9 @@ def handoff_page(state: AnalyticsState, identity: IdentityLike, args: t.Mapping[
     """
     cursor: Cursor | None = args.get("cursor")
     if cursor is not None and (cursor.account, cursor.user) != (str(identity.account_id), str(identity.user_id)):
-        raise InvalidQuery.field("cursor", "Not a cursor this API returned to you.",
-                                 "The cursor was issued to another user.")
+        raise InvalidQuery.field(
+            "cursor", "Not a cursor this API returned to you.", "The cursor was issued to another user."
+        )
     window = window_from_args(args, state.clock())
     edges = state.settings.bucket_edges
     limit, wanted = args["limit"], args.get("bucket")
@@ -209,8 +227,9 @@ def handoff_page(state: AnalyticsState, identity: IdentityLike, args: t.Mapping[
     items: list[dict[str, t.Any]] = []
     last: HandoffRow | None = None
     exhausted = True
-    for scanned, row in enumerate(_scan(state, identity.account_id, window, after,
-                                        SCAN_CHUNK if wanted is not None else limit + 1), start=1):
+    for scanned, row in enumerate(
+        _scan(state, identity.account_id, window, after, SCAN_CHUNK if wanted is not None else limit + 1), start=1
+    ):
         item = row.describe(edges)
         if _matches(item, wanted):
             if len(items) == limit:  # one more exists: the page is full
@@ -221,5 +240,9 @@ def handoff_page(state: AnalyticsState, identity: IdentityLike, args: t.Mapping[
         if scanned >= MAX_SCAN_ROWS:
             exhausted = False
             break
-    return {"period": window.period, **_window_fields(window), "items": items,
-            "next_cursor": None if exhausted or last is None else cursors.encode(identity, last)}
+    return {
+        "period": window.period,
+        **_window_fields(window),
+        "items": items,
+        "next_cursor": None if exhausted or last is None else cursors.encode(identity, last),
+    }

@@ -28,8 +28,9 @@ Body = t.Mapping[str, t.Any]
 #: A report's body for the state, the caller and the validated query.
 Compute = t.Callable[[AnalyticsState, IdentityLike, t.Mapping[str, t.Any]], Body]
 #: A CSV export: the file name, the header, and the rows (produced while the response is sent).
-CsvExport = t.Callable[[AnalyticsState, IdentityLike, t.Mapping[str, t.Any]],
-                       tuple[str, list[str], t.Iterable[list[t.Any]]]]
+CsvExport = t.Callable[
+    [AnalyticsState, IdentityLike, t.Mapping[str, t.Any]], tuple[str, list[str], t.Iterable[list[t.Any]]]
+]
 
 #: A cell a spreadsheet would run as a formula starts with one of these (OWASP's CSV injection list).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -40,9 +41,13 @@ def load_query(schema: Schema) -> dict[str, t.Any]:
     try:
         return t.cast(dict[str, t.Any], schema.load(query_args(request.args)))
     except ValidationError as exc:
-        raise InvalidQuery("The query string is not valid.", details={
-            "fields": exc.normalized_messages(),  # type: ignore[no-untyped-call]
-            "allowed_periods": list(PERIODS)}) from None
+        raise InvalidQuery(
+            "The query string is not valid.",
+            details={
+                "fields": exc.normalized_messages(),  # type: ignore[no-untyped-call]
+                "allowed_periods": list(PERIODS),
+            },
+        ) from None
 
 
 def cached_json(route: str, key_parts: t.Mapping[str, t.Any], compute: t.Callable[[], Body]) -> Response:
@@ -57,8 +62,9 @@ def cached_json(route: str, key_parts: t.Mapping[str, t.Any], compute: t.Callabl
     key = state.cache.key(route, key_parts["account_id"], key_parts)
     body = state.cache.lookup(key)
     if body is None:
-        body = (json.dumps(compute(), allow_nan=False, separators=(",", ":"), sort_keys=True, default=str)
-                + "\n").encode()
+        body = (
+            json.dumps(compute(), allow_nan=False, separators=(",", ":"), sort_keys=True, default=str) + "\n"
+        ).encode()
         state.cache.store(key, body)
     response = current_app.response_class(body, mimetype="application/json")
     response.headers["Cache-Control"] = "private, no-cache"
@@ -109,8 +115,15 @@ def csv_response(filename: str, header: list[str], rows: t.Iterable[list[t.Any]]
     return response
 
 
-def report_view(route: str, role_route: str, schema: Schema, body_schema: Schema, compute: Compute,
-                export: CsvExport | None = None, per_user: bool = False) -> t.Callable[[], Response]:
+def report_view(
+    route: str,
+    role_route: str,
+    schema: Schema,
+    body_schema: Schema,
+    compute: Compute,
+    export: CsvExport | None = None,
+    per_user: bool = False,
+) -> t.Callable[[], Response]:
     """A report route: authorize (role of ``role_route``, limit of ``route``), validate, then JSON or CSV."""
 
     def view() -> Response:
@@ -130,39 +143,81 @@ def _iso(value: t.Any) -> str:
     return "" if value is None else value.isoformat()
 
 
-def _handoffs_csv(state: AnalyticsState, identity: IdentityLike,
-                  args: t.Mapping[str, t.Any]) -> tuple[str, list[str], t.Iterable[list[t.Any]]]:
+def _handoffs_csv(
+    state: AnalyticsState, identity: IdentityLike, args: t.Mapping[str, t.Any]
+) -> tuple[str, list[str], t.Iterable[list[t.Any]]]:
     rows = reports.iter_handoffs(state, identity.account_id, args)
-    return ("escalation_handoffs.csv",
-            ["handoff_id", "session_id", "claimed_at_utc", "first_action_at_utc", "seconds", "bucket"],
-            ([r["handoff_id"], r["session_id"], _iso(r["claimed_at"]), _iso(r["first_action_at"]),
-              "" if r["seconds"] is None else r["seconds"], "no_action" if r["bucket"] is None else r["bucket"]]
-             for r in rows))
+    return (
+        "escalation_handoffs.csv",
+        ["handoff_id", "session_id", "claimed_at_utc", "first_action_at_utc", "seconds", "bucket"],
+        (
+            [
+                r["handoff_id"],
+                r["session_id"],
+                _iso(r["claimed_at"]),
+                _iso(r["first_action_at"]),
+                "" if r["seconds"] is None else r["seconds"],
+                "no_action" if r["bucket"] is None else r["bucket"],
+            ]
+            for r in rows
+        ),
+    )
 
 
-def _psa_csv(state: AnalyticsState, identity: IdentityLike,
-             args: t.Mapping[str, t.Any]) -> tuple[str, list[str], t.Iterable[list[t.Any]]]:
+def _psa_csv(
+    state: AnalyticsState, identity: IdentityLike, args: t.Mapping[str, t.Any]
+) -> tuple[str, list[str], t.Iterable[list[t.Any]]]:
     body = reports.psa_report(state, identity.account_id, {**args, "compare": None})
-    return ("psa_daily_trend.csv", [f"date ({args['tz']})", "sessions", "notes_posted", "time_entries", "minutes"],
-            ([row["date"].isoformat(), row["sessions"], row["notes_posted"], row["time_entries"], row["minutes"]]
-             for row in body["daily_trend"]))
+    return (
+        "psa_daily_trend.csv",
+        [f"date ({args['tz']})", "sessions", "notes_posted", "time_entries", "minutes"],
+        (
+            [row["date"].isoformat(), row["sessions"], row["notes_posted"], row["time_entries"], row["minutes"]]
+            for row in body["daily_trend"]
+        ),
+    )
 
 
 def create_blueprint(settings: Settings, schemas: Schemas, cursors: reports.CursorCodec) -> Blueprint:
     """A fresh blueprint per registration, so that apps never share views, schemas or state."""
     blueprint = Blueprint("flowpilot_analytics", __name__, cli_group="flowpilot-analytics")
     base = "/analytics/flowpilot"
-    blueprint.add_url_rule(f"{base}/escalations", view_func=report_view(
-        "escalations", "escalations", schemas.escalation_args, schemas.escalation_metrics,
-        lambda state, identity, args: reports.escalation_report(state, identity.account_id, args)), methods=["GET"])
-    blueprint.add_url_rule(f"{base}/escalations/handoffs", view_func=report_view(
-        "escalation_handoffs", "escalations", schemas.handoffs_args, schemas.handoff_page,
-        lambda state, identity, args: reports.handoff_page(state, identity, args, cursors),
-        export=_handoffs_csv, per_user=True), methods=["GET"])  # cursors are the user's own
-    blueprint.add_url_rule(f"{base}/psa-metrics", view_func=report_view(
-        "psa_metrics", "psa_metrics", schemas.psa_args, schemas.psa_metrics,
-        lambda state, identity, args: reports.psa_report(state, identity.account_id, args), export=_psa_csv),
-        methods=["GET"])
+    blueprint.add_url_rule(
+        f"{base}/escalations",
+        view_func=report_view(
+            "escalations",
+            "escalations",
+            schemas.escalation_args,
+            schemas.escalation_metrics,
+            lambda state, identity, args: reports.escalation_report(state, identity.account_id, args),
+        ),
+        methods=["GET"],
+    )
+    blueprint.add_url_rule(
+        f"{base}/escalations/handoffs",
+        view_func=report_view(
+            "escalation_handoffs",
+            "escalations",
+            schemas.handoffs_args,
+            schemas.handoff_page,
+            lambda state, identity, args: reports.handoff_page(state, identity, args, cursors),
+            export=_handoffs_csv,
+            per_user=True,
+        ),
+        methods=["GET"],
+    )  # cursors are the user's own
+    blueprint.add_url_rule(
+        f"{base}/psa-metrics",
+        view_func=report_view(
+            "psa_metrics",
+            "psa_metrics",
+            schemas.psa_args,
+            schemas.psa_metrics,
+            lambda state, identity, args: reports.psa_report(state, identity.account_id, args),
+            export=_psa_csv,
+        ),
+        methods=["GET"],
+    )
     document = build_document(settings.url_prefix, settings.route_roles)
     blueprint.add_url_rule(f"{base}/openapi.json", "openapi", lambda: jsonify(document), methods=["GET"])
     return blueprint

@@ -26,13 +26,18 @@ class _Args(Schema):
 class PeriodArgs(_Args):
     """``?period=7d|30d|90d`` (default ``30d``), or ``?since=&until=`` (ISO 8601), and ``compare=previous``."""
 
-    period = fields.String(validate=validate.OneOf(list(PERIODS)),
-                           metadata={"default": DEFAULT_PERIOD, "description": "Not with since/until."})
-    since = fields.DateTime(format="iso", metadata={
-        "description": "Start of a custom range (ISO 8601; no offset means UTC); needs until."})
+    period = fields.String(
+        validate=validate.OneOf(list(PERIODS)),
+        metadata={"default": DEFAULT_PERIOD, "description": "Not with since/until."},
+    )
+    since = fields.DateTime(
+        format="iso", metadata={"description": "Start of a custom range (ISO 8601; no offset means UTC); needs until."}
+    )
     until = fields.DateTime(format="iso", metadata={"description": "End of a custom range (inclusive); needs since."})
-    compare = fields.String(validate=validate.OneOf(["previous"]), metadata={
-        "description": "previous: add the same figures for the equal-length window just before."})
+    compare = fields.String(
+        validate=validate.OneOf(["previous"]),
+        metadata={"description": "previous: add the same figures for the equal-length window just before."},
+    )
 
     def __init__(self, *args: t.Any, max_range_days: int = 366, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
@@ -71,8 +76,10 @@ def _utc(moment: datetime) -> datetime:
 class EscalationArgs(PeriodArgs):
     """The escalation route's query: the window, ``compare`` and ``group_by=engineer``."""
 
-    group_by = fields.String(validate=validate.OneOf(["engineer"]), metadata={
-        "description": "engineer: add one group per claimer (the handoffs' claimed_by column)."})
+    group_by = fields.String(
+        validate=validate.OneOf(["engineer"]),
+        metadata={"description": "engineer: add one group per claimer (the handoffs' claimed_by column)."},
+    )
 
 
 class CursorField(fields.String):
@@ -95,16 +102,26 @@ class HandoffsArgs(PeriodArgs):
     class Meta(_Args.Meta):
         exclude = ("compare",)
 
-    bucket = fields.String(validate=validate.Length(max=16), metadata={
-        "description": "A distribution bucket index (0 = fastest) or no_action."})
+    bucket = fields.String(
+        validate=validate.Length(max=16),
+        metadata={"description": "A distribution bucket index (0 = fastest) or no_action."},
+    )
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
-    cursor = CursorField(metadata={
-        "description": "next_cursor of the previous page (signed; valid for the user it was returned to)."})
-    format = fields.String(validate=validate.OneOf(["json", "csv"]), metadata={
-        "description": "csv streams every matching handoff (no paging); Accept: text/csv works too."})
+    cursor = CursorField(
+        metadata={"description": "next_cursor of the previous page (signed; valid for the user it was returned to)."}
+    )
+    format = fields.String(
+        validate=validate.OneOf(["json", "csv"]),
+        metadata={"description": "csv streams every matching handoff (no paging); Accept: text/csv works too."},
+    )
 
-    def __init__(self, *args: t.Any, bucket_count: int = 6,
-                 decode_cursor: t.Callable[[str], t.Any] | None = None, **kwargs: t.Any) -> None:
+    def __init__(
+        self,
+        *args: t.Any,
+        bucket_count: int = 6,
+        decode_cursor: t.Callable[[str], t.Any] | None = None,
+        **kwargs: t.Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.bucket_count = bucket_count
         self.decode_cursor = decode_cursor
@@ -197,7 +214,6 @@ class ErrorEnvelope(Schema):
     error = fields.Nested(ErrorBody, required=True)
 
 
-
 def query_args(args: t.Any) -> dict[str, t.Any]:
     """A request's query string as a dict; a repeated key keeps all its values (and so fails validation)."""
     return {key: values[0] if len(values) == 1 else values for key, values in args.lists()}
@@ -212,10 +228,16 @@ def iana_zones() -> frozenset[str]:
 class PsaMetricsArgs(PeriodArgs):
     """``?period=7d|30d|90d&tz=<IANA zone>`` (defaults ``30d`` and ``UTC``), ``format=csv`` for the trend."""
 
-    format = fields.String(validate=validate.OneOf(["json", "csv"]), metadata={
-        "description": "csv: the daily trend as CSV (Accept: text/csv works too)."})
-    tz = fields.String(load_default="UTC", validate=validate.OneOf(
-        sorted(iana_zones()), error="{input!r} is not an IANA time zone name (e.g. 'Europe/Berlin')."))
+    format = fields.String(
+        validate=validate.OneOf(["json", "csv"]),
+        metadata={"description": "csv: the daily trend as CSV (Accept: text/csv works too)."},
+    )
+    tz = fields.String(
+        load_default="UTC",
+        validate=validate.OneOf(
+            sorted(iana_zones()), error="{input!r} is not an IANA time zone name (e.g. 'Europe/Berlin')."
+        ),
+    )
 
 
 class TimeEntryTotals(Schema):
@@ -278,8 +300,9 @@ class Schemas:
         days = settings.max_range_days
         return cls(
             escalation_args=EscalationArgs(max_range_days=days),
-            handoffs_args=HandoffsArgs(max_range_days=days, bucket_count=len(settings.bucket_edges) + 1,
-                                       decode_cursor=decode_cursor),
+            handoffs_args=HandoffsArgs(
+                max_range_days=days, bucket_count=len(settings.bucket_edges) + 1, decode_cursor=decode_cursor
+            ),
             psa_args=PsaMetricsArgs(max_range_days=days),
             escalation_metrics=EscalationMetrics(),
             handoff_page=HandoffPage(),

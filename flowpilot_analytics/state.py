@@ -19,8 +19,8 @@ from itsdangerous import URLSafeSerializer
 
 from .cache import ResponseCache
 from .config import Settings
-from .deadline import DeadlineRunner
 from .deadletter import DeadLetterFile, DeadLetterStore, DeadLetterTable
+from .deadline import DeadlineRunner
 from .escalations import Escalations
 from .identity import IdentityLike, require_role
 from .psa_metrics import PsaMetrics
@@ -33,7 +33,7 @@ if t.TYPE_CHECKING:
 
 EXTENSION_KEY = "flowpilot_analytics"
 
-IdentityLoader = t.Callable[[], t.Optional[IdentityLike]]
+IdentityLoader = t.Callable[[], IdentityLike | None]
 Clock = t.Callable[[], datetime]
 
 
@@ -55,8 +55,17 @@ class Prepared:
 class AnalyticsState:
     """Everything one app's registration needs at request time; lives in ``app.extensions``."""
 
-    def __init__(self, settings: Settings, *, extension: t.Any, db: SQLAlchemy, identity_loader: IdentityLoader,
-                 clock: Clock, limiter: Limiter | None, database_uri: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        extension: t.Any,
+        db: SQLAlchemy,
+        identity_loader: IdentityLoader,
+        clock: Clock,
+        limiter: Limiter | None,
+        database_uri: str,
+    ) -> None:
         self.settings = settings
         self.extension = extension
         self.db = db
@@ -66,17 +75,31 @@ class AnalyticsState:
         self.activity_table = activity_table(db.metadata, settings.activity_table, settings.id_type)
         #: ... and the plugin's own view of it for reads and writes (UTC timestamps in the column's kind).
         self.activity_io = activity_io_table(self.activity_table)
-        self.limits = RouteLimits({"escalations": settings.escalations_limit,
-                                   "escalation_handoffs": settings.handoffs_limit,
-                                   "psa_metrics": settings.psa_metrics_limit}, settings.ratelimit_storage_uri, limiter)
-        self.cache = ResponseCache(settings.cache_ttl, settings.cache_storage_uri,
-                                   namespace=_cache_namespace(settings, database_uri), max_bytes=settings.cache_max_bytes)
+        self.limits = RouteLimits(
+            {
+                "escalations": settings.escalations_limit,
+                "escalation_handoffs": settings.handoffs_limit,
+                "psa_metrics": settings.psa_metrics_limit,
+            },
+            settings.ratelimit_storage_uri,
+            limiter,
+        )
+        self.cache = ResponseCache(
+            settings.cache_ttl,
+            settings.cache_storage_uri,
+            namespace=_cache_namespace(settings, database_uri),
+            max_bytes=settings.cache_max_bytes,
+        )
         self.cursors = URLSafeSerializer(settings.cursor_secret, salt="flowpilot_analytics.cursor")
         self.deadlines = DeadlineRunner()
         self.dead_letters: DeadLetterStore
         if settings.dead_letter_table:
-            self.dead_letters = DeadLetterTable(dead_letter_table(db.metadata, settings.dead_letter_table),
-                                                lambda: self.write_engine, self.deadlines, settings.hook_timeout_ms)
+            self.dead_letters = DeadLetterTable(
+                dead_letter_table(db.metadata, settings.dead_letter_table),
+                lambda: self.write_engine,
+                self.deadlines,
+                settings.hook_timeout_ms,
+            )
         else:
             self.dead_letters = DeadLetterFile(settings.dead_letter_path)
         self._prepared: Prepared | None = None
@@ -111,10 +134,13 @@ class AnalyticsState:
                     with engine.connect() as connection:
                         tables = reflect_host_tables(connection, self.settings)
                     self._prepared = Prepared(
-                        backend=backend, tables=tables,
-                        escalations=Escalations(tables, backend, self.settings.clock_skew_seconds,
-                                                self.settings.bucket_edges),
-                        psa_metrics=PsaMetrics(tables, self.activity_io, backend))
+                        backend=backend,
+                        tables=tables,
+                        escalations=Escalations(
+                            tables, backend, self.settings.clock_skew_seconds, self.settings.bucket_edges
+                        ),
+                        psa_metrics=PsaMetrics(tables, self.activity_io, backend),
+                    )
         return self._prepared
 
     def read(self, statement: t.Any, params: t.Mapping[str, t.Any]) -> list[sa.Row[t.Any]]:
@@ -134,8 +160,15 @@ class AnalyticsState:
 
 def _cache_namespace(settings: Settings, database_uri: str) -> str:
     """A short digest of everything that makes two apps' answers differ, so they never share entries."""
-    facts = [database_uri, repr(sorted(settings.tables.items())), repr(sorted(settings.columns.items())),
-             repr(settings.clock_skew_seconds), repr(settings.bucket_edges), settings.activity_table, settings.id_type]
+    facts = [
+        database_uri,
+        repr(sorted(settings.tables.items())),
+        repr(sorted(settings.columns.items())),
+        repr(settings.clock_skew_seconds),
+        repr(settings.bucket_edges),
+        settings.activity_table,
+        settings.id_type,
+    ]
     return hashlib.sha256("\x1f".join(facts).encode()).hexdigest()[:16]
 
 

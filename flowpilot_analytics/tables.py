@@ -51,7 +51,8 @@ def reflect_host_tables(connection: sa.Connection, settings: Settings) -> HostTa
             if host_name not in reflected:
                 raise sa.exc.NoSuchColumnError(
                     f"column {full_name}.{host_name} (for {logical}.{column}) does not exist; "
-                    f"map it with FLOWPILOT_ANALYTICS_COLUMNS")
+                    f"map it with FLOWPILOT_ANALYTICS_COLUMNS"
+                )
             if column.endswith("_at"):
                 col_type: sa.types.TypeEngine[t.Any] = UtcDateTime(timezone=is_aware_type(reflected[host_name]["type"]))
             else:
@@ -84,8 +85,15 @@ def activity_io_table(declared: sa.Table) -> sa.Table:
     """The plugin's view of the activity table for its own reads and writes: the same columns, with
     ``created_at`` read and bound as UTC in the column's own kind (even when the host declared it)."""
     aware = is_aware(declared.c.created_at)
-    columns = [sa.Column(c.name, UtcDateTime(timezone=aware) if c.key == "created_at" else c.type, key=c.key,
-                         primary_key=c.primary_key) for c in declared.columns]
+    columns = [
+        sa.Column(
+            c.name,
+            UtcDateTime(timezone=aware) if c.key == "created_at" else c.type,
+            key=c.key,
+            primary_key=c.primary_key,
+        )
+        for c in declared.columns
+    ]
     return sa.Table(declared.name, sa.MetaData(), *columns, schema=declared.schema)
 
 
@@ -98,7 +106,8 @@ def activity_table(metadata: sa.MetaData, name: str, id_type: str) -> sa.Table:
                 f"The host's declaration of {name} has no idempotency_key column, which flowpilot_analytics "
                 f"0.2 needs to record each activity exactly once. Add Column('idempotency_key', String(36)) with "
                 f"a unique index to it and to the database (see the upgrade notes; `flask flowpilot-analytics "
-                f"doctor` prints the statements).")
+                f"doctor` prints the statements)."
+            )
         return declared
     ids = ID_TYPES[id_type]
     return sa.Table(
@@ -126,10 +135,13 @@ def dead_letter_table(metadata: sa.MetaData, name: str) -> sa.Table:
     """The dead-letter table's declaration (reused when the host declares it)."""
     if name in metadata.tables:
         return metadata.tables[name]
-    return sa.Table(name, metadata,
-                    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
-                    sa.Column("payload", sa.Text(), nullable=False),
-                    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False))
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+        sa.Column("payload", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    )
 
 
 def set_tenant(connection: sa.Connection, setting: str | None, account_id: t.Any) -> None:

@@ -111,17 +111,20 @@ def _instant_default(element: instant, compiler: t.Any, **kw: t.Any) -> str:
 
 @compiles(instant, "sqlite")
 def _instant_sqlite(element: instant, compiler: t.Any, **kw: t.Any) -> str:
-    return "julianday(%s)" % compiler.process(list(element.clauses)[0], **kw)
+    return f"julianday({compiler.process(list(element.clauses)[0], **kw)})"
 
 
 def in_window(column: ColumnElement[t.Any]) -> list[ColumnElement[bool]]:
     """``window_start <= column <= window_end``, the bounds bound as parameters of the column's type."""
-    return [column >= sa.bindparam("window_start", type_=column.type),
-            column <= sa.bindparam("window_end", type_=column.type)]
+    return [
+        column >= sa.bindparam("window_start", type_=column.type),
+        column <= sa.bindparam("window_end", type_=column.type),
+    ]
 
 
-def at_or_after(later: ColumnElement[t.Any], earlier: ColumnElement[t.Any], skew_seconds: float,
-                backend: Backend) -> ColumnElement[bool]:
+def at_or_after(
+    later: ColumnElement[t.Any], earlier: ColumnElement[t.Any], skew_seconds: float, backend: Backend
+) -> ColumnElement[bool]:
     """``later >= earlier - skew``: with no skew a plain comparison (text on SQLite); with a skew, an
     interval on PostgreSQL and ``julianday()`` arithmetic on SQLite."""
     if not skew_seconds:

@@ -23,13 +23,20 @@ STATUS: dict[type[AnalyticsError], int] = {InvalidQuery: 400, NotSignedIn: 401, 
 
 #: Database error codes and texts that mean a table or column is missing or unreadable, not an outage.
 _SCHEMA_CODES = {"42P01", "42703", "42501"}  # PostgreSQL: undefined table, undefined column, permission denied
-_SCHEMA_TEXT = re.compile(r'no such (?:table|column): (?P<sqlite>[\w."]+)|relation "(?P<pg>[^"]+)" does not exist|'
-                          r'permission denied for (?:table|relation) (?P<denied>[\w."]+)|column (?P<column>[\w."]+) '
-                          r'does not exist')
+_SCHEMA_TEXT = re.compile(
+    r'no such (?:table|column): (?P<sqlite>[\w."]+)|relation "(?P<pg>[^"]+)" does not exist|'
+    r'permission denied for (?:table|relation) (?P<denied>[\w."]+)|column (?P<column>[\w."]+) '
+    r"does not exist"
+)
 
 
-def error_response(status: int, code: str, message: str, details: t.Mapping[str, t.Any] | None = None,
-                   headers: t.Mapping[str, str] | None = None) -> Response:
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: t.Mapping[str, t.Any] | None = None,
+    headers: t.Mapping[str, str] | None = None,
+) -> Response:
     """The JSON envelope with ``status``."""
     body: dict[str, t.Any] = {"code": code, "message": message}
     if details is not None:
@@ -74,11 +81,16 @@ def _database_error(exc: sa_exc.SQLAlchemyError) -> Response:
     missing = schema_problem(exc)
     if missing is not None:
         logger.error("the table or column %s is missing or unreadable", missing, exc_info=exc)
-        return error_response(500, "schema_missing", (
-            f"The database has no readable {missing}. Run `flask flowpilot-analytics doctor` to see what is "
-            f"missing; `flask flowpilot-analytics ddl` prints the plugin's own table, and "
-            f"FLOWPILOT_ANALYTICS_TABLES / FLOWPILOT_ANALYTICS_COLUMNS map the host's."),
-            details={"table": missing, "command": "flask flowpilot-analytics doctor"})
+        return error_response(
+            500,
+            "schema_missing",
+            (
+                f"The database has no readable {missing}. Run `flask flowpilot-analytics doctor` to see what is "
+                f"missing; `flask flowpilot-analytics ddl` prints the plugin's own table, and "
+                f"FLOWPILOT_ANALYTICS_TABLES / FLOWPILOT_ANALYTICS_COLUMNS map the host's."
+            ),
+            details={"table": missing, "command": "flask flowpilot-analytics doctor"},
+        )
     logger.error("database error while answering a request", exc_info=exc)
     return error_response(503, "database_unavailable", "The analytics database could not answer; try again shortly.")
 

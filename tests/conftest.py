@@ -59,8 +59,9 @@ def app_config() -> dict[str, t.Any]:
 @pytest.fixture
 def app(database_uri: str, app_config: dict[str, t.Any], tmp_path: t.Any) -> t.Iterator[t.Any]:
     """A fresh host app with empty tables; everything is dropped afterwards."""
-    app = host.create_app(database_uri, **{"FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH": str(tmp_path / "dead.jsonl"),
-                                           **app_config})
+    app = host.create_app(
+        database_uri, **{"FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH": str(tmp_path / "dead.jsonl"), **app_config}
+    )
     with app.app_context():
         host.db.drop_all(bind_key=None)
         host.db.create_all(bind_key=None)
@@ -79,8 +80,10 @@ def make_app(database_uri: str, tmp_path: t.Any) -> t.Iterator[t.Callable[..., t
 
     def make(existing: t.Any = None, **config: t.Any) -> t.Any:
         if existing is None:
-            existing = host.create_app(database_uri, **{
-                "FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH": str(tmp_path / f"dead{len(made)}.jsonl"), **config})
+            existing = host.create_app(
+                database_uri,
+                **{"FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH": str(tmp_path / f"dead{len(made)}.jsonl"), **config},
+            )
         made.append(existing)
         return made[-1]
 

@@ -30,11 +30,13 @@ def step(sess: AISession, created_at: datetime) -> AISessionStep:
     return row
 
 
-def handoff(sess: AISession, claimed_at: datetime | None, created_at: datetime | None = None,
-            claimed_by: int | None = None) -> SessionHandoff:
+def handoff(
+    sess: AISession, claimed_at: datetime | None, created_at: datetime | None = None, claimed_by: int | None = None
+) -> SessionHandoff:
     created = created_at or (claimed_at - timedelta(minutes=5) if claimed_at else at(days=1))
-    row = SessionHandoff(account_id=sess.account_id, session_id=sess.id, created_at=created, claimed_at=claimed_at,
-                         claimed_by=claimed_by)
+    row = SessionHandoff(
+        account_id=sess.account_id, session_id=sess.id, created_at=created, claimed_at=claimed_at, claimed_by=claimed_by
+    )
     db.session.add(row)
     return row
 
@@ -52,15 +54,27 @@ def commit() -> None:
     db.session.commit()
 
 
-
-
-def activity(account: int, session_id: int | None, activity_type: str, created_at: datetime,
-             minutes: float | None = None, external_id: str | None = None) -> None:
+def activity(
+    account: int,
+    session_id: int | None,
+    activity_type: str,
+    created_at: datetime,
+    minutes: float | None = None,
+    external_id: str | None = None,
+) -> None:
     """A row in the plugin's table, as the hook would have written it."""
     table = db.metadata.tables["psa_activity_logs"]
-    db.session.execute(table.insert().values(
-        account_id=account, session_id=session_id, activity_type=activity_type, created_at=created_at,
-        minutes=minutes, external_id=external_id, psa_ticket_id=None))
+    db.session.execute(
+        table.insert().values(
+            account_id=account,
+            session_id=session_id,
+            activity_type=activity_type,
+            created_at=created_at,
+            minutes=minutes,
+            external_id=external_id,
+            psa_ticket_id=None,
+        )
+    )
 
 
 __all__: t.Sequence[str] = ["at", "session", "step", "handoff", "escalation", "commit", "activity"]

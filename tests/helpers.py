@@ -6,7 +6,6 @@ import os
 import typing as t
 
 import pytest
-
 import sqlalchemy as sa
 
 from flowpilot_analytics.timeutil import as_utc

@@ -51,17 +51,30 @@ def load_identity() -> Identity | None:
     """The test host's login: three headers stand in for a real session cookie."""
     if "X-Role" not in request.headers:
         return None
-    return Identity(user_id=int(request.headers.get("X-User", "1")),
-                    account_id=int(request.headers["X-Account"]), role=request.headers["X-Role"])
+    return Identity(
+        user_id=int(request.headers.get("X-User", "1")),
+        account_id=int(request.headers["X-Account"]),
+        role=request.headers["X-Role"],
+    )
 
 
-def create_app(database_uri: str, *, analytics: FlowpilotAnalytics | None = None, clock: t.Any = None,
-               identity_loader: t.Any = None, **config: t.Any) -> Flask:
+def create_app(
+    database_uri: str,
+    *,
+    analytics: FlowpilotAnalytics | None = None,
+    clock: t.Any = None,
+    identity_loader: t.Any = None,
+    **config: t.Any,
+) -> Flask:
     """App factory: the host's db, its routes, then the plugin in three lines."""
     app = Flask(__name__)
     # Caching is off unless a test turns it on: most tests change data between two requests.
-    app.config.update(SQLALCHEMY_DATABASE_URI=database_uri, TESTING=True, FLOWPILOT_ANALYTICS_CACHE_TTL=0,
-                      SECRET_KEY="test-host-secret")
+    app.config.update(
+        SQLALCHEMY_DATABASE_URI=database_uri,
+        TESTING=True,
+        FLOWPILOT_ANALYTICS_CACHE_TTL=0,
+        SECRET_KEY="test-host-secret",
+    )
     app.config.update(config)
     db.init_app(app)
 

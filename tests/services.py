@@ -9,9 +9,17 @@ import subprocess
 import tempfile
 import typing as t
 
-PG_BIN = next((os.path.join("/usr/lib/postgresql", v, "bin") for v in sorted(os.listdir("/usr/lib/postgresql"),
-                                                                             reverse=True)), "") \
-    if os.path.isdir("/usr/lib/postgresql") else ""
+PG_BIN = (
+    next(
+        (
+            os.path.join("/usr/lib/postgresql", v, "bin")
+            for v in sorted(os.listdir("/usr/lib/postgresql"), reverse=True)
+        ),
+        "",
+    )
+    if os.path.isdir("/usr/lib/postgresql")
+    else ""
+)
 
 
 def free_port() -> int:
@@ -42,18 +50,40 @@ class PrivateCluster:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
 
     def _ctl(self, *args: str) -> None:
-        subprocess.run(_as_postgres(os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, *args), check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, timeout=120)
+        subprocess.run(
+            _as_postgres(os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, *args),
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            timeout=120,
+        )
 
     def init(self) -> PrivateCluster:
-        subprocess.run(_as_postgres(os.path.join(PG_BIN, "initdb"), "-D", self.data, "-A", "trust", "-U",
-                                    "postgres", "--no-sync", "-E", "UTF8"), check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.STDOUT, timeout=120)
+        subprocess.run(
+            _as_postgres(
+                os.path.join(PG_BIN, "initdb"),
+                "-D",
+                self.data,
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            timeout=120,
+        )
         return self
 
     def start(self) -> None:
-        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root} "
-                   "-c fsync=off -c full_page_writes=off")
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root} "
+            "-c fsync=off -c full_page_writes=off"
+        )
         self._ctl("-o", options, "-l", self.log, "-w", "-t", "60", "start")
         self.running = True
 

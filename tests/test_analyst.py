@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from . import factories as f
-from .host import NOW
 from .helpers import ESCALATIONS, PSA, as_user
+from .host import NOW
 
 URL = ESCALATIONS
 
@@ -37,19 +37,35 @@ def seed(rng: random.Random) -> list[tuple[int, int | None, datetime, float | No
     return made
 
 
-def reference(rows: t.Iterable[tuple[int, int | None, datetime, float | None]], start: datetime,
-              end: datetime, engineer: t.Any = "all") -> dict[str, t.Any]:
-    picked = [r for r in rows if r[0] == 1 and start <= r[2].replace(tzinfo=UTC) <= end
-              and (engineer == "all" or r[1] == engineer)]
+def reference(
+    rows: t.Iterable[tuple[int, int | None, datetime, float | None]],
+    start: datetime,
+    end: datetime,
+    engineer: t.Any = "all",
+) -> dict[str, t.Any]:
+    picked = [
+        r
+        for r in rows
+        if r[0] == 1 and start <= r[2].replace(tzinfo=UTC) <= end and (engineer == "all" or r[1] == engineer)
+    ]
     deltas = sorted(r[3] for r in picked if r[3] is not None)
-    stats = ((float(np.mean(deltas)), float(np.percentile(deltas, 50)), float(np.percentile(deltas, 95)))
-             if deltas else (None, None, None))
+    stats = (
+        (float(np.mean(deltas)), float(np.percentile(deltas, 50)), float(np.percentile(deltas, 95)))
+        if deltas
+        else (None, None, None)
+    )
     buckets = [0] * (len(EDGES) + 1)
     for delta in deltas:
         buckets[sum(delta >= e for e in EDGES)] += 1
-    return {"n_handoffs_claimed": len(picked), "n_handoffs_with_action": len(deltas), "avg_seconds": stats[0],
-            "median_seconds": stats[1], "p95_seconds": stats[2], "buckets": buckets,
-            "no_action": len(picked) - len(deltas)}
+    return {
+        "n_handoffs_claimed": len(picked),
+        "n_handoffs_with_action": len(deltas),
+        "avg_seconds": stats[0],
+        "median_seconds": stats[1],
+        "p95_seconds": stats[2],
+        "buckets": buckets,
+        "no_action": len(picked) - len(deltas),
+    }
 
 
 def same(body: t.Mapping[str, t.Any], expected: t.Mapping[str, t.Any]) -> None:
@@ -67,7 +83,13 @@ def test_distribution_compare_and_groups_match_the_reference(client: t.Any) -> N
     assert [b["count"] for b in body["distribution"]["buckets"]] == expected["buckets"]
     assert body["distribution"]["no_action"] == expected["no_action"]
     assert [(b["min_seconds"], b["max_seconds"]) for b in body["distribution"]["buckets"]] == [
-        (0, 60), (60, 300), (300, 900), (900, 3600), (3600, 14400), (14400, None)]
+        (0, 60),
+        (60, 300),
+        (300, 900),
+        (900, 3600),
+        (3600, 14400),
+        (14400, None),
+    ]
     previous = body["previous"]
     assert previous["window_end"] < body["window_start"]
     before_end = start - timedelta(microseconds=1)
@@ -87,25 +109,32 @@ def test_custom_range_matches_the_reference_and_the_period(client: t.Any) -> Non
     assert body["period"] == "custom"
     assert (body["window_start"], body["window_end"]) == (since.isoformat(), until.isoformat())
     same(body, reference(rows, since, until))
-    naive = client.get(URL + f"?since={since.replace(tzinfo=None).isoformat()}&until="
-                       f"{until.replace(tzinfo=None).isoformat()}", headers=as_user(1)).get_json()
+    naive = client.get(
+        URL + f"?since={since.replace(tzinfo=None).isoformat()}&until={until.replace(tzinfo=None).isoformat()}",
+        headers=as_user(1),
+    ).get_json()
     assert naive["n_handoffs_claimed"] == body["n_handoffs_claimed"]  # no offset means UTC
     as_period = client.get(URL + "?period=30d", headers=as_user(1)).get_json()
-    as_range = client.get(URL + f"?since={(NOW - timedelta(days=30)).isoformat()}&until={NOW.isoformat()}"
-                          .replace("+", "%2B"), headers=as_user(1)).get_json()
+    as_range = client.get(
+        URL + f"?since={(NOW - timedelta(days=30)).isoformat()}&until={NOW.isoformat()}".replace("+", "%2B"),
+        headers=as_user(1),
+    ).get_json()
     assert {k: v for k, v in as_range.items() if k != "period"} == {k: v for k, v in as_period.items() if k != "period"}
 
 
-@pytest.mark.parametrize(("query", "field"), [
-    ("?since=2026-11-01T00:00:00Z", "until"),
-    ("?until=2026-11-01T00:00:00Z", "since"),
-    ("?since=2026-11-02T00:00:00Z&until=2026-11-01T00:00:00Z", "until"),
-    ("?since=2024-01-01T00:00:00Z&until=2026-01-01T00:00:00Z", "until"),
-    ("?period=7d&since=2026-11-01T00:00:00Z&until=2026-11-02T00:00:00Z", "period"),
-    ("?since=yesterday&until=today", "since"),
-    ("?compare=next", "compare"),
-    ("?group_by=team", "group_by"),
-])
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("?since=2026-11-01T00:00:00Z", "until"),
+        ("?until=2026-11-01T00:00:00Z", "since"),
+        ("?since=2026-11-02T00:00:00Z&until=2026-11-01T00:00:00Z", "until"),
+        ("?since=2024-01-01T00:00:00Z&until=2026-01-01T00:00:00Z", "until"),
+        ("?period=7d&since=2026-11-01T00:00:00Z&until=2026-11-02T00:00:00Z", "period"),
+        ("?since=yesterday&until=today", "since"),
+        ("?compare=next", "compare"),
+        ("?group_by=team", "group_by"),
+    ],
+)
 def test_bad_ranges_and_options_are_400(client: t.Any, query: str, field: str) -> None:
     for url in (URL, PSA):
         if "group_by" in query and url == PSA:
@@ -130,7 +159,10 @@ def test_bucket_edges_are_configurable(client: t.Any) -> None:
     f.commit()
     buckets = client.get(URL, headers=as_user(1)).get_json()["distribution"]["buckets"]
     assert [(b["min_seconds"], b["max_seconds"], b["count"]) for b in buckets] == [
-        (0, 10, 1), (10, 100, 1), (100, None, 1)]
+        (0, 10, 1),
+        (10, 100, 1),
+        (100, None, 1),
+    ]
 
 
 @pytest.mark.parametrize("app_config", [{"FLOWPILOT_ANALYTICS_COLUMNS": {"handoffs.claimed_by": "owner_id"}}])
@@ -161,16 +193,40 @@ def test_cli_prints_the_same_numbers_as_the_api(app: t.Any, client: t.Any) -> No
     seed(random.Random(2))
     api = client.get(URL + "?period=90d&compare=previous&group_by=engineer", headers=as_user(1)).get_json()
     runner = app.test_cli_runner()
-    result = runner.invoke(args=["flowpilot-analytics", "escalations", "--account", "1", "--period", "90d",
-                                 "--compare", "previous", "--group-by", "engineer", "--json"])
+    result = runner.invoke(
+        args=[
+            "flowpilot-analytics",
+            "escalations",
+            "--account",
+            "1",
+            "--period",
+            "90d",
+            "--compare",
+            "previous",
+            "--group-by",
+            "engineer",
+            "--json",
+        ]
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == api
     table = runner.invoke(args=["flowpilot-analytics", "escalations", "--account", "1", "--period", "90d"])
     assert f"n_handoffs_claimed      {api['n_handoffs_claimed']}" in table.output
     assert "NOT 'minutes recovered'" in table.output
     psa_api = client.get(PSA + "?period=7d&tz=Europe/Berlin", headers=as_user(1, "admin")).get_json()
-    psa = runner.invoke(args=["flowpilot-analytics", "psa-metrics", "--account", "1", "--period", "7d",
-                              "--tz", "Europe/Berlin", "--json"])
+    psa = runner.invoke(
+        args=[
+            "flowpilot-analytics",
+            "psa-metrics",
+            "--account",
+            "1",
+            "--period",
+            "7d",
+            "--tz",
+            "Europe/Berlin",
+            "--json",
+        ]
+    )
     assert json.loads(psa.output) == psa_api
     bad = runner.invoke(args=["flowpilot-analytics", "escalations", "--account", "1", "--since", "2026-01-01"])
     assert bad.exit_code == 2 and "until" in bad.output
@@ -202,8 +258,11 @@ def test_drill_down_pages_walk_every_handoff_once_in_a_stable_order(client: t.An
     with_action = [item["seconds"] for item in seen if item["seconds"] is not None]
     assert len(with_action) == body["n_handoffs_with_action"]
     assert float(np.percentile(with_action, 50)) == pytest.approx(body["median_seconds"])
-    expected = sorted(r[3] for r in rows if r[0] == 1 and r[3] is not None
-                      and NOW - timedelta(days=90) <= r[2].replace(tzinfo=UTC) <= NOW)
+    expected = sorted(
+        r[3]
+        for r in rows
+        if r[0] == 1 and r[3] is not None and NOW - timedelta(days=90) <= r[2].replace(tzinfo=UTC) <= NOW
+    )
     assert sorted(with_action) == pytest.approx(sorted(expected + [30.0] * 4))
 
 
@@ -211,8 +270,11 @@ def test_drill_down_pages_walk_every_handoff_once_in_a_stable_order(client: t.An
 def test_drill_down_filters_by_bucket(client: t.Any, bucket: str) -> None:
     seed(random.Random(4))
     body = client.get(URL, headers=as_user(1)).get_json()
-    expected = (body["distribution"]["no_action"] if bucket == "no_action"
-                else body["distribution"]["buckets"][int(bucket)]["count"])
+    expected = (
+        body["distribution"]["no_action"]
+        if bucket == "no_action"
+        else body["distribution"]["buckets"][int(bucket)]["count"]
+    )
     items = client.get(HANDOFFS + f"?bucket={bucket}&limit=500", headers=as_user(1)).get_json()["items"]
     assert len(items) == expected
     assert {item["bucket"] for item in items} <= {None if bucket == "no_action" else int(bucket)}
@@ -236,8 +298,19 @@ def test_csv_exports_stream_every_row_with_a_header(client: t.Any) -> None:
     assert [r.split(",")[0] for r in rows[1:]] == [d["date"] for d in json_trend]
 
 
-@pytest.mark.parametrize("query", ["?cursor=bm9wZQ", "?cursor=%%%", "?bucket=9", "?bucket=fast", "?limit=0",
-                                   "?limit=501", "?format=xml", "?bucket=9&format=csv"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "?cursor=bm9wZQ",
+        "?cursor=%%%",
+        "?bucket=9",
+        "?bucket=fast",
+        "?limit=0",
+        "?limit=501",
+        "?format=xml",
+        "?bucket=9&format=csv",
+    ],
+)
 def test_drill_down_bad_input_is_400_json(client: t.Any, query: str) -> None:
     response = client.get(HANDOFFS + query, headers=as_user(1))
     assert response.status_code == 400 and response.mimetype == "application/json"
@@ -262,14 +335,17 @@ def test_ties_across_page_boundaries_are_neither_repeated_nor_lost(client: t.Any
     f.commit()
     if backend == "sqlite":  # the same instants written in other ISO spellings must page the same way
         from .host import db
+
         with db.engine.begin() as conn:
-            conn.exec_driver_sql("UPDATE session_handoffs SET claimed_at = replace(claimed_at, ' ', 'T') "
-                                 "WHERE id % 2 = 0")
+            conn.exec_driver_sql(
+                "UPDATE session_handoffs SET claimed_at = replace(claimed_at, ' ', 'T') WHERE id % 2 = 0"
+            )
     seen: list[int] = []
     cursor = None
     for _ in range(20):
-        page = client.get(HANDOFFS + f"?limit={limit}" + (f"&cursor={cursor}" if cursor else ""),
-                          headers=as_user(1)).get_json()
+        page = client.get(
+            HANDOFFS + f"?limit={limit}" + (f"&cursor={cursor}" if cursor else ""), headers=as_user(1)
+        ).get_json()
         seen += [item["handoff_id"] for item in page["items"]]
         cursor = page["next_cursor"]
         if cursor is None:
@@ -283,8 +359,9 @@ def test_bucket_filter_and_cursor_together(client: t.Any) -> None:
     f.commit()
     seen, cursor = [], None
     for _ in range(10):
-        page = client.get(HANDOFFS + "?bucket=0&limit=2" + (f"&cursor={cursor}" if cursor else ""),
-                          headers=as_user(1)).get_json()
+        page = client.get(
+            HANDOFFS + "?bucket=0&limit=2" + (f"&cursor={cursor}" if cursor else ""), headers=as_user(1)
+        ).get_json()
         seen += page["items"]
         cursor = page["next_cursor"]
         if cursor is None:
@@ -302,6 +379,7 @@ def test_csv_export_crosses_query_chunks(client: t.Any) -> None:
 
 def test_csv_export_on_a_missing_table_is_a_json_error(client: t.Any) -> None:
     from . import host
+
     host.db.session.rollback()
     host.SessionHandoff.__table__.drop(host.db.engine)
     response = client.get(HANDOFFS + "?format=csv", headers=as_user(1))
@@ -311,17 +389,23 @@ def test_csv_export_on_a_missing_table_is_a_json_error(client: t.Any) -> None:
 
 def _forged(payload: t.Any) -> str:
     import base64
+
     return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
 
 
-@pytest.mark.parametrize("query", [
-    "?bucket=%C2%B2", f"?cursor={_forged({'k': '2026-11-01T00:00:00+00:00', 'id': [1]})}",
-    f"?cursor={_forged({'k': '2026-11-01T00:00:00+00:00', 'id': {'a': 1}})}",
-    f"?cursor={_forged({'k': '2026-11-01T00:00:00+00:00', 'id': 10**30})}",
-    f"?cursor={_forged({'k': '0001-01-01T00:00:00+05:00', 'id': 1})}",
-    f"?cursor={_forged({'k': 5, 'id': 1})}", f"?cursor={_forged([1, 2])}",
-    "?since=0001-01-01T00:00:00&until=0001-02-01T00:00:00",
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "?bucket=%C2%B2",
+        f"?cursor={_forged({'k': '2026-11-01T00:00:00+00:00', 'id': [1]})}",
+        f"?cursor={_forged({'k': '2026-11-01T00:00:00+00:00', 'id': {'a': 1}})}",
+        f"?cursor={_forged({'k': '2026-11-01T00:00:00+00:00', 'id': 10**30})}",
+        f"?cursor={_forged({'k': '0001-01-01T00:00:00+05:00', 'id': 1})}",
+        f"?cursor={_forged({'k': 5, 'id': 1})}",
+        f"?cursor={_forged([1, 2])}",
+        "?since=0001-01-01T00:00:00&until=0001-02-01T00:00:00",
+    ],
+)
 def test_forged_or_extreme_input_is_400_never_5xx(client: t.Any, backend: str, query: str) -> None:
     response = client.get(HANDOFFS + query, headers=as_user(1))
     assert response.status_code == 400, response.get_data(as_text=True)  # unsigned cursors never get through

@@ -13,9 +13,8 @@ from flowpilot_analytics import FlowpilotAnalytics
 
 from . import factories as f
 from .fake_psa import FakePsaService
-from .host import db
 from .helpers import ESCALATIONS, PSA, as_user
-
+from .host import db
 
 CACHED = {"FLOWPILOT_ANALYTICS_CACHE_TTL": 60}
 
@@ -64,8 +63,10 @@ def test_a_recorded_activity_invalidates_the_accounts_psa_entry(app: t.Any, clie
     theirs = client.get(PSA, headers=as_user(2, "admin")).get_data()
     psa.push_time_entry(sess, 30)
     f.commit()
-    assert client.get(PSA, headers=as_user(1, "admin")).get_json()["time_entries"]["count"] == \
-        mine["time_entries"]["count"] + 1
+    assert (
+        client.get(PSA, headers=as_user(1, "admin")).get_json()["time_entries"]["count"]
+        == mine["time_entries"]["count"] + 1
+    )
     assert client.get(PSA, headers=as_user(2, "admin")).get_data() == theirs  # untouched
     assert other.id != sess.id
 
@@ -96,8 +97,10 @@ def test_workers_share_the_cache_through_redis(make_app: t.Any, redis_url: str) 
     client.close()
 
 
-@pytest.mark.parametrize("app_config", [{"FLOWPILOT_ANALYTICS_CACHE_TTL": 60,
-                                         "FLOWPILOT_ANALYTICS_CACHE_STORAGE_URI": "redis://127.0.0.1:1/0"}])
+@pytest.mark.parametrize(
+    "app_config",
+    [{"FLOWPILOT_ANALYTICS_CACHE_TTL": 60, "FLOWPILOT_ANALYTICS_CACHE_STORAGE_URI": "redis://127.0.0.1:1/0"}],
+)
 def test_unreachable_cache_answers_uncached(client: t.Any, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="flowpilot_analytics"):
         response = client.get(ESCALATIONS, headers=as_user(1))

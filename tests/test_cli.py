@@ -25,8 +25,10 @@ def test_ddl_for_another_dialect(app: t.Any) -> None:
 def test_doctor_passes_when_every_index_is_there(app: t.Any) -> None:
     result = app.test_cli_runner().invoke(args=["flowpilot-analytics", "doctor"])
     assert result.exit_code == 0, result.output
-    assert "ok      ai_session_steps (account_id, session_id, created_at): ix_steps_account_session_created" \
+    assert (
+        "ok      ai_session_steps (account_id, session_id, created_at): ix_steps_account_session_created"
         in result.output
+    )
     assert "uq_psa_activity_logs_account_type_external" in result.output
 
 

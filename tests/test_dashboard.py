@@ -25,8 +25,9 @@ def page(demo: t.Any, tmp_path: t.Any) -> t.Iterator[tuple[t.Any, str]]:
 
 
 def api(url: str, path: str, token: str) -> tuple[int, dict[str, t.Any]]:
-    request = urllib.request.Request(url + "/api/v1/analytics/flowpilot/" + path,
-                                     headers={"Authorization": f"Bearer {token}"})
+    request = urllib.request.Request(
+        url + "/api/v1/analytics/flowpilot/" + path, headers={"Authorization": f"Bearer {token}"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return int(response.status), json.loads(response.read())
@@ -38,8 +39,9 @@ def wait_loaded(driver: t.Any, loads: int) -> None:
     """Wait (bounded) until the page has finished its ``loads``-th refresh."""
     from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(driver, 30).until(lambda d: int(d.find_element("tag name", "body").get_attribute(
-        "data-loaded") or 0) >= loads)
+    WebDriverWait(driver, 30).until(
+        lambda d: int(d.find_element("tag name", "body").get_attribute("data-loaded") or 0) >= loads
+    )
 
 
 def card(driver: t.Any, name: str) -> t.Any:
@@ -63,8 +65,10 @@ def test_page_shows_the_apis_numbers_and_switches_period(page: tuple[t.Any, str]
     assert raw(driver, "claimed") == body["n_handoffs_claimed"]
     assert raw(driver, "with-action") == body["n_handoffs_with_action"]
     assert "NOT 'minutes recovered'" in driver.find_element("id", "metric-definition").text
-    funnel = {row.get_attribute("data-stage"): int(row.get_attribute("data-count"))
-              for row in driver.find_elements("css selector", "#funnel .bar-row")}
+    funnel = {
+        row.get_attribute("data-stage"): int(row.get_attribute("data-count"))
+        for row in driver.find_elements("css selector", "#funnel .bar-row")
+    }
     _, psa = api(url, "psa-metrics?period=30d&tz=UTC", "acme-admin")
     assert funnel == {k: psa["funnel"][k] for k in ("sessions", "linked", "doc_pushed", "time_entry_logged")}
     assert driver.find_element("id", "trend").get_attribute("data-days") == str(len(psa["daily_trend"]))

@@ -13,8 +13,8 @@ import sqlalchemy as sa
 
 from . import factories as f
 from .fake_psa import FakePsaService
-from .host import NOW, db
 from .helpers import activity_rows
+from .host import NOW, db
 
 
 @pytest.fixture
@@ -72,8 +72,10 @@ def test_n_pushes_with_a_flaky_database_then_replay_lose_nothing(app: t.Any, psa
     counts = Counter((r["account_id"], r["activity_type"], r["external_id"]) for r in recorded)
     lost = pushes - len(counts)
     duplicated = sum(n - 1 for n in counts.values())
-    print(f"\nN={pushes} pushes, {flaky.failures} writes failed and were dead-lettered, "
-          f"lost={lost}, duplicated={duplicated}")
+    print(
+        f"\nN={pushes} pushes, {flaky.failures} writes failed and were dead-lettered, "
+        f"lost={lost}, duplicated={duplicated}"
+    )
     assert (len(recorded), lost, duplicated) == (pushes, 0, 0)
     assert {r["created_at"] for r in recorded} == {NOW}
     again = replay(app)
@@ -83,21 +85,39 @@ def test_n_pushes_with_a_flaky_database_then_replay_lose_nothing(app: t.Any, psa
 
 def test_replay_skips_what_is_already_there(app: t.Any) -> None:
     state = app.extensions["flowpilot_analytics"]
-    payload = {"account_id": 1, "session_id": 4, "activity_type": "note_posted", "psa_ticket_id": "T",
-               "external_id": "N-1", "minutes": None, "created_at": NOW}
+    payload = {
+        "account_id": 1,
+        "session_id": 4,
+        "activity_type": "note_posted",
+        "psa_ticket_id": "T",
+        "external_id": "N-1",
+        "minutes": None,
+        "created_at": NOW,
+    }
     anonymous = {**payload, "external_id": None, "activity_type": "time_entry_posted", "minutes": 12.5}
     for entry in (payload, payload, anonymous, anonymous):
         state.dead_letters.append(entry)
     result = replay(app)
     assert "written 2, already present 2, still failing 0" in result.output
     assert sorted((r["activity_type"], r["external_id"], r["minutes"]) for r in rows()) == [
-        ("note_posted", "N-1", None), ("time_entry_posted", None, 12.5)]
+        ("note_posted", "N-1", None),
+        ("time_entry_posted", None, 12.5),
+    ]
 
 
 def test_entries_that_still_fail_are_kept(app: t.Any) -> None:
     state = app.extensions["flowpilot_analytics"]
-    state.dead_letters.append({"account_id": 1, "session_id": 1, "activity_type": "note_posted",
-                               "psa_ticket_id": None, "external_id": "K-1", "minutes": None, "created_at": NOW})
+    state.dead_letters.append(
+        {
+            "account_id": 1,
+            "session_id": 1,
+            "activity_type": "note_posted",
+            "psa_ticket_id": None,
+            "external_id": "K-1",
+            "minutes": None,
+            "created_at": NOW,
+        }
+    )
     db.session.rollback()
     db.metadata.tables["psa_activity_logs"].drop(db.engine)
     try:
@@ -124,9 +144,17 @@ def test_dead_letter_file_is_json_lines_with_the_whole_payload(app: t.Any, psa: 
     with open(path, encoding="utf-8") as handle:
         entries = [json.loads(line) for line in handle]
     assert [len(entry.pop("idempotency_key")) for entry in entries] == [36]
-    assert entries == [{"account_id": 1, "session_id": sess.id, "activity_type": "time_entry_posted",
-                        "psa_ticket_id": "T-9", "external_id": "1000", "minutes": 25.0,
-                        "created_at": "2026-11-15T12:00:00+00:00"}]
+    assert entries == [
+        {
+            "account_id": 1,
+            "session_id": sess.id,
+            "activity_type": "time_entry_posted",
+            "psa_ticket_id": "T-9",
+            "external_id": "1000",
+            "minutes": 25.0,
+            "created_at": "2026-11-15T12:00:00+00:00",
+        }
+    ]
     assert os.stat(path).st_mode & 0o777 == 0o600  # only its owner reads what the hook kept
 
 
@@ -153,8 +181,15 @@ def test_dead_letters_in_a_table(app: t.Any, psa: FakePsaService) -> None:
 
 def test_an_interrupted_replay_is_finished_by_the_next(app: t.Any) -> None:
     state = app.extensions["flowpilot_analytics"]
-    payload = {"account_id": 1, "session_id": 2, "activity_type": "note_posted", "psa_ticket_id": None,
-               "external_id": "I-1", "minutes": None, "created_at": NOW.isoformat()}
+    payload = {
+        "account_id": 1,
+        "session_id": 2,
+        "activity_type": "note_posted",
+        "psa_ticket_id": None,
+        "external_id": "I-1",
+        "minutes": None,
+        "created_at": NOW.isoformat(),
+    }
     with open(state.dead_letters.path + ".replaying", "w", encoding="utf-8") as handle:  # left by a crash
         handle.write(json.dumps(payload) + "\n")
     state.dead_letters.append({**payload, "external_id": "I-2", "created_at": NOW})

@@ -7,16 +7,22 @@ import typing as t
 
 def test_demo_seeds_and_answers(demo: t.Any) -> None:
     client = demo.test_client()
-    body = client.get("/api/v1/analytics/flowpilot/escalations?period=30d",
-                      headers={"Authorization": "Bearer acme-engineer"}).get_json()
+    body = client.get(
+        "/api/v1/analytics/flowpilot/escalations?period=30d", headers={"Authorization": "Bearer acme-engineer"}
+    ).get_json()
     assert body["n_handoffs_claimed"] > 50
     assert body["n_handoffs_with_action"] <= body["n_handoffs_claimed"]
     assert 0 < body["median_seconds"] <= body["p95_seconds"]
-    small = client.get("/api/v1/analytics/flowpilot/escalations?period=30d",
-                       headers={"Authorization": "Bearer initech-admin"}).get_json()
+    small = client.get(
+        "/api/v1/analytics/flowpilot/escalations?period=30d", headers={"Authorization": "Bearer initech-admin"}
+    ).get_json()
     assert small["n_handoffs_claimed"] < body["n_handoffs_claimed"]
-    assert client.get("/api/v1/analytics/flowpilot/escalations",
-                      headers={"Authorization": "Bearer acme-viewer"}).status_code == 403
+    assert (
+        client.get(
+            "/api/v1/analytics/flowpilot/escalations", headers={"Authorization": "Bearer acme-viewer"}
+        ).status_code
+        == 403
+    )
     assert client.get("/api/v1/analytics/flowpilot/escalations").status_code == 401
 
 

@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from flowpilot_analytics import METRIC_DEFINITION
 
 from . import factories as f
-from .host import NOW, db
 from .helpers import ESCALATIONS, as_user
+from .host import NOW, db
 
 URL = ESCALATIONS
 
@@ -85,10 +85,10 @@ def test_step_exactly_at_claim_is_zero(client: t.Any) -> None:
 
 
 def test_window_edges_are_inclusive(client: t.Any) -> None:
-    f.escalation(1, f.at(days=30), 10)                   # exactly window_start: in
-    f.escalation(1, f.at(days=30, seconds_ago=1), 20)    # one second earlier: out
-    f.escalation(1, f.at(0), 30)                         # exactly now: in
-    f.escalation(1, f.at(-1), 40)                        # one second in the future: out
+    f.escalation(1, f.at(days=30), 10)  # exactly window_start: in
+    f.escalation(1, f.at(days=30, seconds_ago=1), 20)  # one second earlier: out
+    f.escalation(1, f.at(0), 30)  # exactly now: in
+    f.escalation(1, f.at(-1), 40)  # one second in the future: out
     f.commit()
     body = get(client).get_json()
     assert body["n_handoffs_claimed"] == 2
@@ -137,9 +137,17 @@ def test_accounts_never_see_each_other(client: t.Any) -> None:
     assert get(client, account=3).get_json()["n_handoffs_claimed"] == 0
 
 
-@pytest.mark.parametrize(("role", "status"), [
-    ("viewer", 403), ("engineer", 200), ("team_admin", 200), ("admin", 200), ("owner", 403), ("ADMIN", 403),
-])
+@pytest.mark.parametrize(
+    ("role", "status"),
+    [
+        ("viewer", 403),
+        ("engineer", 200),
+        ("team_admin", 200),
+        ("admin", 200),
+        ("owner", 403),
+        ("ADMIN", 403),
+    ],
+)
 def test_roles(client: t.Any, role: str, status: int) -> None:
     response = get(client, role=role)
     assert response.status_code == status
@@ -175,7 +183,7 @@ def test_clock_skew_allowance_and_floor(client: t.Any) -> None:
     claimed = f.at(days=1)
     drifted = f.session(1, claimed - timedelta(hours=1))
     f.handoff(drifted, claimed)
-    f.step(drifted, claimed - timedelta(seconds=5))   # inside the allowance: counts, floored at 0
+    f.step(drifted, claimed - timedelta(seconds=5))  # inside the allowance: counts, floored at 0
     too_early = f.session(1, claimed - timedelta(hours=1))
     f.handoff(too_early, claimed)
     f.step(too_early, claimed - timedelta(seconds=30))  # outside it: no action
@@ -221,8 +229,14 @@ def test_one_query_whatever_the_data_size(client: t.Any, app: t.Any) -> None:
         sa.event.remove(engine, "before_cursor_execute", count)
 
 
-def reference(handoffs: list[tuple[int, int, t.Any]], steps: list[tuple[int, int, t.Any]], account: int,
-              start: t.Any, end: t.Any, skew: float) -> dict[str, t.Any]:
+def reference(
+    handoffs: list[tuple[int, int, t.Any]],
+    steps: list[tuple[int, int, t.Any]],
+    account: int,
+    start: t.Any,
+    end: t.Any,
+    skew: float,
+) -> dict[str, t.Any]:
     """The metric computed the slow, obvious way, with numpy for the statistics."""
     claimed = 0
     deltas = []
@@ -233,10 +247,18 @@ def reference(handoffs: list[tuple[int, int, t.Any]], steps: list[tuple[int, int
         after = [c for a, s, c in steps if a == acct and s == sess and c >= claimed_at - timedelta(seconds=skew)]
         if after:
             deltas.append(max(0.0, (min(after) - claimed_at).total_seconds()))
-    stats = (float(np.mean(deltas)), float(np.percentile(deltas, 50)), float(np.percentile(deltas, 95))) \
-        if deltas else (None, None, None)
-    return {"n_handoffs_claimed": claimed, "n_handoffs_with_action": len(deltas),
-            "avg_seconds": stats[0], "median_seconds": stats[1], "p95_seconds": stats[2]}
+    stats = (
+        (float(np.mean(deltas)), float(np.percentile(deltas, 50)), float(np.percentile(deltas, 95)))
+        if deltas
+        else (None, None, None)
+    )
+    return {
+        "n_handoffs_claimed": claimed,
+        "n_handoffs_with_action": len(deltas),
+        "avg_seconds": stats[0],
+        "median_seconds": stats[1],
+        "p95_seconds": stats[2],
+    }
 
 
 @pytest.mark.parametrize("seed", [7, 2026])

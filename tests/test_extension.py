@@ -14,8 +14,8 @@ from flowpilot_analytics import FlowpilotAnalytics, Identity
 
 from . import factories as f
 from . import host
-from .host import NOW, db
 from .helpers import ESCALATIONS, as_user
+from .host import NOW, db
 
 URL = ESCALATIONS
 
@@ -32,13 +32,16 @@ def test_init_app_needs_db_and_loader() -> None:
         FlowpilotAnalytics().init_app(Flask("b"), db=db)
 
 
-@pytest.mark.parametrize(("config", "message"), [
-    ({"FLOWPILOT_ANALYTICS_ROUTE_ROLES": {"escalations": "boss"}}, "not in"),
-    ({"FLOWPILOT_ANALYTICS_ROLES": []}, "non-empty"),
-    ({"FLOWPILOT_ANALYTICS_CLOCK_SKEW_SECONDS": -1}, "seconds"),
-    ({"FLOWPILOT_ANALYTICS_TABLES": {"tickets": "x"}}, "unknown keys"),
-    ({"FLOWPILOT_ANALYTICS_COLUMNS": {"handoffs.owner": "x"}}, "is not"),
-])
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"FLOWPILOT_ANALYTICS_ROUTE_ROLES": {"escalations": "boss"}}, "not in"),
+        ({"FLOWPILOT_ANALYTICS_ROLES": []}, "non-empty"),
+        ({"FLOWPILOT_ANALYTICS_CLOCK_SKEW_SECONDS": -1}, "seconds"),
+        ({"FLOWPILOT_ANALYTICS_TABLES": {"tickets": "x"}}, "unknown keys"),
+        ({"FLOWPILOT_ANALYTICS_COLUMNS": {"handoffs.owner": "x"}}, "is not"),
+    ],
+)
 def test_bad_settings_fail_at_startup(config: dict[str, t.Any], message: str) -> None:
     app = Flask("bad")
     app.config.update(config)
@@ -63,9 +66,11 @@ def test_constructor_form_registers_too(database_uri: str, make_app: t.Any) -> N
 
 
 def test_two_apps_in_one_process_keep_their_own_settings(make_app: t.Any, app: Flask) -> None:
-    other = make_app(FLOWPILOT_ANALYTICS_URL_PREFIX="/reports",
-                            FLOWPILOT_ANALYTICS_ROUTE_ROLES={"escalations": "viewer"},
-                            clock=lambda: NOW + timedelta(days=60))
+    other = make_app(
+        FLOWPILOT_ANALYTICS_URL_PREFIX="/reports",
+        FLOWPILOT_ANALYTICS_ROUTE_ROLES={"escalations": "viewer"},
+        clock=lambda: NOW + timedelta(days=60),
+    )
     with app.app_context():
         f.escalation(1, f.at(days=1), 42)
         f.commit()
@@ -79,10 +84,15 @@ def test_two_apps_in_one_process_keep_their_own_settings(make_app: t.Any, app: F
     assert third.get_json()["median_seconds"] == 42.0
 
 
-@pytest.mark.parametrize("app_config", [{
-    "FLOWPILOT_ANALYTICS_ROLES": ["guest", "tech", "lead"],
-    "FLOWPILOT_ANALYTICS_ROUTE_ROLES": {"escalations": "lead", "psa_metrics": "lead"},
-}])
+@pytest.mark.parametrize(
+    "app_config",
+    [
+        {
+            "FLOWPILOT_ANALYTICS_ROLES": ["guest", "tech", "lead"],
+            "FLOWPILOT_ANALYTICS_ROUTE_ROLES": {"escalations": "lead", "psa_metrics": "lead"},
+        }
+    ],
+)
 def test_custom_role_ladder(client: t.Any) -> None:
     assert client.get(URL, headers=as_user(1, "tech")).status_code == 403
     assert client.get(URL, headers=as_user(1, "lead")).status_code == 200
@@ -96,8 +106,7 @@ def test_host_error_pages_are_untouched(client: t.Any) -> None:
     assert client.get("/host/ping").get_json() == {"pong": "yes"}
 
 
-def test_database_failure_is_503_json_and_logged(app: Flask, client: t.Any,
-                                                  caplog: pytest.LogCaptureFixture) -> None:
+def test_database_failure_is_503_json_and_logged(app: Flask, client: t.Any, caplog: pytest.LogCaptureFixture) -> None:
     assert client.get(URL, headers=as_user(1)).status_code == 200
 
     def refuse(*args: t.Any) -> None:
@@ -145,20 +154,39 @@ def test_loader_returning_partial_identity_is_401(database_uri: str, make_app: t
 
 ALT = sa.MetaData()
 AWARE = sa.DateTime(timezone=True)
-ALT_SESSIONS = sa.Table("tz_sessions", ALT, sa.Column("id", sa.Integer, primary_key=True),
-                        sa.Column("tenant", sa.Integer), sa.Column("opened", AWARE),
-                        sa.Column("psa_ticket_id", sa.String(64)))
-ALT_STEPS = sa.Table("tz_steps", ALT, sa.Column("id", sa.Integer, primary_key=True),
-                     sa.Column("tenant", sa.Integer), sa.Column("session_id", sa.Integer),
-                     sa.Column("created_at", sa.DateTime(timezone=False)))
-ALT_HANDOFFS = sa.Table("tz_handoffs", ALT, sa.Column("id", sa.Integer, primary_key=True),
-                        sa.Column("tenant", sa.Integer), sa.Column("session_id", sa.Integer),
-                        sa.Column("created_at", AWARE), sa.Column("accepted_at", AWARE))
+ALT_SESSIONS = sa.Table(
+    "tz_sessions",
+    ALT,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("tenant", sa.Integer),
+    sa.Column("opened", AWARE),
+    sa.Column("psa_ticket_id", sa.String(64)),
+)
+ALT_STEPS = sa.Table(
+    "tz_steps",
+    ALT,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("tenant", sa.Integer),
+    sa.Column("session_id", sa.Integer),
+    sa.Column("created_at", sa.DateTime(timezone=False)),
+)
+ALT_HANDOFFS = sa.Table(
+    "tz_handoffs",
+    ALT,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("tenant", sa.Integer),
+    sa.Column("session_id", sa.Integer),
+    sa.Column("created_at", AWARE),
+    sa.Column("accepted_at", AWARE),
+)
 MAPPED = {
     "FLOWPILOT_ANALYTICS_TABLES": {"sessions": "tz_sessions", "steps": "tz_steps", "handoffs": "tz_handoffs"},
     "FLOWPILOT_ANALYTICS_COLUMNS": {
-        "sessions.account_id": "tenant", "sessions.created_at": "opened",
-        "steps.account_id": "tenant", "handoffs.account_id": "tenant", "handoffs.claimed_at": "accepted_at",
+        "sessions.account_id": "tenant",
+        "sessions.created_at": "opened",
+        "steps.account_id": "tenant",
+        "handoffs.account_id": "tenant",
+        "handoffs.claimed_at": "accepted_at",
     },
 }
 
@@ -178,21 +206,48 @@ def test_mapped_tables_and_aware_timestamps(app: Flask, client: t.Any, dialect: 
         with db.engine.begin() as conn:
             if dialect == "postgresql":
                 conn.exec_driver_sql("SET TIME ZONE 'America/New_York'")
-            conn.execute(ALT_SESSIONS.insert(), [{"id": 1, "tenant": 7, "opened": _stamp(dialect, claimed)},
-                                                 {"id": 2, "tenant": 7, "opened": _stamp(dialect, edge)}])
-            conn.execute(ALT_HANDOFFS.insert(), [
-                {"id": 1, "tenant": 7, "session_id": 1, "created_at": _stamp(dialect, claimed),
-                 "accepted_at": _stamp(dialect, claimed)},
-                {"id": 2, "tenant": 7, "session_id": 2, "created_at": _stamp(dialect, edge),
-                 "accepted_at": _stamp(dialect, edge)},
-            ])
+            conn.execute(
+                ALT_SESSIONS.insert(),
+                [
+                    {"id": 1, "tenant": 7, "opened": _stamp(dialect, claimed)},
+                    {"id": 2, "tenant": 7, "opened": _stamp(dialect, edge)},
+                ],
+            )
+            conn.execute(
+                ALT_HANDOFFS.insert(),
+                [
+                    {
+                        "id": 1,
+                        "tenant": 7,
+                        "session_id": 1,
+                        "created_at": _stamp(dialect, claimed),
+                        "accepted_at": _stamp(dialect, claimed),
+                    },
+                    {
+                        "id": 2,
+                        "tenant": 7,
+                        "session_id": 2,
+                        "created_at": _stamp(dialect, edge),
+                        "accepted_at": _stamp(dialect, edge),
+                    },
+                ],
+            )
             # steps are naive UTC; the first one is 90 s after the claim, the other precedes it
-            conn.execute(ALT_STEPS.insert(), [
-                {"tenant": 7, "session_id": 1, "created_at": (claimed + timedelta(seconds=90)).astimezone(
-                    timezone.utc).replace(tzinfo=None)},
-                {"tenant": 7, "session_id": 1, "created_at": (claimed - timedelta(seconds=1)).astimezone(
-                    timezone.utc).replace(tzinfo=None)},
-            ])
+            conn.execute(
+                ALT_STEPS.insert(),
+                [
+                    {
+                        "tenant": 7,
+                        "session_id": 1,
+                        "created_at": (claimed + timedelta(seconds=90)).astimezone(timezone.utc).replace(tzinfo=None),
+                    },
+                    {
+                        "tenant": 7,
+                        "session_id": 1,
+                        "created_at": (claimed - timedelta(seconds=1)).astimezone(timezone.utc).replace(tzinfo=None),
+                    },
+                ],
+            )
         body = client.get(URL, headers=as_user(7)).get_json()
         assert body["n_handoffs_claimed"] == 1
         assert body["n_handoffs_with_action"] == 1
@@ -200,5 +255,3 @@ def test_mapped_tables_and_aware_timestamps(app: Flask, client: t.Any, dialect: 
     finally:
         db.session.remove()
         ALT.drop_all(db.engine)
-
-

@@ -13,9 +13,9 @@ import pytest
 import sqlalchemy as sa
 
 from . import host
+from .helpers import unavailable
 from .host import db
 from .services import PG_BIN, PrivateCluster, private_cluster
-from .helpers import unavailable
 
 
 @pytest.fixture
@@ -25,8 +25,7 @@ def cluster() -> t.Iterator[PrivateCluster]:
     yield from private_cluster()
 
 
-def test_500_pushes_with_the_database_killed_at_150_and_back_at_300(cluster: PrivateCluster,
-                                                                     tmp_path: t.Any) -> None:
+def test_500_pushes_with_the_database_killed_at_150_and_back_at_300(cluster: PrivateCluster, tmp_path: t.Any) -> None:
     app = host.create_app(cluster.url, FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH=str(tmp_path / "dead.jsonl"))
     psa = app.extensions["test_psa"]
     state = app.extensions["flowpilot_analytics"]
@@ -64,14 +63,17 @@ def test_500_pushes_with_the_database_killed_at_150_and_back_at_300(cluster: Pri
         result = app.test_cli_runner().invoke(args=["flowpilot-analytics", "replay-activities"])
         table = db.metadata.tables["psa_activity_logs"]
         with db.engine.connect() as conn:
-            recorded = conn.execute(sa.select(table.c.account_id, table.c.activity_type, table.c.external_id,
-                                              table.c.idempotency_key)).all()
+            recorded = conn.execute(
+                sa.select(table.c.account_id, table.c.activity_type, table.c.external_id, table.c.idempotency_key)
+            ).all()
         db.session.remove()
         db.engine.dispose()
     changed = sum(1 for got, want in zip(returned, expected) if got != want)
     duplicated = sum(n - 1 for n in Counter((r[0], r[1], r[2]) for r in recorded).values())
-    print(f"\n500 pushes, database killed at 150 and back at 300: {changed} changed, {dead} dead-lettered, "
-          f"{len(recorded)} rows after replay, {duplicated} duplicated; slowest push {slowest * 1000:.0f} ms")
+    print(
+        f"\n500 pushes, database killed at 150 and back at 300: {changed} changed, {dead} dead-lettered, "
+        f"{len(recorded)} rows after replay, {duplicated} duplicated; slowest push {slowest * 1000:.0f} ms"
+    )
     assert result.exit_code == 0, result.output
     assert (changed, len(recorded), duplicated) == (0, 500, 0)
     assert len({r[3] for r in recorded}) == 500

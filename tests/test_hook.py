@@ -15,8 +15,8 @@ from flowpilot_analytics import FlowpilotAnalytics, activity_recorded
 
 from . import factories as f
 from .fake_psa import FakePsaService, PsaDown
-from .host import NOW, AISession, db
 from .helpers import activity_rows
+from .host import NOW, AISession, db
 
 
 @pytest.fixture
@@ -49,7 +49,9 @@ def test_successful_pushes_record_one_row_each(psa: FakePsaService) -> None:
     f.commit()
     rows = committed_rows()
     assert [(r["activity_type"], r["external_id"], r["minutes"]) for r in rows] == [
-        ("note_posted", "1000", None), ("time_entry_posted", "1001", 37.5)]
+        ("note_posted", "1000", None),
+        ("time_entry_posted", "1001", 37.5),
+    ]
     assert {(r["account_id"], r["session_id"], r["psa_ticket_id"]) for r in rows} == {(1, sess.id, "T-1")}
     assert all(r["created_at"] == NOW for r in rows)
 
@@ -73,7 +75,8 @@ def test_failed_push_propagates_unchanged_and_records_nothing(psa: FakePsaServic
 
 
 def test_dropped_table_logs_payload_and_returns_the_push_result(
-        psa: FakePsaService, caplog: pytest.LogCaptureFixture) -> None:
+    psa: FakePsaService, caplog: pytest.LogCaptureFixture
+) -> None:
     sess = ticket_session()
     session_id = sess.id
     db.session.rollback()
@@ -106,7 +109,7 @@ def test_invalid_pending_host_object_is_not_flushed_by_the_hook(psa: FakePsaServ
     assert result["id"] == "1000"
     db.session.expunge(bad)  # the host drops its own bad object...
     db.session.add(AISession(account_id=1, created_at=f.at(), title="good"))
-    db.session.commit()      # ...and its good work commits, with the activity
+    db.session.commit()  # ...and its good work commits, with the activity
     assert [r["external_id"] for r in committed_rows()] == ["1000"]
     assert db.session.scalar(sa.select(sa.func.count()).select_from(AISession)) == 2
 
@@ -126,13 +129,17 @@ def test_host_flush_error_then_push_still_returns(psa: FakePsaService, caplog: p
     assert db.session.scalar(sa.select(sa.func.count()).select_from(AISession)) == 2
 
 
-@pytest.mark.parametrize(("args", "kwargs"), [
-    ((types.SimpleNamespace(id=1, psa_ticket_id="T"), 10), {}),                # no account_id
-    ((types.SimpleNamespace(id=1, account_id=1, psa_ticket_id="T"), "lots"), {}),  # minutes not a number
-    ((), {}),                                                                  # no session at all
-])
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        ((types.SimpleNamespace(id=1, psa_ticket_id="T"), 10), {}),  # no account_id
+        ((types.SimpleNamespace(id=1, account_id=1, psa_ticket_id="T"), "lots"), {}),  # minutes not a number
+        ((), {}),  # no session at all
+    ],
+)
 def test_unreadable_arguments_are_logged_not_raised(
-        analytics: FlowpilotAnalytics, caplog: pytest.LogCaptureFixture, args: t.Any, kwargs: t.Any) -> None:
+    analytics: FlowpilotAnalytics, caplog: pytest.LogCaptureFixture, args: t.Any, kwargs: t.Any
+) -> None:
     @analytics.psa_activity("time_entry_posted")
     def push(*a: t.Any, **k: t.Any) -> dict[str, str]:
         return {"id": "E-1"}
@@ -158,12 +165,15 @@ def test_retry_with_same_external_id_is_recorded_once_per_account_and_type(psa: 
     psa.fixed_id = "N-7"
     psa.push_note(sess, "first try")
     psa.push_note(sess, "retry")
-    psa.push_time_entry(sess, 5)       # same id, other type: recorded
+    psa.push_time_entry(sess, 5)  # same id, other type: recorded
     psa.push_note(other, "other account, same id")  # other account: recorded
     f.commit()
     rows = committed_rows()
     assert sorted((r["account_id"], r["activity_type"]) for r in rows) == [
-        (1, "note_posted"), (1, "time_entry_posted"), (2, "note_posted")]
+        (1, "note_posted"),
+        (1, "time_entry_posted"),
+        (2, "note_posted"),
+    ]
 
 
 def test_pushes_without_external_id_are_all_recorded(analytics: FlowpilotAnalytics) -> None:
@@ -186,7 +196,9 @@ def test_module_service_and_configured_method_names(analytics: FlowpilotAnalytic
     assert module.log_time(sess, 12) == {"id": "T1"}
     f.commit()
     assert [(r["activity_type"], r["minutes"]) for r in committed_rows()] == [
-        ("note_posted", None), ("time_entry_posted", 12.0)]
+        ("note_posted", None),
+        ("time_entry_posted", 12.0),
+    ]
 
 
 def test_service_without_push_functions_is_refused(analytics: FlowpilotAnalytics) -> None:
@@ -195,10 +207,15 @@ def test_service_without_push_functions_is_refused(analytics: FlowpilotAnalytics
 
 
 def test_decorator_with_custom_extract(analytics: FlowpilotAnalytics) -> None:
-    @analytics.psa_activity("time_entry_posted",
-                            extract=lambda args, kwargs, result: {"account_id": kwargs["tenant"],
-                                                                  "session_id": None, "minutes": result["mins"],
-                                                                  "external_id": result["ref"]})
+    @analytics.psa_activity(
+        "time_entry_posted",
+        extract=lambda args, kwargs, result: {
+            "account_id": kwargs["tenant"],
+            "session_id": None,
+            "minutes": result["mins"],
+            "external_id": result["ref"],
+        },
+    )
     def log_time(*, tenant: int, hours: float) -> dict[str, t.Any]:
         return {"ref": "X-1", "mins": hours * 60}
 
@@ -255,8 +272,7 @@ def test_failing_signal_receiver_does_not_break_the_push(psa: FakePsaService) ->
     assert len(committed_rows()) == 1
 
 
-def test_outside_an_app_context_the_push_goes_through(psa: FakePsaService,
-                                                      caplog: pytest.LogCaptureFixture) -> None:
+def test_outside_an_app_context_the_push_goes_through(psa: FakePsaService, caplog: pytest.LogCaptureFixture) -> None:
     sess = types.SimpleNamespace(id=1, account_id=1, psa_ticket_id="T")
     results: list[t.Any] = []
     with caplog.at_level(logging.WARNING, logger="flowpilot_analytics"):
@@ -268,6 +284,7 @@ def test_outside_an_app_context_the_push_goes_through(psa: FakePsaService,
 
 
 # -- transaction semantics ------------------------------------------------------------------------
+
 
 def test_row_survives_the_hosts_rollback_and_leaves_its_session_alone(psa: FakePsaService) -> None:
     sess = ticket_session()
@@ -303,8 +320,9 @@ def test_hook_rows_reach_the_psa_metrics(client: t.Any, psa: FakePsaService) -> 
     psa.push_note(sess, "doc")
     psa.push_time_entry(sess, 45)
     f.commit()
-    body = client.get("/api/v1/analytics/flowpilot/psa-metrics", headers={
-        "X-Account": "1", "X-Role": "team_admin"}).get_json()
+    body = client.get(
+        "/api/v1/analytics/flowpilot/psa-metrics", headers={"X-Account": "1", "X-Role": "team_admin"}
+    ).get_json()
     assert body["funnel"]["time_entry_logged"] == 1
     assert body["time_entries"] == {"count": 1, "total_minutes": 45.0, "total_hours": 0.75}
 

@@ -8,17 +8,16 @@ from collections import Counter
 
 import hypothesis
 import pytest
-import sqlalchemy as sa
 import schemathesis
+import sqlalchemy as sa
 from openapi_spec_validator import validate
 from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from . import factories as f
 from . import host
-from .host import db
 from .helpers import BASE, as_user
-
+from .host import db
 
 DOC = BASE + "/openapi.json"
 
@@ -37,8 +36,8 @@ def test_document_is_served_without_identity_and_is_valid_openapi(client: t.Any)
     document = response.get_json()
     validate(document)
     assert document["openapi"].startswith("3.")
-    assert set(document["paths"]) == {BASE + "/escalations", BASE + "/escalations/handoffs", BASE + "/psa-metrics",
-                                      DOC}
+    assert set(document["paths"]) == {BASE + "/escalations", BASE + "/escalations/handoffs", BASE + "/psa-metrics", DOC}
+
     def parameter(path: str, name: str) -> dict[str, t.Any]:
         return next(p for p in document["paths"][BASE + path]["get"]["parameters"] if p["name"] == name)
 
@@ -98,9 +97,18 @@ def test_every_real_response_validates_against_the_document(client: t.Any) -> No
         sa.event.remove(db.engine, "before_cursor_execute", refuse)
     host.SessionHandoff.__table__.drop(db.engine)
     check(escalations, "?period=7d", as_user(1))
-    assert seen >= {("escalations", 200), ("escalations", 400), ("escalations", 401), ("escalations", 403),
-                    ("psa-metrics", 200), ("psa-metrics", 400), ("psa-metrics", 429), ("escalations", 304),
-                    ("psa-metrics", 503), ("escalations", 500)}
+    assert seen >= {
+        ("escalations", 200),
+        ("escalations", 400),
+        ("escalations", 401),
+        ("escalations", 403),
+        ("psa-metrics", 200),
+        ("psa-metrics", 400),
+        ("psa-metrics", 429),
+        ("escalations", 304),
+        ("psa-metrics", 503),
+        ("escalations", 500),
+    }
 
 
 IDENTITIES = [None, "viewer", "engineer", "team_admin", "admin", "superuser"]
@@ -122,8 +130,14 @@ def test_fuzzing_finds_no_server_error_and_no_off_contract_response(client: t.An
         parameterless = op.path.endswith("openapi.json")  # nothing to make invalid there
         modes = (GenerationMode.POSITIVE,) if parameterless else (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
         for mode in modes:
-            @hypothesis.settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, derandomize=True,
-                                 suppress_health_check=list(hypothesis.HealthCheck))
+
+            @hypothesis.settings(
+                max_examples=FUZZ_EXAMPLES,
+                deadline=None,
+                database=None,
+                derandomize=True,
+                suppress_health_check=list(hypothesis.HealthCheck),
+            )
             @hypothesis.given(case=op.as_strategy(generation_mode=mode))
             def run(case: t.Any) -> None:
                 response = client.get(case.formatted_path, query_string=case.query, headers=headers)

@@ -18,8 +18,8 @@ import pytest
 import redis
 
 from . import host
-from .host import db
 from .helpers import ESCALATIONS, PSA, as_user, unavailable
+from .host import db
 
 
 def free_port() -> int:
@@ -74,7 +74,9 @@ class RedisServer:
     def start(self) -> None:
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         wait_for_line(self.process, "Ready to accept connections")
 
     def stop(self) -> None:
@@ -97,9 +99,16 @@ def redis_server() -> t.Iterator[RedisServer]:
     server.stop()
 
 
-@pytest.mark.parametrize("app_config", [{"FLOWPILOT_ANALYTICS_RATELIMIT_STORAGE_URI": "redis://127.0.0.1:1/0",
-                                         "FLOWPILOT_ANALYTICS_CACHE_STORAGE_URI": "redis://127.0.0.1:1/0",
-                                         "FLOWPILOT_ANALYTICS_CACHE_TTL": 60}])
+@pytest.mark.parametrize(
+    "app_config",
+    [
+        {
+            "FLOWPILOT_ANALYTICS_RATELIMIT_STORAGE_URI": "redis://127.0.0.1:1/0",
+            "FLOWPILOT_ANALYTICS_CACHE_STORAGE_URI": "redis://127.0.0.1:1/0",
+            "FLOWPILOT_ANALYTICS_CACHE_TTL": 60,
+        }
+    ],
+)
 def test_unreachable_redis_limits_per_process(client: t.Any, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="flowpilot_analytics"):
         codes = [client.get(PSA, headers=as_user(1, "admin")).status_code for _ in range(16)]
@@ -109,8 +118,7 @@ def test_unreachable_redis_limits_per_process(client: t.Any, caplog: pytest.LogC
     assert any("cache unavailable" in m for m in messages)
 
 
-def test_redis_stopped_then_back(make_app: t.Any, redis_server: RedisServer,
-                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_redis_stopped_then_back(make_app: t.Any, redis_server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
     app = make_app(FLOWPILOT_ANALYTICS_RATELIMIT_STORAGE_URI=redis_server.url)
     with app.app_context():
         db.create_all()
@@ -133,7 +141,8 @@ def test_redis_stopped_then_back(make_app: t.Any, redis_server: RedisServer,
 
 
 def test_failing_identity_loader_is_a_json_500_without_internals(
-        database_uri: str, make_app: t.Any, caplog: pytest.LogCaptureFixture) -> None:
+    database_uri: str, make_app: t.Any, caplog: pytest.LogCaptureFixture
+) -> None:
     def broken_loader() -> None:
         raise KeyError("session secret sauce")
 
@@ -141,15 +150,19 @@ def test_failing_identity_loader_is_a_json_500_without_internals(
     with caplog.at_level(logging.ERROR, logger="flowpilot_analytics"):
         response = app.test_client().get(ESCALATIONS)
     assert response.status_code == 500
-    assert response.get_json() == {"error": {"code": "internal_error",
-                                             "message": "The analytics service failed unexpectedly."}}
+    assert response.get_json() == {
+        "error": {"code": "internal_error", "message": "The analytics service failed unexpectedly."}
+    }
     assert "secret sauce" not in response.get_data(as_text=True)
     assert any(r.exc_info for r in caplog.records)
 
 
 def test_unreachable_database_is_503(dialect: str, make_app: t.Any, tmp_path: t.Any) -> None:
-    uri = ("postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=2" if dialect == "postgresql"
-           else f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}")
+    uri = (
+        "postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=2"
+        if dialect == "postgresql"
+        else f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}"
+    )
     app = make_app(host.create_app(uri))
     response = app.test_client().get(ESCALATIONS, headers=as_user(1))
     assert response.status_code == 503
@@ -160,12 +173,31 @@ def test_unreachable_database_is_503(dialect: str, make_app: t.Any, tmp_path: t.
 def test_real_workers_share_one_budget(app: t.Any, database_uri: str, redis_url: str, tmp_path: t.Any) -> None:
     """Three gunicorn workers on 127.0.0.1, 30 concurrent calls by one user: exactly 15 pass."""
     port = free_port()
-    env = {**os.environ, "FPA_TEST_DATABASE_URI": database_uri, "FPA_TEST_REDIS_URL": redis_url,
-           "FPA_TEST_DEAD_LETTERS": str(tmp_path / "dead.jsonl")}
+    env = {
+        **os.environ,
+        "FPA_TEST_DATABASE_URI": database_uri,
+        "FPA_TEST_REDIS_URL": redis_url,
+        "FPA_TEST_DEAD_LETTERS": str(tmp_path / "dead.jsonl"),
+    }
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--workers", "3", "--bind", f"127.0.0.1:{port}", "--log-level", "info",
-         "tests.wsgi_host:create_app()"], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--workers",
+            "3",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "info",
+            "tests.wsgi_host:create_app()",
+        ],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     user = uuid.uuid4().int % 10**9
     try:
         wait_for_line(process, "Booting worker", count=3)

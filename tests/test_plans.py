@@ -9,8 +9,8 @@ import pytest
 import sqlalchemy as sa
 
 from . import factories as f
-from .host import db
 from .helpers import as_user
+from .host import db
 
 
 def captured_queries(client: t.Any, url: str, headers: dict[str, str]) -> list[tuple[str, t.Any]]:
@@ -81,8 +81,9 @@ def test_escalations_probe_the_step_index_per_handoff(client: t.Any) -> None:
 @pytest.mark.usefixtures("postgres_only")
 def test_psa_metrics_use_session_and_activity_indexes(client: t.Any) -> None:
     seed()
-    queries = captured_queries(client, "/api/v1/analytics/flowpilot/psa-metrics?period=90d&tz=Europe/Berlin",
-                               as_user(1, "admin"))
+    queries = captured_queries(
+        client, "/api/v1/analytics/flowpilot/psa-metrics?period=90d&tz=Europe/Berlin", as_user(1, "admin")
+    )
     assert len(queries) == 2
     sessions_plan, activities_plan = (plan_nodes(*q) for q in queries)
     assert "ix_sessions_account_created" in index_scans(sessions_plan)
@@ -95,8 +96,9 @@ def test_psa_metrics_use_session_and_activity_indexes(client: t.Any) -> None:
 @pytest.mark.usefixtures("postgres_only")
 def test_drill_down_pages_are_index_ranges(client: t.Any) -> None:
     seed()
-    first = client.get("/api/v1/analytics/flowpilot/escalations/handoffs?period=90d&limit=5",
-                       headers=as_user(1)).get_json()
+    first = client.get(
+        "/api/v1/analytics/flowpilot/escalations/handoffs?period=90d&limit=5", headers=as_user(1)
+    ).get_json()
     url = f"/api/v1/analytics/flowpilot/escalations/handoffs?period=90d&limit=5&cursor={first['next_cursor']}"
     queries = captured_queries(client, url, as_user(1))
     nodes = plan_nodes(*queries[-1])

@@ -16,8 +16,8 @@ from flowpilot_analytics import FlowpilotAnalytics
 
 from . import factories as f
 from . import host
-from .host import NOW, db
 from .helpers import PSA, as_user
+from .host import NOW, db
 
 URL = PSA
 UTC = timezone.utc
@@ -33,11 +33,11 @@ def utc(*args: int) -> datetime:
 
 def build_funnel_fixture() -> None:
     """Four sessions in the window of account 1 (one outside it), with their activities."""
-    full = f.session(1, f.at(days=2), ticket="T-1")           # linked, note, time entry
-    noted = f.session(1, f.at(days=3), ticket="T-2")          # linked, note only
-    f.session(1, f.at(days=4), ticket="T-3")                  # linked, nothing pushed
-    unlinked = f.session(1, f.at(days=5))                     # note without a ticket: not doc_pushed
-    old = f.session(1, f.at(days=45), ticket="T-0")           # outside 30d
+    full = f.session(1, f.at(days=2), ticket="T-1")  # linked, note, time entry
+    noted = f.session(1, f.at(days=3), ticket="T-2")  # linked, note only
+    f.session(1, f.at(days=4), ticket="T-3")  # linked, nothing pushed
+    unlinked = f.session(1, f.at(days=5))  # note without a ticket: not doc_pushed
+    old = f.session(1, f.at(days=45), ticket="T-0")  # outside 30d
     f.activity(1, full.id, "note_posted", f.at(days=2))
     f.activity(1, full.id, "time_entry_posted", f.at(days=1), minutes=30)
     f.activity(1, full.id, "time_entry_posted", f.at(days=40), minutes=999)  # outside the window: funnel only
@@ -45,7 +45,7 @@ def build_funnel_fixture() -> None:
     f.activity(1, unlinked.id, "note_posted", f.at(days=5))
     f.activity(1, unlinked.id, "time_entry_posted", f.at(days=5), minutes=45)
     f.activity(1, old.id, "note_posted", f.at(days=44))
-    other = f.session(2, f.at(days=2), ticket="X")            # another account: never counted
+    other = f.session(2, f.at(days=2), ticket="X")  # another account: never counted
     f.activity(2, other.id, "note_posted", f.at(days=2))
     f.activity(2, other.id, "time_entry_posted", f.at(days=2), minutes=500)
     f.commit()
@@ -61,17 +61,31 @@ def test_hand_computed_fixture(client: t.Any) -> None:
     assert body["window_start"] == "2026-10-16T12:00:00+00:00"
     assert body["time_entries"] == {"count": 2, "total_minutes": 75.0, "total_hours": 1.25}
     assert body["funnel"] == {
-        "sessions": 4, "linked": 3, "doc_pushed": 2, "time_entry_logged": 1,
-        "linked_rate": 0.75, "doc_pushed_rate": pytest.approx(2 / 3), "time_entry_logged_rate": 0.5,
+        "sessions": 4,
+        "linked": 3,
+        "doc_pushed": 2,
+        "time_entry_logged": 1,
+        "linked_rate": 0.75,
+        "doc_pushed_rate": pytest.approx(2 / 3),
+        "time_entry_logged_rate": 0.5,
     }
     trend = body["daily_trend"]
-    assert [row["date"] for row in trend] == [(date(2026, 10, 16) + timedelta(days=i)).isoformat()
-                                              for i in range(31)]
+    assert [row["date"] for row in trend] == [(date(2026, 10, 16) + timedelta(days=i)).isoformat() for i in range(31)]
     by_day = {row["date"]: row for row in trend}
-    assert by_day["2026-11-13"] == {"date": "2026-11-13", "sessions": 1, "notes_posted": 1, "time_entries": 0,
-                                    "minutes": 0.0}
-    assert by_day["2026-11-14"] == {"date": "2026-11-14", "sessions": 0, "notes_posted": 0, "time_entries": 1,
-                                    "minutes": 30.0}
+    assert by_day["2026-11-13"] == {
+        "date": "2026-11-13",
+        "sessions": 1,
+        "notes_posted": 1,
+        "time_entries": 0,
+        "minutes": 0.0,
+    }
+    assert by_day["2026-11-14"] == {
+        "date": "2026-11-14",
+        "sessions": 0,
+        "notes_posted": 0,
+        "time_entries": 1,
+        "minutes": 30.0,
+    }
     assert by_day["2026-11-10"]["time_entries"] == 1 and by_day["2026-11-10"]["minutes"] == 45.0
     assert sum(row["sessions"] for row in trend) == 4
     assert sum(row["minutes"] for row in trend) == body["time_entries"]["total_minutes"]
@@ -79,8 +93,15 @@ def test_hand_computed_fixture(client: t.Any) -> None:
 
 def test_empty_account_has_null_rates_and_a_zero_filled_trend(client: t.Any) -> None:
     body = get(client, query="?period=7d").get_json()
-    assert body["funnel"] == {"sessions": 0, "linked": 0, "doc_pushed": 0, "time_entry_logged": 0,
-                              "linked_rate": None, "doc_pushed_rate": None, "time_entry_logged_rate": None}
+    assert body["funnel"] == {
+        "sessions": 0,
+        "linked": 0,
+        "doc_pushed": 0,
+        "time_entry_logged": 0,
+        "linked_rate": None,
+        "doc_pushed_rate": None,
+        "time_entry_logged_rate": None,
+    }
     assert body["time_entries"] == {"count": 0, "total_minutes": 0.0, "total_hours": 0.0}
     assert len(body["daily_trend"]) == 8
     assert all(row["sessions"] == row["notes_posted"] == row["time_entries"] == 0 for row in body["daily_trend"])
@@ -93,7 +114,7 @@ def test_local_days_in_a_non_utc_zone(client: t.Any) -> None:
     body = get(client, query="?period=7d&tz=America/New_York").get_json()
     assert body["timezone"] == "America/New_York"
     trend = {row["date"]: row for row in body["daily_trend"]}
-    assert [row["date"] for row in body["daily_trend"]][0] == "2026-11-08"   # 07:00 local on the 8th
+    assert [row["date"] for row in body["daily_trend"]][0] == "2026-11-08"  # 07:00 local on the 8th
     assert [row["date"] for row in body["daily_trend"]][-1] == "2026-11-15"  # 07:00 local on the 15th
     assert trend["2026-11-14"]["sessions"] == 1 and trend["2026-11-15"]["sessions"] == 0
     assert trend["2026-11-15"]["notes_posted"] == 1
@@ -101,10 +122,12 @@ def test_local_days_in_a_non_utc_zone(client: t.Any) -> None:
 
 def test_days_across_a_dst_change(client: t.Any) -> None:
     sess = f.session(1, f.at(days=20), ticket="T")
-    for moment in (utc(2026, 11, 1, 3, 30),   # 23:30 EDT, 31 Oct
-                   utc(2026, 11, 1, 4, 30),   # 00:30 EDT, 1 Nov
-                   utc(2026, 11, 2, 4, 30),   # 23:30 EST, 1 Nov (the 25-hour day)
-                   utc(2026, 11, 2, 5, 30)):  # 00:30 EST, 2 Nov
+    for moment in (
+        utc(2026, 11, 1, 3, 30),  # 23:30 EDT, 31 Oct
+        utc(2026, 11, 1, 4, 30),  # 00:30 EDT, 1 Nov
+        utc(2026, 11, 2, 4, 30),  # 23:30 EST, 1 Nov (the 25-hour day)
+        utc(2026, 11, 2, 5, 30),
+    ):  # 00:30 EST, 2 Nov
         f.activity(1, sess.id, "note_posted", moment)
     f.commit()
     body = get(client, query="?tz=America/New_York").get_json()
@@ -130,8 +153,9 @@ def test_bad_period_is_400(client: t.Any, query: str) -> None:
     assert response.get_json()["error"]["details"]["allowed_periods"] == ["7d", "30d", "90d"]
 
 
-@pytest.mark.parametrize(("role", "status"), [("viewer", 403), ("engineer", 403), ("team_admin", 200),
-                                              ("admin", 200), ("root", 403)])
+@pytest.mark.parametrize(
+    ("role", "status"), [("viewer", 403), ("engineer", 403), ("team_admin", 200), ("admin", 200), ("root", 403)]
+)
 def test_roles(client: t.Any, role: str, status: int) -> None:
     assert get(client, role=role).status_code == status
 
@@ -145,8 +169,13 @@ def test_account_comes_from_the_identity_only(client: t.Any) -> None:
     assert theirs["funnel"]["sessions"] == 1
 
 
-def reference(sessions: list[tuple[int, int, datetime, str | None]], activities: list[tuple[int, int, str, datetime,
-              float | None]], account: int, days: int, zone: ZoneInfo) -> dict[str, t.Any]:
+def reference(
+    sessions: list[tuple[int, int, datetime, str | None]],
+    activities: list[tuple[int, int, str, datetime, float | None]],
+    account: int,
+    days: int,
+    zone: ZoneInfo,
+) -> dict[str, t.Any]:
     """The psa-metrics computed the obvious way, from the rows the test wrote."""
     end = NOW
     start = NOW - timedelta(days=days)
@@ -164,8 +193,13 @@ def reference(sessions: list[tuple[int, int, datetime, str | None]], activities:
     trend: dict[str, dict[str, t.Any]] = {}
     day = start.astimezone(zone).date()
     while day <= end.astimezone(zone).date():
-        trend[day.isoformat()] = {"date": day.isoformat(), "sessions": 0, "notes_posted": 0, "time_entries": 0,
-                                  "minutes": 0.0}
+        trend[day.isoformat()] = {
+            "date": day.isoformat(),
+            "sessions": 0,
+            "notes_posted": 0,
+            "time_entries": 0,
+            "minutes": 0.0,
+        }
         day += timedelta(days=1)
 
     def local(moment: datetime) -> str:
@@ -181,8 +215,11 @@ def reference(sessions: list[tuple[int, int, datetime, str | None]], activities:
             row["time_entries"] += 1
             row["minutes"] += a[4] or 0.0
     total = sum(a[4] or 0.0 for a in entries)
-    return {"time_entries": {"count": len(entries), "total_minutes": total, "total_hours": round(total / 60, 4)},
-            "funnel": (len(mine), len(linked), len(doc), len(logged)), "daily_trend": list(trend.values())}
+    return {
+        "time_entries": {"count": len(entries), "total_minutes": total, "total_hours": round(total / 60, 4)},
+        "funnel": (len(mine), len(linked), len(doc), len(logged)),
+        "daily_trend": list(trend.values()),
+    }
 
 
 @pytest.mark.parametrize("seed", [3, 11])
@@ -221,6 +258,7 @@ def test_randomized_against_reference(client: t.Any, seed: int) -> None:
 
 # -- rate limit -----------------------------------------------------------------------------------
 
+
 def test_sixteenth_call_in_a_minute_is_429_per_user(app: Flask, client: t.Any) -> None:
     for _ in range(15):
         assert get(client, user=1).status_code == 200
@@ -229,8 +267,8 @@ def test_sixteenth_call_in_a_minute_is_429_per_user(app: Flask, client: t.Any) -
     assert 1 <= int(limited.headers["Retry-After"]) <= 60
     error = limited.get_json()["error"]
     assert error["code"] == "rate_limited" and error["details"]["limit"] == "15 per 1 minute"
-    assert get(client, user=2).status_code == 200                  # another user has their own budget
-    assert get(client, user=1, account=2).status_code == 200       # user ids are per account
+    assert get(client, user=2).status_code == 200  # another user has their own budget
+    assert get(client, user=1, account=2).status_code == 200  # user ids are per account
     assert client.get("/api/v1/analytics/flowpilot/escalations", headers=as_user(1, "admin")).status_code == 200
     app.extensions["flowpilot_analytics"].extension.reset_rate_limit(1, 1)
     assert get(client, user=1).status_code == 200
@@ -242,8 +280,10 @@ def test_limit_is_configurable(client: t.Any) -> None:
     assert int(get(client).headers["Retry-After"]) > 60
 
 
-@pytest.mark.parametrize("app_config", [{"RATELIMIT_DEFAULT": "1 per minute", "RATELIMIT_APPLICATION": "1 per day",
-                                         "RATELIMIT_STORAGE_URI": "memory://"}])
+@pytest.mark.parametrize(
+    "app_config",
+    [{"RATELIMIT_DEFAULT": "1 per minute", "RATELIMIT_APPLICATION": "1 per day", "RATELIMIT_STORAGE_URI": "memory://"}],
+)
 def test_plugin_limiter_never_touches_host_routes_or_settings(app: Flask, client: t.Any) -> None:
     before = {k: v for k, v in app.config.items() if k.startswith("RATELIMIT_")}
     assert [client.get("/host/ping").status_code for _ in range(5)] == [200] * 5
@@ -271,7 +311,8 @@ def test_host_with_its_own_limiter(database_uri: str, make_app: t.Any) -> None:
     assert codes == [200] * 15 + [429]
     assert [client.get("/host/limited").status_code for _ in range(4)] == [200, 200, 200, 429]
     stats = limiter.limiter.get_window_stats(
-        __import__("limits").parse("15 per minute"), "flowpilot_analytics", "psa_metrics", "1", "9")
+        __import__("limits").parse("15 per minute"), "flowpilot_analytics", "psa_metrics", "1", "9"
+    )
     assert stats.remaining == 0  # the plugin's count lives in the host limiter's storage
 
 
@@ -282,8 +323,10 @@ def test_two_app_instances_share_one_budget_on_redis(make_app: t.Any, redis_url:
         db.create_all()
     user = uuid.uuid4().int % 10**9  # a user no earlier run has spent budget for
     try:
-        codes = [(first if i % 2 else second).test_client().get(URL, headers=as_user(1, "admin", user)).status_code
-                 for i in range(15)]
+        codes = [
+            (first if i % 2 else second).test_client().get(URL, headers=as_user(1, "admin", user)).status_code
+            for i in range(15)
+        ]
         assert codes == [200] * 15
         assert first.test_client().get(URL, headers=as_user(1, "admin", user)).status_code == 429
         assert second.test_client().get(URL, headers=as_user(1, "admin", user)).status_code == 429

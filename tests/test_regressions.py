@@ -18,15 +18,16 @@ from flowpilot_analytics import FlowpilotAnalytics
 from . import factories as f
 from . import host
 from .fake_psa import FakePsaService
-from .host import NOW, db
 from .helpers import ESCALATIONS, PSA, as_user
+from .host import NOW, db
 
 URL = ESCALATIONS
 
 
 @pytest.mark.parametrize("minutes", [math.nan, math.inf, -5])
-def test_non_finite_or_negative_minutes_are_refused_not_stored(app: t.Any, client: t.Any, minutes: float,
-                                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_non_finite_or_negative_minutes_are_refused_not_stored(
+    app: t.Any, client: t.Any, minutes: float, caplog: pytest.LogCaptureFixture
+) -> None:
     psa = app.extensions["flowpilot_analytics"].extension.wrap_psa_service(FakePsaService())
     sess = f.session(1, f.at(days=1), ticket="T")
     f.commit()
@@ -58,13 +59,16 @@ def test_a_service_wrapped_by_two_extension_objects_records_in_each_app(database
         db.drop_all(bind_key=None)
 
 
-@pytest.mark.parametrize(("config", "message"), [
-    ({"FLOWPILOT_ANALYTICS_ROLES": ["a", "b"], "FLOWPILOT_ANALYTICS_ROUTE_ROLES": {"escalations": "a"}}, "not in"),
-    ({"FLOWPILOT_ANALYTICS_ROUTE_ROLES": {"psa-metrics": "admin"}}, "unknown routes"),
-    ({"FLOWPILOT_ANALYTICS_CLOCK_SKEW_SECONDS": math.nan}, "seconds"),
-    ({"FLOWPILOT_ANALYTICS_CLOCK_SKEW_SECONDS": 1e20}, "seconds"),
-    ({"FLOWPILOT_ANALYTICS_BUCKET_EDGES_SECONDS": [60, 30]}, "increasing"),
-])
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"FLOWPILOT_ANALYTICS_ROLES": ["a", "b"], "FLOWPILOT_ANALYTICS_ROUTE_ROLES": {"escalations": "a"}}, "not in"),
+        ({"FLOWPILOT_ANALYTICS_ROUTE_ROLES": {"psa-metrics": "admin"}}, "unknown routes"),
+        ({"FLOWPILOT_ANALYTICS_CLOCK_SKEW_SECONDS": math.nan}, "seconds"),
+        ({"FLOWPILOT_ANALYTICS_CLOCK_SKEW_SECONDS": 1e20}, "seconds"),
+        ({"FLOWPILOT_ANALYTICS_BUCKET_EDGES_SECONDS": [60, 30]}, "increasing"),
+    ],
+)
 def test_settings_that_would_fail_later_fail_at_startup(config: dict[str, t.Any], message: str) -> None:
     app = Flask("bad")
     app.config.update(config)
@@ -115,23 +119,35 @@ def test_two_apps_on_one_redis_never_share_cached_answers(make_app: t.Any, tmp_p
 
 
 @pytest.mark.parametrize("aware", [True, False])
-def test_a_host_declared_activity_table_is_read_and_written_in_utc(database_uri: str,
-                                                                   backend: str, aware: bool) -> None:
+def test_a_host_declared_activity_table_is_read_and_written_in_utc(
+    database_uri: str, backend: str, aware: bool
+) -> None:
     """The host declares psa_activity_logs itself (here in its own metadata, with its own timestamp type)."""
     if backend == "postgresql":
         options = {"connect_args": {"options": "-c timezone=America/New_York"}}  # a server zone that is not UTC
     else:
         options = {}
     metadata = sa.MetaData()
-    sa.Table("psa_activity_logs", metadata, sa.Column("id", sa.Integer, primary_key=True),
-             sa.Column("account_id", sa.Integer), sa.Column("session_id", sa.Integer),
-             sa.Column("activity_type", sa.String(64)), sa.Column("psa_ticket_id", sa.String(64)),
-             sa.Column("external_id", sa.String(64)), sa.Column("minutes", sa.Float),
-             sa.Column("created_at", sa.DateTime(timezone=aware)),
-             sa.Column("idempotency_key", sa.String(36), unique=True))
+    sa.Table(
+        "psa_activity_logs",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("account_id", sa.Integer),
+        sa.Column("session_id", sa.Integer),
+        sa.Column("activity_type", sa.String(64)),
+        sa.Column("psa_ticket_id", sa.String(64)),
+        sa.Column("external_id", sa.String(64)),
+        sa.Column("minutes", sa.Float),
+        sa.Column("created_at", sa.DateTime(timezone=aware)),
+        sa.Column("idempotency_key", sa.String(36), unique=True),
+    )
     app = Flask(f"declared_{aware}")
-    app.config.update(SQLALCHEMY_DATABASE_URI=database_uri, SQLALCHEMY_ENGINE_OPTIONS=options,
-                      FLOWPILOT_ANALYTICS_CACHE_TTL=0, SECRET_KEY="s")
+    app.config.update(
+        SQLALCHEMY_DATABASE_URI=database_uri,
+        SQLALCHEMY_ENGINE_OPTIONS=options,
+        FLOWPILOT_ANALYTICS_CACHE_TTL=0,
+        SECRET_KEY="s",
+    )
     own = type(db)(metadata=metadata)
     own.init_app(app)
     late = NOW.replace(hour=23, minute=30) - timedelta(days=5)  # 23:30 UTC is the next day in Berlin
@@ -162,8 +178,13 @@ def test_a_host_declared_activity_table_is_read_and_written_in_utc(database_uri:
 
 def test_a_host_declared_activity_table_without_the_idempotency_key_fails_at_startup() -> None:
     metadata = sa.MetaData()
-    sa.Table("psa_activity_logs", metadata, sa.Column("id", sa.Integer, primary_key=True),
-             sa.Column("account_id", sa.Integer), sa.Column("created_at", sa.DateTime))
+    sa.Table(
+        "psa_activity_logs",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("account_id", sa.Integer),
+        sa.Column("created_at", sa.DateTime),
+    )
     app = Flask("declared_old")
     app.config.update(SQLALCHEMY_DATABASE_URI="sqlite://", SECRET_KEY="s")
     own = type(db)(metadata=metadata)

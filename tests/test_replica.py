@@ -13,14 +13,16 @@ from flowpilot_analytics import FlowpilotAnalytics
 
 from . import factories as f
 from .fake_psa import FakePsaService
-from .host import db, load_identity
 from .helpers import as_user
+from .host import db, load_identity
 
 
 @pytest.fixture
 def app_config(tmp_path: t.Any) -> dict[str, t.Any]:
-    return {"SQLALCHEMY_BINDS": {"replica": f"sqlite:///{tmp_path / 'replica.db'}"},
-            "FLOWPILOT_ANALYTICS_BIND": "replica"}
+    return {
+        "SQLALCHEMY_BINDS": {"replica": f"sqlite:///{tmp_path / 'replica.db'}"},
+        "FLOWPILOT_ANALYTICS_BIND": "replica",
+    }
 
 
 def test_reads_go_to_the_replica_and_writes_to_the_primary(app: Flask, client: t.Any) -> None:
@@ -29,12 +31,24 @@ def test_reads_go_to_the_replica_and_writes_to_the_primary(app: Flask, client: t
     try:
         claimed = f.at(days=1)
         with replica.begin() as conn:  # the replica has data the primary does not
-            conn.execute(sa.text("INSERT INTO ai_sessions (id, account_id, created_at, title, psa_ticket_id) "
-                                 "VALUES (1, 1, :c, 'r', 'T')"), {"c": claimed - timedelta(hours=1)})
-            conn.execute(sa.text("INSERT INTO session_handoffs (account_id, session_id, created_at, claimed_at) "
-                                 "VALUES (1, 1, :c, :c)"), {"c": claimed})
-            conn.execute(sa.text("INSERT INTO ai_session_steps (account_id, session_id, created_at) "
-                                 "VALUES (1, 1, :s)"), {"s": claimed + timedelta(seconds=77)})
+            conn.execute(
+                sa.text(
+                    "INSERT INTO ai_sessions (id, account_id, created_at, title, psa_ticket_id) "
+                    "VALUES (1, 1, :c, 'r', 'T')"
+                ),
+                {"c": claimed - timedelta(hours=1)},
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO session_handoffs (account_id, session_id, created_at, claimed_at) "
+                    "VALUES (1, 1, :c, :c)"
+                ),
+                {"c": claimed},
+            )
+            conn.execute(
+                sa.text("INSERT INTO ai_session_steps (account_id, session_id, created_at) VALUES (1, 1, :s)"),
+                {"s": claimed + timedelta(seconds=77)},
+            )
         body = client.get("/api/v1/analytics/flowpilot/escalations", headers=as_user(1)).get_json()
         assert (body["n_handoffs_claimed"], body["median_seconds"]) == (1, 77.0)
 

@@ -10,8 +10,8 @@ import sqlalchemy as sa
 
 from . import factories as f
 from .fake_psa import FakePsaService
-from .host import NOW, db
 from .helpers import ESCALATIONS, PSA, as_user
+from .host import NOW, db
 
 SETTING = "app.current_account_id"
 TABLES = ("ai_sessions", "ai_session_steps", "session_handoffs", "psa_activity_logs")
@@ -33,7 +33,8 @@ def rls_role(app: t.Any, dialect: str, tmp_path: t.Any) -> t.Iterator[str]:
             conn.exec_driver_sql(
                 f"CREATE POLICY tenant ON {table} USING "
                 f"(account_id = nullif(current_setting('{SETTING}', true), '')::bigint) WITH CHECK "
-                f"(account_id = nullif(current_setting('{SETTING}', true), '')::bigint)")
+                f"(account_id = nullif(current_setting('{SETTING}', true), '')::bigint)"
+            )
         conn.exec_driver_sql(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}")
     yield role
     with db.engine.begin() as conn:
@@ -50,16 +51,26 @@ def rls_role(app: t.Any, dialect: str, tmp_path: t.Any) -> t.Iterator[str]:
 def tenant_app(rls_role: str, database_uri: str, make_app: t.Any) -> t.Any:
     """The host app connecting as the restricted role, one pooled connection, the plugin's tenant setting on."""
     url = sa.engine.make_url(database_uri).set(username=rls_role).render_as_string(hide_password=False)
-    app = make_app(SQLALCHEMY_DATABASE_URI=url, FLOWPILOT_ANALYTICS_TENANT_SETTING=SETTING,
-                   SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 1, "max_overflow": 0})
+    app = make_app(
+        SQLALCHEMY_DATABASE_URI=url,
+        FLOWPILOT_ANALYTICS_TENANT_SETTING=SETTING,
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 1, "max_overflow": 0},
+    )
     with app.app_context():
         with db.engine.connect() as conn:  # fail fast if this role could see through the policies
-            superuser, bypass = conn.execute(sa.text(
-                "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user")).one()
-            owners = set(conn.execute(sa.text(
-                "SELECT tableowner FROM pg_tables WHERE tablename = ANY(:t)"), {"t": list(TABLES)}).scalars())
-            forced = set(conn.execute(sa.text(
-                "SELECT relforcerowsecurity FROM pg_class WHERE relname = ANY(:t)"), {"t": list(TABLES)}).scalars())
+            superuser, bypass = conn.execute(
+                sa.text("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user")
+            ).one()
+            owners = set(
+                conn.execute(
+                    sa.text("SELECT tableowner FROM pg_tables WHERE tablename = ANY(:t)"), {"t": list(TABLES)}
+                ).scalars()
+            )
+            forced = set(
+                conn.execute(
+                    sa.text("SELECT relforcerowsecurity FROM pg_class WHERE relname = ANY(:t)"), {"t": list(TABLES)}
+                ).scalars()
+            )
         assert not superuser and not bypass, "the test role can bypass row-level security"
         assert rls_role not in owners, "the test role owns a table, so policies may not apply to it"
         assert forced == {True}
@@ -85,8 +96,9 @@ def test_each_account_sees_only_its_own_numbers_under_rls(tenant_app: t.Any) -> 
     assert psa["funnel"]["sessions"] == 3 and sum(r["notes_posted"] for r in psa["daily_trend"]) == 3
 
 
-def test_without_the_tenant_setting_the_policies_hide_everything(rls_role: str, database_uri: str,
-                                                                 make_app: t.Any) -> None:
+def test_without_the_tenant_setting_the_policies_hide_everything(
+    rls_role: str, database_uri: str, make_app: t.Any
+) -> None:
     seed_two_accounts()
     url = sa.engine.make_url(database_uri).set(username=rls_role).render_as_string(hide_password=False)
     plain = make_app(SQLALCHEMY_DATABASE_URI=url)
@@ -105,10 +117,9 @@ def test_a_pooled_connection_never_carries_the_previous_tenant(tenant_app: t.Any
     seed_two_accounts()
     client = tenant_app.test_client()
     assert client.get(ESCALATIONS, headers=as_user(1)).status_code == 200
-    with tenant_app.app_context():
-        with db.engine.connect() as conn:  # the pool's only connection, just used for account 1
-            leftover = conn.execute(sa.text(f"SELECT current_setting('{SETTING}', true)")).scalar()
-            visible = conn.execute(sa.text("SELECT count(*) FROM session_handoffs")).scalar()
+    with tenant_app.app_context(), db.engine.connect() as conn:  # the pool's only connection, just used for 1
+        leftover = conn.execute(sa.text(f"SELECT current_setting('{SETTING}', true)")).scalar()
+        visible = conn.execute(sa.text("SELECT count(*) FROM session_handoffs")).scalar()
     assert leftover in (None, "")
     assert visible == 0
     assert client.get(ESCALATIONS, headers=as_user(2)).get_json()["median_seconds"] == 5000.0
@@ -120,8 +131,17 @@ def test_the_hook_writes_and_replays_under_rls(tenant_app: t.Any) -> None:
         sess = type("S", (), {"id": 9, "account_id": 2, "psa_ticket_id": "T"})()
         service.push_note(sess, "under RLS")
         state = tenant_app.extensions["flowpilot_analytics"]
-        state.dead_letters.append({"account_id": 1, "session_id": 3, "activity_type": "note_posted",
-                                   "psa_ticket_id": None, "external_id": "R-1", "minutes": None, "created_at": NOW})
+        state.dead_letters.append(
+            {
+                "account_id": 1,
+                "session_id": 3,
+                "activity_type": "note_posted",
+                "psa_ticket_id": None,
+                "external_id": "R-1",
+                "minutes": None,
+                "created_at": NOW,
+            }
+        )
         # inside this app's context, so the command runs as the restricted role
         result = tenant_app.test_cli_runner().invoke(args=["flowpilot-analytics", "replay-activities"])
     assert "written 1" in result.output, result.output

@@ -16,13 +16,12 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask, got_request_exception, request
 
-from flowpilot_analytics import FlowpilotAnalytics, Identity
+from flowpilot_analytics import Identity
 
 from . import factories as f
 from . import host
-from .fake_psa import FakePsaService
+from .helpers import ESCALATIONS, HANDOFFS, PSA, activity_rows, as_user
 from .host import NOW, db
-from .helpers import BASE, ESCALATIONS, HANDOFFS, PSA, activity_rows, as_user
 
 
 def rows() -> list[dict[str, t.Any]]:
@@ -38,6 +37,7 @@ def replay(app: Flask) -> t.Any:
 
 
 # -- 1. a push is recorded whatever the host's transaction does next ------------------------------------
+
 
 @pytest.fixture
 def served(make_app: t.Any) -> t.Iterator[Flask]:
@@ -61,7 +61,9 @@ def test_a_push_from_a_host_route_is_recorded_however_its_transaction_ends(serve
     with served.app_context():
         recorded = rows()
     assert [(r["activity_type"], r["external_id"], r["minutes"]) for r in recorded] == [
-        ("note_posted", "1000", None), ("time_entry_posted", "1001", 20.0)]
+        ("note_posted", "1000", None),
+        ("time_entry_posted", "1001", 20.0),
+    ]
     assert all(len(r["idempotency_key"]) == 36 for r in recorded)
     assert state(served).dead_letters.pending() == []  # rows, not dead letters
 
@@ -81,29 +83,55 @@ def test_recording_leaves_the_hosts_pending_objects_and_transaction_alone(app: F
 
 # -- 2. any number of replays at once record each activity exactly once ---------------------------------
 
+
 def _dead_letters(count: int) -> list[dict[str, t.Any]]:
     """Half with an external id, half without (nothing but the key to tell retries apart)."""
-    return [{"account_id": 1 + i % 3, "session_id": i, "activity_type": ("note_posted", "time_entry_posted")[i % 2],
-             "psa_ticket_id": "T", "external_id": f"E-{i}" if i % 4 < 2 else None,
-             "minutes": None if i % 2 == 0 else float(i % 50), "created_at": NOW, "idempotency_key": f"key-{i:05d}"}
-            for i in range(count)]
+    return [
+        {
+            "account_id": 1 + i % 3,
+            "session_id": i,
+            "activity_type": ("note_posted", "time_entry_posted")[i % 2],
+            "psa_ticket_id": "T",
+            "external_id": f"E-{i}" if i % 4 < 2 else None,
+            "minutes": None if i % 2 == 0 else float(i % 50),
+            "created_at": NOW,
+            "idempotency_key": f"key-{i:05d}",
+        }
+        for i in range(count)
+    ]
 
 
 @pytest.mark.parametrize("store", ["file", "table"])
-def test_three_replays_at_once_record_each_activity_once(app: Flask, database_uri: str, tmp_path: t.Any,
-                                                        store: str) -> None:
+def test_three_replays_at_once_record_each_activity_once(
+    app: Flask, database_uri: str, tmp_path: t.Any, store: str
+) -> None:
     import subprocess
     import sys
 
     table_name = "fpa_dead_letters_concurrent" if store == "table" else ""
-    env = {**os.environ, "FPA_TEST_DATABASE_URI": database_uri, "FPA_TEST_REDIS_URL": "memory://",
-           "FPA_TEST_DEAD_LETTERS": str(tmp_path / "replayed.jsonl"), "FPA_TEST_DEAD_LETTER_TABLE": table_name}
+    env = {
+        **os.environ,
+        "FPA_TEST_DATABASE_URI": database_uri,
+        "FPA_TEST_REDIS_URL": "memory://",
+        "FPA_TEST_DEAD_LETTERS": str(tmp_path / "replayed.jsonl"),
+        "FPA_TEST_DEAD_LETTER_TABLE": table_name,
+    }
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    command = [sys.executable, "-m", "flask", "--app", "tests.wsgi_host:create_app", "flowpilot-analytics",
-               "replay-activities"]
+    command = [
+        sys.executable,
+        "-m",
+        "flask",
+        "--app",
+        "tests.wsgi_host:create_app",
+        "flowpilot-analytics",
+        "replay-activities",
+    ]
     try:
-        writer = host.create_app(database_uri, FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH=env["FPA_TEST_DEAD_LETTERS"],
-                                 FLOWPILOT_ANALYTICS_DEAD_LETTER_TABLE=table_name or None)
+        writer = host.create_app(
+            database_uri,
+            FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH=env["FPA_TEST_DEAD_LETTERS"],
+            FLOWPILOT_ANALYTICS_DEAD_LETTER_TABLE=table_name or None,
+        )
         entries = _dead_letters(400)
         with writer.app_context():
             if table_name:
@@ -111,14 +139,18 @@ def test_three_replays_at_once_record_each_activity_once(app: Flask, database_ur
             for entry in entries:
                 writer.extensions["flowpilot_analytics"].dead_letters.append(entry)
             db.engine.dispose()
-        processes = [subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-                     for _ in range(3)]
+        processes = [
+            subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            for _ in range(3)
+        ]
         outputs = [p.communicate(timeout=300)[0].decode() for p in processes]
         assert [p.returncode for p in processes] == [0, 0, 0], outputs
         recorded = rows()
         keys = [r["idempotency_key"] for r in recorded]
-        print(f"\n3 concurrent replays ({store} store) of 400 dead letters: {len(recorded)} rows, "
-              f"{len(keys) - len(set(keys))} duplicated; outputs: {[o.strip().splitlines()[-1] for o in outputs]}")
+        print(
+            f"\n3 concurrent replays ({store} store) of 400 dead letters: {len(recorded)} rows, "
+            f"{len(keys) - len(set(keys))} duplicated; outputs: {[o.strip().splitlines()[-1] for o in outputs]}"
+        )
         assert sorted(keys) == sorted(e["idempotency_key"] for e in entries)
         written = sum(int(o.split("written ")[1].split(",")[0]) for o in outputs)
         assert written == 400
@@ -132,9 +164,11 @@ def test_three_replays_at_once_record_each_activity_once(app: Flask, database_ur
 def test_replay_checks_entries_as_the_hook_does(app: Flask) -> None:
     store = state(app).dead_letters
     good = _dead_letters(1)[0]
-    for bad in ({**good, "minutes": math.nan, "idempotency_key": "nan"},
-                {**good, "minutes": -3.0, "idempotency_key": "negative"},
-                {**good, "activity_type": "ticket_closed", "idempotency_key": "unknown-type"}):
+    for bad in (
+        {**good, "minutes": math.nan, "idempotency_key": "nan"},
+        {**good, "minutes": -3.0, "idempotency_key": "negative"},
+        {**good, "activity_type": "ticket_closed", "idempotency_key": "unknown-type"},
+    ):
         store.append(bad)
     store.append(good)
     result = replay(app)
@@ -159,11 +193,20 @@ def test_legacy_dead_letters_without_a_key_replay_once(app: Flask) -> None:
 
 # -- 3. caching bounded in bytes, every report route rate limited, drill-down pages bounded ---------------
 
-@pytest.mark.parametrize("app_config", [{"FLOWPILOT_ANALYTICS_CACHE_TTL": 60,
-                                         "FLOWPILOT_ANALYTICS_CACHE_MAX_BYTES": 64 * 1024,
-                                         "FLOWPILOT_ANALYTICS_HANDOFFS_LIMIT": "10000 per minute"}])
-def test_the_in_process_cache_stays_within_its_byte_bound(app: Flask, client: t.Any,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+
+@pytest.mark.parametrize(
+    "app_config",
+    [
+        {
+            "FLOWPILOT_ANALYTICS_CACHE_TTL": 60,
+            "FLOWPILOT_ANALYTICS_CACHE_MAX_BYTES": 64 * 1024,
+            "FLOWPILOT_ANALYTICS_HANDOFFS_LIMIT": "10000 per minute",
+        }
+    ],
+)
+def test_the_in_process_cache_stays_within_its_byte_bound(
+    app: Flask, client: t.Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for i in range(60):
         f.escalation(1, f.at(minutes=10 + i), 30 + i)
     f.commit()
@@ -181,8 +224,10 @@ def test_the_in_process_cache_stays_within_its_byte_bound(app: Flask, client: t.
     assert len(backend) == 1
 
 
-@pytest.mark.parametrize("app_config", [{"FLOWPILOT_ANALYTICS_ESCALATIONS_LIMIT": "3 per minute",
-                                         "FLOWPILOT_ANALYTICS_HANDOFFS_LIMIT": "2 per minute"}])
+@pytest.mark.parametrize(
+    "app_config",
+    [{"FLOWPILOT_ANALYTICS_ESCALATIONS_LIMIT": "3 per minute", "FLOWPILOT_ANALYTICS_HANDOFFS_LIMIT": "2 per minute"}],
+)
 def test_every_report_route_has_a_per_user_limit(client: t.Any) -> None:
     assert [client.get(ESCALATIONS, headers=as_user(1)).status_code for _ in range(4)] == [200, 200, 200, 429]
     assert [client.get(HANDOFFS, headers=as_user(1)).status_code for _ in range(3)] == [200, 200, 429]
@@ -208,8 +253,9 @@ def test_a_drill_down_page_scans_a_bounded_number_of_rows(client: t.Any, monkeyp
     f.commit()
     pages, items, cursor = 0, [], None
     while True:
-        page = client.get(HANDOFFS + "?bucket=5&limit=1" + (f"&cursor={cursor}" if cursor else ""),
-                          headers=as_user(1, user=3)).get_json()
+        page = client.get(
+            HANDOFFS + "?bucket=5&limit=1" + (f"&cursor={cursor}" if cursor else ""), headers=as_user(1, user=3)
+        ).get_json()
         pages += 1
         items += page["items"]
         cursor = page["next_cursor"]
@@ -223,6 +269,7 @@ def test_a_drill_down_page_scans_a_bounded_number_of_rows(client: t.Any, monkeyp
 
 
 # -- 4. a shared browser never shows one account's answer to another ------------------------------------
+
 
 @pytest.mark.parametrize("app_config", [{"FLOWPILOT_ANALYTICS_CACHE_TTL": 60}])
 def test_browsers_must_revalidate_and_answers_vary_on_credentials(client: t.Any) -> None:
@@ -244,9 +291,16 @@ def test_vary_names_the_headers_the_host_says_carry_credentials(client: t.Any) -
 
 # -- 5. nothing secret in logs or files -------------------------------------------------------------------
 
-@pytest.mark.parametrize("app_config", [{
-    "FLOWPILOT_ANALYTICS_RATELIMIT_STORAGE_URI": "redis://:s3cret-pass@127.0.0.1:1/0",
-    "FLOWPILOT_ANALYTICS_CACHE_TTL": 60}])
+
+@pytest.mark.parametrize(
+    "app_config",
+    [
+        {
+            "FLOWPILOT_ANALYTICS_RATELIMIT_STORAGE_URI": "redis://:s3cret-pass@127.0.0.1:1/0",
+            "FLOWPILOT_ANALYTICS_CACHE_TTL": 60,
+        }
+    ],
+)
 def test_storage_passwords_never_reach_the_log(client: t.Any, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.DEBUG):
         assert client.get(PSA, headers=as_user(1, "admin")).status_code == 200
@@ -255,8 +309,9 @@ def test_storage_passwords_never_reach_the_log(client: t.Any, caplog: pytest.Log
     assert "s3cret-pass" not in text
 
 
-def test_a_push_the_hook_cannot_read_logs_no_note_text_or_psa_answer(app: Flask,
-                                                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_a_push_the_hook_cannot_read_logs_no_note_text_or_psa_answer(
+    app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
     analytics = state(app).extension
 
     @analytics.psa_activity("note_posted", extract=lambda args, kwargs, result: {"session_id": 1})
@@ -305,8 +360,10 @@ def test_a_new_dead_letter_folder_is_private(make_app: t.Any, tmp_path: t.Any) -
 
 # -- 6. a lock on the activity table never stalls a push --------------------------------------------------
 
+
 def test_a_locked_activity_table_delays_a_push_by_the_hook_timeout_at_most(
-        app: Flask, dialect: str, caplog: pytest.LogCaptureFixture) -> None:
+    app: Flask, dialect: str, caplog: pytest.LogCaptureFixture
+) -> None:
     psa = app.extensions["test_psa"]
     db.session.rollback()
     locker = db.engine.connect()
@@ -370,6 +427,7 @@ def test_a_bad_hook_timeout_fails_at_startup(app_config: t.Any) -> None:
 
 # -- 7. inputs checked before they reach the database -----------------------------------------------------
 
+
 @pytest.mark.parametrize("bucket", ["9" * 4400, "6", "-1", "1.0", "٣", "no-action"])
 def test_bucket_values_outside_the_buckets_are_400(client: t.Any, bucket: str) -> None:
     response = client.get(HANDOFFS, query_string={"bucket": bucket}, headers=as_user(1))
@@ -389,10 +447,12 @@ def test_a_cursor_is_valid_only_for_the_user_it_was_issued_to(client: t.Any) -> 
     assert client.get(HANDOFFS + f"?cursor={edited}", headers=as_user(1)).status_code == 400
 
 
-@pytest.mark.parametrize("fields", [{"id": "abc"}, {"id": 2**70}, {"id": True}, {"k": "not a time"},
-                                    {"k": "0001-01-01T00:00:00"}])
-def test_signed_cursors_whose_fields_do_not_fit_the_columns_are_400(app: Flask, client: t.Any, dialect: str,
-                                                                     fields: dict[str, t.Any]) -> None:
+@pytest.mark.parametrize(
+    "fields", [{"id": "abc"}, {"id": 2**70}, {"id": True}, {"k": "not a time"}, {"k": "0001-01-01T00:00:00"}]
+)
+def test_signed_cursors_whose_fields_do_not_fit_the_columns_are_400(
+    app: Flask, client: t.Any, dialect: str, fields: dict[str, t.Any]
+) -> None:
     """Even a cursor signed with the app's key (a leaked key) never reaches the database with a bad value."""
     payload = {"k": "2026-11-01T00:00:00+00:00", "id": 1, "a": "1", "u": "1", **fields}
     cursor = state(app).cursors.dumps(payload)
@@ -405,25 +465,29 @@ def test_signed_cursors_whose_fields_do_not_fit_the_columns_are_400(app: Flask, 
 
 # -- 8. a stored NaN never breaks an account's report -----------------------------------------------------
 
-def test_stored_non_finite_minutes_are_skipped_and_counted(client: t.Any, dialect: str,
-                                                           caplog: pytest.LogCaptureFixture) -> None:
+
+def test_stored_non_finite_minutes_are_skipped_and_counted(
+    client: t.Any, dialect: str, caplog: pytest.LogCaptureFixture
+) -> None:
     sess = f.session(1, f.at(days=1), ticket="T")
     f.activity(1, sess.id, "time_entry_posted", f.at(hours_ago(2)), minutes=30, external_id="ok")
     f.commit()
     table = "psa_activity_logs"
     bad = ["'NaN'", "'NaN'"] if dialect == "postgresql" else ["9e999", "-9e999"]  # numeric(12,2) holds NaN
     for i, value in enumerate(bad):
-        db.session.execute(sa.text(
-            f"INSERT INTO {table} (account_id, session_id, activity_type, external_id, minutes, created_at) "
-            f"VALUES (1, :session, 'time_entry_posted', :ext, {value}, :at)"),
-            {"session": sess.id, "ext": f"bad-{i}", "at": f.at(hours_ago(1))})
+        db.session.execute(
+            sa.text(
+                f"INSERT INTO {table} (account_id, session_id, activity_type, external_id, minutes, created_at) "
+                f"VALUES (1, :session, 'time_entry_posted', :ext, {value}, :at)"
+            ),
+            {"session": sess.id, "ext": f"bad-{i}", "at": f.at(hours_ago(1))},
+        )
     f.commit()
     with caplog.at_level(logging.WARNING, logger="flowpilot_analytics"):
         response = client.get(PSA, headers=as_user(1, "admin"))
     assert response.status_code == 200
     assert response.get_json()["time_entries"] == {"count": 3, "total_minutes": 30.0, "total_hours": 0.5}
-    assert any("2 stored activities whose minutes are not a finite number" in r.getMessage()
-               for r in caplog.records)
+    assert any("2 stored activities whose minutes are not a finite number" in r.getMessage() for r in caplog.records)
 
 
 def hours_ago(hours: float) -> float:
@@ -433,29 +497,50 @@ def hours_ago(hours: float) -> float:
 # -- 9. exported CSV cells never run as formulas ----------------------------------------------------------
 
 TEXT_IDS = sa.MetaData()
-TEXT_SESSIONS = sa.Table("txt_sessions", TEXT_IDS, sa.Column("id", sa.String(40), primary_key=True),
-                         sa.Column("account_id", sa.Integer), sa.Column("created_at", sa.DateTime),
-                         sa.Column("psa_ticket_id", sa.String(40)))
-TEXT_STEPS = sa.Table("txt_steps", TEXT_IDS, sa.Column("id", sa.String(40), primary_key=True),
-                      sa.Column("account_id", sa.Integer), sa.Column("session_id", sa.String(40)),
-                      sa.Column("created_at", sa.DateTime))
-TEXT_HANDOFFS = sa.Table("txt_handoffs", TEXT_IDS, sa.Column("id", sa.String(40), primary_key=True),
-                         sa.Column("account_id", sa.Integer), sa.Column("session_id", sa.String(40)),
-                         sa.Column("created_at", sa.DateTime), sa.Column("claimed_at", sa.DateTime))
+TEXT_SESSIONS = sa.Table(
+    "txt_sessions",
+    TEXT_IDS,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("account_id", sa.Integer),
+    sa.Column("created_at", sa.DateTime),
+    sa.Column("psa_ticket_id", sa.String(40)),
+)
+TEXT_STEPS = sa.Table(
+    "txt_steps",
+    TEXT_IDS,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("account_id", sa.Integer),
+    sa.Column("session_id", sa.String(40)),
+    sa.Column("created_at", sa.DateTime),
+)
+TEXT_HANDOFFS = sa.Table(
+    "txt_handoffs",
+    TEXT_IDS,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("account_id", sa.Integer),
+    sa.Column("session_id", sa.String(40)),
+    sa.Column("created_at", sa.DateTime),
+    sa.Column("claimed_at", sa.DateTime),
+)
 
 
-@pytest.mark.parametrize("app_config", [{"FLOWPILOT_ANALYTICS_TABLES": {
-    "sessions": "txt_sessions", "steps": "txt_steps", "handoffs": "txt_handoffs"}}])
+@pytest.mark.parametrize(
+    "app_config",
+    [{"FLOWPILOT_ANALYTICS_TABLES": {"sessions": "txt_sessions", "steps": "txt_steps", "handoffs": "txt_handoffs"}}],
+)
 def test_csv_cells_that_would_be_formulas_are_neutralised(client: t.Any) -> None:
-    dangerous = ["=HYPERLINK(\"http://x\")", "+1+1", "-2+3", "@SUM(A1)", "\tTAB", "\rCR", "plain"]
+    dangerous = ['=HYPERLINK("http://x")', "+1+1", "-2+3", "@SUM(A1)", "\tTAB", "\rCR", "plain"]
     TEXT_IDS.create_all(db.engine)
     try:
         with db.engine.begin() as conn:
             for i, text_id in enumerate(dangerous):
                 claimed = f.at(minutes=10 + i)
                 conn.execute(TEXT_SESSIONS.insert().values(id=f"s{text_id}", account_id=1, created_at=claimed))
-                conn.execute(TEXT_HANDOFFS.insert().values(id=text_id, account_id=1, session_id=f"s{text_id}",
-                                                           created_at=claimed, claimed_at=claimed))
+                conn.execute(
+                    TEXT_HANDOFFS.insert().values(
+                        id=text_id, account_id=1, session_id=f"s{text_id}", created_at=claimed, claimed_at=claimed
+                    )
+                )
         response = client.get(HANDOFFS + "?format=csv", headers=as_user(1))
         assert response.status_code == 200
         table = list(csv.reader(io.StringIO(response.get_data(as_text=True))))
@@ -469,13 +554,17 @@ def test_csv_cells_that_would_be_formulas_are_neutralised(client: t.Any) -> None
 
 # -- 10. rate-limit keys cannot collide ---------------------------------------------------------------------
 
+
 def _text_identity() -> Identity | None:
     return Identity(user_id=request.headers["X-User"], account_id=request.headers["X-Account"], role="admin")
 
 
 def test_ids_with_slashes_never_share_a_budget(make_app: t.Any) -> None:
-    app = make_app(identity_loader=_text_identity, FLOWPILOT_ANALYTICS_PSA_METRICS_LIMIT="2 per minute",
-                   FLOWPILOT_ANALYTICS_ID_TYPE="string")
+    app = make_app(
+        identity_loader=_text_identity,
+        FLOWPILOT_ANALYTICS_PSA_METRICS_LIMIT="2 per minute",
+        FLOWPILOT_ANALYTICS_ID_TYPE="string",
+    )
     with app.app_context():
         db.create_all(bind_key=None)
     client = app.test_client()
@@ -488,6 +577,7 @@ def test_ids_with_slashes_never_share_a_budget(make_app: t.Any) -> None:
 
 
 # -- 11. the host's row-level-security setting is never changed -------------------------------------------
+
 
 @pytest.mark.parametrize("app_config", [{"FLOWPILOT_ANALYTICS_TENANT_SETTING": "app.current_account_id"}])
 def test_recording_and_reading_leave_the_hosts_tenant_as_it_was(app: Flask, client: t.Any, dialect: str) -> None:
@@ -512,6 +602,7 @@ def test_recording_and_reading_leave_the_hosts_tenant_as_it_was(app: Flask, clie
 
 
 # -- 12. errors that point the right way ------------------------------------------------------------------
+
 
 def test_errors_reach_the_hosts_error_tracking(app: Flask, client: t.Any) -> None:
     caught: list[BaseException] = []
@@ -558,20 +649,21 @@ def test_an_unexpected_error_is_reported_and_answered_in_json(make_app: t.Any) -
 
 # -- upgrade path: a 0.1 table gets the key column -------------------------------------------------------
 
+
 def test_an_old_activity_table_is_upgraded_by_the_statements_doctor_prints(app: Flask) -> None:
     psa = app.extensions["test_psa"]
     db.session.rollback()
     table = db.metadata.tables["psa_activity_logs"]
     table.drop(db.engine)
-    old = sa.Table("psa_activity_logs", sa.MetaData(), *(c._copy() for c in table.columns
-                                                         if c.name != "idempotency_key"))
+    old = sa.Table(
+        "psa_activity_logs", sa.MetaData(), *(c._copy() for c in table.columns if c.name != "idempotency_key")
+    )
     old.create(db.engine)
     psa.push_note(types.SimpleNamespace(id=1, account_id=1, psa_ticket_id="T"), "before the upgrade")
     assert len(state(app).dead_letters.pending()) == 1  # kept, not lost, until the column exists
     result = app.test_cli_runner().invoke(args=["flowpilot-analytics", "doctor"])
     assert result.exit_code == 1 and "MISSING columns psa_activity_logs: idempotency_key" in result.output
-    statements = [line.rstrip(";") for line in result.output.splitlines()
-                  if line.startswith(("ALTER TABLE", "CREATE"))]
+    statements = [line.rstrip(";") for line in result.output.splitlines() if line.startswith(("ALTER TABLE", "CREATE"))]
     assert statements[0].startswith("ALTER TABLE psa_activity_logs ADD COLUMN idempotency_key VARCHAR(36)")
     for statement in statements:  # one at a time: PostgreSQL's CONCURRENTLY runs outside a transaction
         with db.engine.connect() as conn:

@@ -7,12 +7,11 @@ created and seeded on first start. Every request is signed in with a demo bearer
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import typing as t
 from datetime import datetime, timedelta, timezone
-
-import itertools
 
 import sqlalchemy as sa
 from flask import Flask, abort, request
@@ -26,8 +25,11 @@ analytics = FlowpilotAnalytics()
 ACCOUNTS = {1: "acme", 2: "globex", 3: "initech"}
 ROLES = ("viewer", "engineer", "team_admin", "admin")
 #: Demo credentials: "<account>-<role>" for every account and role, e.g. ``acme-team_admin``.
-TOKENS = {f"{name}-{role}": Identity(user_id=account * 10 + i, account_id=account, role=role)
-          for account, name in ACCOUNTS.items() for i, role in enumerate(ROLES)}
+TOKENS = {
+    f"{name}-{role}": Identity(user_id=account * 10 + i, account_id=account, role=role)
+    for account, name in ACCOUNTS.items()
+    for i, role in enumerate(ROLES)
+}
 
 
 class AISession(db.Model):
@@ -45,8 +47,9 @@ class AISessionStep(db.Model):
     account_id = db.Column(db.Integer, nullable=False)
     session_id = db.Column(db.Integer, db.ForeignKey("ai_sessions.id"), nullable=False)
     created_at = db.Column(db.DateTime, nullable=False)
-    __table_args__ = (db.Index("ix_ai_session_steps_account_session_created", "account_id", "session_id",
-                               "created_at"),)
+    __table_args__ = (
+        db.Index("ix_ai_session_steps_account_session_created", "account_id", "session_id", "created_at"),
+    )
 
 
 class SessionHandoff(db.Model):
@@ -91,8 +94,12 @@ def seed(now: datetime, rng: random.Random) -> None:
     for account, size in ((1, 900), (2, 300), (3, 60)):
         for n in range(size):
             opened = naive_now - timedelta(days=rng.uniform(0, 42))
-            session = AISession(account_id=account, created_at=opened, title=f"Ticket work #{n}",
-                                psa_ticket_id=f"T-{account}-{n}" if rng.random() < 0.8 else None)
+            session = AISession(
+                account_id=account,
+                created_at=opened,
+                title=f"Ticket work #{n}",
+                psa_ticket_id=f"T-{account}-{n}" if rng.random() < 0.8 else None,
+            )
             db.session.add(session)
             db.session.flush()
             moments = sorted(opened + timedelta(minutes=rng.uniform(0, 180)) for _ in range(rng.randint(1, 12)))
@@ -101,22 +108,46 @@ def seed(now: datetime, rng: random.Random) -> None:
                 claimed = asked + timedelta(minutes=rng.expovariate(1 / 8)) if rng.random() < 0.9 else None
                 if claimed is not None and claimed > naive_now:
                     claimed = None
-                db.session.add(SessionHandoff(account_id=account, session_id=session.id, created_at=asked,
-                                              claimed_at=claimed,
-                                              claimed_by=account * 100 + rng.randint(1, 4) if claimed else None))
+                db.session.add(
+                    SessionHandoff(
+                        account_id=account,
+                        session_id=session.id,
+                        created_at=asked,
+                        claimed_at=claimed,
+                        claimed_by=account * 100 + rng.randint(1, 4) if claimed else None,
+                    )
+                )
                 if claimed is not None and rng.random() < 0.85:
                     moments.append(claimed + timedelta(seconds=rng.lognormvariate(4.5, 1.1)))
-            db.session.add_all(AISessionStep(account_id=account, session_id=session.id, created_at=m)
-                               for m in moments if m <= naive_now)
+            db.session.add_all(
+                AISessionStep(account_id=account, session_id=session.id, created_at=m)
+                for m in moments
+                if m <= naive_now
+            )
             if session.psa_ticket_id and rng.random() < 0.7:  # documentation pushed, then (mostly) time logged
                 pushed = min(naive_now, moments[-1] + timedelta(minutes=rng.uniform(1, 30)))
                 rows = [{"activity_type": "note_posted", "minutes": None, "created_at": pushed}]
                 if rng.random() < 0.75:
-                    rows.append({"activity_type": "time_entry_posted", "created_at": pushed,
-                                 "minutes": float(rng.choice([15, 30, 30, 45, 60, 90]))})
-                db.session.execute(activities.insert(), [
-                    {**row, "account_id": account, "session_id": session.id, "psa_ticket_id": session.psa_ticket_id,
-                     "external_id": f"seed-{session.id}-{row['activity_type']}"} for row in rows])
+                    rows.append(
+                        {
+                            "activity_type": "time_entry_posted",
+                            "created_at": pushed,
+                            "minutes": float(rng.choice([15, 30, 30, 45, 60, 90])),
+                        }
+                    )
+                db.session.execute(
+                    activities.insert(),
+                    [
+                        {
+                            **row,
+                            "account_id": account,
+                            "session_id": session.id,
+                            "psa_ticket_id": session.psa_ticket_id,
+                            "external_id": f"seed-{session.id}-{row['activity_type']}",
+                        }
+                        for row in rows
+                    ],
+                )
     db.session.commit()
 
 
@@ -126,8 +157,8 @@ def create_app(database_uri: str | None = None) -> Flask:
     app = Flask(__name__, root_path=here, instance_path=os.path.join(here, "instance"))
     os.makedirs(app.instance_path, exist_ok=True)
     app.config.update(
-        SQLALCHEMY_DATABASE_URI=database_uri or os.environ.get(
-            "DEMO_DATABASE_URI", f"sqlite:///{os.path.join(app.instance_path, 'demo.sqlite')}"),
+        SQLALCHEMY_DATABASE_URI=database_uri
+        or os.environ.get("DEMO_DATABASE_URI", f"sqlite:///{os.path.join(app.instance_path, 'demo.sqlite')}"),
         RATELIMIT_STORAGE_URI=os.environ.get("DEMO_RATELIMIT_STORAGE_URI", "memory://"),
         SECRET_KEY=os.environ.get("DEMO_SECRET_KEY", "demo-only-secret"),
     )
@@ -157,6 +188,7 @@ def create_app(database_uri: str | None = None) -> Flask:
         entry = psa_documentation_service.push_time_entry(session, float(request.args.get("minutes", 15)))
         db.session.commit()
         return {"note": note, "time_entry": entry}
+
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             sqlite_transactional(db.engine)

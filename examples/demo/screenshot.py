@@ -20,8 +20,11 @@ def main(target: str = os.path.join(HERE, "..", "..", "docs", "dashboard.png")) 
         with browser.serve(application) as url, browser.chromium(1280, 1000) as driver:
             driver.get(url + "/?user=acme-admin")
             WebDriverWait(driver, 30).until(
-                lambda d: d.find_element("id", "psa").get_attribute("data-state") == "ok"
-                and d.find_element("id", "escalations").get_attribute("data-state") == "ok")
+                lambda d: (
+                    d.find_element("id", "psa").get_attribute("data-state") == "ok"
+                    and d.find_element("id", "escalations").get_attribute("data-state") == "ok"
+                )
+            )
             os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
             driver.save_screenshot(os.path.abspath(target))
         with application.app_context():
