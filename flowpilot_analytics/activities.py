@@ -82,6 +82,11 @@ def _insert_once(table: sa.Table, dialect: str) -> t.Any:
     return table.insert()
 
 
+def _skips_conflicts(dialect: str) -> bool:
+    """Whether :func:`_insert_once` has a "do nothing on conflict" form for this dialect."""
+    return dialect in ("postgresql", "sqlite", "mysql", "mariadb")
+
+
 def insert_activity(
     connection: sa.Connection,
     table: sa.Table,
@@ -115,7 +120,14 @@ def insert_activity(
                     )
                 )
             set_tenant(connection, tenant_setting, payload["account_id"])
-            result = connection.execute(statement)
+            if _skips_conflicts(dialect):
+                result = connection.execute(statement)
+            else:  # a database with no "skip on conflict": a unique violation means the row is already there
+                try:
+                    with connection.begin_nested():
+                        result = connection.execute(statement)
+                except sa.exc.IntegrityError:
+                    return False
             return result.first() is not None if returning else result.rowcount == 1
     finally:
         if restore_busy is not None:

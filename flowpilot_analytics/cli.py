@@ -25,76 +25,105 @@ from .state import AnalyticsState, current_state
 from .tables import RECOMMENDED_INDEXES, split_name
 
 
-def _covered(wanted: list[str], indexes: t.Sequence[t.Mapping[str, t.Any]]) -> str | None:
-    """The name of an existing index whose leading columns are ``wanted``, if any."""
+class Wanted(t.NamedTuple):
+    """An index the plugin's queries (or its exactly-once rule) need: leading columns, and whether unique."""
+
+    columns: list[str]
+    unique: bool = False
+
+
+def _covered(wanted: Wanted, indexes: t.Sequence[t.Mapping[str, t.Any]]) -> str | None:
+    """The name of an existing index that serves ``wanted``: the same leading columns, or for a unique one
+    exactly the same columns and unique."""
     for index in indexes:
-        if list(index.get("column_names") or [])[: len(wanted)] == wanted:
+        columns = list(index.get("column_names") or [])
+        if wanted.unique and (columns != wanted.columns or not index.get("unique")):
+            continue
+        if columns[: len(wanted.columns)] == wanted.columns:
             return str(index.get("name"))
     return None
+
+
+def _existing_indexes(inspector: sa.Inspector, name: str, schema: str | None) -> list[dict[str, t.Any]]:
+    """Indexes and unique constraints, as indexes."""
+    indexes: list[dict[str, t.Any]] = [dict(i) for i in inspector.get_indexes(name, schema=schema)]
+    indexes += [
+        {"name": c.get("name"), "column_names": c.get("column_names"), "unique": True}
+        for c in inspector.get_unique_constraints(name, schema=schema)
+    ]
+    return indexes
+
+
+def _create_index(target: sa.Engine, table: sa.Table, name: str, wanted: Wanted) -> str:
+    index = sa.Index(
+        name,
+        *(table.c[c] for c in wanted.columns),
+        unique=wanted.unique,
+        postgresql_concurrently=target.dialect.name == "postgresql",
+    )
+    return str(sa.schema.CreateIndex(index).compile(dialect=target.dialect)).strip()
+
+
+def _check_host_table(target: sa.Engine, settings: Settings, logical: str, lines: list[str], fixes: list[str]) -> None:
+    schema, name = split_name(settings.tables[logical])
+    label = settings.tables[logical]
+    inspector = sa.inspect(target)
+    if not inspector.has_table(name, schema=schema):
+        lines.append(f"MISSING table {label} ({logical}; map it with FLOWPILOT_ANALYTICS_TABLES)")
+        return
+    wanted = [Wanted([settings.host_column(logical, c) for c in cols]) for cols in RECOMMENDED_INDEXES[logical]]
+    needed = {c for w in wanted for c in w.columns} | {settings.host_column(logical, c) for c in HOST_COLUMNS[logical]}
+    absent = sorted(needed - {c["name"] for c in inspector.get_columns(name, schema=schema)})
+    if absent:
+        lines.append(f"MISSING columns {label}: {', '.join(absent)} (map them with FLOWPILOT_ANALYTICS_COLUMNS)")
+        return
+    existing = _existing_indexes(inspector, name, schema)
+    for want in wanted:
+        found = _covered(want, existing)
+        if found:
+            lines.append(f"ok      {label} ({', '.join(want.columns)}): {found}")
+            continue
+        lines.append(f"MISSING index {label} ({', '.join(want.columns)})")
+        table = sa.Table(name, sa.MetaData(), *(sa.Column(c) for c in want.columns), schema=schema)
+        fixes.append(_create_index(target, table, f"ix_{name}_{'_'.join(want.columns)}"[:63], want))
+
+
+def _check_plugin_table(target: sa.Engine, table: sa.Table, lines: list[str], fixes: list[str]) -> None:
+    label = f"{table.schema}.{table.name}" if table.schema else table.name
+    inspector = sa.inspect(target)
+    if not inspector.has_table(table.name, schema=table.schema):
+        lines.append(f"MISSING table {label} (plugin)")
+        fixes += ddl_statements(table, target.dialect)
+        return
+    present = {c["name"] for c in inspector.get_columns(table.name, schema=table.schema)}
+    added = [c for c in table.columns if c.name not in present]  # an older version's table: the upgrade path
+    if added:
+        lines.append(f"MISSING columns {label}: {', '.join(c.name for c in added)} (upgrade: run the statements below)")
+        fixes += [
+            f"ALTER TABLE {label} ADD COLUMN {str(sa.schema.CreateColumn(c).compile(dialect=target.dialect)).strip()}"
+            for c in added
+        ]
+    existing = _existing_indexes(inspector, table.name, table.schema)
+    for index in sorted(table.indexes, key=lambda i: i.name or ""):
+        want = Wanted([c.name for c in index.columns], bool(index.unique))
+        found = _covered(want, existing)
+        if found:
+            lines.append(f"ok      {label} ({', '.join(want.columns)}{', unique' if want.unique else ''}): {found}")
+            continue
+        lines.append(f"MISSING {'unique ' if want.unique else ''}index {label} ({', '.join(want.columns)})")
+        detached = table.to_metadata(sa.MetaData())  # never add an index to the host's metadata
+        fixes.append(_create_index(target, detached, str(index.name), want))
 
 
 def diagnose(
     engine: sa.Engine, settings: Settings, activity_table: sa.Table, write_engine: sa.Engine
 ) -> tuple[list[str], list[str]]:
-    """Check the host's tables and the plugin's own; return (report lines, statements to run)."""
+    """Check the host's tables (read engine) and the plugin's own (primary); return (report lines, statements)."""
     lines: list[str] = []
     fixes: list[str] = []
-    checks: list[tuple[sa.Engine, str | None, str, list[list[str]], str]] = []
-    for logical, full_name in settings.tables.items():
-        schema, name = split_name(full_name)
-        columns = [[settings.host_column(logical, c) for c in wanted] for wanted in RECOMMENDED_INDEXES[logical]]
-        checks.append((engine, schema, name, columns, logical))
-    own = [[c.name for c in index.columns] for index in activity_table.indexes]
-    checks.append((write_engine, activity_table.schema, activity_table.name, own, "plugin"))
-    for target, schema, name, wanted_indexes, role in checks:
-        inspector = sa.inspect(target)
-        label = f"{schema}.{name}" if schema else name
-        if not inspector.has_table(name, schema=schema):
-            lines.append(f"MISSING table {label} ({role})")
-            if role == "plugin":
-                fixes += ddl_statements(activity_table, target.dialect)
-            continue
-        present = {c["name"] for c in inspector.get_columns(name, schema=schema)}
-        if role == "plugin":  # an older version's table: add what this version writes (upgrade path)
-            added = [c for c in activity_table.columns if c.name not in present]
-            if added:
-                lines.append(
-                    f"MISSING columns {label}: {', '.join(c.name for c in added)} (upgrade: run the statements below)"
-                )
-                fixes += [
-                    f"ALTER TABLE {label} ADD COLUMN "
-                    f"{str(sa.schema.CreateColumn(c).compile(dialect=target.dialect)).strip()}"
-                    for c in added
-                ]
-        else:
-            needed = {c for wanted in wanted_indexes for c in wanted}
-            needed |= {settings.host_column(role, c) for c in HOST_COLUMNS[role]}
-            absent = sorted(needed - present)
-            if absent:
-                lines.append(
-                    f"MISSING columns {label}: {', '.join(absent)} (map them with FLOWPILOT_ANALYTICS_COLUMNS)"
-                )
-                continue
-        indexes = inspector.get_indexes(name, schema=schema)
-        concurrently = target.dialect.name == "postgresql"
-        for wanted in wanted_indexes:
-            found = _covered(wanted, indexes)
-            if found:
-                lines.append(f"ok      {label} ({', '.join(wanted)}): {found}")
-                continue
-            lines.append(f"MISSING index {label} ({', '.join(wanted)})")
-            if role == "plugin":  # the declared index itself (unique where it is), on a copy of the table
-                copy = activity_table.to_metadata(sa.MetaData())
-                index = next(i for i in copy.indexes if [c.name for c in i.columns] == wanted)
-                index.dialect_options["postgresql"]["concurrently"] = concurrently
-            else:
-                table = sa.Table(name, sa.MetaData(), *(sa.Column(c) for c in wanted), schema=schema)
-                index = sa.Index(
-                    f"ix_{name}_{'_'.join(wanted)}"[:63],
-                    *(table.c[c] for c in wanted),
-                    postgresql_concurrently=concurrently,
-                )
-            fixes.append(str(sa.schema.CreateIndex(index).compile(dialect=target.dialect)).strip())
+    for logical in settings.tables:
+        _check_host_table(engine, settings, logical, lines, fixes)
+    _check_plugin_table(write_engine, activity_table, lines, fixes)
     return lines, fixes
 
 
@@ -123,6 +152,19 @@ def _args(schema: Schema, options: dict[str, t.Any]) -> dict[str, t.Any]:
         return t.cast(dict[str, t.Any], schema.load({k: v for k, v in options.items() if v is not None}))
     except ValidationError as exc:
         raise click.UsageError(f"invalid options: {exc.normalized_messages()}") from None  # type: ignore[no-untyped-call]
+
+
+def _session_facts(state: AnalyticsState, connection: sa.Connection, session_id: t.Any) -> dict[str, t.Any]:
+    """The account and ticket of a host session, read from its row (nothing when there is no such row)."""
+    sessions = state.prepared().tables.sessions
+    with connection.begin():
+        row = connection.execute(
+            sa.select(sessions.c.account_id, sessions.c.psa_ticket_id).where(sessions.c.id == session_id)
+        ).first()
+    if row is None:
+        return {}
+    ticket = row.psa_ticket_id
+    return {"account_id": row.account_id, "psa_ticket_id": None if ticket is None else str(ticket)}
 
 
 @contextlib.contextmanager
@@ -246,14 +288,17 @@ def register_commands(blueprint: Blueprint, schemas: Schemas) -> None:
         """Write the activities the hook could not record (dead letters); safe to run again.
 
         Each activity is written once, by its idempotency key, however many replays run, at the same
-        time or one after another. Entries that fail (or fail the hook's checks) stay in the store; the
-        exit status is then 1.
+        time or one after another. An activity kept without its account (the database did not answer when
+        the hook read the pushed session) gets it from the session's row. Entries that fail (or fail the
+        hook's checks) stay in the store; the exit status is then 1.
         """
         state = current_state()
         table = state.activity_io
 
         def write(payload: dict[str, t.Any]) -> str:
             with state.write_engine.connect() as connection:
+                if payload.get("account_id") is None and payload.get("session_id") is not None:
+                    payload.update(_session_facts(state, connection, payload["session_id"]))
                 return replay_one(connection, table, state.settings.tenant_setting, payload)
 
         report = state.dead_letters.drain(write)

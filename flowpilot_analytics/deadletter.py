@@ -2,19 +2,26 @@
 
 By default the store is a JSON-lines file (one payload per line, appended under an exclusive lock and
 fsynced, readable by its owner only), so it survives a database outage, which is exactly when it is
-needed. A host may choose a table instead (:class:`DeadLetterTable`), e.g. one in another database
-bind than the activity table, for when that table is missing or locked rather than the whole database
-down. Every payload carries its idempotency key, so replaying it any number of times, from any number
-of processes at once, writes its row once.
+needed. A host may choose a table instead (:class:`DeadLetterTable`), for when the activity table is
+missing or locked rather than the whole database down; when that table cannot be written within the hook
+timeout either, the file takes the activity. Every payload carries its idempotency key, so replaying it
+any number of times, from any number of processes at once, writes its row once.
+
+The file also serves as a journal: on SQLite the hook records an activity there before waiting for the
+host's transaction to end, and settles it (a ``{"settled": key}`` line) once the row is written, so a
+process that dies in between leaves a dead letter, not a loss.
 """
 
 from __future__ import annotations
 
 import fcntl
+import glob
 import json
 import os
 import stat
+import time
 import typing as t
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -23,6 +30,7 @@ import sqlalchemy as sa
 
 from .activities import error_text, insert_activity, legacy_key, validate_payload
 from .deadline import DeadlineRunner
+from .tables import set_tenant
 from .timeutil import as_utc
 
 FILE_MODE = 0o600
@@ -38,28 +46,48 @@ def check_directory(path: str) -> None:
         )
 
 
-@contextmanager
-def _locked(path: str, flags: int) -> t.Iterator[t.IO[str]]:
-    """``path`` opened with ``flags`` (created 0600, in a 0700 folder when new) under an exclusive lock."""
+def _open_private(path: str, flags: int) -> int:
+    """``path`` opened with ``flags``, created 0600 in a 0700 folder when new (and tightened if wider)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
     descriptor = os.open(path, flags | os.O_CREAT, FILE_MODE)
     if os.fstat(descriptor).st_mode & 0o077:  # a file made by an older version, or by hand
         os.fchmod(descriptor, FILE_MODE)
-    mode = "a+" if flags & os.O_APPEND else "r+"
-    with os.fdopen(descriptor, mode, encoding="utf-8") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    return descriptor
+
+
+@contextmanager
+def _exclusive(path: str) -> t.Iterator[int]:
+    """An exclusive lock on the file at ``path`` as it is now: if a replay renamed it away while we waited
+    for the lock, open the new one (so nothing is ever appended to a file that was moved aside)."""
+    while True:
+        descriptor = _open_private(path, os.O_RDWR | os.O_APPEND)
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
         try:
-            handle.seek(0)
-            yield handle
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            same = os.path.exists(path) and os.stat(path).st_ino == os.fstat(descriptor).st_ino
+        except OSError:
+            same = False
+        if same:
+            break
+        os.close(descriptor)
+    try:
+        yield descriptor
+    finally:
+        fcntl.flock(descriptor, fcntl.LOCK_UN)
+        os.close(descriptor)
 
 
-def _append_lines(path: str, lines: t.Iterable[str]) -> None:
-    with _locked(path, os.O_RDWR | os.O_APPEND) as handle:
-        handle.writelines(lines)
-        handle.flush()
-        os.fsync(handle.fileno())
+def _append_lines(path: str, lines: t.Sequence[str]) -> None:
+    with _exclusive(path) as descriptor:
+        os.write(descriptor, "".join(lines).encode("utf-8"))
+        os.fsync(descriptor)
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return [line if line.endswith("\n") else line + "\n" for line in handle if line.strip()]
+    except FileNotFoundError:
+        return []
 
 
 def _line(payload: t.Mapping[str, t.Any]) -> str:
@@ -72,8 +100,14 @@ class DeadLetterStore(t.Protocol):
     #: Where the store is, for log lines and the replay's report.
     location: str
 
-    def append(self, payload: t.Mapping[str, t.Any]) -> None:
-        """Keep one activity durably."""
+    def append(self, payload: t.Mapping[str, t.Any], timeout: float = 5.0) -> None:
+        """Keep one activity durably (within ``timeout`` seconds where the store is a database)."""
+
+    def journal(self, payload: t.Mapping[str, t.Any]) -> None:
+        """Keep an activity whose write is about to wait; :meth:`settle` drops it once written."""
+
+    def settle(self, key: str) -> None:
+        """The journaled activity with this idempotency key is written: it is no longer a dead letter."""
 
     def pending(self) -> list[dict[str, t.Any]]:
         """Every activity not yet written back."""
@@ -82,55 +116,79 @@ class DeadLetterStore(t.Protocol):
         """Hand every entry to ``write``; drop those written or present, keep the failures."""
 
 
+def _unsettled(lines: t.Iterable[str]) -> tuple[list[str], set[str]]:
+    """The entry lines, and the keys of the journal entries marked settled."""
+    entries, settled = [], set()
+    for line in lines:
+        if line.startswith('{"settled": '):
+            settled.add(json.loads(line)["settled"])
+        else:
+            entries.append(line)
+    return entries, settled
+
+
+def _key_of(line: str) -> t.Any:
+    try:
+        return json.loads(line).get("idempotency_key")
+    except ValueError:
+        return None
+
+
 class DeadLetterFile:
     """Append-only JSON lines; ``drain`` hands the entries to a writer and keeps only those it could not write."""
 
     def __init__(self, path: str) -> None:
         check_directory(path)
         self.location = self.path = path
-        self.aside = path + ".replaying"
         self.replay_lock = path + ".lock"
 
-    def append(self, payload: t.Mapping[str, t.Any]) -> None:
+    def append(self, payload: t.Mapping[str, t.Any], timeout: float = 5.0) -> None:
         _append_lines(self.path, [_line(payload)])
 
+    def journal(self, payload: t.Mapping[str, t.Any]) -> None:
+        self.append(payload)
+
+    def settle(self, key: str) -> None:
+        _append_lines(self.path, [json.dumps({"settled": key}) + "\n"])
+
+    def _aside(self) -> list[str]:
+        """Files moved aside by replays, oldest first (those of a replay that died come first)."""
+        return sorted(glob.glob(glob.escape(self.path) + ".replaying*"))
+
     def pending(self) -> list[dict[str, t.Any]]:
-        """Every entry not yet written, including those of an interrupted replay."""
-        entries: list[dict[str, t.Any]] = []
-        for path in (self.aside, self.path):
-            if os.path.exists(path):
-                with _locked(path, os.O_RDWR) as handle:
-                    entries += [json.loads(line) for line in handle if line.strip()]
-        return entries
+        """Every entry not yet written (those of an interrupted replay included), journal entries settled left out."""
+        lines = [line for path in [*self._aside(), self.path] for line in _read_lines(path)]
+        entries, settled = _unsettled(lines)
+        return [entry for entry in (json.loads(line) for line in entries)
+                if entry.get("idempotency_key") not in settled]
 
     def drain(self, write: t.Callable[[dict[str, t.Any]], str]) -> ReplayReport:
         """Write every entry with ``write`` (returns ``"written"`` or ``"present"``); keep the failures.
 
-        One replay at a time holds ``<file>.lock`` (a second one waits for it, then finds what is left).
-        The entries are first moved aside (``<file>.replaying``) under the file's lock, so pushes that fail
-        meanwhile append without waiting for the replay; failures go back to the file at the end. A replay
-        that dies half-way leaves ``.replaying`` behind, and the next one starts with it: entries it had
-        written are then found present by their idempotency key.
+        One replay at a time holds ``<file>.lock`` (a second one waits for it, then finds what is left). The
+        file is renamed aside (``<file>.replaying.<n>``) under its own lock, which takes a moment, so pushes
+        failing meanwhile append to a new file without waiting for the replay; failures go back to that file
+        at the end. A replay that dies half-way leaves its aside file, and the next one starts with it:
+        entries it had written are then found present by their idempotency key.
         """
         report = ReplayReport()
-        with _locked(self.replay_lock, os.O_RDWR):
+        lock = _open_private(self.replay_lock, os.O_RDWR)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
             if os.path.exists(self.path):
-                with _locked(self.path, os.O_RDWR) as handle:
-                    lines = [line if line.endswith("\n") else line + "\n" for line in handle if line.strip()]
-                    if lines:
-                        _append_lines(self.aside, lines)
-                    handle.seek(0)
-                    handle.truncate()
-                    handle.flush()
-                    os.fsync(handle.fileno())
-            if not os.path.exists(self.aside):
-                return report
-            with _locked(self.aside, os.O_RDWR) as handle:
-                entries = [line for line in handle if line.strip()]
-            kept = [line for line in entries if not _replay_line(line, write, report)]
+                with _exclusive(self.path):
+                    os.replace(self.path, f"{self.path}.replaying.{time.time_ns()}")
+            aside = self._aside()
+            lines = [line for path in aside for line in _read_lines(path)]
+            entries, settled = _unsettled(lines)
+            kept = [line for line in entries if _key_of(line) not in settled and not _replay_line(line, write, report)]
             if kept:
                 _append_lines(self.path, kept)
-            os.remove(self.aside)
+            for path in aside:
+                os.remove(path)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            os.close(lock)
         return report
 
 
@@ -150,19 +208,19 @@ def _replay_line(line: str, write: t.Callable[[dict[str, t.Any]], str], report: 
 
 
 class DeadLetterTable:
-    """The same store as a table ``(id, payload JSON text, created_at)``, written on its own connection."""
+    """The same store as a table ``(id, payload JSON text, created_at)``, written in a transaction of its own;
+    the file ``spill`` takes what the table cannot within the timeout, and serves as the journal."""
 
-    def __init__(
-        self, table: sa.Table, engine: t.Callable[[], sa.Engine], deadlines: DeadlineRunner, timeout_ms: int
-    ) -> None:
+    def __init__(self, table: sa.Table, engine: t.Callable[[], sa.Engine], deadlines: DeadlineRunner,
+                 spill: DeadLetterFile) -> None:
         self.table = table
         self._engine = engine
         self._deadlines = deadlines
-        self._timeout_ms = timeout_ms
+        self.spill = spill
         self.location = f"table {table.name}"
 
-    def append(self, payload: t.Mapping[str, t.Any]) -> None:
-        """Insert the payload in a transaction of its own, within the hook's deadline."""
+    def append(self, payload: t.Mapping[str, t.Any], timeout: float = 5.0) -> None:
+        """Insert the payload within ``timeout`` seconds; past it, or if the table fails, into the file."""
         statement = self.table.insert().values(payload=_line(payload).strip(), created_at=datetime.now(timezone.utc))
         engine = self._engine()  # resolved here: the helper thread has no app context
 
@@ -170,18 +228,29 @@ class DeadLetterTable:
             with engine.begin() as connection:
                 connection.execute(statement)
 
-        self._deadlines.run(insert, self._timeout_ms / 1000.0)
+        try:
+            if timeout <= 0.01:
+                raise TimeoutError("no time left")
+            self._deadlines.run(insert, timeout)
+        except Exception:
+            self.spill.append(payload)  # the late insert, if it lands, is replayed as "present"
+
+    def journal(self, payload: t.Mapping[str, t.Any]) -> None:
+        self.spill.journal(payload)
+
+    def settle(self, key: str) -> None:
+        self.spill.settle(key)
 
     def pending(self) -> list[dict[str, t.Any]]:
         with self._engine().connect() as connection:
-            return [
-                json.loads(row) for row in connection.scalars(sa.select(self.table.c.payload).order_by(self.table.c.id))
-            ]
+            stored = [json.loads(row) for row in connection.scalars(
+                sa.select(self.table.c.payload).order_by(self.table.c.id))]
+        return stored + self.spill.pending()
 
     def drain(self, write: t.Callable[[dict[str, t.Any]], str]) -> ReplayReport:
-        """Write every stored entry; an entry is deleted once written (or found present), so a replay that
-        dies half-way, or several replays at once, leave nothing doubled and nothing behind."""
-        report = ReplayReport()
+        """Write every stored entry (the file's too); an entry is deleted once written or found present, so a
+        replay that dies half-way, or several replays at once, leave nothing doubled and nothing behind."""
+        report = self.spill.drain(write)
         with self._engine().connect() as connection:
             rows = connection.execute(sa.select(self.table.c.id, self.table.c.payload).order_by(self.table.c.id)).all()
         for row_id, line in rows:
@@ -210,6 +279,13 @@ def _load(entry: dict[str, t.Any]) -> dict[str, t.Any]:
     return entry
 
 
+def _python_type(column: sa.Column[t.Any]) -> type | None:
+    try:
+        return column.type.python_type
+    except NotImplementedError:
+        return None
+
+
 def replay_one(
     connection: sa.Connection, table: sa.Table, tenant_setting: str | None, payload: t.Mapping[str, t.Any]
 ) -> str:
@@ -221,6 +297,9 @@ def replay_one(
     account, type, session and time), since an older replay may have written it without a key.
     """
     row = validate_payload(payload)
+    for key in ("account_id", "session_id"):  # JSON holds UUID ids as text; the column wants UUIDs
+        if isinstance(row[key], str) and _python_type(table.c[key]) is uuid.UUID:
+            row[key] = uuid.UUID(row[key])
     if row["idempotency_key"] is None:
         row["idempotency_key"] = legacy_key(row)
         c = table.c
@@ -233,8 +312,8 @@ def replay_one(
                 c.created_at == row["created_at"],
                 c.session_id.is_(None) if row["session_id"] is None else c.session_id == row["session_id"],
             ]
-        if connection.scalar(sa.select(sa.exists().where(*same))):
-            connection.rollback()
-            return "present"
-        connection.rollback()
+        with connection.begin():  # under row-level security the lookup must run as the activity's account
+            set_tenant(connection, tenant_setting, row["account_id"])
+            if connection.scalar(sa.select(sa.exists().where(*same))):
+                return "present"
     return "written" if insert_activity(connection, table, tenant_setting, row) else "present"

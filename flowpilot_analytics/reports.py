@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import typing as t
+import uuid
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
@@ -134,8 +135,9 @@ class CursorCodec:
 
     def encode(self, identity: IdentityLike, row: HandoffRow) -> str:
         key = row.sort_key.isoformat() if isinstance(row.sort_key, datetime) else str(row.sort_key)
+        handoff_id = row.handoff_id if isinstance(row.handoff_id, int) else str(row.handoff_id)  # UUIDs as text
         return self._state.cursors.dumps(
-            {"k": key, "id": row.handoff_id, "a": str(identity.account_id), "u": str(identity.user_id)}
+            {"k": key, "id": handoff_id, "a": str(identity.account_id), "u": str(identity.user_id)}
         )
 
     def decode(self, text: str) -> Cursor:
@@ -148,8 +150,9 @@ class CursorCodec:
             raise ValueError("Not a cursor this API returned.")
         prepared = self._state.prepared()
         key, handoff_id = data.get("k"), data.get("id")
-        if not isinstance(key, str) or len(key) > 64 or not _id_fits(prepared.tables.handoffs.c.id, handoff_id):
+        if not isinstance(key, str) or len(key) > 64:
             raise ValueError("Not a cursor this API returned.")
+        handoff_id = id_value(prepared.tables.handoffs.c.id, handoff_id)
         if prepared.backend.timestamps_as_text:
             return Cursor(key, handoff_id, data["a"], data["u"])
         try:
@@ -162,18 +165,25 @@ class CursorCodec:
         return Cursor(moment, handoff_id, data["a"], data["u"])
 
 
-def _id_fits(column: t.Any, value: t.Any) -> bool:
-    """Whether a cursor's id is a value of the handoffs' id column's type (within a 64-bit integer's range)."""
+def id_value(column: t.Any, value: t.Any) -> t.Any:
+    """A cursor's id as a value of the handoffs' id column's type (integers within 64 bits, text within the
+    column's length, UUIDs parsed), or ``ValueError``: it never reaches the database as a bad value."""
     try:
         python_type = column.type.python_type
     except NotImplementedError:
         python_type = None
     is_int = isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
-    if python_type is int:
-        return is_int
-    length = getattr(column.type, "length", None) or 1000
-    is_text = isinstance(value, str) and len(value) <= length
-    return is_text if python_type is str else is_text or is_int
+    is_text = isinstance(value, str) and len(value) <= (getattr(column.type, "length", None) or 1000)
+    if python_type is uuid.UUID and isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            raise ValueError("Not a cursor this API returned.") from None
+    if (python_type is int and is_int) or (python_type is str and is_text) or (
+        python_type not in (int, str, uuid.UUID) and (is_int or is_text)
+    ):
+        return value
+    raise ValueError("Not a cursor this API returned.")
 
 
 def _scan(

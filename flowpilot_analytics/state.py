@@ -6,6 +6,7 @@ root, :mod:`flowpilot_analytics.extension`, builds it and puts it in ``app.exten
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import typing as t
@@ -16,6 +17,7 @@ import sqlalchemy as sa
 from flask import current_app
 from flask_sqlalchemy import SQLAlchemy
 from itsdangerous import URLSafeSerializer
+from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
 from .cache import ResponseCache
 from .config import Settings
@@ -92,16 +94,14 @@ class AnalyticsState:
         )
         self.cursors = URLSafeSerializer(settings.cursor_secret, salt="flowpilot_analytics.cursor")
         self.deadlines = DeadlineRunner()
-        self.dead_letters: DeadLetterStore
+        self.dead_letters: DeadLetterStore = DeadLetterFile(settings.dead_letter_path)
         if settings.dead_letter_table:
             self.dead_letters = DeadLetterTable(
                 dead_letter_table(db.metadata, settings.dead_letter_table),
                 lambda: self.write_engine,
                 self.deadlines,
-                settings.hook_timeout_ms,
+                spill=self.dead_letters,
             )
-        else:
-            self.dead_letters = DeadLetterFile(settings.dead_letter_path)
         self._prepared: Prepared | None = None
         self._lock = threading.Lock()
 
@@ -131,7 +131,7 @@ class AnalyticsState:
                 if self._prepared is None:
                     engine = self.read_engine
                     backend = Backend.for_dialect(engine.dialect.name)
-                    with engine.connect() as connection:
+                    with self._reading() as connection:
                         tables = reflect_host_tables(connection, self.settings)
                     self._prepared = Prepared(
                         backend=backend,
@@ -151,11 +151,24 @@ class AnalyticsState:
         """Run reads in one short transaction of the plugin's own, on one pooled connection, and fetch them.
 
         The host's session, transaction and row-level-security setting are never touched: with
-        ``FLOWPILOT_ANALYTICS_TENANT_SETTING`` the tenant is set in the plugin's transaction only.
+        ``FLOWPILOT_ANALYTICS_TENANT_SETTING`` the tenant is set in the plugin's transaction only. An engine
+        with one shared connection (in-memory SQLite) has no connection of the plugin's own to give: there
+        the reads go through the host's session.
         """
-        with self.read_engine.connect() as connection:
+        with self._reading() as connection:
             set_tenant(connection, self.settings.tenant_setting, params["account_id"])
             return [list(connection.execute(statement, params).all()) for statement in statements]
+
+    @contextlib.contextmanager
+    def _reading(self) -> t.Iterator[sa.Connection]:
+        """A pooled connection of the plugin's own on the read engine; on an engine with one shared connection
+        (in-memory SQLite) there is none to give, and the host's session's connection serves."""
+        engine = self.read_engine
+        if isinstance(engine.pool, (StaticPool, SingletonThreadPool)):
+            yield self.db.session.connection(bind_arguments={"bind": engine})
+            return
+        with engine.connect() as connection:
+            yield connection
 
 
 def _cache_namespace(settings: Settings, database_uri: str) -> str:

@@ -8,7 +8,8 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:@/\s]*):(?P<secret>[^@/\s]*)@")
+#: ``scheme://user:password@host``; the password may hold unencoded ``@`` (clients split at the last one).
+_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:@/\s]*):(?P<secret>\S*)@(?=[^@\s]*$|[^@\s]*[\s/])")
 
 
 def is_redis(uri: str) -> bool:

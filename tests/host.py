@@ -68,11 +68,14 @@ def create_app(
 ) -> Flask:
     """App factory: the host's db, its routes, then the plugin in three lines."""
     app = Flask(__name__)
-    # Caching is off unless a test turns it on: most tests change data between two requests.
+    # Caching is off unless a test turns it on: most tests change data between two requests. The hook gets
+    # 5 s, so a slow fsync on a loaded machine never turns a push into a dead letter; the tests of the
+    # deadline set the default 250 ms themselves.
     app.config.update(
         SQLALCHEMY_DATABASE_URI=database_uri,
         TESTING=True,
         FLOWPILOT_ANALYTICS_CACHE_TTL=0,
+        FLOWPILOT_ANALYTICS_HOOK_TIMEOUT_MS=5000,
         SECRET_KEY="test-host-secret",
     )
     app.config.update(config)

@@ -9,8 +9,6 @@ import uuid
 import pytest
 import redis
 
-from flowpilot_analytics import FlowpilotAnalytics
-
 from . import factories as f
 from .fake_psa import FakePsaService
 from .helpers import ESCALATIONS, PSA, as_user
@@ -106,12 +104,3 @@ def test_unreachable_cache_answers_uncached(client: t.Any, caplog: pytest.LogCap
         response = client.get(ESCALATIONS, headers=as_user(1))
     assert response.status_code == 200
     assert any("cache unavailable" in r.getMessage() for r in caplog.records)
-
-
-def test_bad_cache_ttl_fails_at_startup() -> None:
-    from flask import Flask
-
-    app = Flask("bad_ttl")
-    app.config["FLOWPILOT_ANALYTICS_CACHE_TTL"] = -5
-    with pytest.raises(ValueError, match="CACHE_TTL"):
-        FlowpilotAnalytics().init_app(app, db=db, identity_loader=lambda: None)

@@ -32,30 +32,6 @@ def test_init_app_needs_db_and_loader() -> None:
         FlowpilotAnalytics().init_app(Flask("b"), db=db)
 
 
-@pytest.mark.parametrize(
-    ("config", "message"),
-    [
-        ({"FLOWPILOT_ANALYTICS_ROUTE_ROLES": {"escalations": "boss"}}, "not in"),
-        ({"FLOWPILOT_ANALYTICS_ROLES": []}, "non-empty"),
-        ({"FLOWPILOT_ANALYTICS_CLOCK_SKEW_SECONDS": -1}, "seconds"),
-        ({"FLOWPILOT_ANALYTICS_TABLES": {"tickets": "x"}}, "unknown keys"),
-        ({"FLOWPILOT_ANALYTICS_COLUMNS": {"handoffs.owner": "x"}}, "is not"),
-    ],
-)
-def test_bad_settings_fail_at_startup(config: dict[str, t.Any], message: str) -> None:
-    app = Flask("bad")
-    app.config.update(config)
-    with pytest.raises(ValueError, match=message):
-        FlowpilotAnalytics().init_app(app, db=db, identity_loader=host.load_identity)
-
-
-def test_settings_are_filled_with_setdefault(app: Flask) -> None:
-    assert app.config["FLOWPILOT_ANALYTICS_URL_PREFIX"] == "/api/v1"
-    assert app.config["FLOWPILOT_ANALYTICS_CLOCK_SKEW_SECONDS"] == 0
-    assert app.config["FLOWPILOT_ANALYTICS_PSA_METRICS_LIMIT"] == "15 per minute"
-    assert not [key for key in app.config if key.startswith("RATELIMIT_")]
-
-
 def test_constructor_form_registers_too(database_uri: str, make_app: t.Any) -> None:
     app = make_app(Flask("ctor"))
     app.config.update(SQLALCHEMY_DATABASE_URI=database_uri, SECRET_KEY="s")

@@ -26,7 +26,11 @@ def cluster() -> t.Iterator[PrivateCluster]:
 
 
 def test_500_pushes_with_the_database_killed_at_150_and_back_at_300(cluster: PrivateCluster, tmp_path: t.Any) -> None:
-    app = host.create_app(cluster.url, FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH=str(tmp_path / "dead.jsonl"))
+    app = host.create_app(
+        cluster.url,
+        FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH=str(tmp_path / "dead.jsonl"),
+        FLOWPILOT_ANALYTICS_HOOK_TIMEOUT_MS=250,
+    )
     psa = app.extensions["test_psa"]
     state = app.extensions["flowpilot_analytics"]
     returned: list[t.Any] = []
@@ -78,4 +82,4 @@ def test_500_pushes_with_the_database_killed_at_150_and_back_at_300(cluster: Pri
     assert (changed, len(recorded), duplicated) == (0, 500, 0)
     assert len({r[3] for r in recorded}) == 500
     assert dead >= 150  # every push while it was down (and the first after it came back) was kept
-    assert slowest < 10  # a hang guard only; the figure is printed above
+    assert slowest < 1.5  # far above the 250 ms hook timeout, far below a stall; the figure is printed above

@@ -59,23 +59,6 @@ def test_a_service_wrapped_by_two_extension_objects_records_in_each_app(database
         db.drop_all(bind_key=None)
 
 
-@pytest.mark.parametrize(
-    ("config", "message"),
-    [
-        ({"FLOWPILOT_ANALYTICS_ROLES": ["a", "b"], "FLOWPILOT_ANALYTICS_ROUTE_ROLES": {"escalations": "a"}}, "not in"),
-        ({"FLOWPILOT_ANALYTICS_ROUTE_ROLES": {"psa-metrics": "admin"}}, "unknown routes"),
-        ({"FLOWPILOT_ANALYTICS_CLOCK_SKEW_SECONDS": math.nan}, "seconds"),
-        ({"FLOWPILOT_ANALYTICS_CLOCK_SKEW_SECONDS": 1e20}, "seconds"),
-        ({"FLOWPILOT_ANALYTICS_BUCKET_EDGES_SECONDS": [60, 30]}, "increasing"),
-    ],
-)
-def test_settings_that_would_fail_later_fail_at_startup(config: dict[str, t.Any], message: str) -> None:
-    app = Flask("bad")
-    app.config.update(config)
-    with pytest.raises(ValueError, match=message):
-        FlowpilotAnalytics().init_app(app, db=db, identity_loader=lambda: None)
-
-
 @pytest.mark.parametrize("app_config", [{"FLOWPILOT_ANALYTICS_CLOCK_SKEW_SECONDS": 0.00001}])
 def test_a_tiny_skew_is_valid_sql(client: t.Any) -> None:
     f.escalation(1, f.at(days=1), 3)

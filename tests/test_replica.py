@@ -9,12 +9,10 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from flowpilot_analytics import FlowpilotAnalytics
-
 from . import factories as f
 from .fake_psa import FakePsaService
 from .helpers import as_user
-from .host import db, load_identity
+from .host import db
 
 
 @pytest.fixture
@@ -64,10 +62,3 @@ def test_reads_go_to_the_replica_and_writes_to_the_primary(app: Flask, client: t
     finally:
         db.session.remove()
         db.metadata.drop_all(replica)
-
-
-def test_unknown_bind_fails_at_startup() -> None:
-    app = Flask("bad_bind")
-    app.config.update(FLOWPILOT_ANALYTICS_BIND="replica", SQLALCHEMY_BINDS={"reports": "sqlite://"})
-    with pytest.raises(ValueError, match="SQLALCHEMY_BINDS"):
-        FlowpilotAnalytics().init_app(app, db=db, identity_loader=load_identity)

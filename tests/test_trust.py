@@ -16,12 +16,18 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask, got_request_exception, request
 
-from flowpilot_analytics import Identity
+from flowpilot_analytics import Identity, activity_recorded
 
 from . import factories as f
 from . import host
 from .helpers import ESCALATIONS, HANDOFFS, PSA, activity_rows, as_user
 from .host import NOW, db
+
+#: A push with the database locked or hung returns within the hook timeout (250 ms by default); this bound is far
+#: above it, to stay quiet on a loaded machine, and far below a stall (a lock held 5 s, a hung server).
+HOOK_BOUND_SECONDS = 1.5
+#: The test host gives the hook 5 s; the tests of the deadline use the default.
+DEFAULT_TIMEOUT = {"FLOWPILOT_ANALYTICS_HOOK_TIMEOUT_MS": 250}
 
 
 def rows() -> list[dict[str, t.Any]]:
@@ -296,7 +302,8 @@ def test_vary_names_the_headers_the_host_says_carry_credentials(client: t.Any) -
     "app_config",
     [
         {
-            "FLOWPILOT_ANALYTICS_RATELIMIT_STORAGE_URI": "redis://:s3cret-pass@127.0.0.1:1/0",
+            "FLOWPILOT_ANALYTICS_RATELIMIT_STORAGE_URI": "redis://:s3cret@pass@127.0.0.1:1/0",
+            "FLOWPILOT_ANALYTICS_CACHE_STORAGE_URI": "redis://:s3cret@pass@127.0.0.1:1/0",
             "FLOWPILOT_ANALYTICS_CACHE_TTL": 60,
         }
     ],
@@ -306,7 +313,7 @@ def test_storage_passwords_never_reach_the_log(client: t.Any, caplog: pytest.Log
         assert client.get(PSA, headers=as_user(1, "admin")).status_code == 200
     text = caplog.text + "".join(r.exc_text or "" for r in caplog.records)
     assert "unavailable" in text and "redis://:***@127.0.0.1:1/0" in text
-    assert "s3cret-pass" not in text
+    assert "s3cret" not in text and "pass@" not in text  # an unencoded "@" in the password too
 
 
 def test_a_push_the_hook_cannot_read_logs_no_note_text_or_psa_answer(
@@ -361,6 +368,7 @@ def test_a_new_dead_letter_folder_is_private(make_app: t.Any, tmp_path: t.Any) -
 # -- 6. a lock on the activity table never stalls a push --------------------------------------------------
 
 
+@pytest.mark.parametrize("app_config", [DEFAULT_TIMEOUT])
 def test_a_locked_activity_table_delays_a_push_by_the_hook_timeout_at_most(
     app: Flask, dialect: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -382,16 +390,17 @@ def test_a_locked_activity_table_delays_a_push_by_the_hook_timeout_at_most(
         locker.close()
     print(f"\npush with {dialect} activity table locked: returned in {elapsed * 1000:.0f} ms (timeout 250 ms)")
     assert result == {"id": "1000", "text": "x"}
-    assert elapsed < 5  # a hang guard only; the figure is printed above
+    assert elapsed < HOOK_BOUND_SECONDS  # the figure is printed above
     assert any("kept as a dead letter" in r.getMessage() for r in caplog.records)
     assert [e["external_id"] for e in state(app).dead_letters.pending()] == ["1000"]
     # the replay writes it, or finds it written by a write that got the lock just after the deadline
     assert "still failing 0" in replay(app).output and len(rows()) == 1
 
 
+@pytest.mark.parametrize("app_config", [DEFAULT_TIMEOUT])
 def test_a_hung_database_is_cut_off_at_the_deadline_and_its_late_write_is_not_doubled(app: Flask) -> None:
     psa = app.extensions["test_psa"]
-    release, committed = threading.Event(), threading.Event()
+    release, committed, signalled = threading.Event(), threading.Event(), threading.Event()
 
     def hang(conn: t.Any, cursor: t.Any, statement: str, *args: t.Any) -> None:
         if "INSERT INTO psa_activity_logs" in statement:
@@ -400,9 +409,13 @@ def test_a_hung_database_is_cut_off_at_the_deadline_and_its_late_write_is_not_do
     def done(conn: t.Any) -> None:
         committed.set()
 
+    def announced(sender: t.Any, activity: t.Any) -> None:
+        signalled.set()
+
     db.session.rollback()
     sa.event.listen(db.engine, "before_cursor_execute", hang)
     sa.event.listen(db.engine, "commit", done)
+    activity_recorded.connect(announced, app)
     try:
         started = time.perf_counter()
         assert psa.push_note(types.SimpleNamespace(id=9, account_id=1, psa_ticket_id="T"), "x")["id"] == "1000"
@@ -414,15 +427,12 @@ def test_a_hung_database_is_cut_off_at_the_deadline_and_its_late_write_is_not_do
         release.set()
         sa.event.remove(db.engine, "before_cursor_execute", hang)
         sa.event.remove(db.engine, "commit", done)
-    assert elapsed < 5
+    assert signalled.wait(30)  # announced once it landed
+    activity_recorded.disconnect(announced, app)
+    assert elapsed < HOOK_BOUND_SECONDS
+    assert signalled.wait(30)  # announced once it landed
     assert "written 0, already present 1, still failing 0" in replay(app).output  # its key: not doubled
     assert len(rows()) == 1
-
-
-@pytest.mark.parametrize("app_config", [{"FLOWPILOT_ANALYTICS_HOOK_TIMEOUT_MS": 0}])
-def test_a_bad_hook_timeout_fails_at_startup(app_config: t.Any) -> None:
-    with pytest.raises(ValueError, match="HOOK_TIMEOUT_MS"):
-        host.create_app("sqlite://", **app_config)
 
 
 # -- 7. inputs checked before they reach the database -----------------------------------------------------
@@ -676,3 +686,227 @@ def test_an_old_activity_table_is_upgraded_by_the_statements_doctor_prints(app: 
     assert "written 1" in replay(app).output
     psa.push_note(types.SimpleNamespace(id=1, account_id=1, psa_ticket_id="T"), "after")
     assert [r["external_id"] for r in rows()] == ["1000", "1001"]
+
+
+# -- review follow-ups: ORM objects, stores, pools, ids -------------------------------------------------
+
+
+@pytest.mark.parametrize("app_config", [DEFAULT_TIMEOUT])
+def test_an_expired_orm_session_and_a_database_outage_lose_nothing_and_leave_the_session_alone(app: Flask) -> None:
+    """ "Commit, then push" with the database gone: the host's expired object is never loaded through its session;
+    the activity is kept with the ids known, and the replay finds its account from the session's row."""
+    psa = app.extensions["test_psa"]
+    sess = f.session(1, f.at(days=1), ticket="T-42")
+    f.commit()  # expires sess: its columns would be loaded on next access
+    session_id = sess.id
+    db.session.commit()
+    db.session.expire(sess)
+    assert not db.session().in_transaction()
+
+    def refuse(*args: t.Any) -> None:
+        raise sa.exc.OperationalError("SELECT", {}, ConnectionRefusedError("server closed the connection"))
+
+    sa.event.listen(db.engine, "before_cursor_execute", refuse)
+    try:
+        started = time.perf_counter()
+        assert psa.push_note(sess, "Customer password is hunter2")["id"] == "1000"
+        elapsed = time.perf_counter() - started
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", refuse)
+    assert not db.session().in_transaction()  # the hook began nothing on the host's session
+    assert elapsed < HOOK_BOUND_SECONDS
+    kept = state(app).dead_letters.pending()
+    assert [(k["session_id"], k["account_id"], k["external_id"]) for k in kept] == [(session_id, None, "1000")]
+    result = replay(app)
+    assert "written 1, already present 0, still failing 0" in result.output, result.output
+    assert [(r["account_id"], r["session_id"], r["psa_ticket_id"]) for r in rows()] == [(1, session_id, "T-42")]
+
+
+def test_reading_an_expired_orm_session_never_begins_the_hosts_transaction(app: Flask) -> None:
+    psa = app.extensions["test_psa"]
+    sess = f.session(2, f.at(days=1), ticket="T-9")
+    f.commit()
+    assert not db.session().in_transaction()
+    psa.push_time_entry(sess, 12)
+    assert not db.session().in_transaction()
+    with db.session.begin():  # the host's own explicit transaction still starts
+        pass
+    assert [(r["account_id"], r["psa_ticket_id"], r["minutes"]) for r in rows()] == [(2, "T-9", 12.0)]
+
+
+@pytest.mark.parametrize(
+    "app_config", [{"FLOWPILOT_ANALYTICS_DEAD_LETTER_TABLE": "fpa_dead_letters", **DEFAULT_TIMEOUT}]
+)
+def test_a_hung_database_with_the_table_store_still_bounds_the_push(app: Flask) -> None:
+    psa = app.extensions["test_psa"]
+    release = threading.Event()
+
+    def hang(conn: t.Any, cursor: t.Any, statement: str, *args: t.Any) -> None:
+        if statement.startswith("INSERT INTO"):
+            release.wait(30)
+
+    db.session.rollback()
+    sa.event.listen(db.engine, "before_cursor_execute", hang)
+    try:
+        started = time.perf_counter()
+        psa.push_note(types.SimpleNamespace(id=9, account_id=1, psa_ticket_id="T"), "x")
+        elapsed = time.perf_counter() - started
+    finally:
+        release.set()
+        sa.event.remove(db.engine, "before_cursor_execute", hang)
+    print(f"\npush with a hung database and the table store: {elapsed * 1000:.0f} ms (timeout 250 ms)")
+    assert elapsed < HOOK_BOUND_SECONDS
+    assert [e["external_id"] for e in state(app).dead_letters.spill.pending()] == ["1000"]  # the file took it
+    assert "still failing 0" in replay(app).output and len(rows()) == 1
+
+
+def test_a_sqlite_push_inside_a_host_transaction_is_journaled_until_it_lands(app: Flask, dialect: str) -> None:
+    if dialect != "sqlite":
+        pytest.skip("the journal serves SQLite's one-writer wait")
+    psa = app.extensions["test_psa"]
+    sess = f.session(1, f.at(days=1), ticket="T")
+    f.commit()
+    db.session.execute(sa.text("SELECT 1"))  # the host has read: the write waits for its transaction
+    psa.push_note(sess, "x")
+    assert [e["external_id"] for e in state(app).dead_letters.pending()] == ["1000"]  # a crash now keeps it
+    assert rows() == []
+    db.session.rollback()
+    assert [r["external_id"] for r in rows()] == ["1000"]
+    assert state(app).dead_letters.pending() == []  # settled
+    assert "written 0, already present 0, still failing 0" in replay(app).output
+
+
+def test_a_process_that_dies_before_the_host_transaction_ends_leaves_a_dead_letter(
+    database_uri: str, dialect: str, tmp_path: t.Any, make_app: t.Any
+) -> None:
+    import subprocess
+    import sys
+
+    if dialect != "sqlite":
+        pytest.skip("on PostgreSQL the row is written before the push returns")
+    app = make_app()
+    with app.app_context():
+        db.create_all(bind_key=None)
+        f.session(1, f.at(days=1), ticket="T-1")
+        f.commit()
+    dead = tmp_path / "crash.jsonl"
+    script = f"""
+import os, sqlalchemy as sa
+from tests import host
+app = host.create_app({database_uri!r}, FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH={str(dead)!r})
+with app.app_context():
+    sess = host.db.session.get(host.AISession, 1)   # the host read: its transaction is open
+    app.extensions["test_psa"].push_note(sess, "x")
+    os._exit(0)                                      # dies before the transaction ends
+"""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    crashed = make_app(FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH=str(dead))
+    with crashed.app_context():
+        assert [e["external_id"] for e in state(crashed).dead_letters.pending()] == ["1000"]
+        assert "written 1" in replay(crashed).output
+        assert [r["external_id"] for r in rows()] == ["1000"]
+        db.drop_all(bind_key=None)
+
+
+def test_an_in_memory_sqlite_host_keeps_its_work_when_the_plugin_reads(make_app: t.Any) -> None:
+    app = make_app(host.create_app("sqlite://"))
+    with app.app_context():
+        db.create_all(bind_key=None)
+
+    @app.before_request
+    def audit() -> None:  # the host's own work in the request, not committed yet
+        db.session.add(host.AISession(account_id=1, created_at=f.at(), title="audit"))
+        db.session.flush()
+
+    client = app.test_client()
+    assert client.get(ESCALATIONS, headers=as_user(1)).status_code == 200
+    with app.app_context():
+        db.session.commit()
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(host.AISession)) == 0  # per request
+    response = client.get(PSA, headers=as_user(1, "admin"))
+    assert response.status_code == 200 and response.get_json()["funnel"]["sessions"] == 1  # its own row, seen
+
+
+UUID_IDS = sa.MetaData()
+UUID_SESSIONS = sa.Table(
+    "uid_sessions",
+    UUID_IDS,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("account_id", sa.Integer),
+    sa.Column("created_at", sa.DateTime),
+    sa.Column("psa_ticket_id", sa.String(40)),
+)
+UUID_STEPS = sa.Table(
+    "uid_steps",
+    UUID_IDS,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("account_id", sa.Integer),
+    sa.Column("session_id", sa.Uuid),
+    sa.Column("created_at", sa.DateTime),
+)
+UUID_HANDOFFS = sa.Table(
+    "uid_handoffs",
+    UUID_IDS,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("account_id", sa.Integer),
+    sa.Column("session_id", sa.Uuid),
+    sa.Column("created_at", sa.DateTime),
+    sa.Column("claimed_at", sa.DateTime),
+)
+
+
+@pytest.mark.parametrize(
+    "app_config",
+    [{"FLOWPILOT_ANALYTICS_TABLES": {"sessions": "uid_sessions", "steps": "uid_steps", "handoffs": "uid_handoffs"}}],
+)
+def test_drill_down_pages_over_uuid_ids(client: t.Any, dialect: str) -> None:
+    import uuid
+
+    UUID_IDS.create_all(db.engine)
+    try:
+        ids = [uuid.uuid4() for _ in range(3)]
+        with db.engine.begin() as conn:
+            for i, handoff_id in enumerate(ids):
+                claimed = f.at(minutes=10 + i)
+                conn.execute(UUID_SESSIONS.insert().values(id=handoff_id, account_id=1, created_at=claimed))
+                conn.execute(
+                    UUID_HANDOFFS.insert().values(
+                        id=handoff_id, account_id=1, session_id=handoff_id, created_at=claimed, claimed_at=claimed
+                    )
+                )
+        seen, cursor = [], None
+        for _ in range(5):
+            page = client.get(HANDOFFS + "?limit=1" + (f"&cursor={cursor}" if cursor else ""), headers=as_user(1))
+            assert page.status_code == 200, page.get_data(as_text=True)
+            seen += [item["handoff_id"] for item in page.get_json()["items"]]
+            cursor = page.get_json()["next_cursor"]
+            if cursor is None:
+                break
+        assert [uuid.UUID(x) for x in seen] == ids  # SQLite keeps them as 32-digit hex text
+        forged = state(client.application).cursors.dumps(
+            {"k": "2026-11-01 00:00:00", "id": "not-a-uuid", "a": "1", "u": "1"}
+        )
+        forged_page = client.get(HANDOFFS + f"?cursor={forged}", headers=as_user(1))
+        # PostgreSQL's uuid column refuses the text at the door; SQLite keeps ids as text: an empty page
+        assert forged_page.status_code == (400 if dialect == "postgresql" else 200)
+    finally:
+        db.session.rollback()
+        UUID_IDS.drop_all(db.engine)
+
+
+def test_doctor_wants_the_key_index_unique(app: Flask) -> None:
+    db.session.rollback()
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("DROP INDEX uq_psa_activity_logs_idempotency_key")
+        conn.exec_driver_sql("CREATE INDEX ix_key ON psa_activity_logs (idempotency_key)")  # not unique
+    result = app.test_cli_runner().invoke(args=["flowpilot-analytics", "doctor"])
+    assert result.exit_code == 1
+    assert "MISSING unique index psa_activity_logs (idempotency_key)" in result.output
+    assert "CREATE UNIQUE INDEX" in result.output
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("DROP INDEX ix_key")
+        conn.exec_driver_sql(
+            "CREATE UNIQUE INDEX uq_psa_activity_logs_idempotency_key ON psa_activity_logs (idempotency_key)"
+        )

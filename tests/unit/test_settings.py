@@ -1,0 +1,131 @@
+"""Every setting: defaults, validation with messages that name the key, normalisation, removed keys."""
+
+from __future__ import annotations
+
+import math
+import typing as t
+
+import pytest
+from flask import Flask
+
+from flowpilot_analytics import FlowpilotAnalytics
+from flowpilot_analytics.config import DEFAULTS, SETTINGS, Settings, apply_defaults
+
+from ..host import db, load_identity
+
+SECRET = {"SECRET_KEY": "s"}
+
+
+def settings(**config: t.Any) -> Settings:
+    return Settings.from_config({**SECRET, **config})
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"FLOWPILOT_ANALYTICS_ROUTE_ROLES": {"escalations": "boss"}}, "not in"),
+        ({"FLOWPILOT_ANALYTICS_ROLES": []}, "non-empty"),
+        ({"FLOWPILOT_ANALYTICS_ROLES": "admin"}, "non-empty"),
+        ({"FLOWPILOT_ANALYTICS_CLOCK_SKEW_SECONDS": -1}, "seconds"),
+        ({"FLOWPILOT_ANALYTICS_CLOCK_SKEW_SECONDS": math.nan}, "seconds"),
+        ({"FLOWPILOT_ANALYTICS_CLOCK_SKEW_SECONDS": 1e20}, "seconds"),
+        ({"FLOWPILOT_ANALYTICS_CLOCK_SKEW_SECONDS": True}, "seconds"),
+        ({"FLOWPILOT_ANALYTICS_TABLES": {"tickets": "x"}}, "unknown keys"),
+        ({"FLOWPILOT_ANALYTICS_COLUMNS": {"handoffs.owner": "x"}}, "is not"),
+        ({"FLOWPILOT_ANALYTICS_ROLES": ["a", "b"], "FLOWPILOT_ANALYTICS_ROUTE_ROLES": {"escalations": "a"}}, "not in"),
+        ({"FLOWPILOT_ANALYTICS_ROUTE_ROLES": {"psa-metrics": "admin"}}, "unknown routes"),
+        ({"FLOWPILOT_ANALYTICS_BUCKET_EDGES_SECONDS": [60, 30]}, "increasing"),
+        ({"FLOWPILOT_ANALYTICS_BUCKET_EDGES_SECONDS": []}, "increasing"),
+        ({"FLOWPILOT_ANALYTICS_CACHE_TTL": -5}, "CACHE_TTL"),
+        ({"FLOWPILOT_ANALYTICS_CACHE_MAX_BYTES": 0}, "CACHE_MAX_BYTES"),
+        ({"FLOWPILOT_ANALYTICS_HOOK_TIMEOUT_MS": 0}, "HOOK_TIMEOUT_MS"),
+        ({"FLOWPILOT_ANALYTICS_MAX_RANGE_DAYS": 0}, "MAX_RANGE_DAYS"),
+        ({"FLOWPILOT_ANALYTICS_PSA_METRICS_LIMIT": "lots"}, "PSA_METRICS_LIMIT"),
+        ({"FLOWPILOT_ANALYTICS_ESCALATIONS_LIMIT": 5}, "ESCALATIONS_LIMIT"),
+        ({"FLOWPILOT_ANALYTICS_VARY_HEADERS": "Cookie"}, "VARY_HEADERS"),
+        ({"FLOWPILOT_ANALYTICS_TENANT_SETTING": "nodot"}, "TENANT_SETTING"),
+        ({"FLOWPILOT_ANALYTICS_ID_TYPE": "bigint"}, "ID_TYPE"),
+        ({"FLOWPILOT_ANALYTICS_URL_PREFIX": "api"}, "URL_PREFIX"),
+        ({"FLOWPILOT_ANALYTICS_BIND": "replica", "SQLALCHEMY_BINDS": {"reports": "sqlite://"}}, "SQLALCHEMY_BINDS"),
+    ],
+)
+def test_a_bad_setting_is_refused_with_its_name(config: dict[str, t.Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        settings(**config)
+
+
+@pytest.mark.parametrize(
+    ("key", "replacement"),
+    [("FLOWPILOT_ANALYTICS_PSA_SERVICE_METHODS", "methods="), ("FLOWPILOT_ANALYTICS_SQLITE_TEXT_OFFSETS", "UTC text")],
+)
+def test_a_removed_setting_still_set_is_a_startup_error_naming_the_replacement(key: str, replacement: str) -> None:
+    app = Flask("old_host")
+    app.config.update({**SECRET, key: {"note_posted": "post"} if "METHODS" in key else True})
+    with pytest.raises(ValueError, match=replacement) as raised:
+        FlowpilotAnalytics().init_app(app, db=db, identity_loader=load_identity)
+    assert key in str(raised.value)
+
+
+def test_bad_settings_fail_at_init_app_not_at_the_first_request() -> None:
+    app = Flask("bad")
+    app.config.update({**SECRET, "FLOWPILOT_ANALYTICS_ROLES": []})
+    with pytest.raises(ValueError, match="FLOWPILOT_ANALYTICS_ROLES"):
+        FlowpilotAnalytics().init_app(app, db=db, identity_loader=load_identity)
+    assert "flowpilot_analytics" not in app.extensions
+
+
+def test_a_cursor_key_is_required_and_other_mistakes_are_named_first() -> None:
+    with pytest.raises(ValueError, match="SECRET_KEY or FLOWPILOT_ANALYTICS_CURSOR_SECRET"):
+        Settings.from_config({})
+    with pytest.raises(ValueError, match="BUCKET_EDGES"):
+        Settings.from_config({"FLOWPILOT_ANALYTICS_BUCKET_EDGES_SECONDS": [5, 1]})
+    assert Settings.from_config({"FLOWPILOT_ANALYTICS_CURSOR_SECRET": "c"}).cursor_secret == "c"
+    assert "s3cret" not in repr(Settings.from_config({"SECRET_KEY": "s3cret"}))  # never printed
+
+
+def test_defaults_and_normalisation() -> None:
+    s = settings()
+    assert s.route_roles == {"escalations": "engineer", "psa_metrics": "team_admin"}
+    assert s.tables == {"sessions": "ai_sessions", "steps": "ai_session_steps", "handoffs": "session_handoffs"}
+    assert s.bucket_edges == (60.0, 300.0, 900.0, 3600.0, 14400.0)
+    assert (s.cache_storage_uri, s.ratelimit_storage_uri) == ("memory://", "memory://")
+    assert s.dead_letter_path.endswith("flowpilot_analytics_dead_letters.jsonl")
+    merged = settings(FLOWPILOT_ANALYTICS_ROUTE_ROLES={"psa_metrics": "admin"}, RATELIMIT_STORAGE_URI="redis://r:1/0")
+    assert merged.route_roles == {"escalations": "engineer", "psa_metrics": "admin"}
+    assert merged.ratelimit_storage_uri == "redis://r:1/0"  # the host's limiter storage, as before
+    assert merged.cache_storage_uri == "memory://"  # no longer inferred from the limiter's
+    assert (
+        settings(FLOWPILOT_ANALYTICS_COLUMNS={"handoffs.claimed_at": "accepted"}).host_column("handoffs", "claimed_at")
+        == "accepted"
+    )
+
+
+def test_settings_are_frozen_and_apps_never_share_a_default_object() -> None:
+    s = settings()
+    with pytest.raises(AttributeError):
+        s.cache_ttl = 5  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        s.tables["steps"] = "x"  # type: ignore[index]
+    first, second = Flask("a"), Flask("b")
+    apply_defaults(first.config)
+    first.config["FLOWPILOT_ANALYTICS_TABLES"]["handoffs"] = "escalations"
+    apply_defaults(second.config)
+    assert second.config["FLOWPILOT_ANALYTICS_TABLES"] == {}
+    assert DEFAULTS["FLOWPILOT_ANALYTICS_TABLES"] == {}
+
+
+def test_settings_are_filled_with_setdefault_and_touch_nothing_else() -> None:
+    app = Flask("host")
+    app.config.update({**SECRET, "FLOWPILOT_ANALYTICS_CACHE_TTL": 5, "SQLALCHEMY_DATABASE_URI": "sqlite://"})
+    db.init_app(app)
+    FlowpilotAnalytics().init_app(app, db=db, identity_loader=load_identity)
+    assert app.config["FLOWPILOT_ANALYTICS_URL_PREFIX"] == "/api/v1"
+    assert app.config["FLOWPILOT_ANALYTICS_CACHE_TTL"] == 5
+    assert app.config["FLOWPILOT_ANALYTICS_PSA_METRICS_LIMIT"] == "15 per minute"
+    assert not [key for key in app.config if key.startswith("RATELIMIT_")]
+    assert {key for key in app.config if key.startswith("FLOWPILOT_ANALYTICS_")} == set(DEFAULTS)
+
+
+def test_every_setting_is_documented_and_named_once() -> None:
+    keys = [s.key for s in SETTINGS]
+    assert len(keys) == len(set(keys)) and all(s.doc.strip() for s in SETTINGS)
