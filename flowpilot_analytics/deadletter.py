@@ -159,8 +159,9 @@ class DeadLetterFile:
         """Every entry not yet written (those of an interrupted replay included), journal entries settled left out."""
         lines = [line for path in [*self._aside(), self.path] for line in _read_lines(path)]
         entries, settled = _unsettled(lines)
-        return [entry for entry in (json.loads(line) for line in entries)
-                if entry.get("idempotency_key") not in settled]
+        return [
+            entry for entry in (json.loads(line) for line in entries) if entry.get("idempotency_key") not in settled
+        ]
 
     def drain(self, write: t.Callable[[dict[str, t.Any]], str]) -> ReplayReport:
         """Write every entry with ``write`` (returns ``"written"`` or ``"present"``); keep the failures.
@@ -211,8 +212,9 @@ class DeadLetterTable:
     """The same store as a table ``(id, payload JSON text, created_at)``, written in a transaction of its own;
     the file ``spill`` takes what the table cannot within the timeout, and serves as the journal."""
 
-    def __init__(self, table: sa.Table, engine: t.Callable[[], sa.Engine], deadlines: DeadlineRunner,
-                 spill: DeadLetterFile) -> None:
+    def __init__(
+        self, table: sa.Table, engine: t.Callable[[], sa.Engine], deadlines: DeadlineRunner, spill: DeadLetterFile
+    ) -> None:
         self.table = table
         self._engine = engine
         self._deadlines = deadlines
@@ -243,8 +245,9 @@ class DeadLetterTable:
 
     def pending(self) -> list[dict[str, t.Any]]:
         with self._engine().connect() as connection:
-            stored = [json.loads(row) for row in connection.scalars(
-                sa.select(self.table.c.payload).order_by(self.table.c.id))]
+            stored = [
+                json.loads(row) for row in connection.scalars(sa.select(self.table.c.payload).order_by(self.table.c.id))
+            ]
         return stored + self.spill.pending()
 
     def drain(self, write: t.Callable[[dict[str, t.Any]], str]) -> ReplayReport:

@@ -95,8 +95,9 @@ def default_extract(activity_type: str) -> Extract:
 
     def extract(args: tuple[t.Any, ...], kwargs: dict[str, t.Any], result: t.Any) -> Mapping[str, t.Any]:
         session = kwargs["session"] if "session" in kwargs else args[0]
-        fields = read_attributes(session, {"account_id": "account_id", "session_id": "id",
-                                           "psa_ticket_id": "psa_ticket_id"})
+        fields = read_attributes(
+            session, {"account_id": "account_id", "session_id": "id", "psa_ticket_id": "psa_ticket_id"}
+        )
         fields["external_id"] = _field(result, "id")
         if activity_type == "time_entry_posted":
             fields["minutes"] = kwargs["minutes"] if "minutes" in kwargs else args[1]
@@ -167,13 +168,22 @@ def _keep(state: AnalyticsState, payload: Mapping[str, t.Any], reason: str, dead
     except Exception as exc:
         logger.error(
             "could not record a %s activity (%s), and the dead-letter store %s failed too (%s); only this log "
-            "has it: %s", payload["activity_type"], reason, state.dead_letters.location, error_text(exc),
-            describe(payload))
+            "has it: %s",
+            payload["activity_type"],
+            reason,
+            state.dead_letters.location,
+            error_text(exc),
+            describe(payload),
+        )
         return
     logger.error(
         "could not record a %s activity (%s); kept as a dead letter in %s for `flask flowpilot-analytics "
-        "replay-activities`; activity: %s", payload["activity_type"], reason, state.dead_letters.location,
-        describe(payload))
+        "replay-activities`; activity: %s",
+        payload["activity_type"],
+        reason,
+        state.dead_letters.location,
+        describe(payload),
+    )
 
 
 def _record_now(app: t.Any, state: AnalyticsState, payload: dict[str, t.Any], journaled: bool = False) -> None:
@@ -187,8 +197,12 @@ def _record_now(app: t.Any, state: AnalyticsState, payload: dict[str, t.Any], jo
         if journaled:  # its journal entry already is the dead letter
             logger.error(
                 "could not record a %s activity (%s); kept as a dead letter in %s for `flask flowpilot-analytics "
-                "replay-activities`; activity: %s", payload["activity_type"], error_text(exc),
-                state.dead_letters.location, describe(payload))
+                "replay-activities`; activity: %s",
+                payload["activity_type"],
+                error_text(exc),
+                state.dead_letters.location,
+                describe(payload),
+            )
         else:
             _keep(state, payload, error_text(exc), deadline)
         return
@@ -198,8 +212,12 @@ def _record_now(app: t.Any, state: AnalyticsState, payload: dict[str, t.Any], jo
         except Exception as exc:  # the entry stays; a replay finds the row present
             logger.warning("could not settle the journal entry of a recorded activity (%s)", error_text(exc))
     if not recorded:
-        logger.info("%s %s already recorded for account %s", payload["activity_type"], payload["external_id"],
-                    payload["account_id"])
+        logger.info(
+            "%s %s already recorded for account %s",
+            payload["activity_type"],
+            payload["external_id"],
+            payload["account_id"],
+        )
         return
     _announce(app, state, payload)
 
@@ -220,9 +238,13 @@ def _complete(state: AnalyticsState, fields: dict[str, t.Any]) -> str | None:
         return None
     engine = state.write_engine
     try:
-        fields.update({k: v for k, v in state.deadlines.run(lambda: load(engine),
-                                                            state.settings.hook_timeout_ms / 1000.0).items()
-                       if fields.get(k) is None})
+        fields.update(
+            {
+                k: v
+                for k, v in state.deadlines.run(lambda: load(engine), state.settings.hook_timeout_ms / 1000.0).items()
+                if fields.get(k) is None
+            }
+        )
     except Exception as exc:
         return error_text(exc)
     return None
@@ -264,8 +286,11 @@ def record(
         try:
             state.dead_letters.journal(payload)
         except Exception as exc:
-            logger.warning("could not journal a %s activity before the host's transaction ends (%s)",
-                           activity_type, error_text(exc))
+            logger.warning(
+                "could not journal a %s activity before the host's transaction ends (%s)",
+                activity_type,
+                error_text(exc),
+            )
             defer_until_transaction_end(session, lambda: _record_later(app, state, payload, False))
             return
         defer_until_transaction_end(session, lambda: _record_later(app, state, payload, True))

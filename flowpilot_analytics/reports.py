@@ -179,8 +179,10 @@ def id_value(column: t.Any, value: t.Any) -> t.Any:
             return uuid.UUID(value)
         except ValueError:
             raise ValueError("Not a cursor this API returned.") from None
-    if (python_type is int and is_int) or (python_type is str and is_text) or (
-        python_type not in (int, str, uuid.UUID) and (is_int or is_text)
+    if (
+        (python_type is int and is_int)
+        or (python_type is str and is_text)
+        or (python_type not in (int, str, uuid.UUID) and (is_int or is_text))
     ):
         return value
     raise ValueError("Not a cursor this API returned.")

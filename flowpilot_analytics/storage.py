@@ -9,7 +9,9 @@ import time
 from urllib.parse import urlsplit
 
 #: ``scheme://user:password@host``; the password may hold unencoded ``@`` (clients split at the last one).
-_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:@/\s]*):(?P<secret>\S*)@(?=[^@\s]*$|[^@\s]*[\s/])")
+_CREDENTIALS = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:@/\s]*):(?P<secret>\S*)@(?=[^@\s]*$|[^@\s]*[\s/])"
+)
 
 
 def is_redis(uri: str) -> bool:
