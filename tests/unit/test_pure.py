@@ -1,0 +1,283 @@
+"""The pure functions, without a database or an app: statistics, buckets, windows, payload checks, redaction,
+the cache's bound and keys, CSV cells, the deadline runner, schema validation."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import typing as t
+import weakref
+from datetime import datetime, timedelta, timezone
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+
+from flowpilot_analytics import activities, escalations, periods, storage
+from flowpilot_analytics.cache import ResponseCache, _MemoryBackend
+from flowpilot_analytics.deadline import DeadlineExceeded, DeadlineRunner
+from flowpilot_analytics.ratelimit import RouteLimits
+from flowpilot_analytics.routes import neutralise
+from flowpilot_analytics.schemas import HandoffsArgs, PsaMetricsArgs
+from flowpilot_analytics.timeutil import Backend, as_utc, naive_utc
+
+EDGES = (60.0, 300.0, 900.0, 3600.0, 14400.0)
+NOW = datetime(2026, 11, 15, 12, tzinfo=timezone.utc)
+
+# -- the escalation metric ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_percentile_is_numpys_linear_interpolation(seed: int) -> None:
+    rng = random.Random(seed)
+    values = sorted(rng.uniform(0, 10_000) for _ in range(rng.randint(1, 200)))
+    for q in (0.0, 0.5, 0.95, 1.0):
+        assert escalations.percentile(values, q) == pytest.approx(float(np.percentile(values, q * 100)))
+
+
+def test_buckets_are_half_open_and_the_last_is_unbounded() -> None:
+    assert escalations.bucket_bounds(EDGES) == [
+        (0.0, 60.0),
+        (60.0, 300.0),
+        (300.0, 900.0),
+        (900.0, 3600.0),
+        (3600.0, 14400.0),
+        (14400.0, None),
+    ]
+    assert [escalations.bucket_index(d, EDGES) for d in (0, 59.999, 60, 14399, 14400, 10**9)] == [0, 0, 1, 4, 5, 5]
+
+
+def test_fold_counts_no_action_and_statistics() -> None:
+    result = escalations.fold([30.0, 90.0, 600.0], claimed=5, edges=EDGES)
+    assert result.figures() == {
+        "n_handoffs_claimed": 5,
+        "n_handoffs_with_action": 3,
+        "avg_seconds": 240.0,
+        "median_seconds": 90.0,
+        "p95_seconds": pytest.approx(549.0),
+    }
+    assert result.distribution(EDGES)["no_action"] == 2
+    assert [b["count"] for b in result.distribution(EDGES)["buckets"]] == [1, 1, 1, 0, 0, 0]
+    assert escalations.empty(EDGES).figures()["median_seconds"] is None
+    assert escalations.fold([], claimed=2, edges=EDGES).no_action == 2
+
+
+def test_deltas_floor_at_zero_and_read_sqlite_text() -> None:
+    assert escalations.delta_seconds("2026-11-15 12:00:00.000000", "2026-11-15 12:01:30.500000") == 90.5
+    assert escalations.delta_seconds(NOW, NOW - timedelta(seconds=5)) == 0.0
+    assert escalations.delta_seconds(NOW, None) is None
+
+
+def test_engineers_sort_by_id_with_nobody_last() -> None:
+    assert sorted([10, None, 7, 100], key=escalations.engineer_order) == [7, 10, 100, None]
+
+
+def test_fold_rows_groups_by_engineer() -> None:
+    rows = [(NOW, NOW + timedelta(seconds=10), 7), (NOW, None, 7), (NOW, NOW + timedelta(seconds=30), 9)]
+    groups = escalations.fold_rows(rows, EDGES)
+    assert {k: (v.n_handoffs_claimed, v.n_handoffs_with_action) for k, v in groups.items()} == {7: (2, 1), 9: (1, 1)}
+
+
+# -- windows and time ---------------------------------------------------------------------------------------
+
+
+def test_windows_are_closed_and_the_previous_one_touches_nothing() -> None:
+    window = periods.window_for("7d", NOW)
+    assert (window.start, window.end) == (NOW - timedelta(days=7), NOW)
+    before = periods.previous_window(window)
+    assert before.end == window.start - timedelta(microseconds=1)
+    assert before.end - before.start == window.end - window.start
+    custom = periods.window_from_args({"since": NOW - timedelta(days=2), "until": NOW}, NOW)
+    assert custom.period == "custom"
+
+
+def test_timestamps_read_as_utc() -> None:
+    assert as_utc("2026-11-15T14:00:00+02:00") == NOW
+    assert as_utc("2026-11-15T12:00:00Z") == NOW
+    assert as_utc(datetime(2026, 11, 15, 12)) == NOW
+    assert naive_utc("2026-11-15 12:00:00.000000") == datetime(2026, 11, 15, 12)
+    assert Backend.for_dialect("postgresql").aggregates_in_sql and Backend.for_dialect("sqlite").timestamps_as_text
+
+
+# -- activities ---------------------------------------------------------------------------------------------
+
+GOOD = {"account_id": 1, "activity_type": "time_entry_posted", "minutes": "15", "created_at": NOW}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"account_id": None}, "account_id"),
+        ({"activity_type": "ticket_closed"}, "unknown activity type"),
+        ({"minutes": float("nan")}, "finite"),
+        ({"minutes": float("inf")}, "finite"),
+        ({"minutes": -1}, "finite"),
+        ({"minutes": True}, "number"),
+        ({"created_at": None}, "created_at"),
+    ],
+)
+def test_payloads_are_checked_as_the_hook_and_the_replay_check_them(change: dict[str, t.Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        activities.validate_payload({**GOOD, **change})
+
+
+def test_payloads_are_normalised_and_legacy_keys_are_stable() -> None:
+    row = activities.validate_payload(GOOD)
+    assert row["minutes"] == 15.0 and set(row) == set(activities.PAYLOAD_FIELDS)
+    assert (
+        activities.legacy_key(row) == activities.legacy_key(dict(row)) != activities.legacy_key({**row, "minutes": 1})
+    )
+
+
+def test_log_lines_describe_ids_only() -> None:
+    text = activities.describe({**GOOD, "note": "secret text", "result": {"token": "t"}})
+    assert "secret" not in text and "token" not in text and '"account_id": 1' in text
+
+
+# -- storage: redaction and back-off -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("uri", "logged"),
+    [
+        ("redis://:pw@h:6379/0", "redis://:***@h:6379/0"),
+        ("redis://user:pw@h/0", "redis://user:***@h/0"),
+        ("redis://:Tr0ub4dor@xyz@127.0.0.1:1/0", "redis://:***@127.0.0.1:1/0"),
+        ("rediss://h:6380/0", "rediss://h:6380/0"),
+        ("memory://", "memory://"),
+    ],
+)
+def test_storage_uris_are_logged_without_passwords(uri: str, logged: str) -> None:
+    assert storage.redact_uri(uri) == logged
+    secret = urlsplit(uri).password
+    if secret:  # a client's error that repeats the password is cleaned too
+        assert secret not in storage.redact(f"Error connecting to {uri} with {secret}", uri)
+
+
+def test_backoff_says_down_until_the_interval_passes() -> None:
+    backoff = storage.Backoff(interval=3600)
+    assert not backoff.down
+    assert backoff.failed() is True and backoff.failed() is False and backoff.down
+    assert backoff.worked() is True and not backoff.down and backoff.worked() is False
+    assert storage.is_redis("rediss://h") and not storage.is_redis("memory://")
+
+
+# -- the in-process cache ---------------------------------------------------------------------------------------
+
+
+def test_the_memory_cache_stays_within_its_bytes_and_frees_expired_entries(monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = _MemoryBackend(max_bytes=20_000)
+    for i in range(200):
+        backend.set(f"key-{i}", b"x" * 500, ttl=60)
+    assert 0 < backend.bytes <= 20_000 and len(backend) < 200
+    assert backend.get("key-199") == b"x" * 500 and backend.get("key-0") is None  # the oldest went first
+    kept = len(backend)
+    backend.set("huge", b"x" * 50_000, ttl=60)  # could never fit: nothing is evicted for it
+    assert len(backend) == kept and backend.get("huge") is None
+    later = time.monotonic() + 61
+    monkeypatch.setattr("flowpilot_analytics.cache.time.monotonic", lambda: later)
+    backend.set("fresh", b"y", ttl=60)
+    assert len(backend) == 1 and backend.bytes < 1000
+
+
+def test_cache_keys_separate_accounts_whatever_their_ids() -> None:
+    cache = ResponseCache(60, "memory://", namespace="ns")
+    keys = {cache.key("escalations", account, {"period": "7d"}) for account in ("a:1", "a", "a%3A1", "a/1")}
+    assert len(keys) == 4
+
+
+def test_rate_limit_keys_never_collide() -> None:
+    ids = RouteLimits._identifiers
+    assert ids("psa_metrics", "a/b", "c") != ids("psa_metrics", "a", "b/c")
+
+
+# -- CSV cells --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell", ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx"])
+def test_formula_cells_are_neutralised(cell: str) -> None:
+    assert neutralise(cell) == "'" + cell
+
+
+def test_plain_cells_and_numbers_stay() -> None:
+    assert [neutralise(c) for c in ("abc", -5, 3.5, "", None)] == ["abc", -5, 3.5, "", None]
+
+
+# -- the deadline runner ---------------------------------------------------------------------------------------
+
+
+def test_the_runner_returns_results_and_raises_errors() -> None:
+    runner = DeadlineRunner()
+    assert runner.run(lambda: 42, timeout=5) == 42
+    with pytest.raises(ZeroDivisionError):
+        runner.run(lambda: 1 / 0, timeout=5)
+
+
+def test_a_call_past_the_deadline_is_left_running_and_a_queued_one_is_cancelled() -> None:
+    runner = DeadlineRunner(max_threads=1, name="fpa-unit-deadline")
+    release = threading.Event()
+    with pytest.raises(DeadlineExceeded) as first:
+        runner.run(lambda: release.wait(30), timeout=0.05)
+    ran: list[int] = []
+    with pytest.raises(DeadlineExceeded) as second:
+        runner.run(lambda: ran.append(1), timeout=0.05)  # the only thread is busy
+    assert second.value.future.cancelled()
+    release.set()
+    assert first.value.future.result(timeout=30) is True  # it finished later, on its thread
+    assert runner.run(lambda: "next", timeout=5) == "next"
+    assert ran == []  # the cancelled call never ran
+
+
+def test_idle_helper_threads_end_and_hold_nothing() -> None:
+    runner = DeadlineRunner(name="fpa-unit-idle")
+    runner.idle_seconds = 0.05
+
+    class Job:
+        def __call__(self) -> str:
+            return "done"
+
+    job = Job()
+    alive = weakref.ref(job)
+    assert runner.run(job, timeout=5) == "done"
+    del job
+    for thread in [th for th in threading.enumerate() if th.name.startswith("fpa-unit-idle")]:
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+    assert alive() is None
+
+
+# -- query schemas ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bucket", ["9" * 4400, "6", "-1", "1.0", "٣", "no-action"])
+def test_bucket_values_outside_the_buckets_are_refused(bucket: str) -> None:
+    errors = HandoffsArgs(bucket_count=6).validate({"bucket": bucket})
+    assert "bucket" in errors
+
+
+def test_bucket_and_limit_values_load() -> None:
+    schema = HandoffsArgs(bucket_count=6)
+    assert schema.load({"bucket": "5"})["bucket"] == 5
+    assert schema.load({"bucket": "no_action"})["bucket"] == "no_action"
+    assert schema.load({})["limit"] == 50
+
+
+def test_cursors_are_decoded_by_the_apps_codec() -> None:
+    def decode(text: str) -> tuple[str, str]:
+        if text != "good":
+            raise ValueError("Not a cursor this API returned.")
+        return ("k", "1")
+
+    schema = HandoffsArgs(decode_cursor=decode)
+    assert schema.load({"cursor": "good"})["cursor"] == ("k", "1")
+    assert "cursor" in schema.validate({"cursor": "edited"})
+    assert "cursor" in schema.validate({"cursor": "x" * 2000})
+
+
+def test_zones_and_ranges() -> None:
+    schema = PsaMetricsArgs(max_range_days=30)
+    assert schema.load({"tz": "Asia/Kolkata"})["tz"] == "Asia/Kolkata"
+    assert "tz" in schema.validate({"tz": "localtime"})
+    assert "until" in schema.validate({"since": "2026-01-01T00:00:00", "until": "2026-03-01T00:00:00"})
+    assert "period" in schema.validate({"period": "7d", "since": "2026-01-01", "until": "2026-01-02"})
