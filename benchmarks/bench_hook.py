@@ -22,8 +22,8 @@ import sqlalchemy as sa
 from flask import Flask
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from flowpilot_analytics import FlowpilotAnalytics, sqlite_transactional
-from tests.host import NOW, db
+from tests import host
+from tests.host import db
 
 
 class BarePsa:
@@ -42,15 +42,11 @@ class BarePsa:
 
 
 def make_app(uri: str, dead_letters: str) -> Flask:
-    app = Flask("fpa_bench_hook")
-    app.config.update(
-        SQLALCHEMY_DATABASE_URI=uri, SECRET_KEY="bench", FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH=dead_letters
+    """The test suite's host on ``uri``, with the hook's default timeout."""
+    app = host.create_app(
+        uri, FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH=dead_letters, FLOWPILOT_ANALYTICS_HOOK_TIMEOUT_MS=250
     )
-    db.init_app(app)
-    FlowpilotAnalytics().init_app(app, db=db, identity_loader=lambda: None, clock=lambda: NOW)
     with app.app_context():
-        if db.engine.dialect.name == "sqlite":
-            sqlite_transactional(db.engine)
         db.create_all(bind_key=None)
     return app
 
