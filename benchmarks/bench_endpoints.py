@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark of flowpilot_analytics' two endpoints against the best hand-written SQL (issue 4).
+"""Benchmark of flowpilot_analytics' two endpoints against the best hand-written SQL.
 
 A report, not a test: it never asserts. It
 

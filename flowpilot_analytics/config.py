@@ -137,6 +137,14 @@ REMOVED: Mapping[str, str] = MappingProxyType(
 )
 
 
+def settings_table() -> str:
+    """The configuration reference as a Markdown table (the docs are generated from :data:`SETTINGS`)."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for setting in SETTINGS:
+        rows.append(f"| `{PREFIX}{setting.key}` | `{setting.default!r}` | {setting.doc} |")
+    return "\n".join(rows) + "\n"
+
+
 def apply_defaults(config: t.MutableMapping[str, t.Any]) -> None:
     """Fill every unset key with a copy of its default, as Flask extensions do (no two apps share one object)."""
     for key, default in DEFAULTS.items():

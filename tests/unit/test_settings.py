@@ -129,3 +129,12 @@ def test_settings_are_filled_with_setdefault_and_touch_nothing_else() -> None:
 def test_every_setting_is_documented_and_named_once() -> None:
     keys = [s.key for s in SETTINGS]
     assert len(keys) == len(set(keys)) and all(s.doc.strip() for s in SETTINGS)
+
+
+def test_the_readme_configuration_table_is_the_one_the_code_declares() -> None:
+    import pathlib
+
+    from flowpilot_analytics.config import settings_table
+
+    readme = (pathlib.Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    assert settings_table() in readme
