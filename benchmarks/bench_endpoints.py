@@ -138,12 +138,44 @@ def bench_postgres(server: str, counts: dict[str, int], args: argparse.Namespace
         )
         summary.add(f"PG {key} numbers = best SQL", "OK" if ok else "MISMATCH", "OK", ok)
 
+    bench_trend(app, args, summary)
+
     # Repeated call within the cache TTL on the big dataset.
     cached_app = make_app(f"{server}/{BASE_DB}", cache_ttl=60)
     for key, url in (("escalations", ESCALATIONS_URL), ("psa-metrics", PSA_URL)):
         cached(cached_app, url, f"PG {key}", summary, args)
     dispose(cached_app)
     dispose(app)
+
+
+def bench_trend(app: Flask, args: argparse.Namespace, summary: Summary) -> None:
+    """366 days of daily trend points against the escalations call for the same window (target <= 1.5x)."""
+    since = (NOW - timedelta(days=366)).isoformat().replace("+00:00", "Z")
+    until = NOW.isoformat().replace("+00:00", "Z")
+    window = f"since={since}&until={until}"
+    contenders = {
+        "escalations 366d": endpoint(app, f"/api/v1/analytics/flowpilot/escalations?{window}&target_seconds=900"),
+        "trend 366 daily points": endpoint(
+            app, f"/api/v1/analytics/flowpilot/escalations/trend?{window}&tz={TZ}&target_seconds=900"
+        ),
+        "trend 53 weekly points": endpoint(
+            app, f"/api/v1/analytics/flowpilot/escalations/trend?{window}&tz={TZ}&interval=week&target_seconds=900"
+        ),
+    }
+    points = contenders["trend 366 daily points"]().get_json()["points"]
+    headline = contenders["escalations 366d"]().get_json()
+    adds_up = sum(p["n_handoffs_claimed"] for p in points) == headline["n_handoffs_claimed"]
+    stats = measure(contenders, args.rounds, args.inner)
+    say(f"  trend over 366 days ({len(points)} daily points; points add up to the headline: {adds_up}):")
+    show(stats)
+    ratio = stats["trend 366 daily points"]["median"] / stats["escalations 366d"]["median"]
+    summary.add(
+        "PG trend 366 daily points / escalations, same window",
+        f"{stats['trend 366 daily points']['median']:.1f} / {stats['escalations 366d']['median']:.1f} ms"
+        f" = {ratio:.2f}x",
+        "<= 1.5x",
+        ratio <= 1.5 and adds_up,
+    )
 
 
 def cached(app: Flask, url: str, label: str, summary: Summary, args: argparse.Namespace) -> None:

@@ -182,6 +182,10 @@ def _print_table(rows: list[tuple[str, t.Any]]) -> None:
         click.echo(f"{name.ljust(width)}  {'-' if value is None else value}")
 
 
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
 def _report_options(fn: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
     for option in reversed(
         [
@@ -203,10 +207,13 @@ def register_commands(blueprint: Blueprint, schemas: Schemas) -> None:
     @blueprint.cli.command("escalations")
     @_report_options
     @click.option("--group-by", type=click.Choice(["engineer"]), help="Add one group per claimer.")
-    def escalations_command(account: str, as_json: bool, group_by: str | None, **options: t.Any) -> None:
+    @click.option("--target-seconds", type=float, help="Response target: add its attainment.")
+    def escalations_command(
+        account: str, as_json: bool, group_by: str | None, target_seconds: float | None, **options: t.Any
+    ) -> None:
         """Print the escalation metric of one account, the same numbers as the API."""
         state = current_state()
-        args = _args(schemas.escalation_args, {**options, "group_by": group_by})
+        args = _args(schemas.escalation_args, {**options, "group_by": group_by, "target_seconds": target_seconds})
         with _reporting():
             body = schemas.escalation_metrics.dump(reports.escalation_report(state, _account(state, account), args))
         if as_json:
@@ -244,6 +251,35 @@ def register_commands(blueprint: Blueprint, schemas: Schemas) -> None:
         for group in body.get("groups", []):
             click.echo(f"\nengineer {group['engineer']}:")
             _print_table([(k, v) for k, v in group.items() if k != "engineer"])
+        click.echo("\n" + body["metric_definition"])
+
+    @blueprint.cli.command("escalation-trend")
+    @click.option("--account", required=True, help="The account to report on.")
+    @click.option("--period", type=click.Choice(list(PERIODS)), help="7d, 30d or 90d (default 30d).")
+    @click.option("--since", help="Start of a custom range, ISO 8601 (with --until).")
+    @click.option("--until", help="End of a custom range, ISO 8601 (with --since).")
+    @click.option("--tz", default="UTC", show_default=True, help="IANA zone of the days and weeks.")
+    @click.option("--interval", type=click.Choice(["day", "week"]), default="day", show_default=True)
+    @click.option("--target-seconds", type=float, help="Response target: add its attainment per point.")
+    @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON body instead of a table.")
+    def escalation_trend_command(account: str, as_json: bool, **options: t.Any) -> None:
+        """Print the escalation metric per day or week of one account, the same numbers as the API."""
+        state = current_state()
+        args = _args(schemas.trend_args, options)
+        with _reporting():
+            body = schemas.escalation_trend.dump(reports.escalation_trend(state, _account(state, account), args))
+        if as_json:
+            click.echo(json.dumps(body, indent=2, sort_keys=True, default=str))
+            return
+        _print_table([(k, body[k]) for k in ("period", "window_start", "window_end", "timezone", "interval")])
+        click.echo(f"\n{'start':10}  {'claimed':>7}  {'acted':>5}  {'median_s':>10}  {'p95_s':>10}  {'attainment':>10}")
+        for point in body["points"]:
+            attainment = (point["target"] or {}).get("attainment")
+            click.echo(
+                f"{point['start']:10}  {point['n_handoffs_claimed']:>7}  {point['n_handoffs_with_action']:>5}  "
+                f"{_number(point['median_seconds']):>10}  {_number(point['p95_seconds']):>10}  "
+                f"{_number(attainment):>10}"
+            )
         click.echo("\n" + body["metric_definition"])
 
     @blueprint.cli.command("psa-metrics")

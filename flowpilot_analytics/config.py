@@ -115,6 +115,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("MAX_RANGE_DAYS", 366, "Longest `since`/`until` range, in days."),
     Setting(
+        "TARGET_SECONDS",
+        None,
+        "Response target, in seconds from claim to first action (at most 7 days), reported as `target` on the "
+        "escalation reports when a request gives no `target_seconds`; `None` = no target.",
+    ),
+    Setting(
         "TENANT_SETTING",
         None,
         "PostgreSQL setting (e.g. `app.current_account_id`) set transaction-locally to the account before every "
@@ -207,6 +213,7 @@ class Settings:
     dead_letter_table: str | None
     bucket_edges: tuple[float, ...]
     max_range_days: int
+    target_seconds: float | None
     tenant_setting: str | None
     activity_table: str
     id_type: str
@@ -245,6 +252,7 @@ class Settings:
             "dead_letter_table": _optional_text(values, "DEAD_LETTER_TABLE"),
             "bucket_edges": _edges(values),
             "max_range_days": _whole(values, "MAX_RANGE_DAYS", 1),
+            "target_seconds": _target(values),
             "tenant_setting": _tenant(values),
             "activity_table": _optional_text(values, "ACTIVITY_TABLE") or "psa_activity_logs",
             "id_type": _id_type(values),
@@ -340,6 +348,15 @@ def _edges(values: Mapping[str, t.Any]) -> tuple[float, ...]:
     if not edges or not valid or edges != sorted(set(edges)):
         raise ValueError(f"{_key('BUCKET_EDGES_SECONDS')} must be increasing positive numbers of seconds")
     return tuple(float(e) for e in edges)
+
+
+def _target(values: Mapping[str, t.Any]) -> float | None:
+    target = values[_key("TARGET_SECONDS")]
+    if target is None:
+        return None
+    if not _is_number(target) or not 0 < target <= 7 * 86400:
+        raise ValueError(f"{_key('TARGET_SECONDS')} must be a number of seconds above 0 and at most 7 days, or None")
+    return float(target)
 
 
 def _tenant(values: Mapping[str, t.Any]) -> str | None:

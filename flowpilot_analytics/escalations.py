@@ -12,6 +12,13 @@ Definition (:data:`METRIC_DEFINITION` is the text every response carries):
 - **Distribution.** Deltas counted in buckets ``[edge[i-1], edge[i])`` (``FLOWPILOT_ANALYTICS_BUCKET_EDGES_SECONDS``),
   the last one open, plus the handoffs with no action.
 - **By engineer.** The same figures per claimer (``handoffs.claimed_by``), engineers in id order.
+- **Response target** (optional, ``target_seconds``). Over the claimed handoffs: *within* has a first action
+  with delta <= target; *breached* has one with delta > target, or none while ``now - claimed_at >= target``;
+  *pending* has none and is younger than the target. ``attainment = within / (within + breached)``, ``None``
+  when that is 0 (Zendesk's SLA achievement, pending apart).
+- **Over time.** The same figures per local day (or ISO week, keyed by its Monday) of ``claimed_at`` in the
+  caller's zone, one point for every day or week of the window, none skipped; the points add up to the
+  window's figures.
 
 On PostgreSQL one statement computes everything (:func:`aggregate_query`); elsewhere one statement
 returns a row per handoff (:func:`rows_query`) and :func:`fold_rows` computes the same figures.
@@ -22,13 +29,24 @@ from __future__ import annotations
 import math
 import typing as t
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta, timezone, tzinfo
 
 import sqlalchemy as sa
 
 from .errors import InvalidQuery
 from .tables import HostTables
-from .timeutil import Backend, at_or_after, comparable, in_window, is_aware, naive_utc
+from .timeutil import (
+    Backend,
+    as_utc,
+    at_or_after,
+    comparable,
+    in_window,
+    is_aware,
+    local_date,
+    local_days,
+    monday,
+    naive_utc,
+)
 
 #: Sent verbatim in every response, so that no caller can present the number as a saving.
 METRIC_DEFINITION = (
@@ -44,28 +62,79 @@ METRIC_DEFINITION = (
 Edges = tuple[float, ...]
 
 
+#: Longest response target accepted, in seconds (7 days).
+MAX_TARGET_SECONDS = 7 * 86400
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    """Attainment of a response target over one group of handoffs."""
+
+    seconds: float
+    n_within: int
+    n_breached: int
+    n_pending: int
+
+    @property
+    def attainment(self) -> float | None:
+        decided = self.n_within + self.n_breached
+        return self.n_within / decided if decided else None
+
+    def as_dict(self) -> dict[str, t.Any]:
+        return {
+            "seconds": self.seconds,
+            "n_within": self.n_within,
+            "n_breached": self.n_breached,
+            "n_pending": self.n_pending,
+            "attainment": self.attainment,
+        }
+
+
+@dataclass(frozen=True)
+class Target:
+    """A response target in force for one request: its seconds, and the claims old enough to have breached it."""
+
+    seconds: float
+    #: ``now - seconds``: a handoff claimed at or before it with no action yet has breached the target.
+    overdue_at_or_before: datetime
+
+    @classmethod
+    def at(cls, seconds: float, now: datetime) -> Target:
+        return cls(float(seconds), now - timedelta(seconds=seconds))
+
+    def judge(self, claimed_at: datetime, delta: float | None) -> str:
+        """``within``, ``breached`` or ``pending`` for one handoff (``claimed_at`` naive UTC)."""
+        if delta is not None:
+            return "within" if delta <= self.seconds else "breached"
+        overdue = claimed_at <= self.overdue_at_or_before.astimezone(timezone.utc).replace(tzinfo=None)
+        return "breached" if overdue else "pending"
+
+
 @dataclass(frozen=True)
 class EscalationResult:
-    """The numbers of one group of handoffs (the whole account, or one engineer)."""
+    """The numbers of one group of handoffs (the whole account, an engineer, a day or a week)."""
 
     n_handoffs_claimed: int
     n_handoffs_with_action: int
     avg_seconds: float | None
     median_seconds: float | None
     p95_seconds: float | None
-    #: Handoffs per time-to-first-action bucket (``len(edges) + 1`` counts).
+    #: Handoffs per time-to-first-action bucket (``len(edges) + 1`` counts; none for trend points).
     buckets: tuple[int, ...]
     #: Claimed handoffs with no action yet.
     no_action: int
+    #: Attainment of the response target in force, ``None`` without one.
+    target: TargetResult | None = None
 
     def figures(self) -> dict[str, t.Any]:
-        """The counts and statistics, as every escalation figure in a response has them."""
+        """The counts, statistics and target, as every escalation figure in a response has them."""
         return {
             "n_handoffs_claimed": self.n_handoffs_claimed,
             "n_handoffs_with_action": self.n_handoffs_with_action,
             "avg_seconds": self.avg_seconds,
             "median_seconds": self.median_seconds,
             "p95_seconds": self.p95_seconds,
+            "target": None if self.target is None else self.target.as_dict(),
         }
 
     def distribution(self, edges: Edges) -> dict[str, t.Any]:
@@ -79,9 +148,10 @@ class EscalationResult:
         }
 
 
-def empty(edges: Edges) -> EscalationResult:
+def empty(edges: Edges, target: Target | None = None) -> EscalationResult:
     """The result of a group with no handoff in scope (an aggregate over no rows)."""
-    return EscalationResult(0, 0, None, None, None, (0,) * (len(edges) + 1), 0)
+    attained = None if target is None else TargetResult(target.seconds, 0, 0, 0)
+    return EscalationResult(0, 0, None, None, None, (0,) * (len(edges) + 1), 0, attained)
 
 
 def bucket_bounds(edges: Edges) -> list[tuple[float, float | None]]:
@@ -114,13 +184,13 @@ def percentile(ordered: t.Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def fold(deltas: list[float], claimed: int, edges: Edges) -> EscalationResult:
+def fold(deltas: list[float], claimed: int, edges: Edges, target: TargetResult | None = None) -> EscalationResult:
     """The figures of ``claimed`` handoffs, ``deltas`` being those of the ones with an action."""
     buckets = [0] * (len(edges) + 1)
     for delta in deltas:
         buckets[bucket_index(delta, edges)] += 1
     if not deltas:
-        return EscalationResult(claimed, 0, None, None, None, tuple(buckets), claimed)
+        return EscalationResult(claimed, 0, None, None, None, tuple(buckets), claimed, target)
     deltas.sort()
     return EscalationResult(
         n_handoffs_claimed=claimed,
@@ -130,7 +200,27 @@ def fold(deltas: list[float], claimed: int, edges: Edges) -> EscalationResult:
         p95_seconds=percentile(deltas, 0.95),
         buckets=tuple(buckets),
         no_action=claimed - len(deltas),
+        target=target,
     )
+
+
+def fold_handoffs(
+    handoffs: t.Iterable[tuple[datetime, float | None]], edges: Edges, target: Target | None
+) -> EscalationResult:
+    """The figures of handoffs given as ``(claimed_at as naive UTC, delta or None)``."""
+    deltas: list[float] = []
+    judged = {"within": 0, "breached": 0, "pending": 0}
+    claimed = 0
+    for claimed_at, delta in handoffs:
+        claimed += 1
+        if delta is not None:
+            deltas.append(delta)
+        if target is not None:
+            judged[target.judge(claimed_at, delta)] += 1
+    attained = None
+    if target is not None:
+        attained = TargetResult(target.seconds, judged["within"], judged["breached"], judged["pending"])
+    return fold(deltas, claimed, edges, attained)
 
 
 def engineer_order(engineer: t.Any) -> tuple[bool, str, t.Any]:
@@ -165,57 +255,100 @@ def _in_scope(tables: HostTables) -> list[sa.ColumnElement[bool]]:
     return [h.c.account_id == sa.bindparam("account_id"), h.c.claimed_at.is_not(None), *in_window(h.c.claimed_at)]
 
 
-def aggregate_query(
-    tables: HostTables, backend: Backend, skew_seconds: float, edges: Edges, by_engineer: bool
-) -> sa.Select[t.Any]:
-    """PostgreSQL: one row per group with the counts, ``avg``, ``percentile_cont`` and the bucket counts.
-
-    A LATERAL probe finds each handoff's first step (an index probe on ``(account_id, session_id,
-    created_at)``) and computes its delta once (double precision, floored at 0), so the aggregates read a
-    plain column. Bound parameters: ``account_id``, ``window_start``, ``window_end``.
-    """
-    h = tables.handoffs
+def _lateral_delta(tables: HostTables, backend: Backend, skew_seconds: float) -> tuple[t.Any, t.Any]:
+    """PostgreSQL: a LATERAL probe for each handoff's first step (an index probe on ``(account_id, session_id,
+    created_at)``) that computes its delta once (double precision, floored at 0); and that delta column."""
     claimed, first = _first_step(tables, backend, skew_seconds)
     step_at = first.selected_columns[0]
     lateral = first.add_columns(
         sa.func.greatest(0.0, sa.func.date_part("epoch", step_at - claimed)).label("delta")
     ).lateral("first_step")
-    delta = lateral.c.delta
+    return lateral, lateral.c.delta
+
+
+def _aggregates(delta: t.Any, claimed_at: sa.ColumnElement[t.Any]) -> list[sa.ColumnElement[t.Any]]:
+    """Counts, average, median, p95, and the target's within and breached counts (zeros with no target).
+
+    Bound parameters besides the scope's: ``target_seconds`` and ``overdue_before`` (both ``NULL`` without one).
+    """
+    target = sa.bindparam("target_seconds", type_=sa.Float())
+    overdue = sa.bindparam("overdue_before", type_=claimed_at.type)
+    return [
+        sa.func.count(),
+        sa.func.count(delta),
+        sa.func.avg(delta),
+        sa.func.percentile_cont(0.5).within_group(delta),
+        sa.func.percentile_cont(0.95).within_group(delta),
+        sa.func.count().filter(delta <= target),
+        sa.func.count().filter(sa.or_(delta > target, sa.and_(delta.is_(None), claimed_at <= overdue))),
+    ]
+
+
+def target_params(target: Target | None) -> dict[str, t.Any]:
+    """The bound parameters of the target, for :func:`aggregate_query` and :func:`trend_query`."""
+    if target is None:
+        return {"target_seconds": None, "overdue_before": None}
+    return {"target_seconds": target.seconds, "overdue_before": target.overdue_at_or_before}
+
+
+def aggregate_query(
+    tables: HostTables, backend: Backend, skew_seconds: float, edges: Edges, by_engineer: bool
+) -> sa.Select[t.Any]:
+    """PostgreSQL: one row per group with the counts, ``avg``, ``percentile_cont``, the target's counts and the
+    bucket counts. Bound parameters: ``account_id``, ``window_start``, ``window_end`` and :func:`target_params`.
+    """
+    h = tables.handoffs
+    lateral, delta = _lateral_delta(tables, backend, skew_seconds)
     bucket_counts = []
     for low, high in bucket_bounds(edges):
         inside = [delta >= low] + ([delta < high] if high is not None else [])
         bucket_counts.append(sa.func.count().filter(sa.and_(*inside)))
     engineer = h.c.claimed_by if by_engineer else sa.null()
     query = (
-        sa.select(
-            engineer.label("engineer"),
-            sa.func.count(),
-            sa.func.count(delta),
-            sa.func.avg(delta),
-            sa.func.percentile_cont(0.5).within_group(delta),
-            sa.func.percentile_cont(0.95).within_group(delta),
-            *bucket_counts,
-        )
+        sa.select(engineer.label("engineer"), *_aggregates(delta, h.c.claimed_at), *bucket_counts)
         .select_from(h.outerjoin(lateral, sa.true()))
         .where(*_in_scope(tables))
     )
     return query.group_by(h.c.claimed_by).order_by(h.c.claimed_by) if by_engineer else query
 
 
-def fold_aggregates(rows: t.Iterable[t.Sequence[t.Any]]) -> dict[t.Any, EscalationResult]:
+def trend_query(tables: HostTables, backend: Backend, skew_seconds: float, week: bool) -> sa.Select[t.Any]:
+    """PostgreSQL: one row per local day (or ISO week's Monday) of ``claimed_at`` in the zone bound as ``tz``,
+    with :func:`aggregate_query`'s figures (no buckets). Bound parameters: those of :func:`aggregate_query`
+    and ``tz``."""
+    h = tables.handoffs
+    lateral, delta = _lateral_delta(tables, backend, skew_seconds)
+    point = local_date(h.c.claimed_at, week=week).label("point")
+    return (
+        sa.select(point, *_aggregates(delta, h.c.claimed_at))
+        .select_from(h.outerjoin(lateral, sa.true()))
+        .where(*_in_scope(tables))
+        .group_by(point)
+        .order_by(point)
+    )
+
+
+def _aggregated(row: t.Sequence[t.Any], target: Target | None) -> EscalationResult:
+    """An :class:`EscalationResult` from :func:`_aggregates`' columns followed by bucket counts."""
+    claimed, with_action, avg, median, p95, within, breached, *buckets = row
+    attained = None
+    if target is not None:
+        attained = TargetResult(target.seconds, int(within), int(breached), int(claimed) - int(within) - int(breached))
+    return EscalationResult(
+        n_handoffs_claimed=int(claimed),
+        n_handoffs_with_action=int(with_action),
+        avg_seconds=_float(avg),
+        median_seconds=_float(median),
+        p95_seconds=_float(p95),
+        buckets=tuple(int(b) for b in buckets),
+        no_action=int(claimed) - int(with_action),
+        target=attained,
+    )
+
+
+def fold_aggregates(rows: t.Iterable[t.Sequence[t.Any]], target: Target | None) -> dict[t.Any, EscalationResult]:
     """The groups of :func:`aggregate_query`'s rows (``None`` keys the whole account)."""
-    groups: dict[t.Any, EscalationResult] = {}
-    for engineer, claimed, with_action, avg, median, p95, *buckets in rows:
-        groups[engineer] = EscalationResult(
-            n_handoffs_claimed=int(claimed),
-            n_handoffs_with_action=int(with_action),
-            avg_seconds=_float(avg),
-            median_seconds=_float(median),
-            p95_seconds=_float(p95),
-            buckets=tuple(int(b) for b in buckets),
-            no_action=int(claimed) - int(with_action),
-        )
-    return groups
+    return {row[0]: _aggregated(row[1:], target) for row in rows}
 
 
 def rows_query(tables: HostTables, backend: Backend, skew_seconds: float, by_engineer: bool) -> sa.Select[t.Any]:
@@ -235,17 +368,14 @@ def rows_query(tables: HostTables, backend: Backend, skew_seconds: float, by_eng
     ).where(*_in_scope(tables))
 
 
-def fold_rows(rows: t.Iterable[t.Sequence[t.Any]], edges: Edges) -> dict[t.Any, EscalationResult]:
+def fold_rows(
+    rows: t.Iterable[t.Sequence[t.Any]], edges: Edges, target: Target | None
+) -> dict[t.Any, EscalationResult]:
     """The groups of :func:`rows_query`'s rows, computed as :func:`aggregate_query` computes them."""
-    claimed: dict[t.Any, int] = {}
-    deltas: dict[t.Any, list[float]] = {}
+    groups: dict[t.Any, list[tuple[datetime, float | None]]] = {}
     for claimed_at, first_step_at, engineer in rows:
-        claimed[engineer] = claimed.get(engineer, 0) + 1
-        delta = delta_seconds(claimed_at, first_step_at)
-        group = deltas.setdefault(engineer, [])
-        if delta is not None:
-            group.append(delta)
-    return {engineer: fold(deltas[engineer], count, edges) for engineer, count in claimed.items()}
+        groups.setdefault(engineer, []).append((naive_utc(claimed_at), delta_seconds(claimed_at, first_step_at)))
+    return {engineer: fold_handoffs(handoffs, edges, target) for engineer, handoffs in groups.items()}
 
 
 def _float(value: t.Any) -> float | None:
@@ -311,14 +441,15 @@ class Escalations:
         self.backend = backend
         self.edges = edges
         self.can_group_by_engineer = "claimed_by" in tables.handoffs.c
+        grouped = self.can_group_by_engineer
         if backend.aggregates_in_sql:
             self._overall = aggregate_query(tables, backend, skew_seconds, edges, False)
-            self._by_engineer = (
-                aggregate_query(tables, backend, skew_seconds, edges, True) if self.can_group_by_engineer else None
-            )
+            self._by_engineer = aggregate_query(tables, backend, skew_seconds, edges, True) if grouped else None
+            self._trend = {week: trend_query(tables, backend, skew_seconds, week) for week in (False, True)}
         else:
             self._overall = rows_query(tables, backend, skew_seconds, False)
-            self._by_engineer = rows_query(tables, backend, skew_seconds, True) if self.can_group_by_engineer else None
+            self._by_engineer = rows_query(tables, backend, skew_seconds, True) if grouped else None
+            self._trend = dict.fromkeys((False, True), self._overall)
         self.first_page = handoffs_query(tables, backend, skew_seconds, after=False)
         self.next_page = handoffs_query(tables, backend, skew_seconds, after=True)
 
@@ -335,10 +466,39 @@ class Escalations:
             )
         return self._by_engineer
 
-    def fold(self, rows: t.Iterable[t.Sequence[t.Any]]) -> dict[t.Any, EscalationResult]:
+    def fold(self, rows: t.Iterable[t.Sequence[t.Any]], target: Target | None) -> dict[t.Any, EscalationResult]:
         """The groups from :meth:`statement`'s rows."""
-        return fold_aggregates(rows) if self.backend.aggregates_in_sql else fold_rows(rows, self.edges)
+        if self.backend.aggregates_in_sql:
+            return fold_aggregates(rows, target)
+        return fold_rows(rows, self.edges, target)
 
-    def overall(self, rows: t.Iterable[t.Sequence[t.Any]]) -> EscalationResult:
+    def overall(self, rows: t.Iterable[t.Sequence[t.Any]], target: Target | None) -> EscalationResult:
         """The whole account's result from the overall statement's rows."""
-        return self.fold(rows).get(None) or empty(self.edges)
+        return self.fold(rows, target).get(None) or empty(self.edges, target)
+
+    def trend_statement(self, week: bool) -> sa.Select[t.Any]:
+        """The statement behind :meth:`trend` (bound ``tz`` too on PostgreSQL)."""
+        return self._trend[week]
+
+    def trend(
+        self,
+        rows: t.Iterable[t.Sequence[t.Any]],
+        start: datetime,
+        end: datetime,
+        zone: tzinfo,
+        week: bool,
+        target: Target | None,
+    ) -> list[tuple[date, EscalationResult]]:
+        """One point per local day (or week, keyed by its Monday) from ``start``'s to ``end``'s in ``zone``."""
+        points: dict[date, EscalationResult]
+        if self.backend.aggregates_in_sql:
+            points = {row[0]: _aggregated(row[1:], target) for row in rows}
+        else:
+            grouped: dict[date, list[tuple[datetime, float | None]]] = {}
+            for claimed_at, first_step_at, _ in rows:
+                local = t.cast(datetime, as_utc(claimed_at)).astimezone(zone).date()
+                key = monday(local) if week else local
+                grouped.setdefault(key, []).append((naive_utc(claimed_at), delta_seconds(claimed_at, first_step_at)))
+            points = {key: fold_handoffs(handoffs, self.edges, target) for key, handoffs in grouped.items()}
+        quiet = empty((), target)
+        return [(day, points.get(day, quiet)) for day in local_days(start, end, zone, week=week)]

@@ -12,9 +12,11 @@ from .schemas import (
     ErrorEnvelope,
     EscalationArgs,
     EscalationMetrics,
+    EscalationTrend,
     HandoffPage,
     HandoffsArgs,
     PsaMetricsArgs,
+    TrendArgs,
 )
 
 try:
@@ -74,6 +76,7 @@ def build_document(url_prefix: str, route_roles: t.Mapping[str, str]) -> dict[st
     )
     for name, schema in (
         ("EscalationMetrics", EscalationMetrics),
+        ("EscalationTrend", EscalationTrend),
         ("EnhancedPsaMetrics", EnhancedPsaMetrics),
         ("HandoffPage", HandoffPage),
         ("ErrorEnvelope", ErrorEnvelope),
@@ -97,6 +100,14 @@ def build_document(url_prefix: str, route_roles: t.Mapping[str, str]) -> dict[st
     )
     handoffs["get"]["responses"]["200"]["content"]["text/csv"] = {"schema": {"type": "string"}}
     spec.path(path=f"{base}/escalations/handoffs", operations=handoffs)
+    trend = _operation(
+        "The escalation metric per local day or ISO week, with attainment of a response target",
+        TrendArgs,
+        "EscalationTrend",
+        route_roles["escalations"],
+    )
+    trend["get"]["responses"]["200"]["content"]["text/csv"] = {"schema": {"type": "string"}}
+    spec.path(path=f"{base}/escalations/trend", operations=trend)
     psa = _operation(
         "Time entries, documentation funnel and daily trend",
         PsaMetricsArgs,

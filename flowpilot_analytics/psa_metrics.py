@@ -16,14 +16,14 @@ from __future__ import annotations
 import math
 import typing as t
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
 from .periods import Window
 from .tables import HostTables
-from .timeutil import Backend, as_utc, in_window, is_aware
+from .timeutil import Backend, as_utc, in_window, local_date, local_days
 
 NOTE_POSTED = "note_posted"
 TIME_ENTRY_POSTED = "time_entry_posted"
@@ -35,10 +35,7 @@ def day_bucket(column: sa.ColumnElement[t.Any], backend: Backend) -> sa.ColumnEl
     SQLite knows no IANA zones, so there the grouping is by timestamp and :func:`summarize` maps
     each one to its local day; on PostgreSQL ``timezone(tz, …)`` does it, DST included.
     """
-    if not backend.aggregates_in_sql:
-        return column
-    utc = column if is_aware(column) else sa.func.timezone("UTC", column)
-    return sa.func.date(sa.func.timezone(sa.bindparam("tz", type_=sa.String()), utc))
+    return local_date(column) if backend.aggregates_in_sql else column
 
 
 def sessions_query(tables: HostTables, activities: sa.Table, backend: Backend) -> sa.Select[t.Any]:
@@ -164,15 +161,9 @@ def rate(part: int, whole: int) -> float | None:
     return part / whole if whole else None
 
 
-def local_days(window: Window, zone: ZoneInfo) -> list[date]:
-    """Every calendar day in ``zone`` from the window's start to its end, inclusive."""
-    first, last = window.start.astimezone(zone).date(), window.end.astimezone(zone).date()
-    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
-
-
 def summarize(sessions: t.Iterable[t.Any], activities: t.Iterable[t.Any], window: Window, zone: ZoneInfo) -> PsaResult:
     """Fold the two grouped queries' rows into totals, funnel and the zero-filled trend."""
-    days = {day: DayRow(day) for day in local_days(window, zone)}
+    days = {day: DayRow(day) for day in local_days(window.start, window.end, zone)}
     result = PsaResult(daily_trend=list(days.values()))
 
     spare = DayRow(date.min)  # absorbs a row whose local day the window does not list (zone data skew)

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from itsdangerous import BadSignature
 
 from .errors import InvalidQuery
-from .escalations import METRIC_DEFINITION, EscalationResult, HandoffRow, engineer_order
+from .escalations import METRIC_DEFINITION, EscalationResult, HandoffRow, Target, engineer_order, target_params
 from .identity import IdentityLike
 from .periods import Window, previous_window, window_from_args
 from .psa_metrics import PsaResult
@@ -42,16 +42,26 @@ def _window_fields(window: Window) -> dict[str, t.Any]:
 # -- escalations ------------------------------------------------------------------------------------------
 
 
+def _target(state: AnalyticsState, args: t.Mapping[str, t.Any]) -> Target | None:
+    """The response target in force: the query's ``target_seconds``, else the app's setting, else none."""
+    seconds = args.get("target_seconds", state.settings.target_seconds)
+    return None if seconds is None else Target.at(seconds, state.clock())
+
+
 def _escalation_groups(
-    state: AnalyticsState, account_id: t.Any, window: Window, by_engineer: bool
+    state: AnalyticsState, account_id: t.Any, window: Window, by_engineer: bool, target: Target | None
 ) -> dict[t.Any, EscalationResult]:
     metric = state.prepared().escalations
-    return metric.fold(state.read(metric.statement(by_engineer), _params(account_id, window)))
+    params = {**_params(account_id, window), **target_params(target)}
+    return metric.fold(state.read(metric.statement(by_engineer), params), target)
 
 
-def _escalation_overall(state: AnalyticsState, account_id: t.Any, window: Window) -> EscalationResult:
+def _escalation_overall(
+    state: AnalyticsState, account_id: t.Any, window: Window, target: Target | None
+) -> EscalationResult:
     metric = state.prepared().escalations
-    return metric.overall(state.read(metric.statement(False), _params(account_id, window)))
+    params = {**_params(account_id, window), **target_params(target)}
+    return metric.overall(state.read(metric.statement(False), params), target)
 
 
 def escalation_report(state: AnalyticsState, account_id: t.Any, args: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
@@ -61,7 +71,8 @@ def escalation_report(state: AnalyticsState, account_id: t.Any, args: t.Mapping[
     if by_engineer:
         metric.statement(True)  # an unsupported grouping is refused before any work
     window = window_from_args(args, state.clock())
-    overall = _escalation_overall(state, account_id, window)
+    target = _target(state, args)
+    overall = _escalation_overall(state, account_id, window, target)
     body: dict[str, t.Any] = {
         "period": window.period,
         **_window_fields(window),
@@ -71,13 +82,35 @@ def escalation_report(state: AnalyticsState, account_id: t.Any, args: t.Mapping[
     }
     if args.get("compare") == "previous":
         before = previous_window(window)
-        body["previous"] = {**_window_fields(before), **_escalation_overall(state, account_id, before).figures()}
+        body["previous"] = {
+            **_window_fields(before),
+            **_escalation_overall(state, account_id, before, target).figures(),
+        }
     if by_engineer:
-        groups = _escalation_groups(state, account_id, window, True)
+        groups = _escalation_groups(state, account_id, window, True, target)
         body["groups"] = [
             {"engineer": engineer, **groups[engineer].figures()} for engineer in sorted(groups, key=engineer_order)
         ]
     return body
+
+
+def escalation_trend(state: AnalyticsState, account_id: t.Any, args: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """The ``EscalationTrend`` body: the metric per local day or ISO week of the window, none skipped."""
+    window = window_from_args(args, state.clock())
+    target = _target(state, args)
+    week = args["interval"] == "week"
+    metric = state.prepared().escalations
+    params = {**_params(account_id, window, tz=args["tz"]), **target_params(target)}
+    rows = state.read(metric.trend_statement(week), params)
+    points = metric.trend(rows, window.start, window.end, ZoneInfo(args["tz"]), week, target)
+    return {
+        "period": window.period,
+        **_window_fields(window),
+        "timezone": args["tz"],
+        "interval": args["interval"],
+        "metric_definition": METRIC_DEFINITION,
+        "points": [{"start": day, **result.figures()} for day, result in points],
+    }
 
 
 # -- psa metrics ------------------------------------------------------------------------------------------

@@ -164,6 +164,31 @@ def _handoffs_csv(
     )
 
 
+def _trend_csv(
+    state: AnalyticsState, identity: IdentityLike, args: t.Mapping[str, t.Any]
+) -> tuple[str, list[str], t.Iterable[list[t.Any]]]:
+    body = reports.escalation_trend(state, identity.account_id, args)
+    figures = ["n_handoffs_claimed", "n_handoffs_with_action", "avg_seconds", "median_seconds", "p95_seconds"]
+    target = ["target_seconds", "target_n_within", "target_n_breached", "target_n_pending", "target_attainment"]
+
+    def row(point: dict[str, t.Any]) -> list[t.Any]:
+        met = point["target"] or {}
+        return [
+            point["start"].isoformat(),
+            *("" if point[k] is None else point[k] for k in figures),
+            *(
+                "" if met.get(k) is None else met[k]
+                for k in ("seconds", "n_within", "n_breached", "n_pending", "attainment")
+            ),
+        ]
+
+    return (
+        f"escalation_trend_{args['interval']}.csv",
+        [f"{args['interval']} ({args['tz']})", *figures, *target],
+        (row(point) for point in body["points"]),
+    )
+
+
 def _psa_csv(
     state: AnalyticsState, identity: IdentityLike, args: t.Mapping[str, t.Any]
 ) -> tuple[str, list[str], t.Iterable[list[t.Any]]]:
@@ -190,6 +215,18 @@ def create_blueprint(settings: Settings, schemas: Schemas, cursors: reports.Curs
             schemas.escalation_args,
             schemas.escalation_metrics,
             lambda state, identity, args: reports.escalation_report(state, identity.account_id, args),
+        ),
+        methods=["GET"],
+    )
+    blueprint.add_url_rule(
+        f"{base}/escalations/trend",
+        view_func=report_view(
+            "escalation_trend",
+            "escalations",
+            schemas.trend_args,
+            schemas.escalation_trend,
+            lambda state, identity, args: reports.escalation_trend(state, identity.account_id, args),
+            export=_trend_csv,
         ),
         methods=["GET"],
     )

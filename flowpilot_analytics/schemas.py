@@ -12,9 +12,10 @@ import zoneinfo
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate, validates_schema
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from .config import Settings
+from .escalations import MAX_TARGET_SECONDS
 from .periods import DEFAULT_PERIOD, PERIODS
 
 
@@ -73,8 +74,20 @@ def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
 
+def _target_field() -> fields.Float:
+    return fields.Float(
+        validate=validate.Range(min=0, min_inclusive=False, max=MAX_TARGET_SECONDS),
+        metadata={
+            "description": "Response target in seconds (above 0, at most 7 days): adds `target` attainment. "
+            "Default: FLOWPILOT_ANALYTICS_TARGET_SECONDS."
+        },
+    )
+
+
 class EscalationArgs(PeriodArgs):
-    """The escalation route's query: the window, ``compare`` and ``group_by=engineer``."""
+    """The escalation route's query: the window, ``compare``, ``group_by=engineer`` and ``target_seconds``."""
+
+    target_seconds = _target_field()
 
     group_by = fields.String(
         validate=validate.OneOf(["engineer"]),
@@ -173,14 +186,31 @@ class Distribution(Schema):
     no_action = fields.Integer(required=True)
 
 
+class TargetAttainment(Schema):
+    """Attainment of the response target over the figure's claimed handoffs (pending ones apart)."""
+
+    seconds = fields.Float(required=True)
+    n_within = fields.Integer(required=True, metadata={"description": "First action within the target."})
+    n_breached = fields.Integer(
+        required=True, metadata={"description": "First action after the target, or none and older than it."}
+    )
+    n_pending = fields.Integer(required=True, metadata={"description": "No action yet, younger than the target."})
+    attainment = fields.Float(
+        required=True, allow_none=True, metadata={"description": "n_within / (n_within + n_breached); null if 0."}
+    )
+
+
 class EscalationStats(Schema):
-    """The counts and statistics every escalation figure has (the account, a window, an engineer)."""
+    """The counts and statistics every escalation figure has (the account, a window, an engineer, a point)."""
 
     n_handoffs_claimed = fields.Integer(required=True)
     n_handoffs_with_action = fields.Integer(required=True)
     avg_seconds = fields.Float(required=True, allow_none=True)
     median_seconds = fields.Float(required=True, allow_none=True)
     p95_seconds = fields.Float(required=True, allow_none=True)
+    target = fields.Nested(
+        TargetAttainment, required=True, allow_none=True, metadata={"description": "null when no target is in force."}
+    )
 
 
 class EscalationFigures(EscalationStats):
@@ -284,14 +314,57 @@ class EnhancedPsaMetrics(PsaFigures):
     previous = fields.Nested(PsaFigures, metadata={"description": "With compare=previous (no trend)."})
 
 
+class TrendArgs(PeriodArgs):
+    """The trend's query: the window, ``tz``, ``interval``, ``target_seconds``, ``format``; anything else is refused."""
+
+    class Meta:
+        unknown = RAISE
+        exclude = ("compare",)
+
+    tz = fields.String(
+        load_default="UTC",
+        validate=validate.OneOf(
+            sorted(iana_zones()), error="{input!r} is not an IANA time zone name (e.g. 'Europe/Berlin')."
+        ),
+    )
+    interval = fields.String(
+        load_default="day",
+        validate=validate.OneOf(["day", "week"]),
+        metadata={"description": "day, or week (ISO weeks, keyed by their Monday)."},
+    )
+    target_seconds = _target_field()
+    format = fields.String(
+        validate=validate.OneOf(["json", "csv"]),
+        metadata={"description": "csv: one row per point (Accept: text/csv works too)."},
+    )
+
+
+class TrendPoint(EscalationStats):
+    start = fields.Date(required=True, metadata={"description": "The local day, or the Monday of the ISO week."})
+
+
+class EscalationTrend(Schema):
+    """Response of ``GET /analytics/flowpilot/escalations/trend``: the metric per local day or ISO week."""
+
+    period = fields.String(required=True)
+    window_start = fields.AwareDateTime(format="iso", required=True)
+    window_end = fields.AwareDateTime(format="iso", required=True)
+    timezone = fields.String(required=True)
+    interval = fields.String(required=True)
+    metric_definition = fields.String(required=True)
+    points = fields.List(fields.Nested(TrendPoint), required=True)
+
+
 @dataclass(frozen=True)
 class Schemas:
     """One app's schema instances: argument schemas bound to its settings, response schemas shared."""
 
     escalation_args: EscalationArgs
+    trend_args: TrendArgs
     handoffs_args: HandoffsArgs
     psa_args: PsaMetricsArgs
     escalation_metrics: EscalationMetrics
+    escalation_trend: EscalationTrend
     handoff_page: HandoffPage
     psa_metrics: EnhancedPsaMetrics
 
@@ -300,11 +373,13 @@ class Schemas:
         days = settings.max_range_days
         return cls(
             escalation_args=EscalationArgs(max_range_days=days),
+            trend_args=TrendArgs(max_range_days=days),
             handoffs_args=HandoffsArgs(
                 max_range_days=days, bucket_count=len(settings.bucket_edges) + 1, decode_cursor=decode_cursor
             ),
             psa_args=PsaMetricsArgs(max_range_days=days),
             escalation_metrics=EscalationMetrics(),
+            escalation_trend=EscalationTrend(),
             handoff_page=HandoffPage(),
             psa_metrics=EnhancedPsaMetrics(),
         )

@@ -80,6 +80,7 @@ class AnalyticsState:
         self.limits = RouteLimits(
             {
                 "escalations": settings.escalations_limit,
+                "escalation_trend": settings.escalations_limit,
                 "escalation_handoffs": settings.handoffs_limit,
                 "psa_metrics": settings.psa_metrics_limit,
             },

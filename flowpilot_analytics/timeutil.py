@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typing as t
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone, tzinfo
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
@@ -132,6 +132,28 @@ def at_or_after(
     if backend.timestamps_as_text:
         return instant(later) >= instant(earlier) - sa.literal_column(f"{skew_seconds / 86400.0:.12f}")
     return later >= earlier - sa.literal_column(f"interval '{skew_seconds:.6f} seconds'", type_=sa.Interval())
+
+
+def local_date(column: ColumnElement[t.Any], week: bool = False) -> ColumnElement[t.Any]:
+    """PostgreSQL: the calendar date of ``column`` in the zone bound as ``tz`` (DST included by the database's
+    zone rules); with ``week``, the Monday of its ISO week."""
+    utc = column if is_aware(column) else sa.func.timezone("UTC", column)
+    local = sa.func.timezone(sa.bindparam("tz", type_=sa.String()), utc)
+    return sa.func.date(sa.func.date_trunc("week", local) if week else local)
+
+
+def monday(day: date) -> date:
+    """The Monday of ``day``'s ISO week."""
+    return day - timedelta(days=day.weekday())
+
+
+def local_days(start: datetime, end: datetime, zone: tzinfo, week: bool = False) -> list[date]:
+    """Every calendar day (or every ISO week's Monday) in ``zone`` from ``start``'s to ``end``'s, inclusive."""
+    first, last = start.astimezone(zone).date(), end.astimezone(zone).date()
+    if week:
+        first, last = monday(first), monday(last)
+    step = 7 if week else 1
+    return [first + timedelta(days=i) for i in range(0, (last - first).days + 1, step)]
 
 
 def comparable(expr: ColumnElement[t.Any], other_is_aware: bool, backend: Backend) -> ColumnElement[t.Any]:

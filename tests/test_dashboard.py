@@ -104,3 +104,53 @@ def test_sixteenth_quick_refresh_shows_the_429_state(page: tuple[t.Any, str]) ->
     message = driver.find_element("id", "psa-message").text
     assert message.startswith("429") and "Retry in" in message
     assert card(driver, "escalations").get_attribute("data-state") == "ok"  # not rate-limited
+
+
+def test_trend_chart_follows_the_api_and_the_switches(page: tuple[t.Any, str]) -> None:
+    driver, url = page
+    driver.get(url + "/?user=acme-engineer")
+    wait_loaded(driver, 1)
+    _, body = api(url, "escalations?period=30d", "acme-engineer")
+    assert body["target"]["seconds"] == 900.0  # the demo sets a 15-minute target
+    assert raw(driver, "attainment") == pytest.approx(body["target"]["attainment"])
+
+    def chart() -> list[tuple[str, float | None, float | None, int]]:
+        def number(text: str | None) -> float | None:
+            return float(text) if text else None
+
+        return [
+            (
+                c.get_attribute("data-start"),
+                number(c.get_attribute("data-median")),
+                number(c.get_attribute("data-p95")),
+                int(c.get_attribute("data-claimed")),
+            )
+            for c in driver.find_elements("css selector", "#escalation-trend circle.point")
+        ]
+
+    def expected(query: str) -> list[tuple[str, float | None, float | None, int]]:
+        _, trend = api(url, "escalations/trend?" + query, "acme-engineer")
+        return [(p["start"], p["median_seconds"], p["p95_seconds"], p["n_handoffs_claimed"]) for p in trend["points"]]
+
+    def close(a: list[t.Any], b: list[t.Any]) -> bool:
+        return len(a) == len(b) and all(
+            x[0] == y[0]
+            and x[3] == y[3]
+            and all(
+                (u is None and v is None) or (u is not None and v is not None and abs(u - v) < 1e-6)
+                for u, v in zip(x[1:3], y[1:3])
+            )
+            for x, y in zip(a, b)
+        )
+
+    assert close(chart(), expected("period=30d&tz=UTC&interval=day"))
+    driver.find_element("css selector", "[data-interval='week']").click()
+    wait_loaded(driver, 2)
+    assert close(chart(), expected("period=30d&tz=UTC&interval=week"))
+    from selenium.webdriver.support.ui import Select
+
+    Select(driver.find_element("id", "zone")).select_by_visible_text("Asia/Kolkata")
+    wait_loaded(driver, 3)
+    driver.find_element("css selector", "[data-period='90d']").click()
+    wait_loaded(driver, 4)
+    assert close(chart(), expected("period=90d&tz=Asia/Kolkata&interval=week"))

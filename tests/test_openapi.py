@@ -36,7 +36,13 @@ def test_document_is_served_without_identity_and_is_valid_openapi(client: t.Any)
     document = response.get_json()
     validate(document)
     assert document["openapi"].startswith("3.")
-    assert set(document["paths"]) == {BASE + "/escalations", BASE + "/escalations/handoffs", BASE + "/psa-metrics", DOC}
+    assert set(document["paths"]) == {
+        BASE + "/escalations",
+        BASE + "/escalations/trend",
+        BASE + "/escalations/handoffs",
+        BASE + "/psa-metrics",
+        DOC,
+    }
 
     def parameter(path: str, name: str) -> dict[str, t.Any]:
         return next(p for p in document["paths"][BASE + path]["get"]["parameters"] if p["name"] == name)

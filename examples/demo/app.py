@@ -161,6 +161,7 @@ def create_app(database_uri: str | None = None) -> Flask:
         or os.environ.get("DEMO_DATABASE_URI", f"sqlite:///{os.path.join(app.instance_path, 'demo.sqlite')}"),
         RATELIMIT_STORAGE_URI=os.environ.get("DEMO_RATELIMIT_STORAGE_URI", "memory://"),
         SECRET_KEY=os.environ.get("DEMO_SECRET_KEY", "demo-only-secret"),
+        FLOWPILOT_ANALYTICS_TARGET_SECONDS=900,  # the demo team's response target: 15 minutes
     )
     db.init_app(app)
     # --- flowpilot_analytics: register -------------------------------------------------------------

@@ -56,6 +56,7 @@ def test_fold_counts_no_action_and_statistics() -> None:
         "avg_seconds": 240.0,
         "median_seconds": 90.0,
         "p95_seconds": pytest.approx(549.0),
+        "target": None,
     }
     assert result.distribution(EDGES)["no_action"] == 2
     assert [b["count"] for b in result.distribution(EDGES)["buckets"]] == [1, 1, 1, 0, 0, 0]
@@ -75,7 +76,7 @@ def test_engineers_sort_by_id_with_nobody_last() -> None:
 
 def test_fold_rows_groups_by_engineer() -> None:
     rows = [(NOW, NOW + timedelta(seconds=10), 7), (NOW, None, 7), (NOW, NOW + timedelta(seconds=30), 9)]
-    groups = escalations.fold_rows(rows, EDGES)
+    groups = escalations.fold_rows(rows, EDGES, None)
     assert {k: (v.n_handoffs_claimed, v.n_handoffs_with_action) for k, v in groups.items()} == {7: (2, 1), 9: (1, 1)}
 
 

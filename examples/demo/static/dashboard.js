@@ -1,7 +1,7 @@
 // The demo's analytics page: it calls the plugin's real JSON API with the chosen demo user's token.
 "use strict";
 const API = "/api/v1/analytics/flowpilot";
-const state = { period: "30d", zone: "UTC", user: null };
+const state = { period: "30d", zone: "UTC", interval: "day", user: null };
 
 function formatSeconds(value) {
   if (value === null || value === undefined) return "–";
@@ -45,9 +45,55 @@ async function loadEscalations() {
   setValue("avg", formatSeconds(data.avg_seconds), data.avg_seconds);
   setValue("claimed", String(data.n_handoffs_claimed), data.n_handoffs_claimed);
   setValue("with-action", String(data.n_handoffs_with_action), data.n_handoffs_with_action);
+  const target = data.target;
+  setValue("attainment", target && target.attainment !== null ? `${(target.attainment * 100).toFixed(1)} %` : "–",
+    target ? target.attainment : null);
+  document.getElementById("target-label").textContent =
+    target ? `Within ${formatSeconds(target.seconds)} (${target.n_pending} pending)` : "No response target";
   document.getElementById("metric-definition").textContent = data.metric_definition;
   card.dataset.period = data.period;
   card.dataset.state = "ok";
+}
+
+function drawEscalationTrend(points) {
+  // Median and p95 per day or week (lines, left scale), handoffs claimed (bars, right scale).
+  const svg = document.getElementById("escalation-trend");
+  const width = 640, height = 200, pad = 30;
+  const topSeconds = Math.max(60, ...points.map((p) => p.p95_seconds || 0));
+  const topClaimed = Math.max(1, ...points.map((p) => p.n_handoffs_claimed));
+  const step = (width - 2 * pad) / Math.max(points.length, 1);
+  const x = (i) => pad + i * step + step / 2;
+  const ySeconds = (v) => height - pad - (v / topSeconds) * (height - 2 * pad);
+  const yClaimed = (v) => height - pad - (v / topClaimed) * (height - 2 * pad) * 0.5;
+  const bars = points.map((p, i) => `<rect class="claimed" x="${(x(i) - step * 0.3).toFixed(1)}"` +
+    ` y="${yClaimed(p.n_handoffs_claimed).toFixed(1)}" width="${(step * 0.6).toFixed(1)}"` +
+    ` height="${(height - pad - yClaimed(p.n_handoffs_claimed)).toFixed(1)}"/>`);
+  const line = (key, cls) => {
+    const segments = points.map((p, i) => (p[key] === null ? null : `${x(i).toFixed(1)},${ySeconds(p[key]).toFixed(1)}`))
+      .filter((s) => s !== null);
+    return `<polyline class="${cls}" points="${segments.join(" ")}"/>`;
+  };
+  const marks = points.map((p, i) => `<circle class="point" r="2.5" cx="${x(i).toFixed(1)}"` +
+    ` cy="${ySeconds(p.median_seconds || 0).toFixed(1)}" data-start="${p.start}"` +
+    ` data-median="${p.median_seconds === null ? "" : p.median_seconds}"` +
+    ` data-p95="${p.p95_seconds === null ? "" : p.p95_seconds}" data-claimed="${p.n_handoffs_claimed}">` +
+    `<title>${p.start}: median ${formatSeconds(p.median_seconds)}, p95 ${formatSeconds(p.p95_seconds)}, ` +
+    `${p.n_handoffs_claimed} claimed</title></circle>`);
+  const labels = points.filter((_, i) => i % Math.ceil(points.length / 8) === 0).map((p) =>
+    `<text x="${x(points.indexOf(p)).toFixed(1)}" y="${height - 8}" font-size="10" text-anchor="middle" fill="#6b7385">${p.start.slice(5)}</text>`);
+  svg.innerHTML = bars.join("") + line("median_seconds", "median") + line("p95_seconds", "p95") + marks.join("") +
+    labels.join("") + `<text x="${pad}" y="14" font-size="10" fill="#6b7385">top ${formatSeconds(topSeconds)}</text>`;
+  svg.dataset.points = String(points.length);
+}
+
+async function loadEscalationTrend() {
+  const result = await call(`escalations/trend?period=${state.period}&tz=${encodeURIComponent(state.zone)}` +
+    `&interval=${state.interval}`);
+  if (result.status !== 200) return;
+  drawEscalationTrend(result.body.points);
+  document.getElementById("escalation-trend-zone").textContent =
+    `(per ${result.body.interval}, ${result.body.timezone})`;
+  document.getElementById("escalation-trend").dataset.interval = result.body.interval;
 }
 
 function drawFunnel(funnel) {
@@ -97,7 +143,7 @@ async function loadPsa() {
 
 async function refresh() {
   for (const id of ["escalations", "psa"]) document.getElementById(id).dataset.state = "loading";
-  await Promise.all([loadEscalations(), loadPsa()]);
+  await Promise.all([loadEscalations(), loadEscalationTrend(), loadPsa()]);
   document.body.dataset.loaded = String(Number(document.body.dataset.loaded || 0) + 1);
 }
 
@@ -111,6 +157,13 @@ async function start() {
   select.addEventListener("change", () => { state.user = select.value; refresh(); });
   document.getElementById("zone").addEventListener("change", (e) => { state.zone = e.target.value; refresh(); });
   document.getElementById("refresh").addEventListener("click", refresh);
+  for (const button of document.querySelectorAll("[data-interval]")) {
+    button.addEventListener("click", () => {
+      state.interval = button.dataset.interval;
+      document.querySelectorAll("[data-interval]").forEach((b) => b.classList.toggle("active", b === button));
+      refresh();
+    });
+  }
   for (const button of document.querySelectorAll("[data-period]")) {
     button.addEventListener("click", () => {
       state.period = button.dataset.period;
