@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from flask import Blueprint
 from marshmallow import Schema, ValidationError
 
-from . import reports
+from . import reports, telemetry
 from .config import HOST_COLUMNS, Settings
 from .deadletter import replay_one
 from .errors import AnalyticsError
@@ -335,7 +335,9 @@ def register_commands(blueprint: Blueprint, schemas: Schemas) -> None:
             with state.write_engine.connect() as connection:
                 if payload.get("account_id") is None and payload.get("session_id") is not None:
                     payload.update(_session_facts(state, connection, payload["session_id"]))
-                return replay_one(connection, table, state.settings.tenant_setting, payload)
+                outcome = replay_one(connection, table, state.settings.tenant_setting, payload)
+            telemetry.replayed.add(1, {"activity_type": str(payload.get("activity_type")), "outcome": outcome})
+            return outcome
 
         report = state.dead_letters.drain(write)
         click.echo(
@@ -349,18 +351,31 @@ def register_commands(blueprint: Blueprint, schemas: Schemas) -> None:
 
     @blueprint.cli.command("doctor")
     def doctor() -> None:
-        """Check the tables and indexes the plugin's queries need; print the statements that fix what is missing.
+        """Check the tables and indexes the plugin's queries need, and the dead-letter backlog; print what fixes it.
 
-        Exits with status 1 when anything is missing.
+        Exits with status 1 when anything is missing or dead letters wait for a replay.
         """
         state = current_state()
         lines, fixes = diagnose(state.read_engine, state.settings, state.activity_table, state.write_engine)
         for line in lines:
             click.echo(line)
+        try:
+            waiting: int | None = len(state.dead_letters.pending())
+        except Exception as exc:  # e.g. a missing dead-letter table: reported, not a traceback
+            waiting = None
+            click.echo(f"UNREADABLE dead letters in {state.dead_letters.location}: {exc.__class__.__name__}")
+        if waiting:
+            click.echo(
+                f"BACKLOG {waiting} dead letters in {state.dead_letters.location}: run "
+                "`flask flowpilot-analytics replay-activities`"
+            )
+        elif waiting == 0:
+            click.echo(f"ok      no dead letters in {state.dead_letters.location}")
         if fixes:
             click.echo("\nRun these statements (PostgreSQL: CONCURRENTLY keeps the table writable):")
             for statement in fixes:
                 click.echo(statement + ";")
+        if fixes or waiting != 0:
             sys.exit(1)
         click.echo("\nEverything the plugin's queries need is in place.")
 

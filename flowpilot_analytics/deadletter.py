@@ -99,6 +99,11 @@ class DeadLetterStore(t.Protocol):
 
     #: Where the store is, for log lines and the replay's report.
     location: str
+    #: ``file`` or ``table``, for the backlog gauge.
+    kind: str
+
+    def backlog(self) -> int | None:
+        """How many dead letters wait, when that is cheap to read; else ``None``."""
 
     def append(self, payload: t.Mapping[str, t.Any], timeout: float = 5.0) -> None:
         """Keep one activity durably (within ``timeout`` seconds where the store is a database)."""
@@ -137,10 +142,16 @@ def _key_of(line: str) -> t.Any:
 class DeadLetterFile:
     """Append-only JSON lines; ``drain`` hands the entries to a writer and keeps only those it could not write."""
 
+    kind = "file"
+
     def __init__(self, path: str) -> None:
         check_directory(path)
         self.location = self.path = path
         self.replay_lock = path + ".lock"
+
+    def backlog(self) -> int | None:
+        """How many dead letters wait (a read of the local file)."""
+        return len(self.pending())
 
     def append(self, payload: t.Mapping[str, t.Any], timeout: float = 5.0) -> None:
         _append_lines(self.path, [_line(payload)])
@@ -220,6 +231,13 @@ class DeadLetterTable:
         self._deadlines = deadlines
         self.spill = spill
         self.location = f"table {table.name}"
+
+    kind = "table"
+
+    def backlog(self) -> int | None:
+        """``None``: counting the table needs the database, which an exporter thread must not wait on
+        (``flask flowpilot-analytics doctor`` counts it)."""
+        return None
 
     def append(self, payload: t.Mapping[str, t.Any], timeout: float = 5.0) -> None:
         """Insert the payload within ``timeout`` seconds; past it, or if the table fails, into the file."""

@@ -30,6 +30,7 @@ from concurrent.futures import Future
 import sqlalchemy as sa
 from flask import current_app, has_app_context
 
+from . import telemetry
 from .activities import describe, error_text, insert_activity, validate_payload
 from .deadline import DeadlineExceeded
 from .signals import activity_recorded
@@ -161,11 +162,13 @@ def _holds_sqlite_lock(state: AnalyticsState, session: sa.orm.Session) -> bool:
     return state.write_engine.dialect.name == "sqlite" and session.in_transaction()
 
 
-def _keep(state: AnalyticsState, payload: Mapping[str, t.Any], reason: str, deadline: float) -> None:
-    """Keep an activity that could not be written as a dead letter, and say so (ids only) at ERROR."""
+def _keep(state: AnalyticsState, payload: Mapping[str, t.Any], reason: str, deadline: float) -> str:
+    """Keep an activity that could not be written as a dead letter, and say so (ids only) at ERROR; the outcome."""
+    kind = {"activity_type": payload["activity_type"]}
     try:
         state.dead_letters.append(payload, timeout=max(0.0, deadline - time.monotonic()))
     except Exception as exc:
+        telemetry.failed.add(1, kind)
         logger.error(
             "could not record a %s activity (%s), and the dead-letter store %s failed too (%s); only this log "
             "has it: %s",
@@ -175,7 +178,8 @@ def _keep(state: AnalyticsState, payload: Mapping[str, t.Any], reason: str, dead
             error_text(exc),
             describe(payload),
         )
-        return
+        return "failed"
+    telemetry.dead_lettered.add(1, kind)
     logger.error(
         "could not record a %s activity (%s); kept as a dead letter in %s for `flask flowpilot-analytics "
         "replay-activities`; activity: %s",
@@ -184,42 +188,52 @@ def _keep(state: AnalyticsState, payload: Mapping[str, t.Any], reason: str, dead
         state.dead_letters.location,
         describe(payload),
     )
+    return "dead_lettered"
 
 
 def _record_now(app: t.Any, state: AnalyticsState, payload: dict[str, t.Any], journaled: bool = False) -> None:
     """Write the activity, or keep it as a dead letter, within the hook timeout; never raises."""
+    with telemetry.record_span(payload["activity_type"]) as span:
+        span.set_attribute(f"{telemetry.NAME}.outcome", _write_or_keep(app, state, payload, journaled))
+
+
+def _write_or_keep(app: t.Any, state: AnalyticsState, payload: dict[str, t.Any], journaled: bool) -> str:
     deadline = time.monotonic() + state.settings.hook_timeout_ms / 1000.0
+    kind = {"activity_type": payload["activity_type"]}
     try:
         recorded = write_activity(state, payload, state.settings.hook_timeout_ms / 1000.0)
     except Exception as exc:
         if isinstance(exc, DeadlineExceeded):
             exc.future.add_done_callback(lambda done: _late(app, state, payload, done))
-        if journaled:  # its journal entry already is the dead letter
-            logger.error(
-                "could not record a %s activity (%s); kept as a dead letter in %s for `flask flowpilot-analytics "
-                "replay-activities`; activity: %s",
-                payload["activity_type"],
-                error_text(exc),
-                state.dead_letters.location,
-                describe(payload),
-            )
-        else:
-            _keep(state, payload, error_text(exc), deadline)
-        return
+        if not journaled:
+            return _keep(state, payload, error_text(exc), deadline)
+        telemetry.dead_lettered.add(1, kind)  # its journal entry already is the dead letter
+        logger.error(
+            "could not record a %s activity (%s); kept as a dead letter in %s for `flask flowpilot-analytics "
+            "replay-activities`; activity: %s",
+            payload["activity_type"],
+            error_text(exc),
+            state.dead_letters.location,
+            describe(payload),
+        )
+        return "dead_lettered"
     if journaled:
         try:
             state.dead_letters.settle(payload["idempotency_key"])
         except Exception as exc:  # the entry stays; a replay finds the row present
             logger.warning("could not settle the journal entry of a recorded activity (%s)", error_text(exc))
     if not recorded:
+        telemetry.duplicates.add(1, kind)
         logger.info(
             "%s %s already recorded for account %s",
             payload["activity_type"],
             payload["external_id"],
             payload["account_id"],
         )
-        return
+        return "duplicate"
+    telemetry.recorded.add(1, kind)
     _announce(app, state, payload)
+    return "recorded"
 
 
 def _late(app: t.Any, state: AnalyticsState, payload: dict[str, t.Any], done: Future[t.Any]) -> None:
@@ -268,6 +282,7 @@ def record(
         with session.no_autoflush:  # a host's own extract must not flush the host's pending objects
             fields = dict(extract(args, kwargs, result))
     except Exception as exc:
+        telemetry.failed.add(1, {"activity_type": activity_type})
         logger.error("could not read a %s activity from the push (%s); not recorded", activity_type, error_text(exc))
         return
     unloaded = _complete(state, fields)
@@ -279,6 +294,7 @@ def record(
             # the database did not answer for the host's object: keep what is known; a replay looks up its account
             _keep(state, payload, unloaded, started + state.settings.hook_timeout_ms / 1000.0)
             return
+        telemetry.failed.add(1, {"activity_type": activity_type})
         logger.error("could not read a %s activity from the push (%s); not recorded", activity_type, error_text(exc))
         return
     app = current_app._get_current_object()  # type: ignore[attr-defined]

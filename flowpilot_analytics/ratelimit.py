@@ -19,6 +19,7 @@ import limits
 from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter, RateLimiter
 
+from . import telemetry
 from .errors import RateLimited
 from .storage import Backoff, is_redis, redact, redact_uri
 
@@ -90,6 +91,7 @@ class RouteLimits:
         allowed, reset_at = self._count(item, self._identifiers(route, account_id, user_id))
         if not allowed:
             retry_after = max(1, math.ceil((reset_at or time.time()) - time.time()))
+            telemetry.rate_limited.add(1, {"route": route})
             raise RateLimited(str(item), retry_after)
 
     def reset(self, route: str, account_id: t.Any, user_id: t.Any) -> None:

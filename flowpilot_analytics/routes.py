@@ -13,7 +13,7 @@ import typing as t
 from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
 from marshmallow import Schema, ValidationError
 
-from . import reports
+from . import reports, telemetry
 from .config import Settings
 from .errors import InvalidQuery
 from .identity import IdentityLike
@@ -62,10 +62,15 @@ def cached_json(route: str, key_parts: t.Mapping[str, t.Any], compute: t.Callabl
     key = state.cache.key(route, key_parts["account_id"], key_parts)
     body = state.cache.lookup(key)
     if body is None:
-        body = (
-            json.dumps(compute(), allow_nan=False, separators=(",", ":"), sort_keys=True, default=str) + "\n"
-        ).encode()
+        telemetry.cache_misses.add(1, {"route": route})
+        attributes = {name: key_parts.get(name) for name in ("period", "interval", "group_by", "compare")}
+        with telemetry.report_span(route, state.prepared().backend.name, attributes):
+            body = (
+                json.dumps(compute(), allow_nan=False, separators=(",", ":"), sort_keys=True, default=str) + "\n"
+            ).encode()
         state.cache.store(key, body)
+    else:
+        telemetry.cache_hits.add(1, {"route": route})
     response = current_app.response_class(body, mimetype="application/json")
     response.headers["Cache-Control"] = "private, no-cache"
     for header in state.settings.vary_headers:

@@ -28,6 +28,7 @@ from .identity import IdentityLike, require_role
 from .psa_metrics import PsaMetrics
 from .ratelimit import RouteLimits
 from .tables import HostTables, activity_io_table, activity_table, dead_letter_table, reflect_host_tables, set_tenant
+from .telemetry import watch_backlog
 from .timeutil import Backend
 
 if t.TYPE_CHECKING:
@@ -103,6 +104,7 @@ class AnalyticsState:
                 self.deadlines,
                 spill=self.dead_letters,
             )
+        watch_backlog(self.dead_letters)
         self._prepared: Prepared | None = None
         self._lock = threading.Lock()
 

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from . import host
-from .helpers import load_demo_module, unavailable
+from .helpers import install_telemetry_sdk, load_demo_module, unavailable
 
 PG_ADMIN_URL = os.environ.get("FLOWPILOT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("FLOWPILOT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -124,3 +124,9 @@ def demo(tmp_path: t.Any) -> t.Iterator[t.Any]:
     yield app
     with app.app_context():
         module.db.engine.dispose()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def telemetry_sdk() -> None:
+    """The host's OpenTelemetry SDK, set before any app (the demo's included) could set another."""
+    install_telemetry_sdk()

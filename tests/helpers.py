@@ -53,3 +53,28 @@ def load_demo_module(name: str) -> t.Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def install_telemetry_sdk() -> None:
+    """The OpenTelemetry SDK with in-memory readers, as a host configures it: once per process, first."""
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    if not isinstance(metrics.get_meter_provider(), MeterProvider):
+        metrics.set_meter_provider(MeterProvider(metric_readers=[METRIC_READER]))
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(SPAN_EXPORTER))
+        trace.set_tracer_provider(provider)
+
+
+def _telemetry_sinks() -> tuple[t.Any, t.Any]:
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    return InMemoryMetricReader(), InMemorySpanExporter()
+
+
+METRIC_READER, SPAN_EXPORTER = _telemetry_sinks()

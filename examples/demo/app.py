@@ -81,6 +81,16 @@ psa_documentation_service = DemoPsaService()
 analytics.wrap_psa_service(psa_documentation_service)
 
 
+def configure_telemetry() -> None:
+    """The demo host's OpenTelemetry SDK: metrics to Prometheus, served at /metrics (once per process)."""
+    from opentelemetry import metrics
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    if not isinstance(metrics.get_meter_provider(), MeterProvider):
+        metrics.set_meter_provider(MeterProvider(metric_readers=[PrometheusMetricReader()]))
+
+
 def load_identity() -> Identity | None:
     """The demo's "login": a bearer token from ``TOKENS``; anything else is anonymous."""
     header = request.headers.get("Authorization", "")
@@ -164,6 +174,7 @@ def create_app(database_uri: str | None = None) -> Flask:
         FLOWPILOT_ANALYTICS_TARGET_SECONDS=900,  # the demo team's response target: 15 minutes
     )
     db.init_app(app)
+    configure_telemetry()
     # --- flowpilot_analytics: register -------------------------------------------------------------
     analytics.init_app(app, db=db, identity_loader=load_identity)
     # -------------------------------------------------------------------------------------------------
@@ -172,6 +183,13 @@ def create_app(database_uri: str | None = None) -> Flask:
     def dashboard() -> t.Any:
         """The host's own analytics page (plain HTML/CSS/JS) that calls the plugin's JSON API."""
         return app.send_static_file("index.html")
+
+    @app.get("/metrics")
+    def prometheus_metrics() -> t.Any:
+        """The host's Prometheus scrape endpoint (the plugin's counters among its own)."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return app.response_class(generate_latest(), mimetype=CONTENT_TYPE_LATEST.split(";")[0])
 
     @app.get("/demo/users")
     def demo_users() -> list[dict[str, t.Any]]:

@@ -21,6 +21,7 @@ LAYERS: dict[str, int] = {
     "storage": 0,
     "deadline": 0,
     "timeutil": 0,
+    "telemetry": 0,
     "identity": 1,
     "tables": 2,
     "activities": 3,
