@@ -22,6 +22,15 @@ from .storage import Backoff, is_redis, redact, redact_uri
 logger = logging.getLogger(__name__)
 
 PREFIX = "flowpilot_analytics:cache:v2"
+#: How long (seconds) Redis keeps the WAL position a standby must reach; a standby further behind than this is
+#: an outage, not lag.
+POSITION_SECONDS = 600
+
+
+def wal_position(text: str) -> int:
+    """A PostgreSQL WAL position (``16/B374D848``) as a number, for comparing."""
+    high, _, low = text.partition("/")
+    return (int(high, 16) << 32) + int(low, 16)
 
 
 class _MemoryBackend:
@@ -38,6 +47,7 @@ class _MemoryBackend:
     def __init__(self, max_bytes: int) -> None:
         self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._generations: dict[str, int] = {}
+        self._positions: dict[str, str] = {}
         self._lock = threading.Lock()
         self._max = max_bytes
         self.bytes = 0
@@ -82,9 +92,15 @@ class _MemoryBackend:
         with self._lock:
             return self._generations.get(key, 0)
 
-    def bump(self, key: str) -> None:
+    def bump(self, key: str, position: str | None = None) -> None:
         with self._lock:
             self._generations[key] = self._generations.get(key, 0) + 1
+            if position is not None:
+                self._positions[key] = position
+
+    def position(self, key: str) -> str | None:
+        with self._lock:
+            return self._positions.get(key)
 
 
 class _RedisBackend:
@@ -104,8 +120,14 @@ class _RedisBackend:
     def generation(self, key: str) -> int:
         return int(self._redis.get(key) or 0)
 
-    def bump(self, key: str) -> None:
+    def bump(self, key: str, position: str | None = None) -> None:
         self._redis.incr(key)
+        if position is not None:
+            self._redis.set(f"{key}:position", position, ex=POSITION_SECONDS)
+
+    def position(self, key: str) -> str | None:
+        value = self._redis.get(f"{key}:position")
+        return value.decode() if isinstance(value, bytes) else value
 
 
 class ResponseCache:
@@ -174,11 +196,23 @@ class ResponseCache:
         except Exception as exc:
             self._failed(exc, "entry not stored")
 
-    def invalidate(self, route: str, account_id: t.Any) -> None:
-        """Make the account's cached answers for ``route`` unreachable (e.g. after a new activity)."""
+    def invalidate(self, route: str, account_id: t.Any, position: str | None = None) -> None:
+        """Make the account's cached answers for ``route`` unreachable (e.g. after a new activity). With the
+        primary's WAL ``position`` of the change, answers read from a standby that has not replayed it yet are
+        not cached (see :meth:`required_position`)."""
         if not self.enabled:
             return
         try:
-            self.backend.bump(self._generation_key(route, account_id))
+            self.backend.bump(self._generation_key(route, account_id), position)
         except Exception as exc:
             self._failed(exc, "could not invalidate")
+
+    def required_position(self, route: str, account_id: t.Any) -> str | None:
+        """The WAL position a standby must have replayed for its answer to be cached, if any."""
+        if not self.enabled:
+            return None
+        try:
+            return self.backend.position(self._generation_key(route, account_id))
+        except Exception as exc:
+            self._failed(exc, "answering uncached")
+            return None

@@ -122,7 +122,15 @@ def build_payload(activity_type: str, fields: Mapping[str, t.Any], state: Analyt
     }
 
 
-def write_activity(state: AnalyticsState, payload: Mapping[str, t.Any], timeout: float) -> bool:
+class Written(t.NamedTuple):
+    """What a write did: whether a new row was written, and (with a read replica on PostgreSQL) the primary's
+    WAL position after it, which a standby must replay before its answers may be cached."""
+
+    recorded: bool
+    position: str | None = None
+
+
+def write_activity(state: AnalyticsState, payload: Mapping[str, t.Any], timeout: float) -> Written:
     """Write one activity on a pooled connection of the plugin's own, within ``timeout`` seconds.
 
     Raises on failure, and :class:`~flowpilot_analytics.deadline.DeadlineExceeded` past the deadline: the
@@ -130,10 +138,16 @@ def write_activity(state: AnalyticsState, payload: Mapping[str, t.Any], timeout:
     """
     engine = state.write_engine  # resolved here: the helper thread has no app context
     server_ms = max(1, int(timeout * 1000))
+    replica = state.settings.bind is not None and engine.dialect.name == "postgresql"
 
-    def write() -> bool:
+    def write() -> Written:
         with engine.connect() as connection:
-            return insert_activity(connection, state.activity_io, state.settings.tenant_setting, payload, server_ms)
+            recorded = insert_activity(connection, state.activity_io, state.settings.tenant_setting, payload, server_ms)
+            if not (recorded and replica):
+                return Written(recorded)
+            position = connection.exec_driver_sql("SELECT pg_current_wal_lsn()::text").scalar()
+            connection.rollback()
+            return Written(recorded, None if position is None else str(position))
 
     return state.deadlines.run(write, timeout)
 
@@ -201,7 +215,7 @@ def _write_or_keep(app: t.Any, state: AnalyticsState, payload: dict[str, t.Any],
     deadline = time.monotonic() + state.settings.hook_timeout_ms / 1000.0
     kind = {"activity_type": payload["activity_type"]}
     try:
-        recorded = write_activity(state, payload, state.settings.hook_timeout_ms / 1000.0)
+        written = write_activity(state, payload, state.settings.hook_timeout_ms / 1000.0)
     except Exception as exc:
         if isinstance(exc, DeadlineExceeded):
             exc.future.add_done_callback(lambda done: _late(app, state, payload, done))
@@ -222,7 +236,7 @@ def _write_or_keep(app: t.Any, state: AnalyticsState, payload: dict[str, t.Any],
             state.dead_letters.settle(payload["idempotency_key"])
         except Exception as exc:  # the entry stays; a replay finds the row present
             logger.warning("could not settle the journal entry of a recorded activity (%s)", error_text(exc))
-    if not recorded:
+    if not written.recorded:
         telemetry.duplicates.add(1, kind)
         logger.info(
             "%s %s already recorded for account %s",
@@ -232,16 +246,16 @@ def _write_or_keep(app: t.Any, state: AnalyticsState, payload: dict[str, t.Any],
         )
         return "duplicate"
     telemetry.recorded.add(1, kind)
-    _announce(app, state, payload)
+    _announce(app, state, payload, written.position)
     return "recorded"
 
 
 def _late(app: t.Any, state: AnalyticsState, payload: dict[str, t.Any], done: Future[t.Any]) -> None:
     """A write that missed the deadline finished after all: its row exists, so announce it now."""
-    if done.cancelled() or done.exception() is not None or not done.result():
+    if done.cancelled() or done.exception() is not None or not done.result().recorded:
         return
     with app.app_context():
-        _announce(app, state, payload)
+        _announce(app, state, payload, done.result().position)
 
 
 def _complete(state: AnalyticsState, fields: dict[str, t.Any]) -> str | None:
@@ -323,10 +337,10 @@ def _record_later(app: t.Any, state: AnalyticsState, payload: dict[str, t.Any], 
         _record_now(app, state, payload, journaled)
 
 
-def _announce(app: t.Any, state: AnalyticsState, payload: dict[str, t.Any]) -> None:
+def _announce(app: t.Any, state: AnalyticsState, payload: dict[str, t.Any], position: str | None = None) -> None:
     """Once the row is durable: drop the account's cached psa-metrics and send the signal."""
     try:
-        state.cache.invalidate("psa_metrics", payload["account_id"])
+        state.cache.invalidate("psa_metrics", payload["account_id"], position)
         activity_recorded.send(app, activity=payload)
     except Exception:
         logger.error("an activity_recorded receiver failed", exc_info=True)

@@ -20,7 +20,7 @@ from .identity import IdentityLike
 from .openapi import build_document
 from .periods import PERIODS
 from .schemas import Schemas, query_args
-from .state import AnalyticsState, current_state
+from .state import AnalyticsState, caught_up, current_state, start_report
 
 logger = logging.getLogger(__name__)
 
@@ -64,11 +64,14 @@ def cached_json(route: str, key_parts: t.Mapping[str, t.Any], compute: t.Callabl
     if body is None:
         telemetry.cache_misses.add(1, {"route": route})
         attributes = {name: key_parts.get(name) for name in ("period", "interval", "group_by", "compare")}
+        start_report()
         with telemetry.report_span(route, state.prepared().backend.name, attributes):
             body = (
                 json.dumps(compute(), allow_nan=False, separators=(",", ":"), sort_keys=True, default=str) + "\n"
             ).encode()
-        state.cache.store(key, body)
+        # a standby that has not replayed the latest recorded activity answers now, but is not cached
+        if state.settings.bind is None or caught_up(state.cache.required_position(route, key_parts["account_id"])):
+            state.cache.store(key, body)
     else:
         telemetry.cache_hits.add(1, {"route": route})
     response = current_app.response_class(body, mimetype="application/json")

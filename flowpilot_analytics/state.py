@@ -7,6 +7,7 @@ root, :mod:`flowpilot_analytics.extension`, builds it and puts it in ``app.exten
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import threading
 import typing as t
@@ -19,7 +20,7 @@ from flask_sqlalchemy import SQLAlchemy
 from itsdangerous import URLSafeSerializer
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
-from .cache import ResponseCache
+from .cache import ResponseCache, wal_position
 from .config import Settings
 from .deadletter import DeadLetterFile, DeadLetterStore, DeadLetterTable
 from .deadline import DeadlineRunner
@@ -160,7 +161,11 @@ class AnalyticsState:
         """
         with self._reading() as connection:
             set_tenant(connection, self.settings.tenant_setting, params["account_id"])
-            return [list(connection.execute(statement, params).all()) for statement in statements]
+            rows = [list(connection.execute(statement, params).all()) for statement in statements]
+            if self.settings.bind is not None and connection.dialect.name == "postgresql":
+                position = connection.exec_driver_sql("SELECT pg_last_wal_replay_lsn()::text").scalar()
+                _observe_position(None if position is None else str(position))
+            return rows
 
     @contextlib.contextmanager
     def _reading(self) -> t.Iterator[sa.Connection]:
@@ -172,6 +177,35 @@ class AnalyticsState:
             return
         with engine.connect() as connection:
             yield connection
+
+
+#: The oldest WAL position the reads of the current report were served at (a standby's replay position;
+#: ``None`` on a primary or before any read).
+_REPLAY_POSITION: contextvars.ContextVar[tuple[str | None, bool]] = contextvars.ContextVar(
+    "flowpilot_analytics_replay_position", default=(None, False)
+)
+
+
+def start_report() -> None:
+    """Forget the positions of an earlier report in this context."""
+    _REPLAY_POSITION.set((None, False))
+
+
+def _observe_position(position: str | None) -> None:
+    oldest, seen = _REPLAY_POSITION.get()
+    if position is not None and (oldest is None or wal_position(position) < wal_position(oldest)):
+        oldest = position
+    _REPLAY_POSITION.set((oldest, True))
+
+
+def caught_up(required: str | None) -> bool:
+    """Whether the current report's reads saw the change at WAL position ``required`` (a primary always has)."""
+    if required is None:
+        return True
+    oldest, seen = _REPLAY_POSITION.get()
+    if not seen or oldest is None:
+        return True
+    return wal_position(oldest) >= wal_position(required)
 
 
 def _cache_namespace(settings: Settings, database_uri: str) -> str:

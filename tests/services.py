@@ -80,12 +80,40 @@ class PrivateCluster:
         return self
 
     def start(self) -> None:
-        options = (
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root} "
-            "-c fsync=off -c full_page_writes=off"
-        )
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root} -c fsync=off"
         self._ctl("-o", options, "-l", self.log, "-w", "-t", "60", "start")
         self.running = True
+
+    def standby(self) -> PrivateCluster:
+        """A hot standby of this cluster: ``pg_basebackup -R`` into a new folder, started on another port."""
+        standby = PrivateCluster()
+        subprocess.run(
+            _as_postgres(
+                os.path.join(PG_BIN, "pg_basebackup"),
+                "-D",
+                standby.data,
+                "-R",
+                "-X",
+                "stream",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            timeout=300,
+        )
+        standby.start()
+        return standby
+
+    def stop(self) -> None:
+        """Stop cleanly (connections are cut)."""
+        self._ctl("-m", "fast", "-w", "stop")
+        self.running = False
 
     def kill(self) -> None:
         """Stop at once, as a crash would: no checkpoint, connections cut."""
