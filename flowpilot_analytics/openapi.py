@@ -83,39 +83,45 @@ def build_document(url_prefix: str, route_roles: t.Mapping[str, str]) -> dict[st
     ):
         spec.components.schema(name, schema=schema)
     base = url_prefix.rstrip("/") + "/analytics/flowpilot"
-    spec.path(
-        path=f"{base}/escalations",
-        operations=_operation(
+    reports: tuple[tuple[str, str, type, str, str, bool], ...] = (
+        (
+            "escalations",
             "Time from an escalation claim to the first action after it",
             EscalationArgs,
             "EscalationMetrics",
-            route_roles["escalations"],
+            "escalations",
+            False,
+        ),
+        (
+            "escalations/trend",
+            "The escalation metric per local day or ISO week, with attainment of a response target",
+            TrendArgs,
+            "EscalationTrend",
+            "escalations",
+            True,
+        ),
+        (
+            "escalations/handoffs",
+            "The handoffs behind the escalation number, newest claim first (paged, or CSV)",
+            HandoffsArgs,
+            "HandoffPage",
+            "escalations",
+            True,
+        ),
+        (
+            "psa-metrics",
+            "Time entries, documentation funnel and daily trend",
+            PsaMetricsArgs,
+            "EnhancedPsaMetrics",
+            "psa_metrics",
+            True,
         ),
     )
-    handoffs = _operation(
-        "The handoffs behind the escalation number, newest claim first (paged, or CSV)",
-        HandoffsArgs,
-        "HandoffPage",
-        route_roles["escalations"],
-    )
-    handoffs["get"]["responses"]["200"]["content"]["text/csv"] = {"schema": {"type": "string"}}
-    spec.path(path=f"{base}/escalations/handoffs", operations=handoffs)
-    trend = _operation(
-        "The escalation metric per local day or ISO week, with attainment of a response target",
-        TrendArgs,
-        "EscalationTrend",
-        route_roles["escalations"],
-    )
-    trend["get"]["responses"]["200"]["content"]["text/csv"] = {"schema": {"type": "string"}}
-    spec.path(path=f"{base}/escalations/trend", operations=trend)
-    psa = _operation(
-        "Time entries, documentation funnel and daily trend",
-        PsaMetricsArgs,
-        "EnhancedPsaMetrics",
-        route_roles["psa_metrics"],
-    )
-    psa["get"]["responses"]["200"]["content"]["text/csv"] = {"schema": {"type": "string"}}
-    spec.path(path=f"{base}/psa-metrics", operations=psa)
+    for path, summary, args, body, role_route, csv in reports:
+        operation = _operation(summary, args, body, route_roles[role_route])
+        if csv:
+            operation["get"]["responses"]["200"]["content"]["text/csv"] = {"schema": {"type": "string"}}
+        spec.path(path=f"{base}/{path}", operations=operation)
     spec.path(
         path=f"{base}/openapi.json",
         operations={

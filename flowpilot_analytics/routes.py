@@ -215,54 +215,49 @@ def create_blueprint(settings: Settings, schemas: Schemas, cursors: reports.Curs
     """A fresh blueprint per registration, so that apps never share views, schemas or state."""
     blueprint = Blueprint("flowpilot_analytics", __name__, cli_group="flowpilot-analytics")
     base = "/analytics/flowpilot"
-    blueprint.add_url_rule(
-        f"{base}/escalations",
-        view_func=report_view(
+    views = (  # path, route (its limit and cache key), whose role, query, body, report, CSV export
+        (
+            "escalations",
             "escalations",
             "escalations",
             schemas.escalation_args,
             schemas.escalation_metrics,
             lambda state, identity, args: reports.escalation_report(state, identity.account_id, args),
+            None,
         ),
-        methods=["GET"],
-    )
-    blueprint.add_url_rule(
-        f"{base}/escalations/trend",
-        view_func=report_view(
+        (
+            "escalations/trend",
             "escalation_trend",
             "escalations",
             schemas.trend_args,
             schemas.escalation_trend,
             lambda state, identity, args: reports.escalation_trend(state, identity.account_id, args),
-            export=_trend_csv,
+            _trend_csv,
         ),
-        methods=["GET"],
-    )
-    blueprint.add_url_rule(
-        f"{base}/escalations/handoffs",
-        view_func=report_view(
+        (
+            "escalations/handoffs",
             "escalation_handoffs",
             "escalations",
             schemas.handoffs_args,
             schemas.handoff_page,
             lambda state, identity, args: reports.handoff_page(state, identity, args, cursors),
-            export=_handoffs_csv,
-            per_user=True,
+            _handoffs_csv,
         ),
-        methods=["GET"],
-    )  # cursors are the user's own
-    blueprint.add_url_rule(
-        f"{base}/psa-metrics",
-        view_func=report_view(
+        (
+            "psa-metrics",
             "psa_metrics",
             "psa_metrics",
             schemas.psa_args,
             schemas.psa_metrics,
             lambda state, identity, args: reports.psa_report(state, identity.account_id, args),
-            export=_psa_csv,
+            _psa_csv,
         ),
-        methods=["GET"],
     )
+    for path, route, role_route, query, body, compute, export in views:
+        view = report_view(
+            route, role_route, query, body, compute, export=export, per_user=route == "escalation_handoffs"
+        )  # drill-down cursors are the user's own
+        blueprint.add_url_rule(f"{base}/{path}", view_func=view, methods=["GET"])
     document = build_document(settings.url_prefix, settings.route_roles)
     blueprint.add_url_rule(f"{base}/openapi.json", "openapi", lambda: jsonify(document), methods=["GET"])
     return blueprint

@@ -5,73 +5,17 @@ from __future__ import annotations
 import json
 import random
 import typing as t
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import numpy as np
 import pytest
 
 from . import factories as f
+from .escalation_reference import UTC, seed
 from .helpers import ESCALATIONS, HANDOFFS, PSA, as_user
 from .host import NOW
 
 URL = ESCALATIONS
-
-EDGES = (60, 300, 900, 3600, 14400)
-UTC = timezone.utc
-
-
-def seed(rng: random.Random) -> list[tuple[int, int | None, datetime, float | None]]:
-    """Handoffs of account 1 (and noise in account 2): (account, engineer, claimed_at, delta or None)."""
-    made = []
-    for _ in range(70):
-        account = rng.choice([1, 1, 1, 2])
-        claimed = f.at(seconds_ago=rng.uniform(0, 75 * 86400)).replace(microsecond=0)
-        engineer = rng.choice([7, 8, 9, None])
-        sess = f.session(account, claimed - timedelta(hours=1))
-        f.handoff(sess, claimed, claimed_by=engineer)
-        delta = None if rng.random() < 0.2 else rng.choice([5, 59, 60, 200, 899, 2000, 3600, 20000, 86400.5])
-        if delta is not None:
-            f.step(sess, claimed + timedelta(seconds=delta))
-        made.append((account, engineer, claimed, delta))
-    f.commit()
-    return made
-
-
-def reference(
-    rows: t.Iterable[tuple[int, int | None, datetime, float | None]],
-    start: datetime,
-    end: datetime,
-    engineer: t.Any = "all",
-) -> dict[str, t.Any]:
-    picked = [
-        r
-        for r in rows
-        if r[0] == 1 and start <= r[2].replace(tzinfo=UTC) <= end and (engineer == "all" or r[1] == engineer)
-    ]
-    deltas = sorted(r[3] for r in picked if r[3] is not None)
-    stats = (
-        (float(np.mean(deltas)), float(np.percentile(deltas, 50)), float(np.percentile(deltas, 95)))
-        if deltas
-        else (None, None, None)
-    )
-    buckets = [0] * (len(EDGES) + 1)
-    for delta in deltas:
-        buckets[sum(delta >= e for e in EDGES)] += 1
-    return {
-        "n_handoffs_claimed": len(picked),
-        "n_handoffs_with_action": len(deltas),
-        "avg_seconds": stats[0],
-        "median_seconds": stats[1],
-        "p95_seconds": stats[2],
-        "buckets": buckets,
-        "no_action": len(picked) - len(deltas),
-    }
-
-
-def same(body: t.Mapping[str, t.Any], expected: t.Mapping[str, t.Any]) -> None:
-    for key in ("n_handoffs_claimed", "n_handoffs_with_action", "avg_seconds", "median_seconds", "p95_seconds"):
-        want = expected[key]
-        assert body[key] == (pytest.approx(want, abs=1e-6) if want is not None else None), key
 
 
 def test_drill_down_pages_walk_every_handoff_once_in_a_stable_order(client: t.Any) -> None:
