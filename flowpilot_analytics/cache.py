@@ -47,7 +47,7 @@ class _MemoryBackend:
     def __init__(self, max_bytes: int) -> None:
         self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._generations: dict[str, int] = {}
-        self._positions: dict[str, str] = {}
+        self._positions: dict[str, int] = {}
         self._lock = threading.Lock()
         self._max = max_bytes
         self.bytes = 0
@@ -92,13 +92,13 @@ class _MemoryBackend:
         with self._lock:
             return self._generations.get(key, 0)
 
-    def bump(self, key: str, position: str | None = None) -> None:
+    def bump(self, key: str, position: int | None = None) -> None:
         with self._lock:
             self._generations[key] = self._generations.get(key, 0) + 1
-            if position is not None:
-                self._positions[key] = position
+            if position is not None:  # the furthest change wins, whatever order the announcements came in
+                self._positions[key] = max(position, self._positions.get(key, 0))
 
-    def position(self, key: str) -> str | None:
+    def position(self, key: str) -> int | None:
         with self._lock:
             return self._positions.get(key)
 
@@ -120,14 +120,21 @@ class _RedisBackend:
     def generation(self, key: str) -> int:
         return int(self._redis.get(key) or 0)
 
-    def bump(self, key: str, position: str | None = None) -> None:
+    #: Keep the larger of the stored and the given position (atomically, whatever order workers announce in).
+    _KEEP_MAX = (
+        "local cur = redis.call('GET', KEYS[1]) "
+        "if (not cur) or tonumber(cur) < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end "
+        "redis.call('EXPIRE', KEYS[1], ARGV[2]) return 1"
+    )
+
+    def bump(self, key: str, position: int | None = None) -> None:
         self._redis.incr(key)
         if position is not None:
-            self._redis.set(f"{key}:position", position, ex=POSITION_SECONDS)
+            self._redis.eval(self._KEEP_MAX, 1, f"{key}:position", str(position), str(POSITION_SECONDS))
 
-    def position(self, key: str) -> str | None:
+    def position(self, key: str) -> int | None:
         value = self._redis.get(f"{key}:position")
-        return value.decode() if isinstance(value, bytes) else value
+        return None if value is None else int(value)
 
 
 class ResponseCache:
@@ -203,11 +210,13 @@ class ResponseCache:
         if not self.enabled:
             return
         try:
-            self.backend.bump(self._generation_key(route, account_id), position)
+            self.backend.bump(
+                self._generation_key(route, account_id), None if position is None else wal_position(position)
+            )
         except Exception as exc:
             self._failed(exc, "could not invalidate")
 
-    def required_position(self, route: str, account_id: t.Any) -> str | None:
+    def required_position(self, route: str, account_id: t.Any) -> int | None:
         """The WAL position a standby must have replayed for its answer to be cached, if any."""
         if not self.enabled:
             return None

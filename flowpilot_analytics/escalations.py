@@ -100,7 +100,8 @@ class Target:
 
     @classmethod
     def at(cls, seconds: float, now: datetime) -> Target:
-        return cls(float(seconds), now - timedelta(seconds=seconds))
+        # rounded up to the microsecond: a claim exactly ``seconds`` ago is breached, a younger one pending
+        return cls(float(seconds), now - timedelta(microseconds=math.ceil(seconds * 1_000_000)))
 
     def judge(self, claimed_at: datetime, delta: float | None) -> str:
         """``within``, ``breached`` or ``pending`` for one handoff (``claimed_at`` naive UTC)."""

@@ -145,7 +145,7 @@ def write_activity(state: AnalyticsState, payload: Mapping[str, t.Any], timeout:
             recorded = insert_activity(connection, state.activity_io, state.settings.tenant_setting, payload, server_ms)
             if not (recorded and replica):
                 return Written(recorded)
-            position = connection.exec_driver_sql("SELECT pg_current_wal_lsn()::text").scalar()
+            position = connection.exec_driver_sql("SELECT pg_current_wal_insert_lsn()::text").scalar()
             connection.rollback()
             return Written(recorded, None if position is None else str(position))
 
@@ -254,6 +254,7 @@ def _late(app: t.Any, state: AnalyticsState, payload: dict[str, t.Any], done: Fu
     """A write that missed the deadline finished after all: its row exists, so announce it now."""
     if done.cancelled() or done.exception() is not None or not done.result().recorded:
         return
+    telemetry.recorded.add(1, {"activity_type": payload["activity_type"]})
     with app.app_context():
         _announce(app, state, payload, done.result().position)
 
@@ -283,11 +284,13 @@ def record(
 ) -> None:
     """Record one activity after a push; every failure is logged at ERROR (ids only), never raised."""
     if not has_app_context():
+        telemetry.failed.add(1, {"activity_type": activity_type, "reason": "no_app_context"})
         logger.warning("%s push outside an app context; activity not recorded", activity_type)
         return
     # The current app's registration records it, whichever FlowpilotAnalytics object wrapped the service.
     state = current_app.extensions.get(EXTENSION_KEY)
     if state is None:
+        telemetry.failed.add(1, {"activity_type": activity_type, "reason": "not_registered"})
         logger.warning("%s push in an app without flowpilot_analytics; activity not recorded", activity_type)
         return
     started = time.monotonic()

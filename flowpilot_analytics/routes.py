@@ -139,7 +139,8 @@ def report_view(
         identity = state.authorize(role_route, limit=route)
         args = load_query(schema)
         if export is not None and wants_csv(args):
-            return csv_response(*export(state, identity, args))
+            with telemetry.report_span(route, state.prepared().backend.name, {"format": "csv"}):
+                return csv_response(*export(state, identity, args))
         key = {**args, "account_id": identity.account_id, **({"user": str(identity.user_id)} if per_user else {})}
         return cached_json(route, key, lambda: t.cast(Body, body_schema.dump(compute(state, identity, args))))
 

@@ -252,7 +252,14 @@ def query_args(args: t.Any) -> dict[str, t.Any]:
 @functools.lru_cache(maxsize=1)
 def iana_zones() -> frozenset[str]:
     """The IANA zone names this machine knows (system zone database or the ``tzdata`` package)."""
-    return frozenset(zoneinfo.available_timezones()) - {"localtime", "Factory", "posixrules", "posix/localtime"}
+    # CET, EET, MET and WET are zones with summer time for zoneinfo, but fixed-offset abbreviations for
+    # PostgreSQL: the two would put a timestamp on different days. Europe/Paris, Europe/Athens... say what is meant.
+    ambiguous = {"CET", "EET", "MET", "WET"}
+    return (
+        frozenset(zoneinfo.available_timezones())
+        - {"localtime", "Factory", "posixrules", "posix/localtime"}
+        - ambiguous
+    )
 
 
 class PsaMetricsArgs(PeriodArgs):

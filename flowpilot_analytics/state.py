@@ -106,6 +106,8 @@ class AnalyticsState:
                 spill=self.dead_letters,
             )
         watch_backlog(self.dead_letters)
+        if isinstance(self.dead_letters, DeadLetterTable):
+            watch_backlog(self.dead_letters.spill)  # what spilled to the file; the table's rows: `doctor`
         self._prepared: Prepared | None = None
         self._lock = threading.Lock()
 
@@ -161,11 +163,13 @@ class AnalyticsState:
         """
         with self._reading() as connection:
             set_tenant(connection, self.settings.tenant_setting, params["account_id"])
-            rows = [list(connection.execute(statement, params).all()) for statement in statements]
             if self.settings.bind is not None and connection.dialect.name == "postgresql":
-                position = connection.exec_driver_sql("SELECT pg_last_wal_replay_lsn()::text").scalar()
+                # before the reads: a lower bound of what they see (a promoted standby, or a primary, has none)
+                position = connection.exec_driver_sql(
+                    "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text END"
+                ).scalar()
                 _observe_position(None if position is None else str(position))
-            return rows
+            return [list(connection.execute(statement, params).all()) for statement in statements]
 
     @contextlib.contextmanager
     def _reading(self) -> t.Iterator[sa.Connection]:
@@ -198,14 +202,14 @@ def _observe_position(position: str | None) -> None:
     _REPLAY_POSITION.set((oldest, True))
 
 
-def caught_up(required: str | None) -> bool:
+def caught_up(required: int | None) -> bool:
     """Whether the current report's reads saw the change at WAL position ``required`` (a primary always has)."""
     if required is None:
         return True
     oldest, seen = _REPLAY_POSITION.get()
     if not seen or oldest is None:
         return True
-    return wal_position(oldest) >= wal_position(required)
+    return wal_position(oldest) >= required
 
 
 def _cache_namespace(settings: Settings, database_uri: str) -> str:
@@ -218,6 +222,7 @@ def _cache_namespace(settings: Settings, database_uri: str) -> str:
         repr(settings.bucket_edges),
         settings.activity_table,
         settings.id_type,
+        repr(settings.target_seconds),
     ]
     return hashlib.sha256("\x1f".join(facts).encode()).hexdigest()[:16]
 

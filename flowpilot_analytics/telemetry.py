@@ -95,14 +95,26 @@ def report_span(route: str, backend: str, attributes: t.Mapping[str, t.Any]) -> 
     started = time.perf_counter()
     clean = {f"{NAME}.{key}": value for key, value in attributes.items() if value is not None}
     with _tracer.start_as_current_span(
-        f"{NAME}.report {route}", attributes={f"{NAME}.route": route, "db.system": backend, **clean}
+        f"{NAME}.report {route}",
+        attributes={f"{NAME}.route": route, "db.system": backend, **clean},
+        record_exception=False,
+        set_status_on_exception=False,
     ) as span:
-        yield span
+        try:
+            yield span
+        except Exception as exc:  # the class only: an exception's message can hold SQL and its parameters
+            span.set_status(trace.StatusCode.ERROR, type(exc).__name__)
+            raise
     report_duration.record(time.perf_counter() - started, {"route": route, "backend": backend})
 
 
 @contextlib.contextmanager
 def record_span(activity_type: str) -> t.Iterator[trace.Span]:
     """A span around one activity's recording; the caller sets ``flowpilot_analytics.outcome``."""
-    with _tracer.start_as_current_span(f"{NAME}.record", attributes={f"{NAME}.activity_type": activity_type}) as span:
+    with _tracer.start_as_current_span(
+        f"{NAME}.record",
+        attributes={f"{NAME}.activity_type": activity_type},
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
         yield span

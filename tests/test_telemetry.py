@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from . import factories as f
+from . import host
 from .helpers import ESCALATIONS, PSA, as_user
 from .helpers import METRIC_READER as _READER
 from .helpers import SPAN_EXPORTER as _SPANS
@@ -187,3 +188,25 @@ print(client.get("/metrics").get_data(as_text=True))
     assert "flowpilot_analytics_report_duration_seconds_bucket" in exposition
     assert "flowpilot_analytics_dead_letters_backlog" in exposition
     assert sa is not None
+
+
+def test_a_failing_report_span_carries_no_sql_and_a_lost_push_is_counted(app: t.Any, client: t.Any) -> None:
+    import threading
+
+    assert client.get(ESCALATIONS + "?period=30d", headers=as_user(4242)).status_code == 200  # tables reflected
+    _SPANS.clear()
+    db.session.rollback()
+    host.SessionHandoff.__table__.drop(db.engine)
+    try:
+        assert client.get(ESCALATIONS + "?period=7d", headers=as_user(4242)).status_code == 500
+    finally:
+        db.session.rollback()
+        host.SessionHandoff.__table__.create(db.engine)
+    (span,) = [s for s in _SPANS.get_finished_spans() if s.name.startswith("flowpilot_analytics.report")]
+    assert span.status.description in ("ProgrammingError", "OperationalError") and not span.events
+    with Delta(("activities.failed", {"activity_type": "note_posted", "reason": "no_app_context"})) as delta:
+        session = types.SimpleNamespace(id=1, account_id=1, psa_ticket_id="T")
+        worker = threading.Thread(target=lambda: app.extensions["test_psa"].push_note(session, "x"))
+        worker.start()
+        worker.join()
+    assert delta.changes == [1]

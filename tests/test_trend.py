@@ -187,6 +187,7 @@ def test_pending_handoffs_near_now_and_the_target_setting(client: t.Any, make_ap
     [
         "?interval=month",
         "?tz=Nowhere/Town",
+        "?tz=CET",
         "?target_seconds=0",
         "?target_seconds=-5",
         "?target_seconds=604801",

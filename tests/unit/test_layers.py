@@ -59,10 +59,16 @@ def _imports(module: str) -> set[str]:
                 found.add(node.module.split(".")[0])
             else:
                 found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module == "flowpilot_analytics":
+            found |= {alias.name if alias.name in LAYERS else "__init__" for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("flowpilot_analytics."):
             found.add(t_module(node.module or ""))
         elif isinstance(node, ast.Import):
-            found |= {t_module(a.name) for a in node.names if a.name.startswith("flowpilot_analytics.")}
+            for alias in node.names:
+                if alias.name == "flowpilot_analytics":
+                    found.add("__init__")
+                elif alias.name.startswith("flowpilot_analytics."):
+                    found.add(t_module(alias.name))
     return found
 
 

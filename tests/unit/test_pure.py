@@ -282,3 +282,19 @@ def test_zones_and_ranges() -> None:
     assert "tz" in schema.validate({"tz": "localtime"})
     assert "until" in schema.validate({"since": "2026-01-01T00:00:00", "until": "2026-03-01T00:00:00"})
     assert "period" in schema.validate({"period": "7d", "since": "2026-01-01", "until": "2026-01-02"})
+
+
+def test_the_required_replica_position_only_moves_forward() -> None:
+    backend = _MemoryBackend(max_bytes=10_000)
+    backend.bump("gen", 0x3000200)
+    backend.bump("gen", 0x3000100)  # an older announcement arriving late
+    assert backend.position("gen") == 0x3000200
+
+
+def test_a_target_judges_claims_to_the_microsecond() -> None:
+    target = escalations.Target.at(300.0000004, NOW)
+    exactly = (NOW - timedelta(seconds=300)).replace(tzinfo=None)
+    assert target.judge(exactly, None) == "pending"  # younger than 300.0000004 s
+    whole = escalations.Target.at(300, NOW)
+    assert whole.judge(exactly, None) == "breached" and whole.judge(exactly, 300.0) == "within"
+    assert whole.judge(exactly + timedelta(microseconds=1), None) == "pending"
