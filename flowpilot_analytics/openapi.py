@@ -6,18 +6,9 @@ import typing as t
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
+from marshmallow import Schema
 
-from .schemas import (
-    EnhancedPsaMetrics,
-    ErrorEnvelope,
-    EscalationArgs,
-    EscalationMetrics,
-    EscalationTrend,
-    HandoffPage,
-    HandoffsArgs,
-    PsaMetricsArgs,
-    TrendArgs,
-)
+from .schemas import REPORT_ROUTES, ErrorEnvelope
 
 try:
     from importlib.metadata import version as _version
@@ -74,54 +65,15 @@ def build_document(url_prefix: str, route_roles: t.Mapping[str, str]) -> dict[st
         plugins=[MarshmallowPlugin()],
         info={"description": 'Escalation and PSA analytics. Errors are `{"error": {"code", "message", "details"?}}`.'},
     )
-    for name, schema in (
-        ("EscalationMetrics", EscalationMetrics),
-        ("EscalationTrend", EscalationTrend),
-        ("EnhancedPsaMetrics", EnhancedPsaMetrics),
-        ("HandoffPage", HandoffPage),
-        ("ErrorEnvelope", ErrorEnvelope),
-    ):
-        spec.components.schema(name, schema=schema)
+    components: list[type[Schema]] = [report.body for report in REPORT_ROUTES] + [ErrorEnvelope]
+    for schema in components:
+        spec.components.schema(schema.__name__, schema=schema)
     base = url_prefix.rstrip("/") + "/analytics/flowpilot"
-    reports: tuple[tuple[str, str, type, str, str, bool], ...] = (
-        (
-            "escalations",
-            "Time from an escalation claim to the first action after it",
-            EscalationArgs,
-            "EscalationMetrics",
-            "escalations",
-            False,
-        ),
-        (
-            "escalations/trend",
-            "The escalation metric per local day or ISO week, with attainment of a response target",
-            TrendArgs,
-            "EscalationTrend",
-            "escalations",
-            True,
-        ),
-        (
-            "escalations/handoffs",
-            "The handoffs behind the escalation number, newest claim first (paged, or CSV)",
-            HandoffsArgs,
-            "HandoffPage",
-            "escalations",
-            True,
-        ),
-        (
-            "psa-metrics",
-            "Time entries, documentation funnel and daily trend",
-            PsaMetricsArgs,
-            "EnhancedPsaMetrics",
-            "psa_metrics",
-            True,
-        ),
-    )
-    for path, summary, args, body, role_route, csv in reports:
-        operation = _operation(summary, args, body, route_roles[role_route])
-        if csv:
+    for report in REPORT_ROUTES:
+        operation = _operation(report.summary, report.args, report.body.__name__, route_roles[report.role_route])
+        if report.csv:
             operation["get"]["responses"]["200"]["content"]["text/csv"] = {"schema": {"type": "string"}}
-        spec.path(path=f"{base}/{path}", operations=operation)
+        spec.path(path=f"{base}/{report.path}", operations=operation)
     spec.path(
         path=f"{base}/openapi.json",
         operations={

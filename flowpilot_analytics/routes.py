@@ -19,7 +19,7 @@ from .errors import InvalidQuery
 from .identity import IdentityLike
 from .openapi import build_document
 from .periods import PERIODS
-from .schemas import Schemas, query_args
+from .schemas import REPORT_ROUTES, Schemas, query_args
 from .state import AnalyticsState, caught_up, current_state, start_report
 
 logger = logging.getLogger(__name__)
@@ -216,49 +216,34 @@ def create_blueprint(settings: Settings, schemas: Schemas, cursors: reports.Curs
     """A fresh blueprint per registration, so that apps never share views, schemas or state."""
     blueprint = Blueprint("flowpilot_analytics", __name__, cli_group="flowpilot-analytics")
     base = "/analytics/flowpilot"
-    views = (  # path, route (its limit and cache key), whose role, query, body, report, CSV export
-        (
-            "escalations",
-            "escalations",
-            "escalations",
-            schemas.escalation_args,
-            schemas.escalation_metrics,
+    reports_by_route: dict[str, tuple[Compute, CsvExport | None]] = {
+        "escalations": (
             lambda state, identity, args: reports.escalation_report(state, identity.account_id, args),
             None,
         ),
-        (
-            "escalations/trend",
-            "escalation_trend",
-            "escalations",
-            schemas.trend_args,
-            schemas.escalation_trend,
+        "escalation_trend": (
             lambda state, identity, args: reports.escalation_trend(state, identity.account_id, args),
             _trend_csv,
         ),
-        (
-            "escalations/handoffs",
-            "escalation_handoffs",
-            "escalations",
-            schemas.handoffs_args,
-            schemas.handoff_page,
+        "escalation_handoffs": (
             lambda state, identity, args: reports.handoff_page(state, identity, args, cursors),
             _handoffs_csv,
         ),
-        (
-            "psa-metrics",
-            "psa_metrics",
-            "psa_metrics",
-            schemas.psa_args,
-            schemas.psa_metrics,
-            lambda state, identity, args: reports.psa_report(state, identity.account_id, args),
-            _psa_csv,
-        ),
-    )
-    for path, route, role_route, query, body, compute, export in views:
+        "psa_metrics": (lambda state, identity, args: reports.psa_report(state, identity.account_id, args), _psa_csv),
+    }
+    for report in REPORT_ROUTES:
+        compute, export = reports_by_route[report.route]
+        query, body = schemas.for_route(report.route)
         view = report_view(
-            route, role_route, query, body, compute, export=export, per_user=route == "escalation_handoffs"
+            report.route,
+            report.role_route,
+            query,
+            body,
+            compute,
+            export=export,
+            per_user=report.route == "escalation_handoffs",
         )  # drill-down cursors are the user's own
-        blueprint.add_url_rule(f"{base}/{path}", view_func=view, methods=["GET"])
+        blueprint.add_url_rule(f"{base}/{report.path}", view_func=view, methods=["GET"])
     document = build_document(settings.url_prefix, settings.route_roles)
     blueprint.add_url_rule(f"{base}/openapi.json", "openapi", lambda: jsonify(document), methods=["GET"])
     return blueprint

@@ -390,3 +390,64 @@ class Schemas:
             handoff_page=HandoffPage(),
             psa_metrics=EnhancedPsaMetrics(),
         )
+
+    def for_route(self, route: str) -> tuple[Schema, Schema]:
+        """The query and body schemas of a report route (a :data:`REPORT_ROUTES` ``route``)."""
+        return {
+            "escalations": (self.escalation_args, self.escalation_metrics),
+            "escalation_trend": (self.trend_args, self.escalation_trend),
+            "escalation_handoffs": (self.handoffs_args, self.handoff_page),
+            "psa_metrics": (self.psa_args, self.psa_metrics),
+        }[route]
+
+
+class ReportRoute(t.NamedTuple):
+    """One report route of the blueprint, as both the views and the OpenAPI document know it."""
+
+    path: str  # under <prefix>/analytics/flowpilot/
+    route: str  # its endpoint, rate-limit and cache key
+    role_route: str  # whose minimum role it follows (FLOWPILOT_ANALYTICS_ROUTE_ROLES)
+    args: type[Schema]
+    body: type[Schema]
+    csv: bool
+    summary: str
+
+
+REPORT_ROUTES: tuple[ReportRoute, ...] = (
+    ReportRoute(
+        "escalations",
+        "escalations",
+        "escalations",
+        EscalationArgs,
+        EscalationMetrics,
+        False,
+        "Time from an escalation claim to the first action after it",
+    ),
+    ReportRoute(
+        "escalations/trend",
+        "escalation_trend",
+        "escalations",
+        TrendArgs,
+        EscalationTrend,
+        True,
+        "The escalation metric per local day or ISO week, with attainment of a response target",
+    ),
+    ReportRoute(
+        "escalations/handoffs",
+        "escalation_handoffs",
+        "escalations",
+        HandoffsArgs,
+        HandoffPage,
+        True,
+        "The handoffs behind the escalation number, newest claim first (paged, or CSV)",
+    ),
+    ReportRoute(
+        "psa-metrics",
+        "psa_metrics",
+        "psa_metrics",
+        PsaMetricsArgs,
+        EnhancedPsaMetrics,
+        True,
+        "Time entries, documentation funnel and daily trend",
+    ),
+)
