@@ -2,7 +2,7 @@
 # Install the plugin with the demo's extras into .venv (first run only) and start the demo host.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-if [ ! -x .venv/bin/flask ] || ! .venv/bin/python -c "import flowpilot_analytics" 2>/dev/null; then
+if [ ! -x .venv/bin/flask ] || ! .venv/bin/python -c "import flowpilot_analytics, opentelemetry.sdk, opentelemetry.exporter.prometheus" 2>/dev/null; then
   python3 -m venv .venv
   .venv/bin/pip install --quiet --upgrade pip
   .venv/bin/pip install --quiet -e ".[demo]"
