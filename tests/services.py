@@ -28,6 +28,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _server_tool(binary: str, *args: str, timeout: float = 120) -> None:
+    """Run one of PostgreSQL's server binaries (as ``postgres`` when we are root), quietly, failing loudly."""
+    subprocess.run(
+        _as_postgres(os.path.join(PG_BIN, binary), *args),
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        timeout=timeout,
+    )
+
+
 def _as_postgres(*command: str) -> list[str]:
     """Run a server binary as the ``postgres`` user when we are root (initdb and postgres refuse root)."""
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else list(command)
@@ -50,32 +61,20 @@ class PrivateCluster:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
 
     def _ctl(self, *args: str) -> None:
-        subprocess.run(
-            _as_postgres(os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, *args),
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-            timeout=120,
-        )
+        _server_tool("pg_ctl", "-D", self.data, *args)
 
     def init(self) -> PrivateCluster:
-        subprocess.run(
-            _as_postgres(
-                os.path.join(PG_BIN, "initdb"),
-                "-D",
-                self.data,
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "--no-sync",
-                "-E",
-                "UTF8",
-            ),
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-            timeout=120,
+        _server_tool(
+            "initdb",
+            "-D",
+            self.data,
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
         )
         return self
 
@@ -87,24 +86,19 @@ class PrivateCluster:
     def standby(self) -> PrivateCluster:
         """A hot standby of this cluster: ``pg_basebackup -R`` into a new folder, started on another port."""
         standby = PrivateCluster()
-        subprocess.run(
-            _as_postgres(
-                os.path.join(PG_BIN, "pg_basebackup"),
-                "-D",
-                standby.data,
-                "-R",
-                "-X",
-                "stream",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-U",
-                "postgres",
-            ),
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
+        _server_tool(
+            "pg_basebackup",
+            "-D",
+            standby.data,
+            "-R",
+            "-X",
+            "stream",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
             timeout=300,
         )
         standby.start()
