@@ -22,6 +22,8 @@ LAYERS: dict[str, int] = {
     "deadline": 0,
     "timeutil": 0,
     "telemetry": 0,
+    "business_hours": 0,
+    "savings": 0,
     "identity": 1,
     "tables": 2,
     "activities": 3,
