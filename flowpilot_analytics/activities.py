@@ -6,8 +6,10 @@ The hook writes them after a push and ``replay-activities`` writes the dead lett
 
 from __future__ import annotations
 
+import decimal
 import json
 import math
+import numbers
 import typing as t
 import uuid
 from collections.abc import Mapping
@@ -38,23 +40,58 @@ def legacy_key(payload: Mapping[str, t.Any]) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, "flowpilot-analytics:" + canonical))
 
 
-def validate_payload(payload: Mapping[str, t.Any]) -> dict[str, t.Any]:
-    """The checks every activity passes before it is written, by the hook and by a replay alike."""
+class NoAccount(ValueError):
+    """The activity passed every check but has no account: it is kept, never written or dropped."""
+
+
+def validate_payload(payload: Mapping[str, t.Any], table: sa.Table | None = None) -> dict[str, t.Any]:
+    """The checks every activity passes before it is written, by the hook and by a replay alike.
+
+    With ``table``, values are also checked against what its columns can hold (a number too large for
+    ``minutes``, an id longer than its column), so a row that no write could ever store is refused here
+    rather than failing every write and every replay. Messages name the field and the value's type, never
+    the value: it comes from the host and may be anything.
+    """
     row = {key: payload.get(key) for key in PAYLOAD_FIELDS}
-    if row["account_id"] is None:
-        raise ValueError("the activity has no account_id")
     if row["activity_type"] not in ACTIVITY_TYPES:
-        raise ValueError(f"unknown activity type {row['activity_type']!r}; known: {list(ACTIVITY_TYPES)}")
+        raise ValueError(f"unknown activity type; known: {list(ACTIVITY_TYPES)}")
     minutes = row["minutes"]
     if minutes is not None:
-        if isinstance(minutes, bool):
-            raise ValueError("minutes must be a number")
-        minutes = row["minutes"] = float(minutes)
+        minutes = row["minutes"] = _number(minutes)
         if not math.isfinite(minutes) or minutes < 0:
-            raise ValueError(f"minutes must be a finite number >= 0, got {minutes!r}")
+            raise ValueError("minutes must be a finite number >= 0")
     if row["created_at"] is None:
         raise ValueError("the activity has no created_at")
+    if table is not None:
+        _check_capacity(table, row)
+    if row["account_id"] is None:  # last: every other check passed, so the activity is worth keeping
+        raise NoAccount("the activity has no account_id")
     return row
+
+
+def _number(value: object) -> float:
+    """``value`` as a float (numbers, and text that spells one), else ``ValueError`` naming only its type."""
+    if not isinstance(value, bool) and isinstance(value, (numbers.Real, decimal.Decimal, str)):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise ValueError(f"minutes must be a number, got a {type(value).__name__} that is not one")
+
+
+def _check_capacity(table: sa.Table, row: Mapping[str, t.Any]) -> None:
+    """Refuse a value its column cannot hold (``NUMERIC(p, s)`` range, ``VARCHAR(n)`` length)."""
+    for name, value in row.items():
+        if value is None or name not in table.c:
+            continue
+        column_type = table.c[name].type
+        if isinstance(column_type, sa.Numeric) and isinstance(value, float):
+            precision, scale = column_type.precision, column_type.scale or 0
+            if precision is not None and abs(round(value, scale)) >= 10 ** (precision - scale):
+                raise ValueError(f"{name} is too large for its column (NUMERIC({precision}, {scale}))")
+        length = getattr(column_type, "length", None)
+        if isinstance(value, str) and length is not None and len(value) > length:
+            raise ValueError(f"{name} is longer than its column allows ({len(value)} > {length} characters)")
 
 
 def describe(payload: Mapping[str, t.Any]) -> str:

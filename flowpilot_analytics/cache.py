@@ -17,7 +17,8 @@ import typing as t
 from collections import OrderedDict
 from urllib.parse import quote
 
-from .storage import Backoff, is_redis, redact, redact_uri
+from .config import redis_nodes
+from .storage import Backoff, client_options, is_redis, redact, redact_uri
 
 logger = logging.getLogger(__name__)
 
@@ -103,13 +104,38 @@ class _MemoryBackend:
             return self._positions.get(key)
 
 
+def redis_client(uri: str) -> t.Any:
+    """A Redis client for a checked ``CACHE_STORAGE_URI``: one server (``redis://``, ``rediss://``,
+    ``redis+unix://``), the master a Sentinel names (``redis+sentinel://``, found again after a failover), or a
+    Cluster (``redis+cluster://``); with :func:`~.storage.client_options`' short timeouts."""
+    import redis
+
+    options = client_options(uri)
+    kind = uri.partition("://")[0]
+    if kind not in ("redis+sentinel", "redis+cluster"):
+        return redis.Redis.from_url(uri.replace("redis+unix://", "unix://", 1), **options)
+    read = redis_nodes(uri)
+    auth: dict[str, t.Any] = {
+        key: value for key, value in (("username", read.username), ("password", read.password)) if value
+    }
+    if kind == "redis+cluster":
+        from redis import cluster
+
+        node: t.Any = cluster.ClusterNode  # untyped in redis-py
+        return cluster.RedisCluster(startup_nodes=[node(host, port) for host, port in read.nodes], **auth, **options)
+    from redis import sentinel
+
+    sentinels: t.Any = sentinel.Sentinel  # untyped in redis-py
+    own = options.pop("sentinel_kwargs")
+    found = sentinels(list(read.nodes), sentinel_kwargs={**auth, **own}, **auth, **options)
+    return found.master_for(read.service)
+
+
 class _RedisBackend:
     """The same four operations on Redis, so that every worker sees one cache."""
 
     def __init__(self, uri: str) -> None:
-        import redis
-
-        self._redis = redis.Redis.from_url(uri, socket_connect_timeout=0.5, socket_timeout=0.5)
+        self._redis = redis_client(uri)
 
     def get(self, key: str) -> bytes | None:
         return t.cast("bytes | None", self._redis.get(key))

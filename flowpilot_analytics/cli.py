@@ -16,8 +16,9 @@ from flask import Blueprint
 from marshmallow import Schema, ValidationError
 
 from . import reports, telemetry
+from .activities import error_text
 from .config import HOST_COLUMNS, Settings
-from .deadletter import replay_one
+from .deadletter import DeadLetterStore, replay_one
 from .errors import AnalyticsError
 from .periods import PERIODS
 from .schemas import Schemas
@@ -165,6 +166,30 @@ def _session_facts(state: AnalyticsState, connection: sa.Connection, session_id:
         return {}
     ticket = row.psa_ticket_id
     return {"account_id": row.account_id, "psa_ticket_id": None if ticket is None else str(ticket)}
+
+
+def _dead_letter_counts(store: DeadLetterStore) -> tuple[int | None, int | None]:
+    """(dead letters waiting, torn lines found); ``None`` when the store cannot be read (said so, no traceback)."""
+    try:
+        return len(store.pending()), store.torn()
+    except Exception as exc:  # e.g. a missing dead-letter table, or a link at the file's path
+        click.echo(f"UNREADABLE dead letters in {store.location}: {exc.__class__.__name__}")
+        return None, None
+
+
+def _warn_set_aside(store: DeadLetterStore) -> None:
+    """What replays set aside: a warning that says what to do (exit status unchanged)."""
+    try:
+        aside = store.rejected()
+    except Exception as exc:
+        click.echo(f"UNREADABLE set-aside dead letters in {store.rejected_location}: {exc.__class__.__name__}")
+        return
+    if aside.total:
+        click.echo(
+            f"WARNING {aside.entries} entries that can never be written and {aside.torn} torn lines set aside in "
+            f"{store.rejected_location}: inspect them there (each has its reason); they are never replayed "
+            "automatically (after fixing the cause: `flask flowpilot-analytics replay-activities --retry-rejected`)"
+        )
 
 
 @contextlib.contextmanager
@@ -320,62 +345,97 @@ def register_commands(blueprint: Blueprint, schemas: Schemas) -> None:
             )
 
     @blueprint.cli.command("replay-activities")
-    def replay_activities() -> None:
+    @click.option(
+        "--retry-rejected",
+        is_flag=True,
+        help="Also try again the entries set aside as never writable (after fixing their cause).",
+    )
+    def replay_activities(retry_rejected: bool) -> None:
         """Write the activities the hook could not record (dead letters); safe to run again.
 
         Each activity is written once, by its idempotency key, however many replays run, at the same
         time or one after another. An activity kept without its account (the database did not answer when
-        the hook read the pushed session) gets it from the session's row. Entries that fail (or fail the
-        hook's checks) stay in the store; the exit status is then 1.
+        the hook read the pushed session) gets it from the session's row. Entries that fail in a way that
+        may pass (the database down, a missing table) stay in the store; the exit status is then 1. Entries
+        that can never be written (refused by the checks, the columns or a constraint) and torn lines are set
+        aside in ``<file>.rejected`` with their reason and never replayed unless ``--retry-rejected`` says so.
+        Refuses to run as another user than the store's owner.
         """
         state = current_state()
+        store = state.dead_letters
         table = state.activity_io
+        try:
+            store.check_owner()
+        except PermissionError as exc:
+            click.echo(str(exc))
+            sys.exit(1)
 
         def write(payload: dict[str, t.Any]) -> str:
             with state.write_engine.connect() as connection:
                 if payload.get("account_id") is None and payload.get("session_id") is not None:
                     payload.update(_session_facts(state, connection, payload["session_id"]))
                 outcome = replay_one(connection, table, state.settings.tenant_setting, payload)
+            if outcome == "written":  # answers cached before it (a shared cache) no longer hold
+                state.cache.invalidate("psa_metrics", payload["account_id"], None)
             telemetry.replayed.add(1, {"activity_type": str(payload.get("activity_type")), "outcome": outcome})
             return outcome
 
-        report = state.dead_letters.drain(write)
+        try:
+            report = store.drain(write, retry_rejected=retry_rejected)
+        except OSError as exc:  # a store file refused (a link) or unreadable: nothing was dropped
+            click.echo(f"could not replay the dead letters in {store.location}: {error_text(exc)}")
+            sys.exit(1)
+        if report.requeued:
+            click.echo(f"{report.requeued} entries set aside before were tried again")
         click.echo(
-            f"dead letters in {state.dead_letters.location}: written {report.written}, "
-            f"already present {report.present}, still failing {report.failed}"
+            f"dead letters in {store.location}: written {report.written}, "
+            f"already present {report.present}, still failing {report.failed}, "
+            f"set aside {report.rejected + report.torn}"
         )
         for error in report.errors[:10]:
             click.echo(f"  {error}")
+        if report.rejected or report.torn:
+            click.echo(
+                f"set aside in {store.rejected_location}: {report.rejected} entries that can never be written, "
+                f"{report.torn} torn lines; inspect them there (they are never replayed automatically; after "
+                "fixing the cause: `flask flowpilot-analytics replay-activities --retry-rejected`)"
+            )
+            for reason in report.reasons[:10]:
+                click.echo(f"  {reason}")
         if report.failed:
             sys.exit(1)
 
     @blueprint.cli.command("doctor")
     def doctor() -> None:
-        """Check the tables and indexes the plugin's queries need, and the dead-letter backlog; print what fixes it.
+        """Check the tables and indexes the plugin's queries need, and the dead letters; print what fixes it.
 
-        Exits with status 1 when anything is missing or dead letters wait for a replay.
+        Exits with status 1 when anything is missing, or dead letters or torn lines wait for a replay. What
+        replays set aside (entries that can never be written, torn lines) is a warning with exit status 0: no
+        command can fix it, someone must read it.
         """
         state = current_state()
+        store = state.dead_letters
         lines, fixes = diagnose(state.read_engine, state.settings, state.activity_table, state.write_engine)
         for line in lines:
             click.echo(line)
-        try:
-            waiting: int | None = len(state.dead_letters.pending())
-        except Exception as exc:  # e.g. a missing dead-letter table: reported, not a traceback
-            waiting = None
-            click.echo(f"UNREADABLE dead letters in {state.dead_letters.location}: {exc.__class__.__name__}")
+        waiting, torn = _dead_letter_counts(store)
         if waiting:
             click.echo(
-                f"BACKLOG {waiting} dead letters in {state.dead_letters.location}: run "
-                "`flask flowpilot-analytics replay-activities`"
+                f"BACKLOG {waiting} dead letters in {store.location}: run `flask flowpilot-analytics replay-activities`"
             )
         elif waiting == 0:
-            click.echo(f"ok      no dead letters in {state.dead_letters.location}")
+            click.echo(f"ok      no dead letters in {store.location}")
+        if torn:
+            click.echo(
+                f"TORN    {torn} torn lines found in {store.location} (cut by a crash or a full disk): run "
+                f"`flask flowpilot-analytics replay-activities`, which sets them aside in {store.rejected_location}"
+            )
+        _warn_set_aside(store)
         if fixes:
             click.echo("\nRun these statements (PostgreSQL: CONCURRENTLY keeps the table writable):")
             for statement in fixes:
                 click.echo(statement + ";")
-        if fixes or waiting != 0:
+        if fixes or waiting != 0 or torn != 0:
             sys.exit(1)
         click.echo("\nEverything the plugin's queries need is in place.")
 

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.util
 import os
+import re
 import typing as t
 from collections.abc import Mapping
 from types import MappingProxyType
+from urllib.parse import unquote, urlsplit
 
 import limits
+import limits.storage
 
 PREFIX = "FLOWPILOT_ANALYTICS_"
 
@@ -46,6 +50,11 @@ OPTIONAL_HOST_COLUMNS: Mapping[str, tuple[str, ...]] = MappingProxyType({"handof
 DEFAULT_ROUTE_ROLES: Mapping[str, str] = MappingProxyType({"escalations": "engineer", "psa_metrics": "team_admin"})
 DEAD_LETTER_FILENAME = "flowpilot_analytics_dead_letters.jsonl"
 ID_TYPES = ("integer", "string", "uuid")
+#: What ``CACHE_STORAGE_URI`` may name: process memory, or Redis (a server, over TLS, on a socket, through
+#: Sentinel, or a Cluster), each spoken by the plugin's own client.
+CACHE_SCHEMES = ("memory", "redis", "rediss", "redis+unix", "redis+sentinel", "redis+cluster")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+_NOT_A_URI = "is not a URI of the form scheme://…"
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("URL_PREFIX", "/api/v1", "Where the blueprint mounts; routes live under `<prefix>/analytics/flowpilot/`."),
@@ -75,21 +84,32 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "RATELIMIT_STORAGE_URI",
         None,
-        "Storage of the plugin's limiter (`memory://`, `redis://…`); `None` uses the host's "
-        "`RATELIMIT_STORAGE_URI`, then `memory://`.",
+        "Storage of the plugin's limiter: any URI of a synchronous storage of the `limits` package whose client "
+        "is installed (`memory://`, `redis://…`, `rediss://…`, `redis+unix://…`, `redis+sentinel://…`, "
+        "`redis+cluster://…`, `memcached://…`, `mongodb://…`); `None` uses the host's `RATELIMIT_STORAGE_URI`, "
+        "then `memory://`. Anything else stops `init_app`.",
     ),
     Setting("CACHE_TTL", 60, "Seconds an answer is reused for the same account and parameters; `0` turns caching off."),
     Setting(
         "CACHE_STORAGE_URI",
         "memory://",
-        "Where cached answers live: `memory://` (per process) or `redis://…` (shared by every worker).",
+        "Where cached answers live: `memory://` (per process) or, shared by every worker, `redis://…`, "
+        "`rediss://…`, `redis+unix:///path.sock`, `redis+sentinel://[[user]:password@]host:port[,…]/service` or "
+        "`redis+cluster://[[user]:password@]host:port[,…]`. Any other URI stops `init_app`.",
     ),
     Setting("CACHE_MAX_BYTES", 32 * 1024 * 1024, "Bound of the in-process cache in bytes, per process."),
     Setting("VARY_HEADERS", ("Authorization", "Cookie"), "Request headers that carry credentials, named in `Vary`."),
     Setting(
         "CURSOR_SECRET",
         None,
-        "Key that signs drill-down cursors; `None` uses the app's `SECRET_KEY` (one of the two is required).",
+        "Key that signs drill-down cursors; `None` uses the app's `SECRET_KEY` (one of the two is required), "
+        "and then cursors signed with a key of `SECRET_KEY_FALLBACKS` are accepted too (key rotation).",
+    ),
+    Setting(
+        "CURSOR_MAX_AGE",
+        86400,
+        "Seconds a drill-down `next_cursor` stays valid after it was issued; an older one is a 400 that says it "
+        "expired (start again from the first page).",
     ),
     Setting(
         "HOOK_TIMEOUT_MS",
@@ -207,6 +227,9 @@ class Settings:
     cache_max_bytes: int
     vary_headers: tuple[str, ...]
     cursor_secret: str | bytes = dataclasses.field(repr=False)
+    #: Older keys that still verify cursors (``SECRET_KEY_FALLBACKS`` when ``cursor_secret`` is ``SECRET_KEY``).
+    cursor_fallbacks: tuple[str | bytes, ...] = dataclasses.field(repr=False)
+    cursor_max_age: int
     hook_timeout_ms: int
     bind: str | None
     dead_letter_path: str
@@ -238,13 +261,12 @@ class Settings:
             "psa_metrics_limit": _limit(values, "PSA_METRICS_LIMIT"),
             "escalations_limit": _limit(values, "ESCALATIONS_LIMIT"),
             "handoffs_limit": _limit(values, "HANDOFFS_LIMIT"),
-            "ratelimit_storage_uri": _optional_text(values, "RATELIMIT_STORAGE_URI")
-            or config.get("RATELIMIT_STORAGE_URI")
-            or "memory://",
+            "ratelimit_storage_uri": _ratelimit_uri(values, config),
             "cache_ttl": _whole(values, "CACHE_TTL", 0),
-            "cache_storage_uri": _optional_text(values, "CACHE_STORAGE_URI") or "memory://",
+            "cache_storage_uri": _cache_uri(values),
             "cache_max_bytes": _whole(values, "CACHE_MAX_BYTES", 1),
             "vary_headers": _vary(values),
+            "cursor_max_age": _whole(values, "CURSOR_MAX_AGE", 1),
             "hook_timeout_ms": _whole(values, "HOOK_TIMEOUT_MS", 1),
             "bind": _bind(values, config),
             "dead_letter_path": _optional_text(values, "DEAD_LETTER_PATH")
@@ -257,7 +279,8 @@ class Settings:
             "activity_table": _optional_text(values, "ACTIVITY_TABLE") or "psa_activity_logs",
             "id_type": _id_type(values),
         }
-        return cls(**checked, cursor_secret=_secret(values, config))  # last: other mistakes are named first
+        secret, fallbacks = _secret(values, config)  # last: other mistakes are named first
+        return cls(**checked, cursor_secret=secret, cursor_fallbacks=fallbacks)
 
     def host_column(self, table: str, column: str) -> str:
         """The host's name for a logical column."""
@@ -328,11 +351,170 @@ def _vary(values: Mapping[str, t.Any]) -> tuple[str, ...]:
     return tuple(vary)
 
 
-def _secret(values: Mapping[str, t.Any], config: Mapping[str, t.Any]) -> str | bytes:
-    secret = values[_key("CURSOR_SECRET")] or config.get("SECRET_KEY")
+def _secret(values: Mapping[str, t.Any], config: Mapping[str, t.Any]) -> tuple[str | bytes, tuple[str | bytes, ...]]:
+    """The key that signs cursors, and the older ones that still verify them: ``SECRET_KEY_FALLBACKS`` (Flask's
+    key rotation) when the key is ``SECRET_KEY``; none when ``CURSOR_SECRET`` is set."""
+    own = values[_key("CURSOR_SECRET")]
+    secret = own or config.get("SECRET_KEY")
     if not secret or not isinstance(secret, (str, bytes)):
         raise ValueError(f"flowpilot_analytics signs drill-down cursors: set SECRET_KEY or {_key('CURSOR_SECRET')}")
-    return secret
+    if own:
+        return secret, ()
+    fallbacks = config.get("SECRET_KEY_FALLBACKS") or ()
+    if not isinstance(fallbacks, (list, tuple)) or not all(isinstance(k, (str, bytes)) and k for k in fallbacks):
+        raise ValueError("SECRET_KEY_FALLBACKS must be a list of the previous secret keys (non-empty str or bytes)")
+    return secret, tuple(fallbacks)
+
+
+@dataclasses.dataclass(frozen=True)
+class RedisNodes:
+    """A ``redis+sentinel://`` or ``redis+cluster://`` URI, read: credentials, ``(host, port)`` nodes, service."""
+
+    username: str | None
+    password: str | None = dataclasses.field(repr=False)
+    nodes: tuple[tuple[str, int], ...]
+    service: str | None
+
+
+def redis_nodes(uri: str) -> RedisNodes:
+    """Read ``redis+sentinel://[[user]:password@]host:port[,host:port…]/service`` (the form the ``limits``
+    package reads too) or ``redis+cluster://[[user]:password@]host:port[,host:port…]``.
+
+    :raises ValueError: saying what is wrong, never quoting the URI (it may hold a password).
+    """
+    kind, _, rest = uri.partition("://")
+    userinfo, _, location = rest.rpartition("@")
+    example = "host:port,host:port/mymaster" if kind.endswith("+sentinel") else "host:port,host:port"
+    if "?" in location or "#" in location:
+        raise ValueError(f"{kind}:// takes no query options (form: {kind}://[[user]:password@]{example})")
+    netloc, _, path = location.partition("/")
+    nodes = []
+    for node in netloc.split(","):
+        host, colon, port = node.strip().rpartition(":")
+        if not colon or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{kind}:// needs every node as host:port (form: {kind}://[[user]:password@]{example})")
+        nodes.append((host.strip("[]"), int(port)))
+    service = unquote(path.strip("/")) or None
+    if kind.endswith("+sentinel") and (service is None or "/" in path.strip("/")):
+        raise ValueError(f"{kind}:// needs the service name as its path, e.g. {kind}://{example}")
+    if kind.endswith("+cluster") and service is not None:
+        raise ValueError(f"{kind}:// takes no path (form: {kind}://[[user]:password@]{example})")
+    user, colon, password = userinfo.partition(":")
+    return RedisNodes(unquote(user) or None, unquote(password) if colon and password else None, tuple(nodes), service)
+
+
+def _scheme(uri: str) -> str:
+    match = _SCHEME.match(uri)
+    return match.group(1) if match else ""
+
+
+def _missing(module: str) -> str | None:
+    """How to install ``module`` when it is missing, else ``None``."""
+    if importlib.util.find_spec(module) is not None:
+        return None
+    extra = " (pip install 'flowpilot_analytics[redis]')" if module == "redis" else ""
+    return f"needs the {module} package, which is not installed{extra}"
+
+
+def _redis_problem(uri: str, kind: str) -> str | None:
+    """What keeps a Redis URI of scheme ``kind`` from being used, or ``None``; never quotes the URI."""
+    target = "valkey" if kind.startswith("valkey") else "redis"
+    missing = _missing(target)
+    if missing:
+        return f"{kind}:// {missing}"
+    if kind.endswith(("+sentinel", "+cluster")):
+        try:
+            redis_nodes(uri)
+        except ValueError as exc:
+            return str(exc)
+        return None
+    unreadable = f"{kind}:// has a host or port that does not read (host:port, a port from 1 to 65535)"
+    try:
+        parts = urlsplit(uri)
+        if parts.port == 0:
+            return unreadable
+    except ValueError:  # an unclosed "[", or a port that is not a number
+        return unreadable
+    if kind.endswith("+unix") and not parts.path.strip("/"):
+        return f"{kind}:// needs the socket's path, e.g. {kind}:///run/redis.sock"
+    if not kind.endswith("+unix") and parts.path.strip("/") and not parts.path.strip("/").isdigit():
+        return f"{kind}://'s path is the database number (e.g. {kind}://host:6379/0), not a name"
+    if target == "redis":
+        from redis import connection
+
+        parse_url: t.Any = connection.parse_url  # untyped in redis-py
+        try:
+            parse_url(uri.replace("redis+unix://", "unix://", 1))
+        except ValueError:
+            return f"{kind}:// has a query option whose value the redis client cannot read"
+    return None
+
+
+def _cache_uri(values: Mapping[str, t.Any]) -> str:
+    """``CACHE_STORAGE_URI``, refused at start unless the cache can use it (it never falls back to memory)."""
+    uri = _optional_text(values, "CACHE_STORAGE_URI") or "memory://"
+    kind = _scheme(uri)
+    supported = ", ".join(f"{scheme}://" for scheme in CACHE_SCHEMES)
+    if kind not in CACHE_SCHEMES:
+        given = f"has the scheme {kind}://, which the cache does not support" if kind else _NOT_A_URI
+        raise ValueError(f"{_key('CACHE_STORAGE_URI')} {given}; supported: {supported}")
+    problem = _memory_problem(uri) if kind == "memory" else _redis_problem(uri, kind)
+    if problem:
+        raise ValueError(f"{_key('CACHE_STORAGE_URI')}: {problem}")
+    return uri
+
+
+def _memory_problem(uri: str) -> str | None:
+    return None if uri == "memory://" else "memory:// takes nothing after it"
+
+
+def _limits_storages() -> dict[str, type[limits.storage.Storage]]:
+    """The schemes of the ``limits`` package's synchronous storages (the limiter cannot use its async ones)."""
+    found: dict[str, type[limits.storage.Storage]] = {}
+    pending = list(limits.storage.Storage.__subclasses__())
+    while pending:
+        storage = pending.pop()
+        pending.extend(storage.__subclasses__())
+        schemes = vars(storage).get("STORAGE_SCHEME") or []
+        for name in [schemes] if isinstance(schemes, str) else schemes:
+            found[name] = storage
+    return found
+
+
+def _ratelimit_uri(values: Mapping[str, t.Any], config: Mapping[str, t.Any]) -> str:
+    """The limiter's storage URI (the plugin's setting, else the host's ``RATELIMIT_STORAGE_URI``, else memory),
+    refused at start unless the ``limits`` package has a synchronous storage for it whose client is installed
+    (and, for Redis, it reads as the cache's would)."""
+    own = _optional_text(values, "RATELIMIT_STORAGE_URI")
+    name, uri = (
+        (_key("RATELIMIT_STORAGE_URI"), own)
+        if own
+        else (
+            f"RATELIMIT_STORAGE_URI (the host's, used as {_key('RATELIMIT_STORAGE_URI')} is None)",
+            config.get("RATELIMIT_STORAGE_URI") or None,
+        )
+    )
+    if uri is None:
+        return "memory://"
+    if not isinstance(uri, str):
+        raise ValueError(f"{name} must be a storage URI such as 'redis://host:6379/0', got a {type(uri).__name__}")
+    storages = _limits_storages()
+    kind = _scheme(uri)
+    if kind not in storages:
+        given = f"has the scheme {kind}://, which the rate limiter (the limits package) has no storage for"
+        supported = ", ".join(f"{scheme}://" for scheme in sorted(storages))
+        raise ValueError(f"{name} {given if kind else _NOT_A_URI}; supported: {supported}")
+    target = "valkey" if kind.startswith("valkey") else "redis"
+    dependencies = getattr(storages[kind], "DEPENDENCIES", [])
+    modules = {module.split(".")[0] for module in dependencies} - ({"redis", "valkey"} - {target})
+    problem = next((f"{kind}:// {m}" for m in map(_missing, sorted(modules)) if m), None)
+    if problem is None and kind == "memory":
+        problem = _memory_problem(uri)
+    elif problem is None and target in modules:
+        problem = _redis_problem(uri, kind)
+    if problem:
+        raise ValueError(f"{name}: {problem}")
+    return uri
 
 
 def _bind(values: Mapping[str, t.Any], config: Mapping[str, t.Any]) -> str | None:

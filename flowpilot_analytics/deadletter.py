@@ -1,24 +1,36 @@
 """Dead letters: activities the hook could not write, kept durably until ``replay-activities`` writes them.
 
-By default the store is a JSON-lines file (one payload per line, appended under an exclusive lock and
-fsynced, readable by its owner only), so it survives a database outage, which is exactly when it is
-needed. A host may choose a table instead (:class:`DeadLetterTable`), for when the activity table is
-missing or locked rather than the whole database down; when that table cannot be written within the hook
-timeout either, the file takes the activity. Every payload carries its idempotency key, so replaying it
-any number of times, from any number of processes at once, writes its row once.
+By default the store is a JSON-lines file (one payload per line, appended under an exclusive lock, readable
+by its owner only), so it survives a database outage, which is exactly when it is needed. A host may choose
+a table instead (:class:`DeadLetterTable`), for when the activity table is missing or locked rather than the
+whole database down; when that table cannot be written within the hook timeout either, the file takes the
+activity. Every payload carries its idempotency key, so replaying it any number of times, from any number of
+processes at once, writes its row once.
 
-The file also serves as a journal: on SQLite the hook records an activity there before waiting for the
-host's transaction to end, and settles it (a ``{"settled": key}`` line) once the row is written, so a
-process that dies in between leaves a dead letter, not a loss.
+The file is also the hook's journal: every activity is journaled there before its write (no fsync: a killed
+process leaves it in the kernel's page cache) and settled (a ``{"settled": key}`` line) once its row is
+written, so a process that dies in between leaves a dead letter, not a loss. :meth:`DeadLetterFile.sync`
+makes the journal durable when the write failed; :meth:`DeadLetterFile.append` (a dead letter proper) is
+fsynced. Settled entries are compacted away, so the file stays small.
+
+An append is whole or not at all (a short write on a full disk is cut back and raised), never glued onto a
+partial line; a line that does not parse (a torn line) is counted apart, never hides the others, and the
+replay sets it aside in ``<file>.rejected`` with the entries that can never be written (a value the checks
+or the columns refuse), each with its reason. No file of the store is opened through a symbolic link.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import glob
 import json
+import logging
 import os
+import pwd
 import stat
+import threading
 import time
 import typing as t
 import uuid
@@ -28,70 +40,304 @@ from datetime import datetime, timezone
 
 import sqlalchemy as sa
 
-from .activities import error_text, insert_activity, legacy_key, validate_payload
+from .activities import NoAccount, error_text, insert_activity, legacy_key, validate_payload
 from .deadline import DeadlineRunner
 from .tables import set_tenant
 from .timeutil import as_utc
 
+logger = logging.getLogger("flowpilot_analytics.deadletter")
+
 FILE_MODE = 0o600
+SETTING = "FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH"
+#: A settle rewrites the file without its settled entries once it is past this size (and past twice its
+#: size after this process's last compaction, so a large backlog is not rewritten at every settle).
+COMPACT_BYTES = 64 * 1024
+#: Seconds :meth:`DeadLetterFile.settle` waits for the file's lock unless told otherwise.
+SETTLE_TIMEOUT = 1.0
+#: Seconds a reader (the backlog gauge, ``doctor``) waits for the file's lock.
+READ_TIMEOUT = 2.0
+#: First and longest pause between two tries of a contended lock, in seconds.
+POLL_FIRST, POLL_MAX = 0.0005, 0.002
+#: Why a line that does not parse was set aside (``doctor`` counts these apart).
+TORN = "torn line"
+
+_NO_LINKS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # O_NONBLOCK: a FIFO planted there never blocks
 
 
 def check_directory(path: str) -> None:
-    """Refuse a dead-letter file in a folder anyone may write to (they could replace or read the file)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(directory) and os.stat(directory).st_mode & stat.S_IWOTH:
+    """Refuse a dead-letter path in a folder others than its owner may write to (they could swap the files
+    for links, or read them), or one that is not a regular file; raised at ``init_app``, naming the setting.
+
+    A folder not made yet (it is made 0700 at the first write) must not be in a world-writable one, where
+    anyone could make it first.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    shared = stat.S_IWGRP | stat.S_IWOTH
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder, shared = os.path.dirname(folder), stat.S_IWOTH
+    mode = os.stat(folder).st_mode
+    if mode & shared:
+        who = "world" if mode & stat.S_IWOTH else "group"
         raise ValueError(
-            f"The dead-letter folder {directory} is world-writable; choose a private folder "
-            f"with FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH."
+            f"The dead-letter folder {folder} is {who}-writable (mode {stat.S_IMODE(mode):o}); choose a private "
+            f"folder with {SETTING}."
+        )
+    try:
+        found = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(found.st_mode):
+        raise ValueError(
+            f"The dead-letter path {path} is not a regular file (a symbolic link, folder or device); choose "
+            f"another with {SETTING}."
         )
 
 
-def _open_private(path: str, flags: int) -> int:
-    """``path`` opened with ``flags``, created 0600 in a 0700 folder when new (and tightened if wider)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
-    descriptor = os.open(path, flags | os.O_CREAT, FILE_MODE)
-    if os.fstat(descriptor).st_mode & 0o077:  # a file made by an older version, or by hand
-        os.fchmod(descriptor, FILE_MODE)
+def _checked(path: str, descriptor: int, tighten: bool) -> int:
+    """``descriptor`` if it is a regular file of one name (tightened to 0600 if wider), else closed and refused."""
+    try:
+        found = os.fstat(descriptor)
+        if not stat.S_ISREG(found.st_mode) or found.st_nlink > 1:
+            raise OSError(errno.EPERM, f"{path} is not a regular file of one name; the dead-letter store refuses it")
+        if tighten and found.st_mode & 0o077:  # a file made by an older version, or by hand
+            os.fchmod(descriptor, FILE_MODE)
+    except BaseException:
+        os.close(descriptor)
+        raise
     return descriptor
 
 
-@contextmanager
-def _exclusive(path: str) -> t.Iterator[int]:
-    """An exclusive lock on the file at ``path`` as it is now: if a replay renamed it away while we waited
-    for the lock, open the new one (so nothing is ever appended to a file that was moved aside)."""
+def _no_link(path: str, exc: OSError) -> OSError:
+    if exc.errno == errno.ELOOP:
+        return OSError(errno.ELOOP, f"{path} is a symbolic link; the dead-letter store follows none")
+    return exc
+
+
+def _open(path: str, flags: int) -> int:
+    """``path`` opened, created 0600 (in a 0700 folder) when new, never through a link."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
+    try:
+        descriptor = os.open(path, flags | os.O_CREAT | _NO_LINKS, FILE_MODE)
+    except OSError as exc:
+        raise _no_link(path, exc) from None
+    return _checked(path, descriptor, tighten=True)
+
+
+def _open_existing(path: str, flags: int) -> int | None:
+    """``path`` opened if it exists (else ``None``), never through a link."""
+    try:
+        descriptor = os.open(path, flags | _NO_LINKS)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise _no_link(path, exc) from None
+    return _checked(path, descriptor, tighten=False)
+
+
+def _create(path: str) -> int:
+    """A new private file at ``path`` (never an existing one, never through a link), open for writing."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_LINKS, FILE_MODE)
+
+
+def _write_new(path: str, data: bytes) -> os.stat_result:
+    """A new private file at ``path`` holding ``data``, fsynced (its name is not yet)."""
+    descriptor = _create(path)
+    try:
+        _write_all(descriptor, data, 0)
+        os.fsync(descriptor)
+        return os.fstat(descriptor)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    finally:
+        os.close(descriptor)
+
+
+def _check_deadline(deadline: float | None) -> None:
+    if deadline is not None and time.monotonic() >= deadline:
+        raise TimeoutError("the dead-letter file stayed locked past the deadline")
+
+
+def _flock(descriptor: int, operation: int, deadline: float | None) -> None:
+    """Take the lock, polling until ``deadline`` (``time.monotonic()``; ``None``: wait as long as it takes),
+    so a contended lock never holds a push past its budget."""
+    if deadline is None:
+        fcntl.flock(descriptor, operation)
+        return
+    pause = POLL_FIRST
     while True:
-        descriptor = _open_private(path, os.O_RDWR | os.O_APPEND)
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
         try:
-            same = os.path.exists(path) and os.stat(path).st_ino == os.fstat(descriptor).st_ino
-        except OSError:
-            same = False
-        if same:
+            fcntl.flock(descriptor, operation | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            _check_deadline(deadline)
+            time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
+            pause = min(pause * 2, POLL_MAX)
+
+
+def _lock_current(path: str, descriptor: int, operation: int, deadline: float | None) -> bool:
+    """Lock ``descriptor``; whether it still is the file at ``path`` (a replay or a compaction may have
+    renamed it away while we waited: then the caller opens the new one, so nothing is ever appended to, or
+    read from, a file that was moved aside)."""
+    try:
+        _flock(descriptor, operation, deadline)
+        held = os.fstat(descriptor)
+        try:
+            now = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+@contextmanager
+def _locked(path: str, deadline: float | None = None) -> t.Iterator[int]:
+    """The file at ``path`` (created if need be) under an exclusive lock, released when it is closed."""
+    while True:
+        descriptor = _open(path, os.O_RDWR | os.O_APPEND)
+        if _lock_current(path, descriptor, fcntl.LOCK_EX, deadline):
             break
         os.close(descriptor)
+        _check_deadline(deadline)
     try:
         yield descriptor
     finally:
-        fcntl.flock(descriptor, fcntl.LOCK_UN)
         os.close(descriptor)
 
 
-def _append_lines(path: str, lines: t.Sequence[str]) -> None:
-    with _exclusive(path) as descriptor:
-        os.write(descriptor, "".join(lines).encode("utf-8"))
-        os.fsync(descriptor)
-
-
-def _read_lines(path: str) -> list[str]:
+def _read_locked(path: str, deadline: float) -> bytes:
+    """The bytes of the file at ``path`` (empty if there is none), read under a shared lock, so whole."""
+    while True:
+        descriptor = _open_existing(path, os.O_RDONLY)
+        if descriptor is None:
+            return b""
+        if _lock_current(path, descriptor, fcntl.LOCK_SH, deadline):
+            break
+        os.close(descriptor)
+        _check_deadline(deadline)
     try:
-        with open(path, encoding="utf-8") as handle:
-            return [line if line.endswith("\n") else line + "\n" for line in handle if line.strip()]
-    except FileNotFoundError:
-        return []
+        return _read_all(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _write_all(descriptor: int, data: bytes, start: int) -> None:
+    """Write all of ``data``, however short each write is; one that cannot finish (a full disk) cuts the file
+    back to ``start`` and raises, so a line is kept whole or not at all."""
+    view = memoryview(data)
+    try:
+        while view:
+            written = os.write(descriptor, view)
+            if written <= 0:
+                raise OSError(errno.ENOSPC, "the dead-letter file took no more bytes")
+            view = view[written:]
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.ftruncate(descriptor, start)
+        raise
+
+
+def _append_to(descriptor: int, data: bytes) -> int:
+    """Append ``data`` (whole lines) to the locked file, on a line of its own: after a partial line (a torn
+    tail) a newline ends it first, so it stays one torn line. The file's new size."""
+    start = os.fstat(descriptor).st_size
+    if start and os.pread(descriptor, 1, start - 1) != b"\n":
+        data = b"\n" + data
+    _write_all(descriptor, data, start)
+    return start + len(data)
+
+
+def _read_all(descriptor: int) -> bytes:
+    chunks, offset = [], 0
+    while chunk := os.pread(descriptor, 1 << 20, offset):
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
+def _read(path: str) -> bytes:
+    """The bytes of the file at ``path`` (empty when it is gone), never through a link."""
+    descriptor = _open_existing(path, os.O_RDONLY)
+    if descriptor is None:
+        return b""
+    try:
+        return _read_all(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _fsync_folder(path: str) -> None:
+    descriptor = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _line(payload: t.Mapping[str, t.Any]) -> str:
     return json.dumps({**payload, "created_at": _iso(payload["created_at"])}, sort_keys=True, default=str) + "\n"
+
+
+Kind = t.Literal["entry", "settled", "torn"]
+
+
+def _classify(raw: bytes) -> tuple[Kind, t.Any]:
+    """What one stored line is: an entry (its payload), a settle line (its key), or torn (why)."""
+    try:
+        value = json.loads(raw)
+    except ValueError:  # not JSON, or not UTF-8
+        return "torn", f"{TORN}: not JSON"
+    if not isinstance(value, dict):
+        return "torn", f"{TORN}: not a JSON object"
+    if value.keys() == {"settled"}:
+        if isinstance(value["settled"], str):
+            return "settled", value["settled"]
+        return "torn", f"{TORN}: a settle line without a key"
+    if not isinstance(value.get("idempotency_key"), (str, type(None))):
+        return "torn", f"{TORN}: an entry with a key that is not text"
+    return "entry", value
+
+
+@dataclass
+class _Lines:
+    """The lines of one or more store files, in order, classified."""
+
+    items: list[tuple[Kind, bytes, t.Any]] = field(default_factory=list)
+    settled: set[str] = field(default_factory=set)
+
+    def read(self, data: bytes) -> _Lines:
+        for raw in data.split(b"\n"):
+            if raw.strip():
+                kind, value = _classify(raw)
+                self.items.append((kind, raw, value))
+                if kind == "settled":
+                    self.settled.add(value)
+        return self
+
+    def unsettled(self) -> list[tuple[bytes, dict[str, t.Any]]]:
+        """The entries not settled (dead letters, and journal entries whose write has not landed)."""
+        return [
+            (raw, value)
+            for kind, raw, value in self.items
+            if kind == "entry" and value.get("idempotency_key") not in self.settled
+        ]
+
+    def torn(self) -> int:
+        return sum(kind == "torn" for kind, _, _ in self.items)
+
+
+class SetAside(t.NamedTuple):
+    """What the replays set aside in ``<file>.rejected``: entries that can never be written, torn lines."""
+
+    entries: int
+    torn: int
+
+    @property
+    def total(self) -> int:
+        return self.entries + self.torn
 
 
 class DeadLetterStore(t.Protocol):
@@ -101,46 +347,49 @@ class DeadLetterStore(t.Protocol):
     location: str
     #: ``file`` or ``table``, for the backlog gauge.
     kind: str
+    #: The file where replays set aside what can never be written, and torn lines.
+    rejected_location: str
 
     def backlog(self) -> int | None:
         """How many dead letters wait, when that is cheap to read; else ``None``."""
 
     def append(self, payload: t.Mapping[str, t.Any], timeout: float = 5.0) -> None:
-        """Keep one activity durably (within ``timeout`` seconds where the store is a database)."""
+        """Keep one activity durably, waiting at most ``timeout`` seconds for a lock or the database."""
 
-    def journal(self, payload: t.Mapping[str, t.Any]) -> None:
-        """Keep an activity whose write is about to wait; :meth:`settle` drops it once written."""
+    def journal(self, payload: t.Mapping[str, t.Any], timeout: float = 5.0) -> None:
+        """Keep an activity about to be written (not fsynced); :meth:`settle` drops it once written."""
 
-    def settle(self, key: str) -> None:
+    def settle(self, key: str, timeout: float = SETTLE_TIMEOUT) -> None:
         """The journaled activity with this idempotency key is written: it is no longer a dead letter."""
 
+    def sync(self) -> None:
+        """Make what was journaled durable (the write failed: the journal entry is the dead letter)."""
+
     def pending(self) -> list[dict[str, t.Any]]:
-        """Every activity not yet written back."""
+        """Every activity not yet written back (torn lines left out: see :meth:`torn`)."""
 
-    def drain(self, write: t.Callable[[dict[str, t.Any]], str]) -> ReplayReport:
-        """Hand every entry to ``write``; drop those written or present, keep the failures."""
+    def torn(self) -> int:
+        """How many stored lines do not parse (the next replay sets them aside)."""
 
+    def rejected(self) -> SetAside:
+        """What replays have set aside in :attr:`rejected_location`."""
 
-def _unsettled(lines: t.Iterable[str]) -> tuple[list[str], set[str]]:
-    """The entry lines, and the keys of the journal entries marked settled."""
-    entries, settled = [], set()
-    for line in lines:
-        if line.startswith('{"settled": '):
-            settled.add(json.loads(line)["settled"])
-        else:
-            entries.append(line)
-    return entries, settled
+    def check_owner(self) -> None:
+        """Raise ``PermissionError`` (saying which user to run as) when this process is not the store's owner."""
 
-
-def _key_of(line: str) -> t.Any:
-    try:
-        return json.loads(line).get("idempotency_key")
-    except ValueError:
-        return None
+    def drain(self, write: t.Callable[[dict[str, t.Any]], str], retry_rejected: bool = False) -> ReplayReport:
+        """Hand every entry to ``write``; drop those written or present, keep the failures that may pass, set
+        aside those that never can (and torn lines)."""
 
 
 class DeadLetterFile:
-    """Append-only JSON lines; ``drain`` hands the entries to a writer and keeps only those it could not write."""
+    """Append-only JSON lines; ``drain`` hands the entries to a writer and keeps only those it could not write.
+
+    Files beside it: ``<file>.lock`` (one replay at a time), ``<file>.replaying.<n>`` (entries a replay moved
+    aside), ``<file>.rejected`` (what replays set aside), and for a moment the new file of a compaction
+    (``<file>.compacting.<pid>.<n>``) or of ``.rejected`` (``<file>.rejected.<n>``). None is opened through
+    a link, and every one is created 0600.
+    """
 
     kind = "file"
 
@@ -148,80 +397,359 @@ class DeadLetterFile:
         check_directory(path)
         self.location = self.path = path
         self.replay_lock = path + ".lock"
+        self.rejected_location = path + ".rejected"
+        self._compacted_size = 0  # after this process's last compaction
+        self._synced_name: tuple[int, int] | None = None  # the file whose name this process made durable
+        self._counted: tuple[t.Any, tuple[int, int]] | None = None  # (the files' stat, (backlog, torn))
+        self._threads = (os.getpid(), threading.Lock())
 
-    def backlog(self) -> int | None:
-        """How many dead letters wait (a read of the local file)."""
-        return len(self.pending())
+    @contextmanager
+    def _appending(self, timeout: float) -> t.Iterator[int]:
+        """The file locked for an append within ``timeout`` seconds: this process's threads queue on a lock of
+        their own first (woken in turn, none polling), so only one of them at a time polls the file's lock."""
+        deadline = time.monotonic() + timeout
+        pid, lock = self._threads
+        if pid != os.getpid():  # a forked child: the parent's lock may have been held by a thread not copied
+            self._threads = pid, lock = os.getpid(), threading.Lock()
+        left = deadline - time.monotonic()
+        if not (lock.acquire(timeout=left) if left > 0 else lock.acquire(blocking=False)):
+            raise TimeoutError("the dead-letter file stayed locked past the deadline")
+        try:
+            with _locked(self.path, deadline) as descriptor:
+                yield descriptor
+        finally:
+            lock.release()
 
+    # -- writing -------------------------------------------------------------------------------------------
     def append(self, payload: t.Mapping[str, t.Any], timeout: float = 5.0) -> None:
-        _append_lines(self.path, [_line(payload)])
+        """Keep one activity durably (fsynced), waiting at most ``timeout`` seconds for the file's lock."""
+        data = _line(payload).encode("utf-8")
+        with self._appending(timeout) as descriptor:
+            _append_to(descriptor, data)
+            self._fsync(descriptor)
 
-    def journal(self, payload: t.Mapping[str, t.Any]) -> None:
-        self.append(payload)
+    def journal(self, payload: t.Mapping[str, t.Any], timeout: float = 5.0) -> None:
+        """Journal an activity before its write, without fsync (:meth:`sync` if the write fails)."""
+        data = _line(payload).encode("utf-8")
+        with self._appending(timeout) as descriptor:
+            _append_to(descriptor, data)
 
-    def settle(self, key: str) -> None:
-        _append_lines(self.path, [json.dumps({"settled": key}) + "\n"])
+    def settle(self, key: str, timeout: float = SETTLE_TIMEOUT) -> None:
+        """Mark the journal entry ``key`` written (no fsync: a lost settle line only means a replay finds the
+        row present); past the compaction threshold, rewrite the file without what is settled."""
+        data = (json.dumps({"settled": key}) + "\n").encode("utf-8")
+        with self._appending(timeout) as descriptor:
+            size = _append_to(descriptor, data)
+            if size > max(COMPACT_BYTES, 2 * self._compacted_size):
+                try:
+                    self._compact(descriptor)
+                except OSError as exc:  # the file stays complete; tried again once it has doubled
+                    self._compacted_size = size
+                    logger.warning("could not compact the dead-letter file %s (%s)", self.path, error_text(exc))
 
+    def sync(self) -> None:
+        """fsync the file (and a replay's aside files, which may hold what was journaled)."""
+        for path in [*self._aside(), self.path]:
+            descriptor = _open_existing(path, os.O_RDONLY)
+            if descriptor is None:
+                continue
+            try:
+                if path == self.path:
+                    self._fsync(descriptor)
+                else:
+                    os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+
+    def _fsync(self, descriptor: int) -> None:
+        """fsync the file, and its folder the first time this process makes a new file durable (its name)."""
+        os.fsync(descriptor)
+        found = os.fstat(descriptor)
+        if self._synced_name != (found.st_dev, found.st_ino):
+            _fsync_folder(self.path)
+            self._synced_name = (found.st_dev, found.st_ino)
+
+    def _compact(self, descriptor: int) -> None:
+        """Rewrite the locked file with only its unsettled entries and torn lines (and settle lines whose entry
+        a replay's aside file may hold): a new file in the same folder, fsynced, renamed over it. Appenders
+        waiting for the lock then open the new file (see :func:`_lock_current`)."""
+        lines = _Lines().read(_read_all(descriptor))
+        entries = {value.get("idempotency_key") for kind, _, value in lines.items if kind == "entry"}
+        replaying = bool(self._aside())
+        kept = [
+            raw
+            for kind, raw, value in lines.items
+            if kind == "torn"
+            or (kind == "entry" and value.get("idempotency_key") not in lines.settled)
+            or (kind == "settled" and replaying and value not in entries)
+        ]
+        data = b"".join(raw + b"\n" for raw in kept)
+        temporary = f"{self.path}.compacting.{os.getpid()}.{time.time_ns()}"
+        new = _write_new(temporary, data)
+        try:
+            os.replace(temporary, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+        _fsync_folder(self.path)
+        self._synced_name = (new.st_dev, new.st_ino)
+        self._compacted_size = len(data)
+
+    # -- reading -------------------------------------------------------------------------------------------
     def _aside(self) -> list[str]:
         """Files moved aside by replays, oldest first (those of a replay that died come first)."""
         return sorted(glob.glob(glob.escape(self.path) + ".replaying*"))
 
+    def _lines(self) -> _Lines:
+        """Every stored line: the aside files', then the file's."""
+        lines = _Lines()
+        for path in self._aside():
+            lines.read(_read(path))
+        return lines.read(_read_locked(self.path, time.monotonic() + READ_TIMEOUT))
+
     def pending(self) -> list[dict[str, t.Any]]:
-        """Every entry not yet written (those of an interrupted replay included), journal entries settled left out."""
-        lines = [line for path in [*self._aside(), self.path] for line in _read_lines(path)]
-        entries, settled = _unsettled(lines)
-        return [
-            entry for entry in (json.loads(line) for line in entries) if entry.get("idempotency_key") not in settled
-        ]
+        """Every entry not yet written (those of an interrupted replay included), settled ones and torn lines
+        left out."""
+        return [value for _, value in self._lines().unsettled()]
 
-    def drain(self, write: t.Callable[[dict[str, t.Any]], str]) -> ReplayReport:
-        """Write every entry with ``write`` (returns ``"written"`` or ``"present"``); keep the failures.
+    def _counts(self) -> tuple[int, int]:
+        """(backlog, torn lines), read again only when a file changed (inode, size, modification time)."""
+        files = []
+        for path in [*self._aside(), self.path]:
+            try:
+                found = os.stat(path, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            files.append((path, found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns))
+        key = tuple(files)
+        counted = self._counted
+        if counted is not None and counted[0] == key:
+            return counted[1]
+        lines = self._lines()
+        counts = (len(lines.unsettled()), lines.torn())
+        self._counted = (key, counts)
+        return counts
 
-        One replay at a time holds ``<file>.lock`` (a second one waits for it, then finds what is left). The
-        file is renamed aside (``<file>.replaying.<n>``) under its own lock, which takes a moment, so pushes
-        failing meanwhile append to a new file without waiting for the replay; failures go back to that file
-        at the end. A replay that dies half-way leaves its aside file, and the next one starts with it:
-        entries it had written are then found present by their idempotency key.
-        """
-        report = ReplayReport()
-        lock = _open_private(self.replay_lock, os.O_RDWR)
+    def backlog(self) -> int | None:
+        """How many dead letters wait (a read of the local file, cached while it does not change)."""
+        return self._counts()[0]
+
+    def torn(self) -> int:
+        """How many stored lines do not parse (cut by a crash or a full disk); a replay sets them aside."""
+        return self._counts()[1]
+
+    def rejected(self) -> SetAside:
+        """What replays have set aside in ``<file>.rejected``."""
+        entries = torn = 0
+        for raw in _read(self.rejected_location).split(b"\n"):
+            if raw.strip():
+                line = _set_aside_line(raw)
+                if line is not None and _classify(line)[0] == "entry":
+                    entries += 1
+                else:
+                    torn += 1
+        return SetAside(entries, torn)
+
+    def check_owner(self) -> None:
+        """Refuse to replay as another user than the store's owner (its file, or else its folder): a replay
+        run with ``sudo`` would leave files the app cannot write, and the app would lose its dead letters."""
+        target = self.path if os.path.lexists(self.path) else os.path.dirname(os.path.abspath(self.path))
+        try:
+            owner = os.lstat(target).st_uid
+        except FileNotFoundError:
+            return
+        me = os.geteuid()
+        if owner != me:
+            name = _name(owner)
+            raise PermissionError(
+                f"The dead-letter store {target} belongs to {_user(owner)}, but this runs as {_user(me)}. Run "
+                f"replay-activities as {name or f'uid {owner}'} (e.g. `sudo -u {name or f'#{owner}'} flask "
+                "flowpilot-analytics replay-activities`), so that the store stays theirs; nothing was changed."
+            )
+
+    # -- replaying -----------------------------------------------------------------------------------------
+    @contextmanager
+    def replaying(self) -> t.Iterator[None]:
+        """Hold ``<file>.lock``: one replay at a time (another waits for it, then finds what is left). With no
+        folder yet there is nothing to replay from the file, and the folder is not made (by whoever runs it)."""
+        if not os.path.isdir(os.path.dirname(os.path.abspath(self.path))):
+            yield
+            return
+        lock = _open(self.replay_lock, os.O_RDWR)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            if os.path.exists(self.path):
-                with _exclusive(self.path):
-                    os.replace(self.path, f"{self.path}.replaying.{time.time_ns()}")
-            aside = self._aside()
-            lines = [line for path in aside for line in _read_lines(path)]
-            entries, settled = _unsettled(lines)
-            kept = [line for line in entries if _key_of(line) not in settled and not _replay_line(line, write, report)]
-            if kept:
-                _append_lines(self.path, kept)
-            for path in aside:
-                os.remove(path)
+            yield
         finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
             os.close(lock)
+
+    def drain(self, write: t.Callable[[dict[str, t.Any]], str], retry_rejected: bool = False) -> ReplayReport:
+        """Write every entry with ``write`` (returns ``"written"`` or ``"present"``); keep the failures that
+        may pass, set aside in ``<file>.rejected`` the entries that never can, and torn lines.
+
+        One replay at a time holds ``<file>.lock``. The file is renamed aside (``<file>.replaying.<n>``) under
+        its own lock, which takes a moment, so pushes meanwhile append to a new file without waiting for the
+        replay; kept entries go back to that file at the end. A replay that dies half-way leaves its aside
+        file, and the next one starts with it: entries it had written are then found present by their
+        idempotency key. With ``retry_rejected`` the entries set aside before are tried again.
+        """
+        report = ReplayReport()
+        with self.replaying():
+            self.drain_held(write, report, retry_rejected)
         return report
 
+    def drain_held(self, write: t.Callable[[dict[str, t.Any]], str], report: ReplayReport, retry: bool) -> None:
+        """:meth:`drain`, for a caller that holds :meth:`replaying`."""
+        if retry:
+            self._requeue_rejected(report)
+        if os.path.lexists(self.path):
+            with _locked(self.path):  # no compaction runs meanwhile: a file of one left behind is stale
+                os.replace(self.path, f"{self.path}.replaying.{time.time_ns()}")
+                for stale in glob.glob(glob.escape(self.path) + ".compacting.*"):
+                    with contextlib.suppress(OSError):
+                        os.remove(stale)
+        aside = self._aside()
+        lines = _Lines()
+        for path in aside:
+            lines.read(_read(path))
+        kept: list[bytes] = []
+        rejected: list[bytes] = []
+        for kind, raw, value in lines.items:
+            if kind == "torn":
+                rejected.append(_record(value, raw))
+                report.torn += 1
+            elif kind == "entry" and value.get("idempotency_key") not in lines.settled:
+                action, reason = _replay_entry(value, write, report)
+                if action == "keep":
+                    kept.append(raw + b"\n")
+                elif action == "set_aside":
+                    rejected.append(_record(reason, raw))
+        if rejected:
+            self.set_aside(rejected)
+        if kept:
+            with _locked(self.path) as descriptor:
+                _append_to(descriptor, b"".join(kept))
+                self._fsync(descriptor)
+        for path in aside:
+            os.remove(path)
 
-def _replay_line(line: str, write: t.Callable[[dict[str, t.Any]], str], report: ReplayReport) -> bool:
-    """Replay one stored entry; whether it is done with (written or present)."""
+    def set_aside(self, records: t.Sequence[bytes]) -> None:
+        """Append records to ``<file>.rejected``, fsynced (before their entries leave the store)."""
+        with _locked(self.rejected_location) as descriptor:
+            _append_to(descriptor, b"".join(records))
+            os.fsync(descriptor)
+        _fsync_folder(self.rejected_location)
+
+    def _requeue_rejected(self, report: ReplayReport) -> None:
+        """Move the entries set aside back into the store (into a new aside file, fsynced, first), leaving only
+        the torn lines in ``<file>.rejected``."""
+        if not os.path.lexists(self.rejected_location):
+            return
+        with _locked(self.rejected_location) as descriptor:
+            retry: list[bytes] = []
+            stay: list[bytes] = []
+            for raw in _read_all(descriptor).split(b"\n"):
+                if not raw.strip():
+                    continue
+                line = _set_aside_line(raw)
+                if line is not None and _classify(line)[0] == "entry":
+                    retry.append(line + b"\n")
+                else:
+                    stay.append(raw + b"\n")
+            if not retry:
+                return
+            _write_new(f"{self.path}.replaying.{time.time_ns()}", b"".join(retry))
+            _fsync_folder(self.path)
+            temporary = f"{self.rejected_location}.{time.time_ns()}"
+            _write_new(temporary, b"".join(stay))
+            os.replace(temporary, self.rejected_location)
+            _fsync_folder(self.path)
+        report.requeued += len(retry)
+
+
+def _set_aside_line(record: bytes) -> bytes | None:
+    """The stored line a ``<file>.rejected`` record holds (``None`` for a record cut short)."""
     try:
-        outcome = write(_load(json.loads(line)))
-    except Exception as exc:  # kept for the next replay
-        report.failed += 1
-        report.errors.append(error_text(exc)[:200])
-        return False
+        line = json.loads(record)["line"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    return line.encode("utf-8") if isinstance(line, str) else None
+
+
+def _record(reason: str, raw: bytes) -> bytes:
+    """One ``<file>.rejected`` record: when, why, and the line as it was stored."""
+    at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return (json.dumps({"at": at, "reason": reason, "line": raw.decode("utf-8", "backslashreplace")}) + "\n").encode()
+
+
+def _name(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+
+
+def _user(uid: int) -> str:
+    name = _name(uid)
+    return f"user {name} (uid {uid})" if name else f"uid {uid}"
+
+
+Action = t.Literal["done", "keep", "set_aside"]
+
+
+def _replay_entry(
+    entry: dict[str, t.Any], write: t.Callable[[dict[str, t.Any]], str], report: ReplayReport
+) -> tuple[Action, str]:
+    """Replay one stored entry: done (written or present), kept for the next replay (a failure that may pass),
+    or set aside (with the reason it can never be written)."""
+    key = entry.get("idempotency_key")
+    try:
+        outcome = write(_load(entry))
+    except Exception as exc:
+        reason = _never_writable(exc)
+        if reason is None:
+            report.failed += 1
+            report.errors.append(error_text(exc)[:200])
+            return "keep", ""
+        report.rejected += 1
+        report.reasons.append(f"{key}: {reason}")
+        return "set_aside", reason
     if outcome == "written":
         report.written += 1
     else:
         report.present += 1
-    return True
+    return "done", ""
+
+
+def _never_writable(exc: Exception) -> str | None:
+    """Why an entry can never be written, when its failure says so (a value the checks, the columns or a
+    constraint refuse); ``None`` for a failure that may pass (the database down or locked, a missing table, an
+    activity still without its account). One short line: the checks name the field, never its value, and of a
+    database's message only the first line is kept (its detail, with the row's values, is not)."""
+    if isinstance(exc, NoAccount):
+        return None
+    cause: BaseException | None = exc
+    if isinstance(exc, (sa.exc.DataError, sa.exc.IntegrityError)):
+        # insert_activity skips a row already there (ON CONFLICT DO NOTHING, or a savepoint on other
+        # databases), so an integrity error here is a constraint the row breaks, never the idempotency dedup
+        cause = exc.orig
+    elif isinstance(exc, sa.exc.StatementError) and not isinstance(exc, sa.exc.DBAPIError):
+        cause = exc.orig  # a value the driver could not send
+        if not isinstance(cause, (ValueError, TypeError, OverflowError)):
+            return None
+    elif not isinstance(exc, (ValueError, TypeError, OverflowError)):
+        return None
+    cause = cause or exc
+    return f"{type(cause).__name__}: {str(cause).strip()}".splitlines()[0][:200]
 
 
 class DeadLetterTable:
     """The same store as a table ``(id, payload JSON text, created_at)``, written in a transaction of its own;
-    the file ``spill`` takes what the table cannot within the timeout, and serves as the journal."""
+    the file ``spill`` takes what the table cannot within the timeout, serves as the journal, and keeps what
+    replays set aside."""
+
+    #: Of the timeout, what the table's insert leaves for the file when it fails (a lock and an fsync).
+    SPILL_SHARE, SPILL_MAX_SECONDS = 0.2, 0.05
 
     def __init__(
         self, table: sa.Table, engine: t.Callable[[], sa.Engine], deadlines: DeadlineRunner, spill: DeadLetterFile
@@ -231,6 +759,7 @@ class DeadLetterTable:
         self._deadlines = deadlines
         self.spill = spill
         self.location = f"table {table.name}"
+        self.rejected_location = spill.rejected_location
 
     kind = "table"
 
@@ -241,6 +770,7 @@ class DeadLetterTable:
 
     def append(self, payload: t.Mapping[str, t.Any], timeout: float = 5.0) -> None:
         """Insert the payload within ``timeout`` seconds; past it, or if the table fails, into the file."""
+        deadline = time.monotonic() + timeout
         statement = self.table.insert().values(payload=_line(payload).strip(), created_at=datetime.now(timezone.utc))
         engine = self._engine()  # resolved here: the helper thread has no app context
 
@@ -249,33 +779,59 @@ class DeadLetterTable:
                 connection.execute(statement)
 
         try:
-            if timeout <= 0.01:
+            left = timeout - min(self.SPILL_MAX_SECONDS, timeout * self.SPILL_SHARE)
+            if left <= 0.01:
                 raise TimeoutError("no time left")
-            self._deadlines.run(insert, timeout)
-        except Exception:
-            self.spill.append(payload)  # the late insert, if it lands, is replayed as "present"
+            self._deadlines.run(insert, left)
+        except Exception:  # the late insert, if it lands, is replayed as "present"
+            self.spill.append(payload, timeout=max(0.0, deadline - time.monotonic()))
 
-    def journal(self, payload: t.Mapping[str, t.Any]) -> None:
-        self.spill.journal(payload)
+    def journal(self, payload: t.Mapping[str, t.Any], timeout: float = 5.0) -> None:
+        self.spill.journal(payload, timeout)
 
-    def settle(self, key: str) -> None:
-        self.spill.settle(key)
+    def settle(self, key: str, timeout: float = SETTLE_TIMEOUT) -> None:
+        self.spill.settle(key, timeout)
+
+    def sync(self) -> None:
+        self.spill.sync()
+
+    def _rows(self) -> list[tuple[t.Any, str]]:
+        with self._engine().connect() as connection:
+            statement = sa.select(self.table.c.id, self.table.c.payload).order_by(self.table.c.id)
+            return [(row_id, text) for row_id, text in connection.execute(statement)]
 
     def pending(self) -> list[dict[str, t.Any]]:
-        with self._engine().connect() as connection:
-            stored = [
-                json.loads(row) for row in connection.scalars(sa.select(self.table.c.payload).order_by(self.table.c.id))
-            ]
-        return stored + self.spill.pending()
+        stored = [_classify(text.encode("utf-8")) for _, text in self._rows()]
+        return [value for kind, value in stored if kind == "entry"] + self.spill.pending()
 
-    def drain(self, write: t.Callable[[dict[str, t.Any]], str]) -> ReplayReport:
-        """Write every stored entry (the file's too); an entry is deleted once written or found present, so a
-        replay that dies half-way, or several replays at once, leave nothing doubled and nothing behind."""
-        report = self.spill.drain(write)
-        with self._engine().connect() as connection:
-            rows = connection.execute(sa.select(self.table.c.id, self.table.c.payload).order_by(self.table.c.id)).all()
-        for row_id, line in rows:
-            if _replay_line(line, write, report):
+    def torn(self) -> int:
+        """Rows whose payload does not parse, and the file's torn lines."""
+        return sum(_classify(text.encode("utf-8"))[0] != "entry" for _, text in self._rows()) + self.spill.torn()
+
+    def rejected(self) -> SetAside:
+        return self.spill.rejected()
+
+    def check_owner(self) -> None:
+        self.spill.check_owner()
+
+    def drain(self, write: t.Callable[[dict[str, t.Any]], str], retry_rejected: bool = False) -> ReplayReport:
+        """Write every stored entry (the file's too); a row is deleted once written, found present or set
+        aside (in the file's ``.rejected``), so a replay that dies half-way, or several replays one after the
+        other, leave nothing doubled and nothing behind."""
+        report = ReplayReport()
+        with self.spill.replaying():
+            self.spill.drain_held(write, report, retry_rejected)
+            for row_id, text in self._rows():
+                kind, value = _classify(text.encode("utf-8"))
+                if kind == "entry":
+                    action, reason = _replay_entry(value, write, report)
+                else:
+                    action, reason = "set_aside", value if kind == "torn" else f"{TORN}: not an entry"
+                    report.torn += 1
+                if action == "keep":
+                    continue
+                if action == "set_aside":
+                    self.spill.set_aside([_record(reason, text.encode("utf-8"))])
                 with self._engine().begin() as connection:
                     connection.execute(self.table.delete().where(self.table.c.id == row_id))
         return report
@@ -287,8 +843,16 @@ class ReplayReport:
 
     written: int = 0
     present: int = 0
+    #: Failures that may pass (kept for the next replay), and their errors.
     failed: int = 0
     errors: list[str] = field(default_factory=list)
+    #: Entries set aside as never writable, and why (``key: reason``).
+    rejected: int = 0
+    reasons: list[str] = field(default_factory=list)
+    #: Torn lines set aside.
+    torn: int = 0
+    #: Entries set aside before, moved back for this replay (``retry_rejected``).
+    requeued: int = 0
 
 
 def _iso(value: t.Any) -> t.Any:
@@ -296,7 +860,7 @@ def _iso(value: t.Any) -> t.Any:
 
 
 def _load(entry: dict[str, t.Any]) -> dict[str, t.Any]:
-    entry["created_at"] = as_utc(entry["created_at"])
+    entry["created_at"] = as_utc(entry.get("created_at"))
     return entry
 
 
@@ -312,12 +876,13 @@ def replay_one(
 ) -> str:
     """Write one dead letter unless its row is already there; ``"written"`` or ``"present"``.
 
-    The payload is checked as the hook checks it (a bad one raises ``ValueError`` and stays stored).
-    An entry from before idempotency keys gets a key derived from its content, and is also looked up
-    the way 0.1 deduplicated it (same account, type and external id; or, without an external id, same
-    account, type, session and time), since an older replay may have written it without a key.
+    The payload is checked as the hook checks it, against what ``table``'s columns can hold too (a bad one
+    raises ``ValueError`` and is set aside). An entry from before idempotency keys gets a key derived from its
+    content, and is also looked up the way 0.1 deduplicated it (same account, type and external id; or,
+    without an external id, same account, type, session and time), since an older replay may have written it
+    without a key.
     """
-    row = validate_payload(payload)
+    row = validate_payload(payload, table)
     for key in ("account_id", "session_id"):  # JSON holds UUID ids as text; the column wants UUIDs
         if isinstance(row[key], str) and _python_type(table.c[key]) is uuid.UUID:
             row[key] = uuid.UUID(row[key])

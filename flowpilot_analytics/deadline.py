@@ -31,14 +31,24 @@ class DeadlineExceeded(TimeoutError):
         self.future = future
 
 
+class Saturated(RuntimeError):
+    """Every helper thread is busy and the queue is full: the call was not queued at all."""
+
+
 class DeadlineRunner:
-    """A small pool of daemon threads; :meth:`run` returns the call's result or raises within ``timeout``."""
+    """A small pool of daemon threads; :meth:`run` returns the call's result or raises within ``timeout``.
+
+    The queue is bounded: while the database hangs, every thread waits on it and each new call would wait
+    in the queue, holding its arguments, for as long as the hang lasts; past ``max_waiting`` queued calls
+    :meth:`submit` refuses at once (:class:`Saturated`), so memory stays flat however long the hang.
+    """
 
     #: Seconds a helper thread waits for work before it ends.
     idle_seconds = 60.0
 
-    def __init__(self, max_threads: int = 8, name: str = "flowpilot-analytics") -> None:
+    def __init__(self, max_threads: int = 8, name: str = "flowpilot-analytics", max_waiting: int = 64) -> None:
         self.max_threads = max_threads
+        self.max_waiting = max_waiting
         self.name = name
         self._reset()
         _RUNNERS.add(self)
@@ -51,9 +61,13 @@ class DeadlineRunner:
         self._idle = 0  # threads waiting for a job
 
     def submit(self, call: t.Callable[[], T]) -> Future[T]:
-        """Queue ``call``; a thread is started when the queued jobs outnumber the idle threads."""
+        """Queue ``call``; a thread is started when the queued jobs outnumber the idle threads. Raises
+        :class:`Saturated` instead when ``max_waiting`` calls already wait (cancelled ones included, until a
+        thread drops them)."""
         future: Future[T] = Future()
         with self._lock:
+            if self._waiting >= self.max_waiting:
+                raise Saturated(f"{self._threads} helper threads busy and {self._waiting} calls queued")
             self._queue.put((future, call))
             self._waiting += 1
             if self._waiting > self._idle and self._threads < self.max_threads:
@@ -63,7 +77,10 @@ class DeadlineRunner:
 
     def run(self, call: t.Callable[[], T], timeout: float) -> T:
         """``call()`` within ``timeout`` seconds, else :class:`DeadlineExceeded` (the call is cancelled if it
-        has not started yet)."""
+        has not started yet); :class:`Saturated` at once when the queue is full, and :class:`DeadlineExceeded`
+        at once when no time is left."""
+        if timeout <= 0:
+            raise DeadlineExceeded("no time left", Future())
         future = self.submit(call)
         try:
             return future.result(timeout)

@@ -2,39 +2,32 @@
 
 Contract: the push's return value and exceptions pass through untouched; recording never raises, never
 touches the host's session (no load, no flush, no transaction begun), its transaction or its
-row-level-security setting, and never holds the push longer than ``FLOWPILOT_ANALYTICS_HOOK_TIMEOUT_MS``.
-
-Recording semantics: the activity table mirrors what the PSA holds. Once a push has returned, its
-activity is written in the plugin's own short transaction on a connection of its own, whatever the
-host's transaction does next (commit, roll back, or end without a commit). Each activity carries an
-``idempotency_key`` (a UUID), so a late write and any number of replays record it once. A write that
-fails or misses the deadline goes to the dead-letter store, with an ERROR log of its ids (never the note
-text or the PSA's answer).
-
-SQLite allows one writer, and a host transaction that has read or written holds a lock a second
-connection would wait on; there the activity is first journaled in the dead-letter file, then written
-as soon as the host's transaction ends (commit, rollback or session close) and its journal entry
-settled, so a process that dies in between loses nothing.
+row-level-security setting, and never holds the push longer than ``FLOWPILOT_ANALYTICS_HOOK_TIMEOUT_MS``
+(one deadline for reading the pushed object, journaling, writing and keeping). The whole contract, with
+the reasons, is told once in ``docs/hook.md``.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import time
 import typing as t
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import Future
+from dataclasses import dataclass
 
 import sqlalchemy as sa
-from flask import current_app, has_app_context
+from flask import current_app, has_app_context, has_request_context
 
 from . import telemetry
-from .activities import describe, error_text, insert_activity, validate_payload
+from .activities import NoAccount, describe, error_text, insert_activity, validate_payload
 from .deadline import DeadlineExceeded
 from .signals import activity_recorded
 from .state import EXTENSION_KEY, AnalyticsState
+from .tables import set_tenant
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +39,8 @@ DEFAULT_METHODS: Mapping[str, str] = {"note_posted": "push_note", "time_entry_po
 UNLOADED = "__unloaded__"
 
 Extract = t.Callable[[tuple[t.Any, ...], dict[str, t.Any], t.Any], Mapping[str, t.Any]]
-Loader = t.Callable[[sa.Engine], dict[str, t.Any]]
+#: Reads the columns that were not loaded: ``(engine, tenant setting, account or None) -> {field: value}``.
+Loader = t.Callable[[sa.Engine, "str | None", t.Any], dict[str, t.Any]]
 
 
 def _field(obj: t.Any, name: str) -> t.Any:
@@ -61,7 +55,7 @@ def read_attributes(obj: t.Any, names: Mapping[str, str]) -> dict[str, t.Any]:
     A mapping or plain object is read as it is. An ORM instance gives only what is loaded in it (its
     primary key from its identity); columns that are expired or deferred are not loaded through the
     host's session (that would begin a transaction, and fail when the session needs a rollback): an
-    :data:`UNLOADED` loader reads them later on the plugin's own connection.
+    :data:`UNLOADED` loader reads them later on the plugin's own connection, under the account's tenant.
     """
     inspected = sa.inspect(obj, raiseerr=False)
     if not isinstance(inspected, sa.orm.InstanceState):
@@ -82,8 +76,10 @@ def read_attributes(obj: t.Any, names: Mapping[str, str]) -> dict[str, t.Any]:
         where = [column == value for column, value in zip(mapper.primary_key, inspected.identity)]
         statement = sa.select(*(column.label(field) for field, column in missing.items())).where(*where)
 
-        def load(engine: sa.Engine) -> dict[str, t.Any]:
-            with engine.connect() as connection:
+        def load(engine: sa.Engine, tenant_setting: str | None, account: t.Any) -> dict[str, t.Any]:
+            with engine.connect() as connection, connection.begin():
+                if account is not None:
+                    set_tenant(connection, tenant_setting, account)
                 row = connection.execute(statement).first()
             return {} if row is None else dict(row._mapping)
 
@@ -171,73 +167,100 @@ def _run_deferred(session: sa.orm.Session, transaction: sa.orm.SessionTransactio
         action()
 
 
-def _holds_sqlite_lock(state: AnalyticsState, session: sa.orm.Session) -> bool:
-    """Whether a write now would wait on the host's own open transaction (SQLite: one writer, readers block)."""
-    return state.write_engine.dialect.name == "sqlite" and session.in_transaction()
+@dataclass
+class Recording:
+    """One push's activity on its way to the table: where it goes, its deadline, and whether it is journaled."""
 
+    app: t.Any
+    state: AnalyticsState
+    payload: dict[str, t.Any]
+    deadline: float
+    journaled: bool = False
 
-def _keep(state: AnalyticsState, payload: Mapping[str, t.Any], reason: str, deadline: float) -> str:
-    """Keep an activity that could not be written as a dead letter, and say so (ids only) at ERROR; the outcome."""
-    kind = {"activity_type": payload["activity_type"]}
-    try:
-        state.dead_letters.append(payload, timeout=max(0.0, deadline - time.monotonic()))
-    except Exception as exc:
-        telemetry.failed.add(1, kind)
-        logger.error(
-            "could not record a %s activity (%s), and the dead-letter store %s failed too (%s); only this log "
-            "has it: %s",
-            payload["activity_type"],
-            reason,
-            state.dead_letters.location,
-            error_text(exc),
-            describe(payload),
-        )
-        return "failed"
-    telemetry.dead_lettered.add(1, kind)
-    logger.error(
-        "could not record a %s activity (%s); kept as a dead letter in %s for `flask flowpilot-analytics "
-        "replay-activities`; activity: %s",
-        payload["activity_type"],
-        reason,
-        state.dead_letters.location,
-        describe(payload),
-    )
-    return "dead_lettered"
+    @property
+    def kind(self) -> dict[str, str]:
+        """The telemetry attributes of this activity."""
+        return {"activity_type": self.payload["activity_type"]}
 
+    def left(self) -> float:
+        """Seconds left of the push's budget."""
+        return max(0.0, self.deadline - time.monotonic())
 
-def _record_now(app: t.Any, state: AnalyticsState, payload: dict[str, t.Any], journaled: bool = False) -> None:
-    """Write the activity, or keep it as a dead letter, within the hook timeout; never raises."""
-    with telemetry.record_span(payload["activity_type"]) as span:
-        span.set_attribute(f"{telemetry.NAME}.outcome", _write_or_keep(app, state, payload, journaled))
+    def journal(self, durable: bool) -> None:
+        """Journal the activity before its write, so that a process killed meanwhile leaves a dead letter; a
+        journal that fails is logged and the write goes on (the activity is then kept only if the write fails)."""
+        try:
+            self.state.dead_letters.journal(self.payload, timeout=self.left())
+            if durable:
+                self.state.dead_letters.sync()
+        except Exception as exc:
+            logger.warning(
+                "could not journal a %s activity before writing it (%s)", self.payload["activity_type"], error_text(exc)
+            )
+            return
+        self.journaled = True
 
+    def settle(self) -> None:
+        """The row is written: its journal entry is no longer a dead letter."""
+        try:
+            self.state.dead_letters.settle(self.payload["idempotency_key"], timeout=max(self.left(), 0.01))
+        except Exception as exc:  # the entry stays; a replay finds the row present
+            logger.warning("could not settle the journal entry of a recorded activity (%s)", error_text(exc))
 
-def _write_or_keep(app: t.Any, state: AnalyticsState, payload: dict[str, t.Any], journaled: bool) -> str:
-    deadline = time.monotonic() + state.settings.hook_timeout_ms / 1000.0
-    kind = {"activity_type": payload["activity_type"]}
-    try:
-        written = write_activity(state, payload, state.settings.hook_timeout_ms / 1000.0)
-    except Exception as exc:
-        if isinstance(exc, DeadlineExceeded):
-            exc.future.add_done_callback(lambda done: _late(app, state, payload, done))
-        if not journaled:
-            return _keep(state, payload, error_text(exc), deadline)
-        telemetry.dead_lettered.add(1, kind)  # its journal entry already is the dead letter
+    def keep(self, reason: str) -> str:
+        """Keep the activity that could not be written as a dead letter, say so (ids only) at ERROR; the outcome."""
+        try:
+            if self.journaled:
+                self.state.dead_letters.sync()  # the journal entry already is the dead letter: make it durable
+            else:
+                self.state.dead_letters.append(self.payload, timeout=self.left())
+        except Exception as exc:
+            telemetry.failed.add(1, self.kind)
+            logger.error(
+                "could not record a %s activity (%s), and the dead-letter store %s failed too (%s); only this log "
+                "has it: %s",
+                self.payload["activity_type"],
+                reason,
+                self.state.dead_letters.location,
+                error_text(exc),
+                describe(self.payload),
+            )
+            return "failed"
+        telemetry.dead_lettered.add(1, self.kind)
         logger.error(
             "could not record a %s activity (%s); kept as a dead letter in %s for `flask flowpilot-analytics "
             "replay-activities`; activity: %s",
-            payload["activity_type"],
-            error_text(exc),
-            state.dead_letters.location,
-            describe(payload),
+            self.payload["activity_type"],
+            reason,
+            self.state.dead_letters.location,
+            describe(self.payload),
         )
         return "dead_lettered"
-    if journaled:
-        try:
-            state.dead_letters.settle(payload["idempotency_key"])
-        except Exception as exc:  # the entry stays; a replay finds the row present
-            logger.warning("could not settle the journal entry of a recorded activity (%s)", error_text(exc))
+
+
+#: Of the push's budget, what the write leaves for keeping the activity when the write fails (a fsync).
+KEEP_SHARE, KEEP_MAX_SECONDS = 0.2, 0.05
+
+
+def _record_now(recording: Recording) -> None:
+    """Write the activity, or keep it as a dead letter, before the deadline; never raises."""
+    with telemetry.record_span(recording.payload["activity_type"]) as span:
+        span.set_attribute(f"{telemetry.NAME}.outcome", _write_or_keep(recording))
+
+
+def _write_or_keep(recording: Recording) -> str:
+    state, payload = recording.state, recording.payload
+    reserve = min(KEEP_MAX_SECONDS, state.settings.hook_timeout_ms / 1000.0 * KEEP_SHARE)
+    try:
+        written = write_activity(state, payload, recording.left() - reserve)
+    except Exception as exc:
+        if isinstance(exc, DeadlineExceeded):
+            exc.future.add_done_callback(lambda done: _late(recording, done))
+        return recording.keep(error_text(exc))
+    if recording.journaled:
+        recording.settle()
     if not written.recorded:
-        telemetry.duplicates.add(1, kind)
+        telemetry.duplicates.add(1, recording.kind)
         logger.info(
             "%s %s already recorded for account %s",
             payload["activity_type"],
@@ -245,37 +268,72 @@ def _write_or_keep(app: t.Any, state: AnalyticsState, payload: dict[str, t.Any],
             payload["account_id"],
         )
         return "duplicate"
-    telemetry.recorded.add(1, kind)
-    _announce(app, state, payload, written.position)
+    telemetry.recorded.add(1, recording.kind)
+    _announce(recording.app, state, payload, written.position)
     return "recorded"
 
 
-def _late(app: t.Any, state: AnalyticsState, payload: dict[str, t.Any], done: Future[t.Any]) -> None:
-    """A write that missed the deadline finished after all: its row exists, so announce it now."""
+def _late(recording: Recording, done: Future[t.Any]) -> None:
+    """A write that missed the deadline finished after all: settle its dead letter and announce the row."""
     if done.cancelled() or done.exception() is not None or not done.result().recorded:
         return
-    telemetry.recorded.add(1, {"activity_type": payload["activity_type"]})
-    with app.app_context():
-        _announce(app, state, payload, done.result().position)
+    recording.settle()
+    telemetry.recorded.add(1, recording.kind)
+    with recording.app.app_context():
+        _announce(recording.app, recording.state, recording.payload, done.result().position)
 
 
-def _complete(state: AnalyticsState, fields: dict[str, t.Any]) -> str | None:
-    """Load the host object's columns that were not loaded, on the plugin's own connection within the
-    hook timeout; the error, if that failed (the activity is then kept with what is known)."""
+def _as_account(state: AnalyticsState, value: t.Any) -> t.Any:
+    """An account id found as text (a tenant setting) as a value of the activity table's account column."""
+    if not isinstance(value, str):
+        return value
+    try:
+        python_type = state.activity_io.c.account_id.type.python_type
+    except NotImplementedError:
+        return value
+    try:
+        return python_type(value) if python_type in (int, uuid.UUID) else value
+    except ValueError:
+        return None
+
+
+def _known_account(state: AnalyticsState, fields: Mapping[str, t.Any], session: sa.orm.Session) -> t.Any:
+    """The account the push belongs to, as known without reading the pushed object: its loaded ``account_id``;
+    else the tenant the host set on its open transaction (row-level security); else the request's identity."""
+    if fields.get("account_id") is not None:
+        return fields["account_id"]
+    setting = state.settings.tenant_setting
+    if setting is not None and state.write_engine.dialect.name == "postgresql" and session.in_transaction():
+        try:  # the host's own transaction is open already: reading a setting begins nothing
+            tenant = session.connection().scalar(sa.select(sa.func.current_setting(setting, True)))
+        except Exception:
+            tenant = None
+        if tenant:
+            return _as_account(state, tenant)
+    if has_request_context():
+        try:
+            return getattr(state.identity_loader(), "account_id", None)
+        except Exception:
+            return None
+    return None
+
+
+def _complete(recording_deadline: float, state: AnalyticsState, fields: dict[str, t.Any], account: t.Any) -> str | None:
+    """Load the host object's columns that were not loaded, on the plugin's own connection under the account's
+    tenant, before the deadline; why the columns are still unknown (a failed read, or no row), if they are."""
     load: Loader | None = fields.pop(UNLOADED, None)
     if load is None:
         return None
-    engine = state.write_engine
+    engine, setting = state.write_engine, state.settings.tenant_setting
     try:
-        fields.update(
-            {
-                k: v
-                for k, v in state.deadlines.run(lambda: load(engine), state.settings.hook_timeout_ms / 1000.0).items()
-                if fields.get(k) is None
-            }
+        found = state.deadlines.run(
+            lambda: load(engine, setting, account), max(0.0, recording_deadline - time.monotonic())
         )
     except Exception as exc:
         return error_text(exc)
+    if not found:
+        return "the pushed session's row was not found"
+    fields.update({k: v for k, v in found.items() if fields.get(k) is None})
     return None
 
 
@@ -293,51 +351,58 @@ def record(
         telemetry.failed.add(1, {"activity_type": activity_type, "reason": "not_registered"})
         logger.warning("%s push in an app without flowpilot_analytics; activity not recorded", activity_type)
         return
-    started = time.monotonic()
+    deadline = time.monotonic() + state.settings.hook_timeout_ms / 1000.0
     try:
         session = state.db.session()
         with session.no_autoflush:  # a host's own extract must not flush the host's pending objects
             fields = dict(extract(args, kwargs, result))
-    except Exception as exc:
+    except Exception as exc:  # the type only: the message may quote the host's values
         telemetry.failed.add(1, {"activity_type": activity_type})
-        logger.error("could not read a %s activity from the push (%s); not recorded", activity_type, error_text(exc))
+        logger.error("could not read a %s activity from the push (%s); not recorded", activity_type, type(exc).__name__)
         return
-    unloaded = _complete(state, fields)
+    account = _known_account(state, fields, session)
+    unknown = _complete(deadline, state, fields, account)
+    if fields.get("account_id") is None:
+        fields["account_id"] = account
     payload = build_payload(activity_type, fields, state)
-    try:
-        payload = validate_payload(payload)
-    except (ValueError, TypeError) as exc:
-        if unloaded is not None and payload["account_id"] is None and payload["session_id"] is not None:
-            # the database did not answer for the host's object: keep what is known; a replay looks up its account
-            _keep(state, payload, unloaded, started + state.settings.hook_timeout_ms / 1000.0)
-            return
-        telemetry.failed.add(1, {"activity_type": activity_type})
-        logger.error("could not read a %s activity from the push (%s); not recorded", activity_type, error_text(exc))
-        return
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    if _holds_sqlite_lock(state, session):
-        try:
-            state.dead_letters.journal(payload)
-        except Exception as exc:
-            logger.warning(
-                "could not journal a %s activity before the host's transaction ends (%s)",
-                activity_type,
-                error_text(exc),
-            )
-            defer_until_transaction_end(session, lambda: _record_later(app, state, payload, False))
+    try:
+        payload = validate_payload(payload, state.activity_io)
+    except NoAccount as exc:
+        if unknown is None or payload["session_id"] is None:
+            _refuse(activity_type, str(exc))
             return
-        defer_until_transaction_end(session, lambda: _record_later(app, state, payload, True))
+        # the database did not give the pushed session's account: keep what is known; a replay looks it up
+        Recording(app, state, {**payload, "account_id": None}, deadline).keep(unknown)
         return
-    _record_now(app, state, payload)
+    except (ValueError, TypeError) as exc:
+        _refuse(activity_type, str(exc))
+        return
+    recording = Recording(app, state, payload, deadline)
+    if state.write_engine.dialect.name == "sqlite" and session.in_transaction():
+        # one writer: a write now would wait on the host's own open transaction; write when it ends
+        recording.journal(durable=True)
+        defer_until_transaction_end(session, lambda: _record_later(recording))
+        return
+    recording.journal(durable=False)  # the write follows at once; it, or the dead letter's fsync, makes it durable
+    _record_now(recording)
 
 
-def _record_later(app: t.Any, state: AnalyticsState, payload: dict[str, t.Any], journaled: bool) -> None:
-    """The deferred write, in the app's context even when the host ends its session outside one."""
+def _refuse(activity_type: str, reason: str) -> None:
+    """A push whose activity no write could ever store: counted and logged (the reason names the field)."""
+    telemetry.failed.add(1, {"activity_type": activity_type, "reason": "refused"})
+    logger.error("could not read a %s activity from the push (%s); not recorded", activity_type, reason)
+
+
+def _record_later(recording: Recording) -> None:
+    """The deferred write, with a budget of its own, in the app's context even when the host ends its session
+    outside one."""
+    recording.deadline = time.monotonic() + recording.state.settings.hook_timeout_ms / 1000.0
     if has_app_context():
-        _record_now(app, state, payload, journaled)
+        _record_now(recording)
         return
-    with app.app_context():
-        _record_now(app, state, payload, journaled)
+    with recording.app.app_context():
+        _record_now(recording)
 
 
 def _announce(app: t.Any, state: AnalyticsState, payload: dict[str, t.Any], position: str | None = None) -> None:
@@ -352,12 +417,26 @@ def _announce(app: t.Any, state: AnalyticsState, payload: dict[str, t.Any], posi
 def psa_activity(
     activity_type: str, extract: Extract | None = None
 ) -> t.Callable[[t.Callable[..., t.Any]], t.Callable[..., t.Any]]:
-    """Decorator: after ``fn`` returns, record an ``activity_type`` row; exceptions propagate, no row."""
+    """Decorator: after ``fn`` returns, record an ``activity_type`` row; exceptions propagate, no row.
+
+    A coroutine function gets a coroutine wrapper that records once the push has been awaited and succeeded.
+    """
     reader = extract or default_extract(activity_type)
 
     def decorator(fn: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
         if getattr(fn, WRAPPED_MARK, None):
             return fn
+
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: t.Any, **kwargs: t.Any) -> t.Any:
+                result = await fn(*args, **kwargs)
+                record(activity_type, reader, args, kwargs, result)
+                return result
+
+            setattr(async_wrapper, WRAPPED_MARK, activity_type)
+            return async_wrapper
 
         @functools.wraps(fn)
         def wrapper(*args: t.Any, **kwargs: t.Any) -> t.Any:

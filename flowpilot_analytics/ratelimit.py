@@ -3,7 +3,8 @@
 ``flask_limiter.Limiter.init_app`` installs a ``before_request`` on the whole app and reads (and
 writes) the host's ``RATELIMIT_*`` settings, so a plugin-owned one could limit the host's routes.
 The plugin therefore drives the ``limits`` package that Flask-Limiter is built on, for its own routes
-only: the same limit strings, storage URIs (``memory://``, ``redis://``) and fixed-window strategy.
+only: the same limit strings, storage URIs (``memory://``, ``redis://``, ``redis+sentinel://``...; checked at
+``init_app`` by :mod:`.config`) and fixed-window strategy.
 A host that passes its own ``Limiter`` shares that limiter's storage and strategy instead.
 """
 
@@ -21,7 +22,7 @@ from limits.strategies import FixedWindowRateLimiter, RateLimiter
 
 from . import telemetry
 from .errors import RateLimited
-from .storage import Backoff, is_redis, redact, redact_uri
+from .storage import Backoff, client_options, redact, redact_uri
 
 if t.TYPE_CHECKING:
     from flask_limiter import Limiter
@@ -49,8 +50,9 @@ class RouteLimits:
         if self._host_limiter is not None:
             return self._host_limiter.limiter
         if self._own is None:
-            options = {"socket_connect_timeout": 0.5, "socket_timeout": 0.5} if is_redis(self.storage_uri) else {}
-            self._own = FixedWindowRateLimiter(storage_from_string(self.storage_uri, **options))
+            self._own = FixedWindowRateLimiter(
+                storage_from_string(self.storage_uri, **client_options(self.storage_uri))
+            )
         return self._own
 
     def _count(self, item: limits.RateLimitItem, ids: tuple[str, ...]) -> tuple[bool, float | None]:

@@ -13,7 +13,7 @@ import uuid
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
-from itsdangerous import BadSignature
+from itsdangerous import BadSignature, SignatureExpired
 
 from .errors import InvalidQuery
 from .escalations import METRIC_DEFINITION, EscalationResult, HandoffRow, Target, engineer_order, target_params
@@ -151,17 +151,17 @@ def psa_report(state: AnalyticsState, account_id: t.Any, args: t.Mapping[str, t.
 
 
 class Cursor(t.NamedTuple):
-    """A decoded ``next_cursor``: the keyset of the last row examined, and whom it was issued to."""
+    """A decoded ``next_cursor``: the keyset of the last row examined, and the digest of whom it was issued to."""
 
     key: t.Any
     handoff_id: t.Any
-    account: str
-    user: str
+    caller: str
 
 
 class CursorCodec:
-    """Signs ``next_cursor`` values and reads them back, refusing any this app did not issue or whose fields
-    do not fit the columns they are compared with (so they never reach the database)."""
+    """Signs ``next_cursor`` values and reads them back, refusing any this app did not issue, any older than
+    ``FLOWPILOT_ANALYTICS_CURSOR_MAX_AGE``, or any whose fields do not fit the columns they are compared with
+    (so they never reach the database). Signing, expiry and the caller's digest are :class:`~.state.CursorSigner`'s."""
 
     def __init__(self, state: AnalyticsState) -> None:
         self._state = state
@@ -173,13 +173,25 @@ class CursorCodec:
             {"k": key, "id": handoff_id, "a": str(identity.account_id), "u": str(identity.user_id)}
         )
 
+    def issued_to(self, cursor: Cursor, identity: IdentityLike) -> bool:
+        """Whether ``cursor`` was returned to this caller (same account and user)."""
+        return self._state.cursors.issued_to(cursor.caller, identity.account_id, identity.user_id)
+
     def decode(self, text: str) -> Cursor:
-        """The cursor, or ``ValueError`` saying why not."""
+        """The cursor, or ``ValueError`` saying why not; an expired one is an :class:`~.errors.InvalidQuery`
+        of its own, which tells the caller to start again from the first page."""
         try:
             data = self._state.cursors.loads(text)
+        except SignatureExpired:
+            raise InvalidQuery.field(
+                "cursor",
+                f"This cursor has expired (cursors are valid for {self._state.cursors.max_age} seconds): start "
+                "again from the first page, without a cursor.",
+                "The cursor has expired: start again from the first page.",
+            ) from None
         except BadSignature:
             raise ValueError("Not a cursor this API returned.") from None
-        if not isinstance(data, dict) or not isinstance(data.get("a"), str) or not isinstance(data.get("u"), str):
+        if not isinstance(data, dict) or not isinstance(data.get("c"), str):
             raise ValueError("Not a cursor this API returned.")
         prepared = self._state.prepared()
         key, handoff_id = data.get("k"), data.get("id")
@@ -187,7 +199,7 @@ class CursorCodec:
             raise ValueError("Not a cursor this API returned.")
         handoff_id = id_value(prepared.tables.handoffs.c.id, handoff_id)
         if prepared.backend.timestamps_as_text:
-            return Cursor(key, handoff_id, data["a"], data["u"])
+            return Cursor(key, handoff_id, data["c"])
         try:
             moment = datetime.fromisoformat(key)
         except ValueError:
@@ -195,7 +207,7 @@ class CursorCodec:
         if not 1900 <= moment.year <= 9000:
             raise ValueError("Not a cursor this API returned.")
         moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-        return Cursor(moment, handoff_id, data["a"], data["u"])
+        return Cursor(moment, handoff_id, data["c"])
 
 
 def id_value(column: t.Any, value: t.Any) -> t.Any:
@@ -261,7 +273,7 @@ def handoff_page(
     early with fewer items (maybe none) and a ``next_cursor`` that continues after the last one examined.
     """
     cursor: Cursor | None = args.get("cursor")
-    if cursor is not None and (cursor.account, cursor.user) != (str(identity.account_id), str(identity.user_id)):
+    if cursor is not None and not cursors.issued_to(cursor, identity):
         raise InvalidQuery.field(
             "cursor", "Not a cursor this API returned to you.", "The cursor was issued to another user."
         )

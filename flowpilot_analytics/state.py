@@ -6,9 +6,11 @@ root, :mod:`flowpilot_analytics.extension`, builds it and puts it in ``app.exten
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import contextvars
 import hashlib
+import hmac
 import threading
 import typing as t
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 from flask import current_app
 from flask_sqlalchemy import SQLAlchemy
-from itsdangerous import URLSafeSerializer
+from itsdangerous import TimestampSigner, URLSafeTimedSerializer, want_bytes
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
 from .cache import ResponseCache, wal_position
@@ -95,7 +97,9 @@ class AnalyticsState:
             namespace=_cache_namespace(settings, database_uri),
             max_bytes=settings.cache_max_bytes,
         )
-        self.cursors = URLSafeSerializer(settings.cursor_secret, salt="flowpilot_analytics.cursor")
+        self.cursors = CursorSigner(
+            [*settings.cursor_fallbacks, settings.cursor_secret], settings.cursor_max_age, clock
+        )
         self.deadlines = DeadlineRunner()
         self.dead_letters: DeadLetterStore = DeadLetterFile(settings.dead_letter_path)
         if settings.dead_letter_table:
@@ -181,6 +185,66 @@ class AnalyticsState:
             return
         with engine.connect() as connection:
             yield connection
+
+
+class _ClockedSigner(TimestampSigner):
+    """itsdangerous's timestamping signer on the app's clock, so cursor lifetimes follow the clock the reports
+    use (an injected one in tests and replays)."""
+
+    def __init__(self, *args: t.Any, clock: Clock, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._clock = clock
+
+    def get_timestamp(self) -> int:
+        return int(self._clock().timestamp())
+
+
+class CursorSigner:
+    """Signs drill-down cursors so they survive a key rotation, expire, and name their caller to no one.
+
+    ``keys`` go oldest first (``[*SECRET_KEY_FALLBACKS, SECRET_KEY]``, as Flask's sessions): the newest signs,
+    every one verifies, so cursors open during a rotation still page. Each signature carries the time it was
+    made; past ``max_age`` seconds :meth:`loads` raises ``SignatureExpired``. The caller is kept as a keyed
+    digest (``c``), so a cursor's readable payload holds neither account nor user id, and only this app can
+    tell whose it is.
+    """
+
+    SALT = "flowpilot_analytics.cursor.v2"
+
+    def __init__(self, keys: t.Sequence[str | bytes], max_age: int, clock: Clock) -> None:
+        self.max_age = max_age
+        self._keys = [want_bytes(key) for key in keys]
+        self._serializer = URLSafeTimedSerializer(
+            self._keys, salt=self.SALT, signer=_ClockedSigner, signer_kwargs={"clock": clock}
+        )
+
+    @staticmethod
+    def _digest(key: bytes, account: t.Any, user: t.Any) -> str:
+        message = "\x1f".join(("flowpilot_analytics.cursor.caller", str(account), str(user))).encode()
+        mac = hmac.new(key, message, hashlib.sha256).digest()[:16]
+        return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+    def dumps(self, payload: t.Mapping[str, t.Any]) -> str:
+        """``payload`` signed and timestamped; its ``a`` and ``u`` (the caller's account and user) are replaced
+        by their digest under the newest key, ``c``."""
+        data = dict(payload)
+        data["c"] = self._digest(self._keys[-1], data.pop("a"), data.pop("u"))
+        return self._serializer.dumps(data)
+
+    def loads(self, text: str) -> t.Any:
+        """The payload of a cursor signed with one of the keys less than ``max_age`` seconds ago.
+
+        :raises itsdangerous.SignatureExpired: a genuine cursor, too old.
+        :raises itsdangerous.BadSignature: anything else this app did not sign.
+        """
+        return self._serializer.loads(text, max_age=self.max_age)
+
+    def issued_to(self, digest: t.Any, account: t.Any, user: t.Any) -> bool:
+        """Whether a payload's ``c`` is this caller's under any of the keys (a cursor signed before a rotation
+        carries the old key's)."""
+        return isinstance(digest, str) and any(
+            hmac.compare_digest(digest, self._digest(key, account, user)) for key in self._keys
+        )
 
 
 #: The oldest WAL position the reads of the current report were served at (a standby's replay position;

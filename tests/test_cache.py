@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import logging
+import pathlib
+import shutil
+import subprocess
+import time
 import typing as t
 import uuid
 
 import pytest
 import redis
+from flask import Flask
+
+from flowpilot_analytics.cache import PREFIX
 
 from . import factories as f
 from .fake_psa import FakePsaService
-from .helpers import ESCALATIONS, PSA, as_user
+from .helpers import ESCALATIONS, PSA, as_user, unavailable
 from .host import db
+from .services import free_port
 
 CACHED = {"FLOWPILOT_ANALYTICS_CACHE_TTL": 60}
+CACHE_URI = "FLOWPILOT_ANALYTICS_CACHE_STORAGE_URI"
+LIMIT_URI = "FLOWPILOT_ANALYTICS_RATELIMIT_STORAGE_URI"
 
 
 @pytest.mark.parametrize("app_config", [CACHED])
@@ -104,3 +114,166 @@ def test_unreachable_cache_answers_uncached(client: t.Any, caplog: pytest.LogCap
         response = client.get(ESCALATIONS, headers=as_user(1))
     assert response.status_code == 200
     assert any("cache unavailable" in r.getMessage() for r in caplog.records)
+
+
+# -- Redis Sentinel and Redis Cluster, for real -------------------------------------------------------------
+
+PASSWORD = "pw-7d1e"
+
+
+class RedisProcesses:
+    """Private ``redis-server`` processes (servers, a sentinel, cluster nodes) in one folder, stopped after."""
+
+    def __init__(self, root: pathlib.Path) -> None:
+        self.root = root
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *args: str, sentinel: str | None = None) -> int:
+        """Start one on a free port (``sentinel``: that configuration, in sentinel mode); its port once it answers."""
+        port = free_port()
+        command = (
+            ["redis-server", sentinel, "--sentinel"]
+            if sentinel
+            else ["redis-server", "--save", "", "--dir", str(self.root)]
+        )
+        command += ["--port", str(port), "--bind", "127.0.0.1", "--requirepass", PASSWORD, *args]
+        with open(self.root / f"{port}.log", "wb") as log:
+            self.processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
+        self.wait(lambda: self.client(port).ping(), f"redis-server on {port}")
+        return port
+
+    @staticmethod
+    def client(port: int) -> redis.Redis:
+        return redis.Redis(port=port, password=PASSWORD, socket_timeout=2)
+
+    def wait(self, ready: t.Callable[[], t.Any], what: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if ready():
+                    return
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                logs = {p.name: p.read_text(errors="replace")[-1500:] for p in self.root.glob("*.log")}
+                raise AssertionError(f"{what} not ready after {timeout} s: {logs}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            process.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_processes(tmp_path: pathlib.Path) -> t.Iterator[RedisProcesses]:
+    if shutil.which("redis-server") is None:
+        unavailable("redis-server", FileNotFoundError("redis-server"))
+    processes = RedisProcesses(tmp_path)
+    try:
+        yield processes
+    finally:
+        processes.stop()
+
+
+def _cache_keys(ports: t.Iterable[int], account: int) -> list[bytes]:
+    return [key for port in ports for key in RedisProcesses.client(port).keys(f"{PREFIX}:*:{account}:*")]
+
+
+def _shared_storage_serves_two_workers(first: Flask, second: Flask, account: int) -> None:
+    """One cache and one limit for both: an answer cached by one is served by the other, and 16 calls split
+    across them get exactly one 429 (15 per minute)."""
+    f.escalation(account, f.at(days=1), 30)
+    f.commit()
+    body = first.test_client().get(ESCALATIONS, headers=as_user(account)).get_data()
+    f.escalation(account, f.at(days=1), 90)
+    f.commit()
+    assert second.test_client().get(ESCALATIONS, headers=as_user(account)).get_data() == body
+    codes = [
+        worker.test_client().get(PSA, headers=as_user(account, "admin")).status_code for worker in [first, second] * 8
+    ]
+    assert sorted(codes) == [200] * 15 + [429], codes
+
+
+def test_redis_sentinel_shares_the_cache_and_the_limit_and_follows_a_failover(
+    app: Flask, make_app: t.Any, redis_processes: RedisProcesses
+) -> None:
+    master = redis_processes.start("--masterauth", PASSWORD)
+    replica = redis_processes.start("--masterauth", PASSWORD, "--replicaof", "127.0.0.1", str(master))
+    config = redis_processes.root / "sentinel.conf"
+    config.write_text(
+        f"sentinel monitor fpa 127.0.0.1 {master} 1\nsentinel auth-pass fpa {PASSWORD}\n"
+        "sentinel down-after-milliseconds fpa 2000\nsentinel failover-timeout fpa 10000\n"
+    )
+    sentinel = redis_processes.start(sentinel=str(config))
+    ask = RedisProcesses.client(sentinel)
+    redis_processes.wait(
+        lambda: ask.execute_command("SENTINEL", "REPLICAS", "fpa"), "the sentinel's view of the replica"
+    )
+    uri = f"redis+sentinel://:{PASSWORD}@127.0.0.1:{sentinel}/fpa"
+    settings = {CACHE_URI: uri, LIMIT_URI: uri, "FLOWPILOT_ANALYTICS_CACHE_TTL": 60}
+    first, second = make_app(**settings), make_app(**settings)
+    _shared_storage_serves_two_workers(first, second, account=41)
+    assert _cache_keys([master], 41) and not _cache_keys([master], 42)
+
+    # refused (NOGOODSLAVE) until the sentinel has seen the replica in sync: asked again until it starts
+    redis_processes.wait(lambda: ask.execute_command("SENTINEL", "FAILOVER", "fpa"), "a failover to start")
+    redis_processes.wait(
+        lambda: (
+            int(ask.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "fpa")[1]) == replica
+            and RedisProcesses.client(replica).info("replication")["role"] == "master"
+            and RedisProcesses.client(master).info("replication")["role"] == "slave"
+        ),
+        "the failover",
+    )
+    first.extensions["flowpilot_analytics"].cache.backoff.interval = 0  # try again at once after a failure
+    for _ in range(5):  # a connection to the old master may fail once; the sentinel then names the new one
+        assert first.test_client().get(ESCALATIONS, headers=as_user(42)).status_code == 200
+        if _cache_keys([replica], 42):
+            break
+    assert _cache_keys([replica], 42), "no cache entry written to the new master"
+
+
+def test_redis_cluster_shares_the_cache_and_the_limit(
+    app: Flask, make_app: t.Any, redis_processes: RedisProcesses
+) -> None:
+    nodes = [
+        redis_processes.start(
+            "--cluster-enabled",
+            "yes",
+            "--cluster-port",
+            str(free_port()),
+            "--masterauth",
+            PASSWORD,
+            "--cluster-config-file",
+            f"nodes-{i}.conf",
+        )
+        for i in range(3)
+    ]
+    subprocess.run(
+        [
+            "redis-cli",
+            "-a",
+            PASSWORD,
+            "--no-auth-warning",
+            "--cluster",
+            "create",
+            *(f"127.0.0.1:{port}" for port in nodes),
+            "--cluster-replicas",
+            "0",
+            "--cluster-yes",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        timeout=60,
+    )
+    for port in nodes:
+        redis_processes.wait(
+            lambda port=port: b"cluster_state:ok" in RedisProcesses.client(port).execute_command("CLUSTER", "INFO"),
+            f"cluster node {port}",
+        )
+    uri = f"redis+cluster://:{PASSWORD}@127.0.0.1:{nodes[0]},127.0.0.1:{nodes[1]}"
+    settings = {CACHE_URI: uri, LIMIT_URI: uri, "FLOWPILOT_ANALYTICS_CACHE_TTL": 60}
+    _shared_storage_serves_two_workers(make_app(**settings), make_app(**settings), account=43)
+    assert _cache_keys(nodes, 43)

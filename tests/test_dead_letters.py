@@ -197,3 +197,123 @@ def test_an_interrupted_replay_is_finished_by_the_next(app: t.Any) -> None:
     assert "written 2, already present 0, still failing 0" in replay(app).output
     assert sorted(r["external_id"] for r in rows()) == ["I-1", "I-2"]
     assert state.dead_letters.pending() == []
+
+
+def poison(key: str, **changes: t.Any) -> dict[str, t.Any]:
+    return {
+        "account_id": 1,
+        "session_id": 3,
+        "activity_type": "time_entry_posted",
+        "psa_ticket_id": "T-3",
+        "external_id": None,
+        "minutes": 5.0,
+        "created_at": NOW,
+        "idempotency_key": key,
+        **changes,
+    }
+
+
+def test_entries_that_can_never_be_written_are_set_aside_once(app: t.Any) -> None:
+    state = app.extensions["flowpilot_analytics"]
+    secret_ticket = "SECRET-TICKET-" + "x" * 286  # 300 characters, over VARCHAR(255)
+    for entry in (
+        poison("good"),
+        poison("huge-minutes", minutes=1e10),  # over NUMERIC(12, 2)
+        poison("long-ticket", psa_ticket_id=secret_ticket),
+        poison("huge-account", account_id=2**70),  # PostgreSQL: bigint out of range; SQLite: no such integer
+    ):
+        state.dead_letters.append(entry)
+    result = replay(app)
+    assert result.exit_code == 0, result.output  # nothing left that another replay could write
+    assert "written 1, already present 0, still failing 0, set aside 3" in result.output
+    assert "3 entries that can never be written, 0 torn lines" in result.output
+    assert "huge-minutes: ValueError: minutes is too large for its column" in result.output
+    assert "long-ticket: ValueError: psa_ticket_id is longer than its column allows" in result.output
+    assert "huge-account: " in result.output
+    assert "SECRET-TICKET" not in result.output  # reasons name no value
+    assert [r["idempotency_key"] for r in rows()] == ["good"]
+    assert state.dead_letters.pending() == []
+
+    path = state.dead_letters.rejected_location
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    with open(path, encoding="utf-8") as handle:
+        records = [json.loads(line) for line in handle]
+    kept = [json.loads(r["line"])["idempotency_key"] for r in records]
+    assert kept == ["huge-minutes", "long-ticket", "huge-account"]
+    assert all(set(r) == {"at", "reason", "line"} and "SECRET" not in r["reason"] for r in records)
+
+    again = replay(app)  # not retried for ever
+    assert again.exit_code == 0 and "written 0, already present 0, still failing 0, set aside 0" in again.output
+    doctor = app.test_cli_runner().invoke(args=["flowpilot-analytics", "doctor"])
+    assert doctor.exit_code == 0, doctor.output
+    assert f"WARNING 3 entries that can never be written and 0 torn lines set aside in {path}" in doctor.output
+    assert "inspect them there" in doctor.output
+
+
+def test_an_entry_without_its_account_is_kept_not_set_aside(app: t.Any) -> None:
+    state = app.extensions["flowpilot_analytics"]
+    state.dead_letters.append(poison("no-account", account_id=None, session_id=999))  # no such session (yet)
+    result = replay(app)
+    assert result.exit_code == 1
+    assert "still failing 1, set aside 0" in result.output
+    assert [e["idempotency_key"] for e in state.dead_letters.pending()] == ["no-account"]
+    assert not os.path.exists(state.dead_letters.rejected_location)
+
+
+def test_a_constraint_the_row_breaks_sets_it_aside_until_retried(app: t.Any, dialect: str) -> None:
+    state = app.extensions["flowpilot_analytics"]
+    db.session.rollback()
+    with db.engine.begin() as conn:  # a host's own rule on the plugin's table
+        if dialect == "postgresql":
+            conn.exec_driver_sql(
+                "ALTER TABLE psa_activity_logs ADD CONSTRAINT fpa_test_minutes CHECK (minutes IS NULL OR minutes < 100)"
+            )
+        else:
+            conn.exec_driver_sql(
+                "CREATE TRIGGER fpa_test_minutes BEFORE INSERT ON psa_activity_logs WHEN NEW.minutes >= 100 "
+                "BEGIN SELECT RAISE(ABORT, 'minutes over the host rule'); END"
+            )
+    state.dead_letters.append(poison("long-call", minutes=150.0))
+    state.dead_letters.append(poison("short-call", minutes=10.0))
+    result = replay(app)
+    assert result.exit_code == 0, result.output
+    assert "written 1, already present 0, still failing 0, set aside 1" in result.output
+    assert "long-call: IntegrityError" in result.output or "long-call: CheckViolation" in result.output
+    with db.engine.begin() as conn:  # the operator reads the reason and lifts the rule
+        if dialect == "postgresql":
+            conn.exec_driver_sql("ALTER TABLE psa_activity_logs DROP CONSTRAINT fpa_test_minutes")
+        else:
+            conn.exec_driver_sql("DROP TRIGGER fpa_test_minutes")
+    assert "set aside 0" in replay(app).output  # never retried unless asked
+    retried = app.test_cli_runner().invoke(args=["flowpilot-analytics", "replay-activities", "--retry-rejected"])
+    assert retried.exit_code == 0, retried.output
+    assert "1 entries set aside before were tried again" in retried.output
+    assert "written 1, already present 0, still failing 0, set aside 0" in retried.output
+    assert sorted(r["idempotency_key"] for r in rows()) == ["long-call", "short-call"]
+    assert state.dead_letters.rejected() == (0, 0)
+    assert "WARNING" not in app.test_cli_runner().invoke(args=["flowpilot-analytics", "doctor"]).output
+
+
+@pytest.mark.parametrize("app_config", [{"FLOWPILOT_ANALYTICS_DEAD_LETTER_TABLE": "fpa_dead_letters"}])
+def test_a_table_store_sets_aside_torn_rows_and_poison_entries(app: t.Any) -> None:
+    state = app.extensions["flowpilot_analytics"]
+    table = db.metadata.tables["fpa_dead_letters"]
+    db.session.rollback()
+    with db.engine.begin() as conn:
+        conn.execute(table.insert().values(payload='{"account_id": 1, "sess', created_at=NOW))
+    state.dead_letters.append(poison("huge-minutes", minutes=1e10))
+    state.dead_letters.append(poison("good"))
+    state.dead_letters.journal(poison("journaled"), timeout=1.0)  # the journal is the spill file
+    state.dead_letters.sync()
+    assert sorted(e["idempotency_key"] for e in state.dead_letters.pending()) == ["good", "huge-minutes", "journaled"]
+    assert state.dead_letters.torn() == 1
+    doctor = app.test_cli_runner().invoke(args=["flowpilot-analytics", "doctor"])
+    assert doctor.exit_code == 1 and "TORN    1 torn lines found in table fpa_dead_letters" in doctor.output
+    result = replay(app)
+    assert result.exit_code == 0, result.output
+    assert "written 2, already present 0, still failing 0, set aside 2" in result.output
+    assert sorted(r["idempotency_key"] for r in rows()) == ["good", "journaled"]
+    assert state.dead_letters.pending() == [] and state.dead_letters.torn() == 0
+    assert state.dead_letters.rejected() == (1, 1)
+    with db.engine.connect() as conn:
+        assert conn.scalar(sa.select(sa.func.count()).select_from(table)) == 0

@@ -231,3 +231,113 @@ def test_mapped_tables_and_aware_timestamps(app: Flask, client: t.Any, dialect: 
     finally:
         db.session.remove()
         ALT.drop_all(db.engine)
+
+
+# -- storage URIs the plugin cannot use stop init_app ---------------------------------------------------------
+
+CACHE_URI = "FLOWPILOT_ANALYTICS_CACHE_STORAGE_URI"
+LIMIT_URI = "FLOWPILOT_ANALYTICS_RATELIMIT_STORAGE_URI"
+CACHE_SUPPORTED = "memory://, redis://, rediss://, redis+unix://, redis+sentinel://, redis+cluster://"
+
+
+def _refusal(**config: t.Any) -> str:
+    app = Flask("refused")
+    app.config.update(SECRET_KEY="s", **config)
+    with pytest.raises(ValueError) as refused:
+        FlowpilotAnalytics().init_app(app, db=db, identity_loader=host.load_identity)
+    assert "flowpilot_analytics" not in app.extensions
+    return str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("uri", "says"),
+    [
+        ("memcached://127.0.0.1:11211", "the scheme memcached://, which the cache does not support"),
+        ("redis:/typo", "is not a URI of the form scheme://"),
+        ("foo://", "the scheme foo://"),
+        ("REDIS://127.0.0.1:6379/0", "the scheme REDIS://"),
+        ("async+redis://127.0.0.1:6379/0", "the scheme async+redis://"),
+    ],
+)
+def test_a_cache_storage_uri_of_another_scheme_stops_init_app(uri: str, says: str) -> None:
+    """Never again a silent per-process cache: the setting, the scheme given and the supported ones."""
+    message = _refusal(**{CACHE_URI: uri})
+    assert message.startswith(CACHE_URI) and says in message and f"supported: {CACHE_SUPPORTED}" in message
+
+
+@pytest.mark.parametrize(
+    ("uri", "says"),
+    [
+        ("memory://elsewhere", "memory:// takes nothing after it"),
+        ("redis://127.0.0.1:abc/0", "port"),
+        ("redis://[::1/0", "host or port"),
+        ("redis://127.0.0.1:6379/cache", "database number"),
+        ("redis://127.0.0.1:6379/0?socket_timeout=soon", "query option"),
+        ("redis+unix://", "socket's path"),
+        ("redis+sentinel://127.0.0.1:26379", "service name"),
+        ("redis+sentinel://127.0.0.1:26379/a/b", "service name"),
+        ("redis+sentinel://127.0.0.1/mymaster", "host:port"),
+        ("redis+cluster://127.0.0.1:7000,127.0.0.1", "host:port"),
+        ("redis+cluster://127.0.0.1:7000/0", "takes no path"),
+        ("redis+cluster://127.0.0.1:7000?ssl=true", "takes no query options"),
+    ],
+)
+@pytest.mark.parametrize("key", [CACHE_URI, LIMIT_URI])
+def test_a_storage_uri_that_does_not_read_stops_init_app(key: str, uri: str, says: str) -> None:
+    """The cache and the limiter read a Redis URI alike, and neither quotes it (it may hold a password)."""
+    secret_uri = uri.replace("://", "://:Pw-s3cret@", 1) if "redis" in uri and "unix" not in uri else uri
+    message = _refusal(**{key: secret_uri})
+    assert message.startswith(key) and says in message and "s3cret" not in message
+
+
+@pytest.mark.parametrize(
+    ("uri", "says"),
+    [
+        ("foo://h", "the scheme foo://, which the rate limiter (the limits package) has no storage for"),
+        ("redis:/typo", "is not a URI of the form scheme://"),
+        ("async+redis://127.0.0.1:6379/0", "the scheme async+redis://"),  # the limiter is synchronous
+        ("valkey://127.0.0.1:6379/0", "needs the valkey package"),
+    ],
+)
+def test_a_rate_limit_storage_uri_the_limiter_cannot_use_stops_init_app(uri: str, says: str) -> None:
+    message = _refusal(**{LIMIT_URI: uri})
+    assert message.startswith(LIMIT_URI) and says in message
+    if "scheme" in says:
+        assert "supported: " in message and "redis+sentinel://" in message and "memcached://" in message
+
+
+def test_the_hosts_rate_limit_storage_uri_is_checked_under_its_own_name() -> None:
+    message = _refusal(RATELIMIT_STORAGE_URI="redis+sentinel://127.0.0.1:26379")
+    assert message.startswith(f"RATELIMIT_STORAGE_URI (the host's, used as {LIMIT_URI} is None)")
+    assert "service name" in message
+
+
+@pytest.mark.parametrize(("uri", "client"), [("memcached://127.0.0.1:11211", "pymemcache"), ("mongodb://h", "pymongo")])
+def test_a_rate_limit_storage_whose_client_is_missing_stops_init_app(uri: str, client: str) -> None:
+    """``limits`` speaks memcached and MongoDB, through clients the plugin does not install: without them
+    the limiter could never count there, so the URI is refused rather than counted per process."""
+    import importlib.util
+
+    if importlib.util.find_spec(client) is not None:
+        pytest.skip(f"{client} is installed here: {uri} is usable")
+    assert f"needs the {client} package" in _refusal(**{LIMIT_URI: uri})
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "memory://",
+        "redis://127.0.0.1:6379/0",
+        "rediss://:pw@cache.example:6380/1?ssl_cert_reqs=required",
+        "redis+unix:///run/redis.sock?db=2",
+        "redis+sentinel://:pw@10.0.0.1:26379,10.0.0.2:26379/mymaster",
+        "redis+cluster://[::1]:7000,127.0.0.1:7001",
+    ],
+)
+def test_storage_uris_both_can_use_are_accepted(uri: str) -> None:
+    """Nothing connects at ``init_app``: a storage that is down is an outage, answered per process."""
+    app = Flask("accepted")
+    app.config.update(SECRET_KEY="s", **{CACHE_URI: uri, LIMIT_URI: uri})
+    FlowpilotAnalytics().init_app(app, db=db, identity_loader=host.load_identity)
+    settings = app.extensions["flowpilot_analytics"].settings
+    assert (settings.cache_storage_uri, settings.ratelimit_storage_uri) == (uri, uri)

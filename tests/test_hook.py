@@ -348,3 +348,76 @@ def test_legacy_sqlite_transactions_record_too(database_uri: str, backend: str, 
             db.session.rollback()
         assert [r["external_id"] for r in committed_rows()] == ["1000", "1001"]
         db.session.remove()
+
+
+def test_a_coroutine_service_is_recorded_after_a_successful_await(analytics: FlowpilotAnalytics) -> None:
+    import asyncio
+
+    class AsyncPsa:
+        fail = False
+
+        async def push_note(self, session: t.Any, text: str) -> dict[str, str]:
+            await asyncio.sleep(0)
+            if self.fail:
+                raise PsaDown("rejected")
+            return {"id": "A-1"}
+
+        async def push_time_entry(self, session: t.Any, minutes: float) -> dict[str, str]:
+            return {"id": "A-2"}
+
+    service = analytics.wrap_psa_service(AsyncPsa())
+    sess = ticket_session()
+    pending = service.push_note(sess, "not awaited yet")
+    f.commit()
+    assert committed_rows() == []  # creating the coroutine records nothing
+    assert asyncio.run(pending) == {"id": "A-1"}
+    service.fail = True
+    with pytest.raises(PsaDown):
+        asyncio.run(service.push_note(sess, "fails"))
+    assert asyncio.run(service.push_time_entry(sess, 7)) == {"id": "A-2"}
+    f.commit()
+    assert [(r["activity_type"], r["external_id"], r["minutes"]) for r in committed_rows()] == [
+        ("note_posted", "A-1", None),
+        ("time_entry_posted", "A-2", 7.0),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        ((types.SimpleNamespace(id=1, account_id=1, psa_ticket_id="T"), 1e10), "minutes is too large"),
+        ((types.SimpleNamespace(id=1, account_id=1, psa_ticket_id="T" * 300), 5), "psa_ticket_id is longer"),
+        ((types.SimpleNamespace(id=1, account_id=1, psa_ticket_id="T"), "secret fifteen"), "minutes must be a number"),
+    ],
+)
+def test_values_no_column_could_hold_are_refused_at_push_time_naming_the_field(
+    app: t.Any, psa: FakePsaService, caplog: pytest.LogCaptureFixture, args: t.Any, field: str
+) -> None:
+    with caplog.at_level(logging.INFO, logger="flowpilot_analytics"):
+        assert psa.push_time_entry(*args).id == "1000"
+        db.session.rollback()
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert field in text and "secret" not in text and "T" * 300 not in text
+    assert app.extensions["flowpilot_analytics"].dead_letters.pending() == []  # never a poison dead letter
+    f.commit()
+    assert committed_rows() == []
+
+
+def test_every_activity_is_journaled_before_its_write_and_settled_after(app: t.Any, psa: FakePsaService) -> None:
+    store = app.extensions["flowpilot_analytics"].dead_letters
+    seen: list[list[str]] = []
+
+    def during_insert(conn: t.Any, cursor: t.Any, statement: str, *args: t.Any) -> None:
+        if "INSERT INTO psa_activity_logs" in statement:
+            seen.append([e["external_id"] for e in store.pending()])
+
+    sess = ticket_session()
+    db.session.rollback()  # no host transaction: written at once on every backend
+    sa.event.listen(db.engine, "before_cursor_execute", during_insert)
+    try:
+        psa.push_note(sess, "journaled first")
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", during_insert)
+    assert seen == [["1000"]]  # a kill during the write leaves a dead letter
+    assert store.pending() == []  # settled once written
+    assert [r["external_id"] for r in committed_rows()] == ["1000"]

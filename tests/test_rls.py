@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from . import factories as f
 from .fake_psa import FakePsaService
 from .helpers import ESCALATIONS, PSA, as_user
-from .host import NOW, db
+from .host import NOW, AISession, db
 
 SETTING = "app.current_account_id"
 TABLES = ("ai_sessions", "ai_session_steps", "session_handoffs", "psa_activity_logs")
@@ -159,3 +159,82 @@ def test_drill_down_and_csv_under_rls(tenant_app: t.Any) -> None:
     assert [i["seconds"] for i in page["items"] + rest["items"]] == [5000.0] * 3
     lines = client.get(ESCALATIONS + "/handoffs?format=csv", headers=as_user(1)).get_data(as_text=True).splitlines()
     assert len(lines) == 4 and all(line.endswith(",100.0,1") for line in lines[1:])
+
+
+class CommittingPsa(FakePsaService):
+    """A PSA service that commits the host's session before it returns, so the pushed object comes back expired."""
+
+    def push_note(self, session: t.Any, text: str, **kw: t.Any) -> dict[str, t.Any]:
+        db.session.commit()
+        return super().push_note(session, text, **kw)
+
+
+def _scoped_to_tenant(account: int) -> t.Callable[..., None]:
+    """The host's own tenant scoping: every transaction of its session sets the tenant first."""
+
+    def after_begin(session: t.Any, transaction: t.Any, connection: t.Any) -> None:
+        connection.execute(sa.select(sa.func.set_config(SETTING, str(account), True)))
+
+    return after_begin
+
+
+def test_committed_orm_sessions_are_recorded_under_the_tenant_known_at_push_time(tenant_app: t.Any) -> None:
+    sid = f.session(2, f.at(days=1), ticket="T-2").id
+    f.commit()
+    state = tenant_app.extensions["flowpilot_analytics"]
+    service = state.extension.wrap_psa_service(CommittingPsa())
+    # in a request: the caller's identity gives the tenant; the expired columns are read under it
+    with tenant_app.test_request_context(headers=as_user(2)):
+        hook = _scoped_to_tenant(2)
+        sa.event.listen(db.session(), "after_begin", hook)
+        for _ in range(20):
+            service.push_note(db.session.get(AISession, sid), "committed before it returns")
+        sa.event.remove(db.session(), "after_begin", hook)
+        db.session.remove()
+    # no request (a background job): the tenant the host set on its open transaction
+    with tenant_app.app_context():
+        hook = _scoped_to_tenant(2)
+        sa.event.listen(db.session(), "after_begin", hook)
+        sess = db.session.get(AISession, sid)
+        db.session.commit()  # expires it
+        db.session.execute(sa.select(1))  # the host's next transaction, scoped to its tenant
+        service.push_time_entry(sess, 5.0)
+        db.session.rollback()
+        sa.event.remove(db.session(), "after_begin", hook)
+        db.session.remove()
+        # the host holds the pool's only connection: the hook cannot read, and keeps it under that tenant
+        assert [(e["account_id"], e["session_id"]) for e in state.dead_letters.pending()] == [(2, sid)]
+        assert (
+            "written 1" in tenant_app.test_cli_runner().invoke(args=["flowpilot-analytics", "replay-activities"]).output
+        )
+    with db.engine.connect() as conn:  # as the owner
+        got = conn.execute(sa.text("SELECT account_id, session_id, psa_ticket_id FROM psa_activity_logs")).all()
+    assert len(got) == 21 and {(a, s) for a, s, _ in got} == {(2, sid)}
+    assert sum(ticket == "T-2" for _, _, ticket in got) == 20
+
+
+def test_a_database_failure_at_push_time_keeps_the_account_for_the_replay(tenant_app: t.Any) -> None:
+    sid = f.session(2, f.at(days=1), ticket="T-2").id
+    f.commit()
+    state = tenant_app.extensions["flowpilot_analytics"]
+    service = state.extension.wrap_psa_service(CommittingPsa())
+
+    def fail(conn: t.Any, cursor: t.Any, statement: str, *args: t.Any) -> None:
+        if "psa_activity_logs" in statement or "FROM ai_sessions" in statement and "set_config" not in statement:
+            raise sa.exc.OperationalError(statement, {}, Exception("the server closed the connection"))
+
+    with tenant_app.test_request_context(headers=as_user(2)):
+        sa.event.listen(db.session(), "after_begin", _scoped_to_tenant(2))
+        sess = db.session.get(AISession, sid)
+        sa.event.listen(db.engine, "before_cursor_execute", fail)
+        try:
+            service.push_note(sess, "the database fails as the push returns")
+        finally:
+            sa.event.remove(db.engine, "before_cursor_execute", fail)
+            db.session.remove()
+        [kept] = state.dead_letters.pending()
+        assert (kept["account_id"], kept["session_id"]) == (2, sid)
+        result = tenant_app.test_cli_runner().invoke(args=["flowpilot-analytics", "replay-activities"])
+    assert "written 1" in result.output, result.output
+    with db.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT account_id, session_id FROM psa_activity_logs")).all() == [(2, sid)]

@@ -4,12 +4,13 @@ the cache's bound and keys, CSV cells, the deadline runner, schema validation.""
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
 import typing as t
 import weakref
 from datetime import datetime, timedelta, timezone
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import pytest
@@ -154,6 +155,38 @@ def test_storage_uris_are_logged_without_passwords(uri: str, logged: str) -> Non
     secret = urlsplit(uri).password
     if secret:  # a client's error that repeats the password is cleaned too
         assert secret not in storage.redact(f"Error connecting to {uri} with {secret}", uri)
+
+
+@pytest.mark.parametrize(
+    ("uri", "logged"),
+    [
+        ("redis://h:6379/0?password=Pw-S3cret", "redis://h:6379/0?password=***"),
+        ("redis://h/0?db=1&PassWord=Pw-S3cret&ssl=true", "redis://h/0?db=1&PassWord=***&ssl=true"),
+        ("rediss://Tok-S3cret@h:6380/0", "rediss://***@h:6380/0"),
+        ("redis://:Pw-S3cret@h", "redis://:***@h"),
+        ("redis+unix:///run/r.sock?password=Pw-S3cret&db=2", "redis+unix:///run/r.sock?password=***&db=2"),
+        (
+            "redis+sentinel://u:Pw-S3cret@h1:1,h2:2/svc?sentinel_password=Pw-S3cret",
+            "redis+sentinel://u:***@h1:1,h2:2/svc?sentinel_password=***",
+        ),
+        ("mongodb://h/?authSource=admin&access_key=Pw-S3cret", "mongodb://h/?authSource=***&access_key=***"),
+        ("x?token=Pw-S3cret&pwd=Pw-S3cret&pass=Pw-S3cret".replace("x", "memcached://h:1"), None),
+        ("s3://h/b?X-Amz-Signature=Pw-S3cret&X-Amz-Credential=Pw-S3cret&secret=Pw-S3cret&api_key=Pw-S3cret", None),
+        ("redis://:Pw-S3cret?x@h/0", "redis://:***@h/0"),  # a password holding an unencoded "?"
+        ("redis://h/0?client_name=ops@example", "redis://h/0?client_name=ops@example"),
+        ("redis://:Pw%2FS3cret@h/0", "redis://:***@h/0"),
+        ("redis://:Pw-S3cret@[::1/0", "redis://:***@[::1/0"),  # does not even parse
+    ],
+)
+def test_every_credential_a_uri_can_carry_is_redacted(uri: str, logged: str | None) -> None:
+    """Userinfo (``user:password@``, a bare ``token@``) and credential-like query parameters, in a URI alone or
+    in a client's error that quotes it, the password also decoded."""
+    if logged is not None:
+        assert storage.redact_uri(uri) == logged
+    assert "S3cret" not in storage.redact_uri(uri)
+    for secret in re.findall(r"[\w-]+/?S3cret", unquote(uri)):  # as a client might print it, decoded
+        error = f"Error connecting to {uri} ({unquote(uri)}): AUTH {secret} failed"
+        assert "S3cret" not in storage.redact(error, uri) and "AUTH *** failed" in storage.redact(error, uri)
 
 
 def test_backoff_says_down_until_the_interval_passes() -> None:

@@ -83,6 +83,25 @@ def test_a_cursor_key_is_required_and_other_mistakes_are_named_first() -> None:
     assert "s3cret" not in repr(Settings.from_config({"SECRET_KEY": "s3cret"}))  # never printed
 
 
+@pytest.mark.parametrize("max_age", [0, -1, 1.5, "1d", True, None])
+def test_a_cursor_lifetime_is_a_whole_number_of_seconds(max_age: t.Any) -> None:
+    with pytest.raises(ValueError, match="FLOWPILOT_ANALYTICS_CURSOR_MAX_AGE"):
+        settings(FLOWPILOT_ANALYTICS_CURSOR_MAX_AGE=max_age)
+
+
+def test_cursor_keys_follow_flasks_rotation_unless_the_plugin_has_its_own() -> None:
+    assert settings().cursor_max_age == 86400  # a day
+    rotated = Settings.from_config({"SECRET_KEY": "new", "SECRET_KEY_FALLBACKS": ["older", b"oldest"]})
+    assert (rotated.cursor_secret, rotated.cursor_fallbacks) == ("new", ("older", b"oldest"))
+    own = settings(SECRET_KEY_FALLBACKS=["older"], FLOWPILOT_ANALYTICS_CURSOR_SECRET="cursor-key")
+    assert (own.cursor_secret, own.cursor_fallbacks) == ("cursor-key", ())
+    assert settings(SECRET_KEY_FALLBACKS=None).cursor_fallbacks == ()
+    assert "older" not in repr(rotated)  # never printed
+    for bad in ("older", ["older", ""], [1], 5):
+        with pytest.raises(ValueError, match="SECRET_KEY_FALLBACKS"):
+            settings(SECRET_KEY_FALLBACKS=bad)
+
+
 def test_defaults_and_normalisation() -> None:
     s = settings()
     assert s.route_roles == {"escalations": "engineer", "psa_metrics": "team_admin"}
