@@ -2,8 +2,8 @@
 
 A report, not a test: it prints medians and ratios side by side from one run and always exits 0.
 ``.venv/bin/python benchmarks/bench_hook.py [--pushes N] [--skip-postgres]``; PostgreSQL at
-``FPA_BENCH_PG`` (default ``postgresql+psycopg://postgres@127.0.0.1:5432``), in a database it creates
-and drops.
+``FPA_BENCH_PG`` (default ``postgresql+psycopg://postgres@127.0.0.1:5432``), in a database it
+creates and drops.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from flask import Flask
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from flowpilot_analytics import registration
 from tests import host
 from tests.host import db
 
@@ -44,7 +45,9 @@ class BarePsa:
 def make_app(uri: str, dead_letters: str) -> Flask:
     """The test suite's host on ``uri``, with the hook's default timeout."""
     app = host.create_app(
-        uri, FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH=dead_letters, FLOWPILOT_ANALYTICS_HOOK_TIMEOUT_MS=250
+        uri,
+        FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH=dead_letters,
+        FLOWPILOT_ANALYTICS_HOOK_TIMEOUT_MS=250,
     )
     with app.app_context():
         db.create_all(bind_key=None)
@@ -63,7 +66,7 @@ def timed(call: t.Callable[[], t.Any], count: int) -> list[float]:
 def run(label: str, uri: str, pushes: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
         app = make_app(uri, os.path.join(folder, "dead.jsonl"))
-        analytics = app.extensions["flowpilot_analytics"].extension
+        analytics = app.extensions["test_analytics"]
         bare, wrapped = BarePsa(), analytics.wrap_psa_service(BarePsa())
         session = types.SimpleNamespace(id=1, account_id=1, psa_ticket_id="T")
         with app.app_context():
@@ -87,11 +90,15 @@ def run(label: str, uri: str, pushes: int) -> None:
             for _ in range(5):  # interleaved rounds
                 for name, call in contenders.items():
                     results[name] += timed(call, pushes // 5)
-            rows = db.session.scalar(sa.select(sa.func.count()).select_from(db.metadata.tables["psa_activity_logs"]))
-            dead = len(app.extensions["flowpilot_analytics"].dead_letters.pending())
+            rows = db.session.scalar(
+                sa.select(sa.func.count()).select_from(db.metadata.tables["psa_activity_logs"])
+            )
+            dead = len(registration(app).dead_letters.pending())
             db.session.remove()
             db.engine.dispose()
-    print(f"\n== {label}: {pushes} pushes per contender, {rows} rows recorded, {dead} dead letters ==")
+    print(
+        f"\n== {label}: {pushes} pushes per contender, {rows} rows recorded, {dead} dead letters =="
+    )
     for name, samples in results.items():
         print(
             f"  {name:40s} median {statistics.median(samples):7.3f} ms   p95 "

@@ -1,4 +1,5 @@
-"""What every benchmark shares: the dataset's fixed facts, the host app (the test suite's own), output and timing."""
+"""What every benchmark shares: the dataset's fixed facts, the host app (the test suite's own),
+output and timing."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from flask import Flask
 
 from flowpilot_analytics import Identity
 
-# The host is the test suite's own (tests/host.py): the same models, indexes, SQLite setup and app factory.
+# The host is the test suite's own (tests/host.py): the same models, indexes, SQLite setup and app
+# factory.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tests import host
 from tests.host import db
@@ -38,7 +40,9 @@ N_SESSIONS = 250_000
 N_STEPS = 5_000_000
 N_HANDOFFS = 100_000
 BIG_SHARE = 0.20
-DATASET_VERSION = "fpa_bench v2"  # bump when the generators change, so that old databases are rebuilt
+DATASET_VERSION = (
+    "fpa_bench v2"  # bump when the generators change, so that old databases are rebuilt
+)
 
 BASE_DB = "fpa_bench"
 SCALED_DB = "fpa_bench_10x"
@@ -59,15 +63,16 @@ UNLIMITED = "1000000 per minute"
 
 
 def make_app(uri: str, *, cache_ttl: int = 0) -> Flask:
-    """The test host on ``uri`` with the plugin registered; account 1's admin is always signed in."""
+    """The test host on ``uri`` with the plugin registered; account 1's admin is always signed
+    in."""
     return host.create_app(
         uri,
         identity_loader=lambda: IDENTITY,
         clock=lambda: NOW,
         FLOWPILOT_ANALYTICS_CACHE_TTL=cache_ttl,
-        FLOWPILOT_ANALYTICS_PSA_METRICS_LIMIT=UNLIMITED,
-        FLOWPILOT_ANALYTICS_ESCALATIONS_LIMIT=UNLIMITED,
-        FLOWPILOT_ANALYTICS_HANDOFFS_LIMIT=UNLIMITED,
+        FLOWPILOT_ANALYTICS_LIMITS=dict.fromkeys(
+            ("psa_metrics", "escalations", "escalation_handoffs"), UNLIMITED
+        ),
     )
 
 
@@ -97,21 +102,30 @@ def progress(message: str) -> None:
 
 
 def admin_engine(server: str, database: str = "postgres") -> sa.Engine:
-    return sa.create_engine(f"{server}/{database}", isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    return sa.create_engine(
+        f"{server}/{database}", isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool
+    )
 
 
-def run_sql(conn: sa.Connection, label: str, sql: str, params: t.Mapping[str, t.Any] | None = None) -> t.Any:
+def run_sql(
+    conn: sa.Connection, label: str, sql: str, params: t.Mapping[str, t.Any] | None = None
+) -> t.Any:
     started = time.perf_counter()
     result = conn.execute(sa.text(sql), dict(params or {}))
     rows = result.rowcount if result.returns_rows is False else None
-    progress(f"{label}: {time.perf_counter() - started:.1f}s" + (f" ({rows:,} rows)" if rows and rows > 0 else ""))
+    progress(
+        f"{label}: {time.perf_counter() - started:.1f}s"
+        + (f" ({rows:,} rows)" if rows and rows > 0 else "")
+    )
     return result
 
 
 def database_exists(server: str, name: str) -> bool:
     engine = admin_engine(server)
     with engine.connect() as conn:
-        found = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first()
+        found = conn.execute(
+            sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+        ).first()
     engine.dispose()
     return found is not None
 
@@ -121,7 +135,10 @@ def database_comment(server: str, name: str) -> dict[str, t.Any] | None:
     engine = admin_engine(server)
     with engine.connect() as conn:
         text = conn.execute(
-            sa.text("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = :n"), {"n": name}
+            sa.text(
+                "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = :n"
+            ),
+            {"n": name},
         ).scalar()
     engine.dispose()
     if not text or not text.startswith(DATASET_VERSION + " "):
@@ -133,10 +150,12 @@ def row_counts(server: str, name: str) -> dict[str, int]:
     engine = admin_engine(server, name)
     with engine.connect() as conn:
         counts = {
-            table: int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar() or 0) for table in HOST_TABLES
+            table: int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar() or 0)
+            for table in HOST_TABLES
         }
         counts["account_1_sessions"] = int(
-            conn.execute(sa.text("SELECT count(*) FROM ai_sessions WHERE account_id = 1")).scalar() or 0
+            conn.execute(sa.text("SELECT count(*) FROM ai_sessions WHERE account_id = 1")).scalar()
+            or 0
         )
     engine.dispose()
     return counts
@@ -170,24 +189,27 @@ def sqlalchemy_quote(text: str) -> str:
 
 
 def strip_table(conn: sa.Connection, table: str) -> tuple[list[str], list[str]]:
-    """Drop a table's indexes and constraints for a bulk load; return the statements that restore them.
+    """Drop a table's indexes and constraints for a bulk load; return the statements that restore
+    them.
 
-    The restore statements come from the catalog (``pg_get_constraintdef`` / ``pg_get_indexdef``), so the
-    schema after the load is exactly what ``db.create_all()`` made. Foreign keys are returned apart: they
-    are dropped first and restored last.
+    The restore statements come from the catalog (``pg_get_constraintdef`` / ``pg_get_indexdef``),
+    so the schema after the load is exactly what ``db.create_all()`` made. Foreign keys are returned
+    apart: they are dropped first and restored last.
     """
     constraints = conn.execute(
         sa.text(
             "SELECT conname, pg_get_constraintdef(oid), contype FROM pg_constraint "
-            "WHERE conrelid = CAST(:t AS regclass) AND contype IN ('p', 'u', 'f') ORDER BY contype DESC"
+            "WHERE conrelid = CAST(:t AS regclass) AND contype IN ('p', 'u', 'f') "
+            "ORDER BY contype DESC"
         ),
         {"t": table},
     ).all()
     indexes = conn.execute(
         sa.text(
-            "SELECT CAST(indexrelid AS regclass)::text, pg_get_indexdef(indexrelid) FROM pg_index i "
-            "WHERE indrelid = CAST(:t AS regclass) AND NOT EXISTS "
-            "(SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid AND c.conrelid = i.indrelid)"
+            "SELECT CAST(indexrelid AS regclass)::text, pg_get_indexdef(indexrelid) "
+            "FROM pg_index i WHERE indrelid = CAST(:t AS regclass) AND NOT EXISTS "
+            "(SELECT 1 FROM pg_constraint c "
+            "WHERE c.conindid = i.indexrelid AND c.conrelid = i.indrelid)"
         ),
         {"t": table},
     ).all()
@@ -210,32 +232,46 @@ def drop_for_load(conn: sa.Connection, tables: t.Sequence[str]) -> list[str]:
         foreigns += foreign
     for table in tables:
         for (name,) in conn.execute(
-            sa.text("SELECT conname FROM pg_constraint WHERE conrelid = CAST(:t AS regclass) AND contype = 'f'"),
+            sa.text(
+                "SELECT conname FROM pg_constraint "
+                "WHERE conrelid = CAST(:t AS regclass) AND contype = 'f'"
+            ),
             {"t": table},
         ).all():
             conn.execute(sa.text(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"'))
     for table in tables:
         for (name,) in conn.execute(
             sa.text(
-                "SELECT conname FROM pg_constraint WHERE conrelid = CAST(:t AS regclass) AND contype IN ('p', 'u')"
+                "SELECT conname FROM pg_constraint "
+                "WHERE conrelid = CAST(:t AS regclass) AND contype IN ('p', 'u')"
             ),
             {"t": table},
         ).all():
             conn.execute(sa.text(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"'))
         for (name,) in conn.execute(
-            sa.text("SELECT CAST(indexrelid AS regclass)::text FROM pg_index WHERE indrelid = CAST(:t AS regclass)"),
+            sa.text(
+                "SELECT CAST(indexrelid AS regclass)::text FROM pg_index "
+                "WHERE indrelid = CAST(:t AS regclass)"
+            ),
             {"t": table},
         ).all():
             conn.execute(sa.text(f"DROP INDEX {name}"))
     return restores + foreigns
 
 
-def restore_and_vacuum(conn: sa.Connection, statements: t.Sequence[str], tables: t.Sequence[str]) -> None:
+def restore_and_vacuum(
+    conn: sa.Connection, statements: t.Sequence[str], tables: t.Sequence[str]
+) -> None:
     conn.execute(sa.text("SET maintenance_work_mem = '1GB'"))
     for statement in statements:
         run_sql(conn, statement[:110], statement)
     for table in ("ai_sessions", "ai_session_steps", "session_handoffs", "psa_activity_logs"):
-        conn.execute(sa.text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"))
+        conn.execute(
+            sa.text(
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                f"(SELECT max(id) FROM {table}))"
+            )
+        )
     for table in tables:
         run_sql(conn, f"VACUUM ANALYZE {table}", f"VACUUM ANALYZE {table}")
 
@@ -251,18 +287,23 @@ def endpoint(app: Flask, url: str) -> t.Callable[[], t.Any]:
     def call() -> t.Any:
         response = client.get(url)
         if response.status_code != 200:
-            raise RuntimeError(f"GET {url} -> {response.status_code}: {response.get_data(as_text=True)[:300]}")
+            raise RuntimeError(
+                f"GET {url} -> {response.status_code}: {response.get_data(as_text=True)[:300]}"
+            )
         return response
 
     return call
 
 
 def captured_sql(app: Flask, call: t.Callable[[], t.Any]) -> list[tuple[str, t.Any]]:
-    """The statements (with parameters) one request sends to the database, as the driver saw them."""
+    """The statements (with parameters) one request sends to the database, as the driver saw
+    them."""
     engine = app_engine(app)
     seen: list[tuple[str, t.Any]] = []
 
-    def capture(_conn: t.Any, _cursor: t.Any, statement: str, parameters: t.Any, *_rest: t.Any) -> None:
+    def capture(
+        _conn: t.Any, _cursor: t.Any, statement: str, parameters: t.Any, *_rest: t.Any
+    ) -> None:
         seen.append((statement, parameters))
 
     sa.event.listen(engine, "before_cursor_execute", capture)
@@ -274,7 +315,8 @@ def captured_sql(app: Flask, call: t.Callable[[], t.Any]) -> list[tuple[str, t.A
 
 
 def replay(engine: sa.Engine, statements: list[tuple[str, t.Any]]) -> t.Callable[[], None]:
-    """Run captured statements again on one connection (rolled back): the endpoint's database time alone."""
+    """Run captured statements again on one connection (rolled back): the endpoint's database time
+    alone."""
 
     def run() -> None:
         with engine.connect() as conn:
@@ -311,7 +353,10 @@ def measure(
 def show(stats: dict[str, dict[str, float]]) -> None:
     width = max(len(name) for name in stats)
     for name, s in stats.items():
-        say(f"    {name:<{width}}  median {s['median']:8.2f} ms   min {s['min']:8.2f} ms   (n={s['n']:.0f})")
+        say(
+            f"    {name:<{width}}  median {s['median']:8.2f} ms   min {s['min']:8.2f} ms   "
+            f"(n={s['n']:.0f})"
+        )
 
 
 def close(a: t.Any, b: t.Any) -> bool:
@@ -334,7 +379,8 @@ def compare_psa(body: dict[str, t.Any], expected: dict[str, t.Any]) -> tuple[boo
     for key in ("count", "total_minutes"):
         if not close(body["time_entries"][key], expected["time_entries"][key]):
             problems.append(
-                f"time_entries.{key}: endpoint {body['time_entries'][key]} vs SQL {expected['time_entries'][key]}"
+                f"time_entries.{key}: endpoint {body['time_entries'][key]} vs SQL "
+                f"{expected['time_entries'][key]}"
             )
     for key, value in expected["funnel"].items():
         if not close(body["funnel"][key], value):

@@ -1,5 +1,5 @@
-"""The PostgreSQL datasets: ``fpa_bench`` (50 accounts, 5M steps) and ``fpa_bench_10x`` (10x the other accounts),
-built server-side and reused while their recorded version and row counts match."""
+"""The PostgreSQL datasets: ``fpa_bench`` (50 accounts, 5M steps) and ``fpa_bench_10x`` (10x the
+other accounts), built server-side and reused while their recorded version and row counts match."""
 
 from __future__ import annotations
 
@@ -40,10 +40,11 @@ from common import (
 # 1. The PostgreSQL dataset
 # --------------------------------------------------------------------------------------------------
 
-#: Server-side generators. Timings are naive UTC; every session lives inside the 365 days before NOW,
-#: and everything that belongs to it happens within 12 hours after it starts, so nothing is in the future.
-#: Steps fall in the session's first 8 hours, denser early; handoffs are asked during its first 9 hours and
-#: claimed up to 30 minutes later, so late claims wait longer and ~20 % of the claims never see a step.
+#: Server-side generators. Timings are naive UTC; every session lives inside the 365 days before
+#: NOW, and everything that belongs to it happens within 12 hours after it starts, so nothing is in
+#: the future. Steps fall in the session's first 8 hours, denser early; handoffs are asked during
+#: its first 9 hours and claimed up to 30 minutes later, so late claims wait longer and ~20 % of the
+#: claims never see a step.
 BASE_LOAD: list[tuple[str, str]] = [
     ("seed", "SELECT setseed(0.42)"),
     (
@@ -51,7 +52,8 @@ BASE_LOAD: list[tuple[str, str]] = [
         f"""
         INSERT INTO ai_sessions (id, account_id, created_at, psa_ticket_id, title)
         SELECT g,
-               CASE WHEN random() < {BIG_SHARE} THEN 1 ELSE 2 + floor(random() * {N_ACCOUNTS - 1})::int END,
+               CASE WHEN random() < {BIG_SHARE} THEN 1
+                    ELSE 2 + floor(random() * {N_ACCOUNTS - 1})::int END,
                {NOW_SQL} - interval '12 hours' - random() * interval '364 days 12 hours',
                CASE WHEN random() < 0.7 THEN 'T-' || g END,
                'Session ' || g
@@ -72,9 +74,10 @@ BASE_LOAD: list[tuple[str, str]] = [
         INSERT INTO session_handoffs (id, account_id, session_id, created_at, claimed_at)
         SELECT x.g, s.account_id, s.id, s.created_at + x.r1 * interval '9 hours',
                CASE WHEN x.r2 < 0.9
-                    THEN s.created_at + x.r1 * interval '9 hours' + x.r3 * x.r3 * interval '30 minutes' END
-        FROM (SELECT g, 1 + floor(random() * {N_SESSIONS})::int AS sid, random() AS r1, random() AS r2,
-                     random() AS r3
+                    THEN s.created_at + x.r1 * interval '9 hours'
+                         + x.r3 * x.r3 * interval '30 minutes' END
+        FROM (SELECT g, 1 + floor(random() * {N_SESSIONS})::int AS sid, random() AS r1,
+                     random() AS r2, random() AS r3
               FROM generate_series(1, {N_HANDOFFS}) AS g OFFSET 0) AS x
         JOIN ai_sessions AS s ON s.id = x.sid""",
     ),
@@ -92,20 +95,24 @@ BASE_LOAD: list[tuple[str, str]] = [
     (
         "notes",
         f"""
-        INSERT INTO psa_activity_logs (account_id, session_id, activity_type, psa_ticket_id, external_id,
-                                       minutes, created_at)
-        SELECT p.account_id, p.id, 'note_posted', p.psa_ticket_id, 'note-' || p.id || '-' || n, NULL,
-               timezone('UTC', LEAST({NOW_SQL}, p.created_at + interval '8 hours' + random() * interval '4 hours'))
+        INSERT INTO psa_activity_logs (account_id, session_id, activity_type, psa_ticket_id,
+                                       external_id, minutes, created_at)
+        SELECT p.account_id, p.id, 'note_posted', p.psa_ticket_id,
+               'note-' || p.id || '-' || n, NULL,
+               timezone('UTC', LEAST({NOW_SQL}, p.created_at + interval '8 hours'
+                                                + random() * interval '4 hours'))
         FROM pushed AS p CROSS JOIN LATERAL generate_series(1, p.notes) AS n""",
     ),
     (
         "time entries",
         f"""
-        INSERT INTO psa_activity_logs (account_id, session_id, activity_type, psa_ticket_id, external_id,
-                                       minutes, created_at)
-        SELECT p.account_id, p.id, 'time_entry_posted', p.psa_ticket_id, 'time-' || p.id || '-' || n,
+        INSERT INTO psa_activity_logs (account_id, session_id, activity_type, psa_ticket_id,
+                                       external_id, minutes, created_at)
+        SELECT p.account_id, p.id, 'time_entry_posted', p.psa_ticket_id,
+               'time-' || p.id || '-' || n,
                15 * (1 + floor(random() * 8)),
-               timezone('UTC', LEAST({NOW_SQL}, p.created_at + interval '8 hours' + random() * interval '4 hours'))
+               timezone('UTC', LEAST({NOW_SQL}, p.created_at + interval '8 hours'
+                                                + random() * interval '4 hours'))
         FROM pushed AS p CROSS JOIN LATERAL generate_series(1, p.entries) AS n""",
     ),
 ]
@@ -116,7 +123,8 @@ def build_base(server: str) -> dict[str, int]:
     recreate_database(server, BASE_DB)
     app = make_app(f"{server}/{BASE_DB}")
     with app.app_context():
-        db.create_all()  # the host's tables and, declared by init_app, the plugin's psa_activity_logs
+        # the host's tables and, declared by init_app, the plugin's psa_activity_logs
+        db.create_all()
     dispose(app)
     progress("tables created with db.create_all()")
     engine = admin_engine(server, BASE_DB)
@@ -145,7 +153,10 @@ def ensure_base(server: str, rebuild: bool) -> tuple[dict[str, int], bool]:
                 and counts["session_handoffs"] == N_HANDOFFS
             )
             if expected:
-                say(f"Reusing {BASE_DB} (built {recorded['built']}; row counts match; --rebuild forces a rebuild)")
+                say(
+                    f"Reusing {BASE_DB} (built {recorded['built']}; row counts match; --rebuild "
+                    "forces a rebuild)"
+                )
                 return counts, False
         say(f"{BASE_DB} exists but is incomplete or from another version: rebuilding")
     started = time.perf_counter()
@@ -155,7 +166,8 @@ def ensure_base(server: str, rebuild: bool) -> tuple[dict[str, int], bool]:
 
 
 def scale_load(steps_copies: int) -> list[tuple[str, str]]:
-    """Copies 1..10 of every other account's rows, with new ids and times shifted by k * 17 minutes."""
+    """Copies 1..10 of every other account's rows, with new ids and times shifted by k * 17
+    minutes."""
     shift = "k * interval '17 minutes'"
     return [
         (
@@ -164,14 +176,15 @@ def scale_load(steps_copies: int) -> list[tuple[str, str]]:
             INSERT INTO ai_sessions (id, account_id, created_at, psa_ticket_id, title)
             SELECT s.id + k * {SESSION_ID_OFFSET}, s.account_id, s.created_at - {shift},
                    s.psa_ticket_id || '-c' || k, s.title
-            FROM ai_sessions AS s CROSS JOIN generate_series(1, {SCALE_COPIES}) AS k WHERE s.account_id <> 1""",
+            FROM ai_sessions AS s CROSS JOIN generate_series(1, {SCALE_COPIES}) AS k
+            WHERE s.account_id <> 1""",
         ),
         (
             f"steps x{steps_copies} (other accounts)",
             f"""
             INSERT INTO ai_session_steps (id, account_id, session_id, created_at)
-            SELECT s.id + k * {STEP_ID_OFFSET}, s.account_id, s.session_id + k * {SESSION_ID_OFFSET},
-                   s.created_at - {shift}
+            SELECT s.id + k * {STEP_ID_OFFSET}, s.account_id,
+                   s.session_id + k * {SESSION_ID_OFFSET}, s.created_at - {shift}
             FROM ai_session_steps AS s CROSS JOIN generate_series(1, {steps_copies}) AS k
             WHERE s.account_id <> 1""",
         ),
@@ -179,18 +192,20 @@ def scale_load(steps_copies: int) -> list[tuple[str, str]]:
             "handoffs x10 (other accounts)",
             f"""
             INSERT INTO session_handoffs (id, account_id, session_id, created_at, claimed_at)
-            SELECT h.id + k * {HANDOFF_ID_OFFSET}, h.account_id, h.session_id + k * {SESSION_ID_OFFSET},
-                   h.created_at - {shift}, h.claimed_at - {shift}
+            SELECT h.id + k * {HANDOFF_ID_OFFSET}, h.account_id,
+                   h.session_id + k * {SESSION_ID_OFFSET}, h.created_at - {shift},
+                   h.claimed_at - {shift}
             FROM session_handoffs AS h CROSS JOIN generate_series(1, {SCALE_COPIES}) AS k
             WHERE h.account_id <> 1""",
         ),
         (
             "activities x10 (other accounts)",
             f"""
-            INSERT INTO psa_activity_logs (account_id, session_id, activity_type, psa_ticket_id, external_id,
-                                           minutes, created_at)
+            INSERT INTO psa_activity_logs (account_id, session_id, activity_type, psa_ticket_id,
+                                           external_id, minutes, created_at)
             SELECT a.account_id, a.session_id + k * {SESSION_ID_OFFSET}, a.activity_type,
-                   a.psa_ticket_id || '-c' || k, a.external_id || '-c' || k, a.minutes, a.created_at - {shift}
+                   a.psa_ticket_id || '-c' || k, a.external_id || '-c' || k, a.minutes,
+                   a.created_at - {shift}
             FROM psa_activity_logs AS a CROSS JOIN generate_series(1, {SCALE_COPIES}) AS k
             WHERE a.account_id <> 1""",
         ),
@@ -209,7 +224,10 @@ def ensure_scaled(
         ):
             counts = row_counts(server, SCALED_DB)
             if counts == recorded["counts"]:
-                say(f"Reusing {SCALED_DB} (built {recorded['built']}; row counts match; --rebuild-10x rebuilds)")
+                say(
+                    f"Reusing {SCALED_DB} (built {recorded['built']}; row counts match; "
+                    "--rebuild-10x rebuilds)"
+                )
                 return counts
     say(
         f"Building {SCALED_DB}: copy of {BASE_DB}, then 10x more rows for accounts 2..{N_ACCOUNTS} "

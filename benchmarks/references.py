@@ -31,7 +31,8 @@ ESC_LATERAL = sa.text("""
     LEFT JOIN LATERAL (
         SELECT date_part('epoch', s.created_at - h.claimed_at) AS delta
         FROM ai_session_steps AS s
-        WHERE s.account_id = :account_id AND s.session_id = h.session_id AND s.created_at >= h.claimed_at
+        WHERE s.account_id = :account_id AND s.session_id = h.session_id
+          AND s.created_at >= h.claimed_at
         ORDER BY s.created_at
         LIMIT 1) AS d ON true
     WHERE h.account_id = :account_id AND h.claimed_at >= :ws AND h.claimed_at <= :we""")
@@ -69,17 +70,20 @@ def escalation_sql(engine: sa.Engine, statement: sa.TextClause) -> t.Callable[[]
     return run
 
 
+# The final OFFSET 0 is the fence: each EXISTS runs once per session, not once per aggregate that
+# reads it.
 _SESSION_FLAGS = """
     SELECT s.id,
            date(timezone(CAST(:tz AS text), timezone('UTC', s.created_at))) AS day,
            s.psa_ticket_id IS NOT NULL AS linked,
            s.psa_ticket_id IS NOT NULL AND EXISTS (
                SELECT 1 FROM psa_activity_logs AS a
-               WHERE a.account_id = :account_id AND a.session_id = s.id AND a.activity_type = 'note_posted'
+               WHERE a.account_id = :account_id AND a.session_id = s.id
+                 AND a.activity_type = 'note_posted'
            ) AS doc_pushed
     FROM ai_sessions AS s
     WHERE s.account_id = :account_id AND s.created_at >= :ws_naive AND s.created_at <= :we_naive
-    OFFSET 0"""  # the fence: each EXISTS runs once per session, not once per aggregate that reads it
+    OFFSET 0"""
 
 _SESSION_DAYS = f"""
     SELECT f.day, count(*) AS sessions,
@@ -87,7 +91,8 @@ _SESSION_DAYS = f"""
            count(*) FILTER (WHERE f.doc_pushed) AS doc_pushed,
            count(*) FILTER (WHERE f.doc_pushed AND EXISTS (
                SELECT 1 FROM psa_activity_logs AS a
-               WHERE a.account_id = :account_id AND a.session_id = f.id AND a.activity_type = 'time_entry_posted'
+               WHERE a.account_id = :account_id AND a.session_id = f.id
+                 AND a.activity_type = 'time_entry_posted'
            )) AS time_entry_logged
     FROM ({_SESSION_FLAGS}) AS f
     GROUP BY f.day"""
@@ -96,7 +101,8 @@ _ACTIVITY_DAYS = """
     SELECT date(timezone(CAST(:tz AS text), a.created_at)) AS day,
            count(*) FILTER (WHERE a.activity_type = 'note_posted') AS notes_posted,
            count(*) FILTER (WHERE a.activity_type = 'time_entry_posted') AS time_entries,
-           coalesce(sum(a.minutes) FILTER (WHERE a.activity_type = 'time_entry_posted'), 0) AS minutes
+           coalesce(sum(a.minutes) FILTER (WHERE a.activity_type = 'time_entry_posted'), 0)
+               AS minutes
     FROM psa_activity_logs AS a
     WHERE a.account_id = :account_id AND a.activity_type IN ('note_posted', 'time_entry_posted')
       AND a.created_at >= :ws AND a.created_at <= :we
@@ -112,8 +118,8 @@ PSA_ONE = sa.text(f"""
                                   date(timezone(CAST(:tz AS text), CAST(:we AS timestamptz))),
                                   interval '1 day') AS g)
     SELECT days.day, coalesce(sd.sessions, 0), coalesce(sd.linked, 0), coalesce(sd.doc_pushed, 0),
-           coalesce(sd.time_entry_logged, 0), coalesce(ad.notes_posted, 0), coalesce(ad.time_entries, 0),
-           coalesce(ad.minutes, 0)
+           coalesce(sd.time_entry_logged, 0), coalesce(ad.notes_posted, 0),
+           coalesce(ad.time_entries, 0), coalesce(ad.minutes, 0)
     FROM days LEFT JOIN sd USING (day) LEFT JOIN ad USING (day)
     ORDER BY days.day""")
 
@@ -142,12 +148,23 @@ def _psa_result(rows: t.Iterable[t.Sequence[t.Any]]) -> dict[str, t.Any]:
                 "minutes": float(minutes),
             }
         )
-    return {"time_entries": {"count": count, "total_minutes": minutes_total}, "funnel": totals, "daily_trend": trend}
+    return {
+        "time_entries": {"count": count, "total_minutes": minutes_total},
+        "funnel": totals,
+        "daily_trend": trend,
+    }
 
 
 def psa_params() -> dict[str, t.Any]:
     start, end = window()
-    return {"account_id": ACCOUNT, "tz": TZ, "ws": start, "we": end, "ws_naive": naive(start), "we_naive": naive(end)}
+    return {
+        "account_id": ACCOUNT,
+        "tz": TZ,
+        "ws": start,
+        "we": end,
+        "ws_naive": naive(start),
+        "we_naive": naive(end),
+    }
 
 
 def psa_sql_one(engine: sa.Engine) -> t.Callable[[], dict[str, t.Any]]:
@@ -172,6 +189,8 @@ def psa_sql_two(engine: sa.Engine) -> t.Callable[[], dict[str, t.Any]]:
         with engine.connect() as conn:
             sessions = {row[0]: row[1:] for row in conn.execute(PSA_SESSIONS, params)}
             activities = {row[0]: row[1:] for row in conn.execute(PSA_ACTIVITIES, params)}
-        return _psa_result((day, *sessions.get(day, (0, 0, 0, 0)), *activities.get(day, (0, 0, 0))) for day in days)
+        return _psa_result(
+            (day, *sessions.get(day, (0, 0, 0, 0)), *activities.get(day, (0, 0, 0))) for day in days
+        )
 
     return run

@@ -1,7 +1,7 @@
 """Sphinx configuration: Markdown pages (MyST), the Python API from the docstrings, the Furo theme.
 
-The configuration reference is generated here from ``flowpilot_analytics.config.SETTINGS``, so it cannot
-drift from the code.
+The configuration reference is generated here from ``flowpilot_analytics.config.SETTINGS``, so it
+cannot drift from the code.
 """
 
 from __future__ import annotations

@@ -5,5 +5,13 @@ from .extension import FlowpilotAnalytics
 from .identity import Identity
 from .signals import activity_recorded
 from .sqlite import sqlite_transactional
+from .state import registration
 
-__all__ = ["FlowpilotAnalytics", "Identity", "METRIC_DEFINITION", "activity_recorded", "sqlite_transactional"]
+__all__ = [
+    "FlowpilotAnalytics",
+    "Identity",
+    "METRIC_DEFINITION",
+    "activity_recorded",
+    "registration",
+    "sqlite_transactional",
+]

@@ -6,6 +6,7 @@ The hook writes them after a push and ``replay-activities`` writes the dead lett
 
 from __future__ import annotations
 
+import dataclasses
 import decimal
 import json
 import math
@@ -13,6 +14,7 @@ import numbers
 import typing as t
 import uuid
 from collections.abc import Mapping
+from datetime import datetime
 
 import sqlalchemy as sa
 
@@ -20,22 +22,44 @@ from .tables import set_tenant
 
 #: The activity types the hook records, and so the only ones a replay accepts.
 ACTIVITY_TYPES = ("note_posted", "time_entry_posted")
-PAYLOAD_FIELDS = (
-    "account_id",
-    "session_id",
-    "activity_type",
-    "psa_ticket_id",
-    "external_id",
-    "minutes",
-    "created_at",
-    "idempotency_key",
-)
+
+#: An account or session id as the host's columns hold it.
+Id: t.TypeAlias = "int | str | uuid.UUID"
 
 
-def legacy_key(payload: Mapping[str, t.Any]) -> str:
-    """A stable key for a dead letter written before keys existed, so that replays of it stay idempotent."""
+@dataclasses.dataclass(frozen=True)
+class Activity:
+    """One activity, checked, as the hook writes it and a dead letter keeps it."""
+
+    account_id: Id | None
+    session_id: Id | None
+    activity_type: str
+    psa_ticket_id: str | None
+    external_id: str | None
+    minutes: float | None
+    created_at: datetime
+    idempotency_key: str | None
+
+    def row(self) -> dict[str, object]:
+        """The activity as the table's row (and the dead letter's JSON object)."""
+        return {name: getattr(self, name) for name in PAYLOAD_FIELDS}
+
+    def describe(self) -> str:
+        """What the log may say of it: ids, type and minutes; never the note text or the PSA's
+        answer."""
+        return describe(self.row())
+
+
+PAYLOAD_FIELDS = tuple(field.name for field in dataclasses.fields(Activity))
+
+
+def legacy_key(payload: Mapping[str, object]) -> str:
+    """A stable key for a dead letter written before keys existed, so that replays of it stay
+    idempotent."""
     canonical = json.dumps(
-        {k: payload.get(k) for k in PAYLOAD_FIELDS if k != "idempotency_key"}, default=str, sort_keys=True
+        {k: payload.get(k) for k in PAYLOAD_FIELDS if k != "idempotency_key"},
+        default=str,
+        sort_keys=True,
     )
     return str(uuid.uuid5(uuid.NAMESPACE_URL, "flowpilot-analytics:" + canonical))
 
@@ -43,34 +67,55 @@ def legacy_key(payload: Mapping[str, t.Any]) -> str:
 class NoAccount(ValueError):
     """The activity passed every check but has no account: it is kept, never written or dropped."""
 
+    def __init__(self, message: str, activity: Activity) -> None:
+        super().__init__(message)
+        self.activity = activity
 
-def validate_payload(payload: Mapping[str, t.Any], table: sa.Table | None = None) -> dict[str, t.Any]:
+
+def validate_payload(payload: Mapping[str, object], table: sa.Table | None = None) -> Activity:
     """The checks every activity passes before it is written, by the hook and by a replay alike.
 
-    With ``table``, values are also checked against what its columns can hold (a number too large for
-    ``minutes``, an id longer than its column), so a row that no write could ever store is refused here
-    rather than failing every write and every replay. Messages name the field and the value's type, never
-    the value: it comes from the host and may be anything.
+    With ``table``, values are also checked against what its columns can hold (a number too large
+    for ``minutes``, an id longer than its column), so a row that no write could ever store is
+    refused here rather than failing every write and every replay. Messages name the field and the
+    value's type, never the value: it comes from the host and may be anything. :class:`NoAccount`
+    (last) carries the activity.
     """
     row = {key: payload.get(key) for key in PAYLOAD_FIELDS}
     if row["activity_type"] not in ACTIVITY_TYPES:
         raise ValueError(f"unknown activity type; known: {list(ACTIVITY_TYPES)}")
-    minutes = row["minutes"]
-    if minutes is not None:
-        minutes = row["minutes"] = _number(minutes)
+    if row["minutes"] is not None:
+        minutes = row["minutes"] = _number(row["minutes"])
         if not math.isfinite(minutes) or minutes < 0:
             raise ValueError("minutes must be a finite number >= 0")
-    if row["created_at"] is None:
+    if not isinstance(row["created_at"], datetime):
         raise ValueError("the activity has no created_at")
+    for name in ("psa_ticket_id", "external_id", "idempotency_key"):
+        if row[name] is not None and not isinstance(row[name], str):
+            raise ValueError(f"{name} must be text, got a {type(row[name]).__name__}")
+    for name in ("account_id", "session_id"):
+        value = row[name]
+        if isinstance(value, bool):
+            raise ValueError(f"{name} must be an id (a whole number, text or UUID), got a bool")
+        if isinstance(value, numbers.Integral):
+            row[name] = int(value)
+        elif value is not None and not isinstance(value, (str, uuid.UUID)):
+            raise ValueError(
+                f"{name} must be an id (a whole number, text or UUID), got a {type(value).__name__}"
+            )
     if table is not None:
         _check_capacity(table, row)
-    if row["account_id"] is None:  # last: every other check passed, so the activity is worth keeping
-        raise NoAccount("the activity has no account_id")
-    return row
+    activity = Activity(**row)  # type: ignore[arg-type]  # each field checked above
+    if (
+        activity.account_id is None
+    ):  # last: every other check passed, so the activity is worth keeping
+        raise NoAccount("the activity has no account_id", activity)
+    return activity
 
 
 def _number(value: object) -> float:
-    """``value`` as a float (numbers, and text that spells one), else ``ValueError`` naming only its type."""
+    """``value`` as a float (numbers, and text that spells one), else ``ValueError`` naming only its
+    type."""
     if not isinstance(value, bool) and isinstance(value, (numbers.Real, decimal.Decimal, str)):
         try:
             return float(value)
@@ -79,7 +124,7 @@ def _number(value: object) -> float:
     raise ValueError(f"minutes must be a number, got a {type(value).__name__} that is not one")
 
 
-def _check_capacity(table: sa.Table, row: Mapping[str, t.Any]) -> None:
+def _check_capacity(table: sa.Table, row: Mapping[str, object]) -> None:
     """Refuse a value its column cannot hold (``NUMERIC(p, s)`` range, ``VARCHAR(n)`` length)."""
     for name, value in row.items():
         if value is None or name not in table.c:
@@ -88,15 +133,22 @@ def _check_capacity(table: sa.Table, row: Mapping[str, t.Any]) -> None:
         if isinstance(column_type, sa.Numeric) and isinstance(value, float):
             precision, scale = column_type.precision, column_type.scale or 0
             if precision is not None and abs(round(value, scale)) >= 10 ** (precision - scale):
-                raise ValueError(f"{name} is too large for its column (NUMERIC({precision}, {scale}))")
+                raise ValueError(
+                    f"{name} is too large for its column (NUMERIC({precision}, {scale}))"
+                )
         length = getattr(column_type, "length", None)
         if isinstance(value, str) and length is not None and len(value) > length:
-            raise ValueError(f"{name} is longer than its column allows ({len(value)} > {length} characters)")
+            raise ValueError(
+                f"{name} is longer than its column allows ({len(value)} > {length} characters)"
+            )
 
 
-def describe(payload: Mapping[str, t.Any]) -> str:
-    """What the log may say of an activity: its ids, type and minutes; never the note text or the PSA's answer."""
-    return json.dumps({key: payload.get(key) for key in PAYLOAD_FIELDS}, default=str, sort_keys=True)
+def describe(payload: Mapping[str, object]) -> str:
+    """What the log may say of an activity: its ids, type and minutes; never the note text or the
+    PSA's answer."""
+    return json.dumps(
+        {key: payload.get(key) for key in PAYLOAD_FIELDS}, default=str, sort_keys=True
+    )
 
 
 def error_text(exc: BaseException) -> str:
@@ -105,7 +157,8 @@ def error_text(exc: BaseException) -> str:
 
 
 def _insert_once(table: sa.Table, dialect: str) -> t.Any:
-    """INSERT that skips a row already recorded: same idempotency key, or same account, type and external id."""
+    """INSERT that skips a row already recorded: same idempotency key, or same account, type and
+    external id."""
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -128,16 +181,18 @@ def insert_activity(
     connection: sa.Connection,
     table: sa.Table,
     tenant_setting: str | None,
-    payload: Mapping[str, t.Any],
+    activity: Activity,
     timeout_ms: int | None = None,
 ) -> bool:
-    """Write one validated activity in a transaction of ``connection``'s own; whether a new row was written.
+    """Write one validated activity in a transaction of ``connection``'s own; whether a new row was
+    written.
 
-    With ``timeout_ms`` the transaction waits at most that long for a lock or a statement (PostgreSQL's
-    ``lock_timeout`` / ``statement_timeout``, transaction-local; SQLite's busy timeout, put back after).
+    With ``timeout_ms`` the transaction waits at most that long for a lock or a statement
+    (PostgreSQL's ``lock_timeout`` / ``statement_timeout``, transaction-local; SQLite's busy
+    timeout, put back after).
     """
     dialect = connection.dialect.name
-    statement = _insert_once(table, dialect).values(**payload)
+    statement = _insert_once(table, dialect).values(**activity.row())
     returning = connection.dialect.insert_returning
     if returning:  # rowcount is not reliable for INSERT .. ON CONFLICT with implicit RETURNING
         statement = statement.returning(table.c.id)
@@ -145,21 +200,25 @@ def insert_activity(
     dbapi_connection: t.Any = connection.connection.dbapi_connection
     if timeout_ms is not None and dialect == "sqlite":
         restore_busy = int(dbapi_connection.execute("PRAGMA busy_timeout").fetchone()[0])
-        dbapi_connection.execute(f"PRAGMA busy_timeout = {max(1, int(timeout_ms) * 2 // 5)}")  # per lock wait
+        per_lock_wait = max(1, int(timeout_ms) * 2 // 5)
+        dbapi_connection.execute(f"PRAGMA busy_timeout = {per_lock_wait}")
     try:
         with connection.begin():
             if timeout_ms is not None and dialect == "postgresql":
-                server_ms = f"{max(1, timeout_ms * 4 // 5)}ms"  # the server gives up first, so no write lingers
+                # the server gives up first, so no write lingers
+                server_ms = f"{max(1, timeout_ms * 4 // 5)}ms"
                 connection.execute(
                     sa.select(
                         sa.func.set_config("lock_timeout", server_ms, True),
                         sa.func.set_config("statement_timeout", server_ms, True),
                     )
                 )
-            set_tenant(connection, tenant_setting, payload["account_id"])
+            set_tenant(connection, tenant_setting, activity.account_id)
             if _skips_conflicts(dialect):
                 result = connection.execute(statement)
-            else:  # a database with no "skip on conflict": a unique violation means the row is already there
+            else:
+                # a database with no "skip on conflict": a unique violation means the row is already
+                # there
                 try:
                     with connection.begin_nested():
                         result = connection.execute(statement)

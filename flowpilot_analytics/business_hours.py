@@ -1,15 +1,16 @@
 """Business hours: an account's calendar versions, and the business seconds of a handoff on them.
 
-A **version** (:func:`parse_version`) is a zone, the date it takes effect (00:00 of that date in its zone),
-the open intervals of each weekday and the holidays (whole local days). Its business time is the union of
-the weekly intervals turned into instants (a local time converts as zoneinfo does with ``fold=0``) minus
-every holiday's local day, 00:00-24:00 (which also cuts a shift from the night before).
+A **version** (:func:`parse_version`) is a zone, the date it takes effect (00:00 of that date in its
+zone), the open intervals of each weekday and the holidays (whole local days). Its business time is
+the union of the weekly intervals turned into instants (a local time converts as zoneinfo does with
+``fold=0``) minus every holiday's local day, 00:00-24:00 (which also cuts a shift from the night
+before).
 
-The **business seconds** of a handoff are the length of ``[claim, action)`` inside the business time of
-the version in effect at the claim (:func:`version_index_at`); a negative gap counts 0. A
-:class:`BusinessClock` turns one version into sorted, disjoint UTC intervals over the span a report needs,
-with a running total of open time, so each handoff then costs two bisects; everything is counted in
-integer microseconds, so the result is exact. Pure: no Flask, SQL or HTTP.
+The **business seconds** of a handoff are the length of ``[claim, action)`` inside the business time
+of the version in effect at the claim (:func:`version_index_at`); a negative gap counts 0. A
+:class:`BusinessClock` turns one version into sorted, disjoint UTC intervals over the span a report
+needs, with a running total of open time, so each handoff then costs two bisects; everything is
+counted in integer microseconds, so the result is exact. Pure: no Flask, SQL or HTTP.
 """
 
 from __future__ import annotations
@@ -31,10 +32,12 @@ MAX_HOLIDAYS = 5000
 HOLIDAY_CALENDAR_YEARS = 10
 #: The keys a version may have (``client_id`` is kept as given, for a later use).
 KEYS = ("timezone", "effective_from", "weekly", "holidays", "holiday_calendar", "client_id")
-#: ``effective_from`` years accepted, as for ``since``/``until`` (keeps every instant in ``datetime``'s range).
+#: ``effective_from`` years accepted, as for ``since``/``until`` (keeps every instant in
+#: ``datetime``'s range).
 MIN_YEAR, MAX_YEAR = 1970, 9000
 
-#: Minutes from a day's 00:00: ``(start, end)`` with ``start < end``; an end past 1440 is on the next day.
+#: Minutes from a day's 00:00: ``(start, end)`` with ``start < end``; an end past 1440 is on the
+#: next day.
 Interval = tuple[int, int]
 
 _DAY_MINUTES = 1440
@@ -48,7 +51,8 @@ _FOREVER = 2**63
 
 
 class CalendarError(ValueError):
-    """A calendar that cannot be stored: ``field`` is the path of the bad value (e.g. ``weekly.mon[1][0]``)."""
+    """A calendar that cannot be stored: ``field`` is the path of the bad value (e.g.
+    ``weekly.mon[1][0]``)."""
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
@@ -70,13 +74,14 @@ class CalendarVersion:
 
     timezone: str
     effective_from: date
-    #: Seven days, Monday first: each day's intervals, sorted (overlaps merge as instants, in the clock).
+    #: Seven days, Monday first: each day's intervals, sorted (overlaps merge as instants, in the
+    #: clock).
     weekly: tuple[tuple[Interval, ...], ...]
     #: Sorted, without repeats; a ``holiday_calendar``'s dates are already in.
     holidays: tuple[date, ...] = ()
     #: Where holidays came from (provenance only: its dates are in ``holidays``).
     holiday_calendar: HolidayCalendar | None = None
-    client_id: t.Any = None
+    client_id: object = None
 
     @property
     def zone(self) -> zoneinfo.ZoneInfo:
@@ -87,13 +92,14 @@ class CalendarVersion:
         """The instant the version takes effect: 00:00 of ``effective_from`` in its zone (UTC)."""
         return datetime.combine(self.effective_from, time(), tzinfo=self.zone).astimezone(_UTC)
 
-    def as_dict(self) -> dict[str, t.Any]:
+    def as_dict(self) -> dict[str, object]:
         calendar = self.holiday_calendar
         return {
             "timezone": self.timezone,
             "effective_from": self.effective_from.isoformat(),
             "weekly": {
-                name: [[_hhmm(start), _hhmm(end)] for start, end in day] for name, day in zip(DAYS, self.weekly)
+                name: [[_hhmm(start), _hhmm(end)] for start, end in day]
+                for name, day in zip(DAYS, self.weekly)
             },
             "holidays": [day.isoformat() for day in self.holidays],
             "holiday_calendar": None
@@ -103,23 +109,24 @@ class CalendarVersion:
         }
 
 
-# -- validation ----------------------------------------------------------------------------------------------
+# -- validation ------------------------------------------------------------------------------------
 
 
-def parse_version(data: Mapping[str, t.Any]) -> CalendarVersion:
-    """A calendar version as POSTed, validated; a ``holiday_calendar`` is expanded into explicit holidays
-    (:data:`HOLIDAY_CALENDAR_YEARS` years from ``effective_from``'s), once, so a package upgrade never
-    rewrites a stored version. Raises :class:`CalendarError`."""
+def parse_version(data: Mapping[str, object]) -> CalendarVersion:
+    """A calendar version as POSTed, validated; a ``holiday_calendar`` is expanded into explicit
+    holidays (:data:`HOLIDAY_CALENDAR_YEARS` years from ``effective_from``'s), once, so a package
+    upgrade never rewrites a stored version. Raises :class:`CalendarError`."""
     return _parse(data, expand=True)
 
 
-def load_version(data: Mapping[str, t.Any]) -> CalendarVersion:
+def load_version(data: Mapping[str, object]) -> CalendarVersion:
     """A stored version (:meth:`CalendarVersion.as_dict`), validated the same way, except that its
-    ``holiday_calendar`` is neither looked up nor expanded again: it reads back exactly as it was stored."""
+    ``holiday_calendar`` is neither looked up nor expanded again: it reads back exactly as it was
+    stored."""
     return _parse(data, expand=False)
 
 
-def _parse(data: Mapping[str, t.Any], expand: bool) -> CalendarVersion:
+def _parse(data: Mapping[str, object], expand: bool) -> CalendarVersion:
     if not isinstance(data, Mapping):
         raise CalendarError("_schema", "A calendar version is a JSON object.")
     unknown = sorted(str(key) for key in data if key not in KEYS)
@@ -130,17 +137,23 @@ def _parse(data: Mapping[str, t.Any], expand: bool) -> CalendarVersion:
             raise CalendarError(required, "Missing: this field is required.")
     zone_name = data["timezone"]
     if not isinstance(zone_name, str) or zone_name not in iana_zones():
-        raise CalendarError("timezone", f"{zone_name!r} is not an IANA time zone name (e.g. 'Europe/Berlin').")
+        raise CalendarError(
+            "timezone", f"{zone_name!r} is not an IANA time zone name (e.g. 'Europe/Berlin')."
+        )
     effective_from = _date(data["effective_from"], "effective_from")
     if not MIN_YEAR <= effective_from.year <= MAX_YEAR:
-        raise CalendarError("effective_from", f"The year must lie between {MIN_YEAR} and {MAX_YEAR}.")
+        raise CalendarError(
+            "effective_from", f"The year must lie between {MIN_YEAR} and {MAX_YEAR}."
+        )
     weekly = _weekly(data["weekly"])
     days = _holidays(data.get("holidays"))
     calendar = _holiday_calendar(data.get("holiday_calendar"), known=expand)
     if calendar is not None and expand:
         days |= _expand(calendar, effective_from.year)
     if len(days) > MAX_HOLIDAYS:
-        raise CalendarError("holidays", f"At most {MAX_HOLIDAYS} holidays ({len(days)} given or expanded).")
+        raise CalendarError(
+            "holidays", f"At most {MAX_HOLIDAYS} holidays ({len(days)} given or expanded)."
+        )
     return CalendarVersion(
         timezone=zone_name,
         effective_from=effective_from,
@@ -153,8 +166,9 @@ def _parse(data: Mapping[str, t.Any], expand: bool) -> CalendarVersion:
 
 @functools.lru_cache(maxsize=1)
 def iana_zones() -> frozenset[str]:
-    """The zone names ``tz`` accepts (the rule of :func:`flowpilot_analytics.schemas.iana_zones`, which a leaf
-    cannot import): CET, EET, MET and WET are refused, since PostgreSQL reads them as fixed offsets."""
+    """The zone names ``tz`` accepts (the rule of :func:`flowpilot_analytics.schemas.iana_zones`,
+    which a leaf cannot import): CET, EET, MET and WET are refused, since PostgreSQL reads them as
+    fixed offsets."""
     return frozenset(zoneinfo.available_timezones()) - {
         "localtime",
         "Factory",
@@ -167,7 +181,7 @@ def iana_zones() -> frozenset[str]:
     }
 
 
-def _date(value: t.Any, field: str) -> date:
+def _date(value: object, field: str) -> date:
     if isinstance(value, date) and not isinstance(value, datetime):
         return value
     if isinstance(value, str) and _DATE.fullmatch(value):
@@ -178,16 +192,20 @@ def _date(value: t.Any, field: str) -> date:
     raise CalendarError(field, f"{value!r} is not a date (YYYY-MM-DD).")
 
 
-def _weekly(value: t.Any) -> tuple[tuple[Interval, ...], ...]:
+def _weekly(value: object) -> tuple[tuple[Interval, ...], ...]:
     if not isinstance(value, Mapping):
-        raise CalendarError("weekly", "An object of weekdays (mon ... sun), each a list of [start, end] pairs.")
+        raise CalendarError(
+            "weekly", "An object of weekdays (mon ... sun), each a list of [start, end] pairs."
+        )
     for name in value:
         if name not in DAYS:
-            raise CalendarError(f"weekly.{name}", f"Unknown weekday; the days are {', '.join(DAYS)}.")
+            raise CalendarError(
+                f"weekly.{name}", f"Unknown weekday; the days are {', '.join(DAYS)}."
+            )
     return tuple(_day(value.get(name), f"weekly.{name}") for name in DAYS)
 
 
-def _day(value: t.Any, field: str) -> tuple[Interval, ...]:
+def _day(value: object, field: str) -> tuple[Interval, ...]:
     if value is None:
         return ()
     if not isinstance(value, (list, tuple)):
@@ -204,11 +222,12 @@ def _day(value: t.Any, field: str) -> tuple[Interval, ...]:
             raise CalendarError(f"{field}[{index}]", "The start equals the end.")
         # an end at or before its start is on the next day
         intervals.append((start, end if end > start else end + _DAY_MINUTES))
-    # overlaps merge once turned into instants (merged as wall times, an end in a DST gap would move)
+    # overlaps merge once turned into instants (merged as wall times, an end in a DST gap would
+    # move)
     return tuple(sorted(set(intervals)))
 
 
-def _minutes(value: t.Any, field: str, end: bool) -> int:
+def _minutes(value: object, field: str, end: bool) -> int:
     match = _TIME.fullmatch(value) if isinstance(value, str) else None
     if match:
         hours, minutes = int(match[1]), int(match[2])
@@ -224,7 +243,7 @@ def _hhmm(minutes: int) -> str:
     return f"{minutes // 60:02d}:{minutes % 60:02d}"
 
 
-def _holidays(value: t.Any) -> set[date]:
+def _holidays(value: object) -> set[date]:
     if value is None:
         return set()
     if not isinstance(value, (list, tuple)):
@@ -234,31 +253,41 @@ def _holidays(value: t.Any) -> set[date]:
     return {_date(item, f"holidays[{index}]") for index, item in enumerate(value)}
 
 
-def _holiday_calendar(value: t.Any, known: bool) -> HolidayCalendar | None:
-    """The ``holiday_calendar`` object; with ``known``, its codes checked against the ``holidays`` package (not
-    when reading a stored version back, which a package that dropped a code must not make unreadable)."""
+def _holiday_calendar(value: object, known: bool) -> HolidayCalendar | None:
+    """The ``holiday_calendar`` object; with ``known``, its codes checked against the ``holidays``
+    package (not when reading a stored version back, which a package that dropped a code must not
+    make unreadable)."""
     if value is None:
         return None
     if not isinstance(value, Mapping):
         raise CalendarError("holiday_calendar", 'An object {"country": "US", "subdivision": "NY"}.')
     for key in value:
         if key not in ("country", "subdivision"):
-            raise CalendarError(f"holiday_calendar.{key}", "Unknown field; the fields are country and subdivision.")
+            raise CalendarError(
+                f"holiday_calendar.{key}", "Unknown field; the fields are country and subdivision."
+            )
     country, subdivision = value.get("country"), value.get("subdivision")
     if not isinstance(country, str):
-        raise CalendarError("holiday_calendar.country", "A country code (ISO 3166-1 alpha-2, e.g. 'US').")
+        raise CalendarError(
+            "holiday_calendar.country", "A country code (ISO 3166-1 alpha-2, e.g. 'US')."
+        )
     if subdivision is not None and not isinstance(subdivision, str):
-        raise CalendarError("holiday_calendar.subdivision", "A subdivision code of the country (e.g. 'NY').")
+        raise CalendarError(
+            "holiday_calendar.subdivision", "A subdivision code of the country (e.g. 'NY')."
+        )
     if not known:
         return HolidayCalendar(country, subdivision)
     import holidays
 
     supported = holidays.list_supported_countries()
     if country not in supported:
-        raise CalendarError("holiday_calendar.country", f"{country!r} is not a country the holidays package knows.")
+        raise CalendarError(
+            "holiday_calendar.country", f"{country!r} is not a country the holidays package knows."
+        )
     if subdivision is not None and subdivision not in supported[country]:
         raise CalendarError(
-            "holiday_calendar.subdivision", f"{subdivision!r} is not a subdivision of {country} the package knows."
+            "holiday_calendar.subdivision",
+            f"{subdivision!r} is not a subdivision of {country} the package knows.",
         )
     return HolidayCalendar(country, subdivision)
 
@@ -268,16 +297,18 @@ def _expand(calendar: HolidayCalendar, first_year: int) -> set[date]:
 
     years = range(first_year, first_year + HOLIDAY_CALENDAR_YEARS)
     try:
-        found = holidays.country_holidays(calendar.country, subdiv=calendar.subdivision, years=years)
+        found = holidays.country_holidays(
+            calendar.country, subdiv=calendar.subdivision, years=years
+        )
     except NotImplementedError as exc:  # the package's "not available" for a country or subdivision
         raise CalendarError("holiday_calendar", str(exc)) from exc
     return set(found)
 
 
 def holidays_from_ics(data: bytes, start: date, end: date) -> list[date]:
-    """The days in ``[start, end)`` of an iCalendar feed's all-day events, recurring ones expanded, sorted:
-    a holiday is a whole local day, so timed and cancelled events are ignored. Raises :class:`CalendarError`
-    (field ``ics``) for a feed that cannot be read."""
+    """The days in ``[start, end)`` of an iCalendar feed's all-day events, recurring ones expanded,
+    sorted: a holiday is a whole local day, so timed and cancelled events are ignored. Raises
+    :class:`CalendarError` (field ``ics``) for a feed that cannot be read."""
     import icalendar
     import recurring_ical_events  # type: ignore[import-untyped]
 
@@ -290,11 +321,20 @@ def holidays_from_ics(data: bytes, start: date, end: date) -> list[date]:
     one_day = timedelta(days=1)
     for event in events:
         begins, ends = event.get("DTSTART"), event.get("DTEND")
-        if begins is None or isinstance(begins.dt, datetime) or str(event.get("STATUS", "")).upper() == "CANCELLED":
+        if (
+            begins is None
+            or isinstance(begins.dt, datetime)
+            or str(event.get("STATUS", "")).upper() == "CANCELLED"
+        ):
             continue
         first: date = begins.dt
-        # DTEND of an all-day event is exclusive; missing (or not after DTSTART), the event is one day
-        stop = ends.dt if ends is not None and type(ends.dt) is date and ends.dt > first else first + one_day
+        # DTEND of an all-day event is exclusive; missing (or not after DTSTART), the event is one
+        # day
+        stop = (
+            ends.dt
+            if ends is not None and type(ends.dt) is date and ends.dt > first
+            else first + one_day
+        )
         day = max(first, start)
         while day < min(stop, end):
             days.add(day)
@@ -303,17 +343,18 @@ def holidays_from_ics(data: bytes, start: date, end: date) -> list[date]:
 
 
 def holiday_span(effective_from: date) -> tuple[date, date]:
-    """``[Jan 1 of effective_from's year, + HOLIDAY_CALENDAR_YEARS years)``: the dates a feed is expanded over."""
+    """``[Jan 1 of effective_from's year, + HOLIDAY_CALENDAR_YEARS years)``: the dates a feed is
+    expanded over."""
     return date(effective_from.year, 1, 1), date(effective_from.year + HOLIDAY_CALENDAR_YEARS, 1, 1)
 
 
-# -- which version is in effect ------------------------------------------------------------------------------
+# -- which version is in effect --------------------------------------------------------------------
 
 
 def version_index_at(versions: Sequence[CalendarVersion], instant: datetime) -> int | None:
-    """The position in ``versions`` (in creation order) of the version in effect at ``instant``: the latest
-    start at or before it, the newest created between equal starts; before every start, the earliest
-    starting one. ``None`` without versions."""
+    """The position in ``versions`` (in creation order) of the version in effect at ``instant``: the
+    latest start at or before it, the newest created between equal starts; before every start, the
+    earliest starting one. ``None`` without versions."""
     timeline = _Timeline(versions)
     return timeline.index_at(_micros(instant)) if versions else None
 
@@ -325,7 +366,8 @@ def version_at(versions: Sequence[CalendarVersion], instant: datetime) -> Calend
 
 
 class _Timeline:
-    """The versions' distinct starts in order, each with the position of the version that wins it."""
+    """The versions' distinct starts in order, each with the position of the version that wins
+    it."""
 
     def __init__(self, versions: Sequence[CalendarVersion]) -> None:
         winners: dict[int, int] = {}
@@ -338,15 +380,16 @@ class _Timeline:
         return self.winners[max(bisect.bisect_right(self.starts, moment) - 1, 0)]
 
 
-# -- business seconds ----------------------------------------------------------------------------------------
+# -- business seconds ------------------------------------------------------------------------------
 
 
 class BusinessClock:
-    """A version's business time over ``[start, end]`` as sorted, disjoint, non-touching UTC intervals (in
-    microseconds since the epoch) with the open time before each: measuring a handoff is two bisects.
+    """A version's business time over ``[start, end]`` as sorted, disjoint, non-touching UTC
+    intervals (in microseconds since the epoch) with the open time before each: measuring a handoff
+    is two bisects.
 
-    Built in O(days x intervals a day + holidays in the span); adjacent intervals merge (across midnight
-    too), so a round-the-clock calendar is one interval however long the span."""
+    Built in O(days x intervals a day + holidays in the span); adjacent intervals merge (across
+    midnight too), so a round-the-clock calendar is one interval however long the span."""
 
     def __init__(self, version: CalendarVersion, start: datetime, end: datetime) -> None:
         self.version = version
@@ -363,11 +406,13 @@ class BusinessClock:
     @property
     def intervals(self) -> list[tuple[datetime, datetime]]:
         """The business intervals, as UTC datetimes (for inspection)."""
-        return [(_instant(low), _instant(high)) for low, high in zip(self._starts[:-1], self._ends[:-1])]
+        return [
+            (_instant(low), _instant(high)) for low, high in zip(self._starts[:-1], self._ends[:-1])
+        ]
 
     def measure_many(self, claims: Iterable[int], actions: Iterable[int]) -> list[int]:
-        """Open microseconds in each ``[claim, action)`` (microseconds since the epoch), 0 when the action
-        is not after the claim. Raises ``ValueError`` for a pair outside the clock's span."""
+        """Open microseconds in each ``[claim, action)`` (microseconds since the epoch), 0 when the
+        action is not after the claim. Raises ``ValueError`` for a pair outside the clock's span."""
         starts, ends, before, right = self._starts, self._ends, self._before, bisect.bisect_right
         first, last = self.first, self.last
         measured = []
@@ -394,15 +439,16 @@ class BusinessClock:
 
 
 def business_seconds(version: CalendarVersion, claim: datetime, action: datetime) -> float:
-    """The business seconds of one handoff ``[claim, action)`` on ``version`` (0 for a negative gap)."""
+    """The business seconds of one handoff ``[claim, action)`` on ``version`` (0 for a negative
+    gap)."""
     return business_seconds_many(version, [claim], [action])[0]
 
 
 def business_seconds_many(
     version: CalendarVersion, claims: Sequence[datetime], actions: Sequence[datetime]
 ) -> list[float]:
-    """:func:`business_seconds` of each pair, with one :class:`BusinessClock` built for all of them (over the
-    earliest claim to the latest action); a naive datetime is UTC."""
+    """:func:`business_seconds` of each pair, with one :class:`BusinessClock` built for all of them
+    (over the earliest claim to the latest action); a naive datetime is UTC."""
     if len(claims) != len(actions):
         raise ValueError("claims and actions differ in length.")
     return _seconds(version, [_micros(c) for c in claims], [_micros(a) for a in actions])
@@ -418,8 +464,8 @@ class Measured(t.NamedTuple):
 def business_seconds_in_effect(
     versions: Sequence[CalendarVersion], claims: Sequence[datetime], actions: Sequence[datetime]
 ) -> Measured:
-    """Each handoff on the version in effect at its claim (``versions`` in creation order, not empty): one
-    clock per version used, over the span of that version's handoffs."""
+    """Each handoff on the version in effect at its claim (``versions`` in creation order, not
+    empty): one clock per version used, over the span of that version's handoffs."""
     if not versions:
         raise ValueError("No calendar version.")
     if len(claims) != len(actions):
@@ -433,7 +479,9 @@ def business_seconds_in_effect(
         groups.setdefault(index, []).append(position)
     seconds = [0.0] * len(claims)
     for index, positions in groups.items():
-        measured = _seconds(versions[index], [claimed[p] for p in positions], [acted[p] for p in positions])
+        measured = _seconds(
+            versions[index], [claimed[p] for p in positions], [acted[p] for p in positions]
+        )
         for position, value in zip(positions, measured):
             seconds[position] = value
     return Measured(seconds, used)
@@ -453,7 +501,8 @@ def _seconds(version: CalendarVersion, claims: list[int], actions: list[int]) ->
 def _business_time(version: CalendarVersion, first: int, last: int) -> tuple[list[int], list[int]]:
     """The business intervals within ``[first, last]``, as parallel lists of starts and ends."""
     zone = version.zone
-    # a day's intervals end before 00:00 two days later: a day of margin either side covers zone oddities
+    # a day's intervals end before 00:00 two days later: a day of margin either side covers zone
+    # oddities
     first_day = _instant(first).astimezone(zone).date() - timedelta(days=2)
     last_day = _instant(last).astimezone(zone).date() + timedelta(days=1)
     shifts: list[tuple[int, int]] = []
@@ -467,10 +516,16 @@ def _business_time(version: CalendarVersion, first: int, last: int) -> tuple[lis
     shifts.sort()
     holidays = version.holidays
     chosen = holidays[
-        bisect.bisect_left(holidays, first_day) : bisect.bisect_right(holidays, last_day + timedelta(days=1))
+        bisect.bisect_left(holidays, first_day) : bisect.bisect_right(
+            holidays, last_day + timedelta(days=1)
+        )
     ]
     closed = [(_wall(holiday, 0, zone), _wall(holiday, _DAY_MINUTES, zone)) for holiday in chosen]
-    opened = [(max(low, first), min(high, last)) for low, high in _union(shifts) if high > first and low < last]
+    opened = [
+        (max(low, first), min(high, last))
+        for low, high in _union(shifts)
+        if high > first and low < last
+    ]
     return _subtract(opened, _union(closed))
 
 
@@ -486,8 +541,11 @@ def _union(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
-def _subtract(opened: list[tuple[int, int]], closed: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
-    """``opened`` minus ``closed`` (both sorted and disjoint), as parallel lists of starts and ends."""
+def _subtract(
+    opened: list[tuple[int, int]], closed: list[tuple[int, int]]
+) -> tuple[list[int], list[int]]:
+    """``opened`` minus ``closed`` (both sorted and disjoint), as parallel lists of starts and
+    ends."""
     starts: list[int] = []
     ends: list[int] = []
     index = 0
@@ -508,8 +566,9 @@ def _subtract(opened: list[tuple[int, int]], closed: list[tuple[int, int]]) -> t
 
 
 def _wall(day: date, minutes: int, zone: zoneinfo.ZoneInfo) -> int:
-    """The instant (microseconds since the epoch) of a wall time ``minutes`` after ``day``'s 00:00 in ``zone``
-    (``fold=0``: a time in a gap or an overlap takes the offset from before the change)."""
+    """The instant (microseconds since the epoch) of a wall time ``minutes`` after ``day``'s 00:00
+    in ``zone`` (``fold=0``: a time in a gap or an overlap takes the offset from before the
+    change)."""
     local = datetime.combine(day, time()) + timedelta(minutes=minutes)
     return (local.replace(tzinfo=zone) - _EPOCH) // _MICROSECOND
 

@@ -18,31 +18,29 @@ from collections import OrderedDict
 from urllib.parse import quote
 
 from .config import redis_nodes
+from .replica import wal_position
 from .storage import Backoff, client_options, is_redis, redact, redact_uri
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "flowpilot_analytics:cache:v2"
-#: How long (seconds) Redis keeps the WAL position a standby must reach; a standby further behind than this is
-#: an outage, not lag.
+#: How long (seconds) Redis keeps the WAL position a standby must reach; a standby further behind
+#: than this is an outage, not lag.
 POSITION_SECONDS = 600
-
-
-def wal_position(text: str) -> int:
-    """A PostgreSQL WAL position (``16/B374D848``) as a number, for comparing."""
-    high, _, low = text.partition("/")
-    return (int(high, 16) << 32) + int(low, 16)
+#: Bound of the in-process cache, in bytes (keys and bodies counted), per process.
+MAX_BYTES = 32 * 1024 * 1024
 
 
 class _MemoryBackend:
     """A thread-safe dict with expiry for one process, bounded in bytes (keys and bodies counted).
 
-    Entries are kept in the order they were stored; with one TTL that is also the order they expire in,
-    so each store first frees the expired ones at the front, then the oldest until the bound holds.
+    Entries are kept in the order they were stored; with one TTL that is also the order they expire
+    in, so each store first frees the expired ones at the front, then the oldest until the bound
+    holds.
     """
 
-    #: What one entry costs besides its key and body objects: the tuple, the expiry float and the ordered
-    #: dict's slot and link (measured with tracemalloc on CPython 3.11: ~146 bytes).
+    #: What one entry costs besides its key and body objects: the tuple, the expiry float and the
+    #: ordered dict's slot and link (measured with tracemalloc on CPython 3.11: ~146 bytes).
     OVERHEAD = 160
 
     def __init__(self, max_bytes: int) -> None:
@@ -96,7 +94,9 @@ class _MemoryBackend:
     def bump(self, key: str, position: int | None = None) -> None:
         with self._lock:
             self._generations[key] = self._generations.get(key, 0) + 1
-            if position is not None:  # the furthest change wins, whatever order the announcements came in
+            if (
+                position is not None
+            ):  # the furthest change wins, whatever order the announcements came in
                 self._positions[key] = max(position, self._positions.get(key, 0))
 
     def position(self, key: str) -> int | None:
@@ -105,24 +105,28 @@ class _MemoryBackend:
 
 
 def redis_client(uri: str) -> t.Any:
-    """A Redis client for a checked ``CACHE_STORAGE_URI``: one server (``redis://``, ``rediss://``,
-    ``redis+unix://``), the master a Sentinel names (``redis+sentinel://``, found again after a failover), or a
-    Cluster (``redis+cluster://``); with :func:`~.storage.client_options`' short timeouts."""
+    """A Redis client for a checked ``CACHE_STORAGE_URI``: one server
+    (``redis://``, ``rediss://``, ``redis+unix://``), the master a Sentinel names
+    (``redis+sentinel://``, found again after a failover), or a Cluster
+    (``redis+cluster://``); with :func:`~.storage.client_options`' short timeouts."""
     import redis
 
-    options = client_options(uri)
+    options: dict[str, t.Any] = client_options(uri)  # redis-py's keywords, of several types
     kind = uri.partition("://")[0]
     if kind not in ("redis+sentinel", "redis+cluster"):
         return redis.Redis.from_url(uri.replace("redis+unix://", "unix://", 1), **options)
     read = redis_nodes(uri)
-    auth: dict[str, t.Any] = {
-        key: value for key, value in (("username", read.username), ("password", read.password)) if value
+    auth = {
+        key: value
+        for key, value in (("username", read.username), ("password", read.password))
+        if value
     }
     if kind == "redis+cluster":
         from redis import cluster
 
         node: t.Any = cluster.ClusterNode  # untyped in redis-py
-        return cluster.RedisCluster(startup_nodes=[node(host, port) for host, port in read.nodes], **auth, **options)
+        nodes = [node(host, port) for host, port in read.nodes]
+        return cluster.RedisCluster(startup_nodes=nodes, **{**auth, **options})
     from redis import sentinel
 
     sentinels: t.Any = sentinel.Sentinel  # untyped in redis-py
@@ -146,17 +150,21 @@ class _RedisBackend:
     def generation(self, key: str) -> int:
         return int(self._redis.get(key) or 0)
 
-    #: Keep the larger of the stored and the given position (atomically, whatever order workers announce in).
+    #: Keep the larger of the stored and the given position (atomically, whatever order workers
+    #: announce in).
     _KEEP_MAX = (
         "local cur = redis.call('GET', KEYS[1]) "
-        "if (not cur) or tonumber(cur) < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end "
+        "if (not cur) or tonumber(cur) < tonumber(ARGV[1]) then "
+        "redis.call('SET', KEYS[1], ARGV[1]) end "
         "redis.call('EXPIRE', KEYS[1], ARGV[2]) return 1"
     )
 
     def bump(self, key: str, position: int | None = None) -> None:
         self._redis.incr(key)
         if position is not None:
-            self._redis.eval(self._KEEP_MAX, 1, f"{key}:position", str(position), str(POSITION_SECONDS))
+            self._redis.eval(
+                self._KEEP_MAX, 1, f"{key}:position", str(position), str(POSITION_SECONDS)
+            )
 
     def position(self, key: str) -> int | None:
         value = self._redis.get(f"{key}:position")
@@ -166,11 +174,14 @@ class _RedisBackend:
 class ResponseCache:
     """What the routes use: ``lookup`` / ``store`` bodies, ``invalidate`` an account's route."""
 
-    def __init__(self, ttl: int, storage_uri: str, namespace: str = "", max_bytes: int = 32 * 1024 * 1024) -> None:
+    def __init__(
+        self, ttl: int, storage_uri: str, namespace: str = "", max_bytes: int = MAX_BYTES
+    ) -> None:
         self.ttl = int(ttl)
         self.max_bytes = max_bytes
         self.storage_uri = storage_uri
-        #: Separates apps sharing one Redis: derived from what changes the answers (database, mapping...).
+        #: Separates apps sharing one Redis: derived from
+        #: what changes the answers (database, mapping...).
         self.namespace = namespace
         self._backend: _MemoryBackend | _RedisBackend | None = None
         #: After a storage failure, requests are answered uncached for ``backoff.interval`` seconds.
@@ -193,14 +204,16 @@ class ResponseCache:
     def backend(self) -> _MemoryBackend | _RedisBackend:
         if self._backend is None:
             self._backend = (
-                _RedisBackend(self.storage_uri) if is_redis(self.storage_uri) else _MemoryBackend(self.max_bytes)
+                _RedisBackend(self.storage_uri)
+                if is_redis(self.storage_uri)
+                else _MemoryBackend(self.max_bytes)
             )
         return self._backend
 
-    def _generation_key(self, route: str, account_id: t.Any) -> str:
+    def _generation_key(self, route: str, account_id: object) -> str:
         return f"{PREFIX}:{self.namespace}:gen:{route}:{quote(str(account_id), safe='')}"
 
-    def key(self, route: str, account_id: t.Any, params: t.Mapping[str, t.Any]) -> str | None:
+    def key(self, route: str, account_id: object, params: t.Mapping[str, object]) -> str | None:
         """The entry's key, or ``None`` when the cache is off or unreachable."""
         if not self.enabled:
             return None
@@ -210,7 +223,10 @@ class ResponseCache:
             self._failed(exc, "answering uncached")
             return None
         query = json.dumps(params, sort_keys=True, default=str, separators=(",", ":"))
-        return f"{PREFIX}:{self.namespace}:{route}:{quote(str(account_id), safe='')}:{generation}:{query}"
+        return (
+            f"{PREFIX}:{self.namespace}:{route}:{quote(str(account_id), safe='')}:"
+            f"{generation}:{query}"
+        )
 
     def lookup(self, key: str | None) -> bytes | None:
         if key is None:
@@ -229,20 +245,21 @@ class ResponseCache:
         except Exception as exc:
             self._failed(exc, "entry not stored")
 
-    def invalidate(self, route: str, account_id: t.Any, position: str | None = None) -> None:
-        """Make the account's cached answers for ``route`` unreachable (e.g. after a new activity). With the
-        primary's WAL ``position`` of the change, answers read from a standby that has not replayed it yet are
-        not cached (see :meth:`required_position`)."""
+    def invalidate(self, route: str, account_id: object, position: str | None = None) -> None:
+        """Make the account's cached answers for ``route`` unreachable (e.g. after a new activity).
+        With the primary's WAL ``position`` of the change, answers read from a standby that has not
+        replayed it yet are not cached (see :meth:`required_position`)."""
         if not self.enabled:
             return
         try:
             self.backend.bump(
-                self._generation_key(route, account_id), None if position is None else wal_position(position)
+                self._generation_key(route, account_id),
+                None if position is None else wal_position(position),
             )
         except Exception as exc:
             self._failed(exc, "could not invalidate")
 
-    def required_position(self, route: str, account_id: t.Any) -> int | None:
+    def required_position(self, route: str, account_id: object) -> int | None:
         """The WAL position a standby must have replayed for its answer to be cached, if any."""
         if not self.enabled:
             return None

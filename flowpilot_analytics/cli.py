@@ -1,4 +1,5 @@
-"""``flask flowpilot-analytics ...``: operator commands, on the blueprint so they exist only where it is registered.
+"""``flask flowpilot-analytics ...``: operator commands, on the blueprint so they exist only where
+it is registered.
 
 Domain errors become click usage errors here, in one place (:func:`_reporting`).
 """
@@ -6,6 +7,7 @@ Domain errors become click usage errors here, in one place (:func:`_reporting`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sys
 import typing as t
@@ -13,29 +15,31 @@ import typing as t
 import click
 import sqlalchemy as sa
 from flask import Blueprint
-from marshmallow import Schema, ValidationError
+from marshmallow import Schema, ValidationError, fields, missing, validate
 
 from . import reports, telemetry
 from .activities import error_text
 from .config import HOST_COLUMNS, Settings
 from .deadletter import DeadLetterStore, replay_one
 from .errors import AnalyticsError
-from .periods import PERIODS
-from .schemas import Schemas
+from .identity import AccountId
+from .reports import ReportContext, Route
+from .schemas import Query, flat_columns, flat_values
 from .state import AnalyticsState, current_state
 from .tables import RECOMMENDED_INDEXES, split_name
 
 
 class Wanted(t.NamedTuple):
-    """An index the plugin's queries (or its exactly-once rule) need: leading columns, and whether unique."""
+    """An index the plugin's queries (or its exactly-once rule) need: leading columns, and whether
+    unique."""
 
     columns: list[str]
     unique: bool = False
 
 
 def _covered(wanted: Wanted, indexes: t.Sequence[t.Mapping[str, t.Any]]) -> str | None:
-    """The name of an existing index that serves ``wanted``: the same leading columns, or for a unique one
-    exactly the same columns and unique."""
+    """The name of an existing index that serves ``wanted``: the same leading columns, or for a
+    unique one exactly the same columns and unique."""
     for index in indexes:
         columns = list(index.get("column_names") or [])
         if wanted.unique and (columns != wanted.columns or not index.get("unique")):
@@ -45,7 +49,9 @@ def _covered(wanted: Wanted, indexes: t.Sequence[t.Mapping[str, t.Any]]) -> str 
     return None
 
 
-def _existing_indexes(inspector: sa.Inspector, name: str, schema: str | None) -> list[dict[str, t.Any]]:
+def _existing_indexes(
+    inspector: sa.Inspector, name: str, schema: str | None
+) -> list[dict[str, t.Any]]:
     """Indexes and unique constraints, as indexes."""
     indexes: list[dict[str, t.Any]] = [dict(i) for i in inspector.get_indexes(name, schema=schema)]
     indexes += [
@@ -65,18 +71,28 @@ def _create_index(target: sa.Engine, table: sa.Table, name: str, wanted: Wanted)
     return str(sa.schema.CreateIndex(index).compile(dialect=target.dialect)).strip()
 
 
-def _check_host_table(target: sa.Engine, settings: Settings, logical: str, lines: list[str], fixes: list[str]) -> None:
+def _check_host_table(
+    target: sa.Engine, settings: Settings, logical: str, lines: list[str], fixes: list[str]
+) -> None:
     schema, name = split_name(settings.tables[logical])
     label = settings.tables[logical]
     inspector = sa.inspect(target)
     if not inspector.has_table(name, schema=schema):
         lines.append(f"MISSING table {label} ({logical}; map it with FLOWPILOT_ANALYTICS_TABLES)")
         return
-    wanted = [Wanted([settings.host_column(logical, c) for c in cols]) for cols in RECOMMENDED_INDEXES[logical]]
-    needed = {c for w in wanted for c in w.columns} | {settings.host_column(logical, c) for c in HOST_COLUMNS[logical]}
+    wanted = [
+        Wanted([settings.host_column(logical, c) for c in cols])
+        for cols in RECOMMENDED_INDEXES[logical]
+    ]
+    needed = {c for w in wanted for c in w.columns} | {
+        settings.host_column(logical, c) for c in HOST_COLUMNS[logical]
+    }
     absent = sorted(needed - {c["name"] for c in inspector.get_columns(name, schema=schema)})
     if absent:
-        lines.append(f"MISSING columns {label}: {', '.join(absent)} (map them with FLOWPILOT_ANALYTICS_COLUMNS)")
+        lines.append(
+            f"MISSING columns {label}: {', '.join(absent)} "
+            f"(map them with FLOWPILOT_ANALYTICS_COLUMNS)"
+        )
         return
     existing = _existing_indexes(inspector, name, schema)
     for want in wanted:
@@ -89,7 +105,9 @@ def _check_host_table(target: sa.Engine, settings: Settings, logical: str, lines
         fixes.append(_create_index(target, table, f"ix_{name}_{'_'.join(want.columns)}"[:63], want))
 
 
-def _check_plugin_table(target: sa.Engine, table: sa.Table, lines: list[str], fixes: list[str]) -> None:
+def _check_plugin_table(
+    target: sa.Engine, table: sa.Table, lines: list[str], fixes: list[str]
+) -> None:
     label = f"{table.schema}.{table.name}" if table.schema else table.name
     inspector = sa.inspect(target)
     if not inspector.has_table(table.name, schema=table.schema):
@@ -97,11 +115,17 @@ def _check_plugin_table(target: sa.Engine, table: sa.Table, lines: list[str], fi
         fixes += ddl_statements(table, target.dialect)
         return
     present = {c["name"] for c in inspector.get_columns(table.name, schema=table.schema)}
-    added = [c for c in table.columns if c.name not in present]  # an older version's table: the upgrade path
+    added = [
+        c for c in table.columns if c.name not in present
+    ]  # an older version's table: the upgrade path
     if added:
-        lines.append(f"MISSING columns {label}: {', '.join(c.name for c in added)} (upgrade: run the statements below)")
+        lines.append(
+            f"MISSING columns {label}: {', '.join(c.name for c in added)} "
+            f"(upgrade: run the statements below)"
+        )
         fixes += [
-            f"ALTER TABLE {label} ADD COLUMN {str(sa.schema.CreateColumn(c).compile(dialect=target.dialect)).strip()}"
+            f"ALTER TABLE {label} ADD COLUMN "
+            f"{str(sa.schema.CreateColumn(c).compile(dialect=target.dialect)).strip()}"
             for c in added
         ]
     existing = _existing_indexes(inspector, table.name, table.schema)
@@ -109,9 +133,14 @@ def _check_plugin_table(target: sa.Engine, table: sa.Table, lines: list[str], fi
         want = Wanted([c.name for c in index.columns], bool(index.unique))
         found = _covered(want, existing)
         if found:
-            lines.append(f"ok      {label} ({', '.join(want.columns)}{', unique' if want.unique else ''}): {found}")
+            lines.append(
+                f"ok      {label} ({', '.join(want.columns)}{', unique' if want.unique else ''}): "
+                f"{found}"
+            )
             continue
-        lines.append(f"MISSING {'unique ' if want.unique else ''}index {label} ({', '.join(want.columns)})")
+        lines.append(
+            f"MISSING {'unique ' if want.unique else ''}index {label} ({', '.join(want.columns)})"
+        )
         detached = table.to_metadata(sa.MetaData())  # never add an index to the host's metadata
         fixes.append(_create_index(target, detached, str(index.name), want))
 
@@ -119,7 +148,8 @@ def _check_plugin_table(target: sa.Engine, table: sa.Table, lines: list[str], fi
 def diagnose(
     engine: sa.Engine, settings: Settings, activity_table: sa.Table, write_engine: sa.Engine
 ) -> tuple[list[str], list[str]]:
-    """Check the host's tables (read engine) and the plugin's own (primary); return (report lines, statements)."""
+    """Check the host's tables (read engine) and the plugin's own (primary); return (report lines,
+    statements)."""
     lines: list[str] = []
     fixes: list[str] = []
     for logical in settings.tables:
@@ -138,29 +168,17 @@ def ddl_statements(table: sa.Table, dialect: sa.Dialect) -> list[str]:
     return statements
 
 
-def _account(state: AnalyticsState, value: str) -> t.Any:
-    """The account id as the database holds it (integers unless FLOWPILOT_ANALYTICS_ID_TYPE says otherwise)."""
-    if state.settings.id_type == "integer":
-        try:
-            return int(value)
-        except ValueError:
-            raise click.BadParameter("account ids are integers", param_hint="--account") from None
-    return value
-
-
-def _args(schema: Schema, options: dict[str, t.Any]) -> dict[str, t.Any]:
-    try:
-        return t.cast(dict[str, t.Any], schema.load({k: v for k, v in options.items() if v is not None}))
-    except ValidationError as exc:
-        raise click.UsageError(f"invalid options: {exc.normalized_messages()}") from None  # type: ignore[no-untyped-call]
-
-
-def _session_facts(state: AnalyticsState, connection: sa.Connection, session_id: t.Any) -> dict[str, t.Any]:
-    """The account and ticket of a host session, read from its row (nothing when there is no such row)."""
+def _session_facts(
+    state: AnalyticsState, connection: sa.Connection, session_id: t.Any
+) -> dict[str, t.Any]:
+    """The account and ticket of a host session, read from its row (nothing when there is no such
+    row)."""
     sessions = state.prepared().tables.sessions
     with connection.begin():
         row = connection.execute(
-            sa.select(sessions.c.account_id, sessions.c.psa_ticket_id).where(sessions.c.id == session_id)
+            sa.select(sessions.c.account_id, sessions.c.psa_ticket_id).where(
+                sessions.c.id == session_id
+            )
         ).first()
     if row is None:
         return {}
@@ -169,7 +187,8 @@ def _session_facts(state: AnalyticsState, connection: sa.Connection, session_id:
 
 
 def _dead_letter_counts(store: DeadLetterStore) -> tuple[int | None, int | None]:
-    """(dead letters waiting, torn lines found); ``None`` when the store cannot be read (said so, no traceback)."""
+    """(dead letters waiting, torn lines found); ``None`` when the store cannot be read (said so, no
+    traceback)."""
     try:
         return len(store.pending()), store.torn()
     except Exception as exc:  # e.g. a missing dead-letter table, or a link at the file's path
@@ -182,14 +201,66 @@ def _warn_set_aside(store: DeadLetterStore) -> None:
     try:
         aside = store.rejected()
     except Exception as exc:
-        click.echo(f"UNREADABLE set-aside dead letters in {store.rejected_location}: {exc.__class__.__name__}")
+        click.echo(
+            f"UNREADABLE set-aside dead letters in {store.rejected_location}: "
+            f"{exc.__class__.__name__}"
+        )
         return
     if aside.total:
         click.echo(
-            f"WARNING {aside.entries} entries that can never be written and {aside.torn} torn lines set aside in "
-            f"{store.rejected_location}: inspect them there (each has its reason); they are never replayed "
-            "automatically (after fixing the cause: `flask flowpilot-analytics replay-activities --retry-rejected`)"
+            f"WARNING {aside.entries} entries that can never be written and {aside.torn} torn "
+            f"lines set aside in {store.rejected_location}: inspect them there (each has its "
+            "reason); they are never replayed automatically (after fixing the cause: "
+            "`flask flowpilot-analytics replay-activities --retry-rejected`)"
         )
+
+
+# -- report commands: one per declared report route that names one ---------------------------------
+
+#: Query fields the command line does not offer: it prints a table, or the JSON body with
+#: ``--json``.
+NOT_OPTIONS = frozenset({"format"})
+
+
+def _account(state: AnalyticsState, value: str) -> AccountId:
+    """The account id as the database holds it (integers unless FLOWPILOT_ANALYTICS_ID_TYPE says
+    otherwise)."""
+    if state.settings.id_type == "integer":
+        try:
+            return int(value)
+        except ValueError:
+            raise click.BadParameter("account ids are integers", param_hint="--account") from None
+    return value
+
+
+def _option(name: str, field: fields.Field[object]) -> click.Option:
+    """The option of one query field: its name with dashes, its choices or number type, its
+    description."""
+    choices = next((v.choices for v in field.validators if isinstance(v, validate.OneOf)), None)
+    kind: click.ParamType[object, str] = (
+        click.Choice([str(c) for c in choices])
+        if choices is not None
+        else click.FLOAT
+        if isinstance(field, fields.Float)
+        else click.INT
+        if isinstance(field, fields.Integer)
+        else click.STRING
+    )
+    text = str(field.metadata.get("description", ""))
+    default = field.metadata.get(
+        "default", None if field.load_default is missing else field.load_default
+    )
+    if default is not None:
+        text += f" Default: {default}."
+    return click.Option([f"--{name.replace('_', '-')}", name], type=kind, help=text.strip())
+
+
+def _query(schema: Schema, options: t.Mapping[str, object]) -> Query:
+    try:
+        return t.cast(Query, schema.load({k: v for k, v in options.items() if v is not None}))
+    except ValidationError as exc:
+        messages = exc.normalized_messages()  # type: ignore[no-untyped-call]
+        raise click.UsageError(f"invalid options: {messages}") from None
 
 
 @contextlib.contextmanager
@@ -201,148 +272,87 @@ def _reporting() -> t.Iterator[None]:
         raise click.UsageError(exc.message) from None
 
 
-def _print_table(rows: list[tuple[str, t.Any]]) -> None:
-    width = max(len(name) for name, _ in rows)
+def _cell(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def _print_table(rows: list[tuple[str, object]]) -> None:
+    width = max((len(name) for name, _ in rows), default=0)
     for name, value in rows:
-        click.echo(f"{name.ljust(width)}  {'-' if value is None else value}")
+        click.echo(f"{name.ljust(width)}  {_cell(value)}")
 
 
-def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"
+def _print_rows(title: str, schema: Schema, items: t.Sequence[t.Mapping[str, object]]) -> None:
+    """A list of body parts as columns (nested parts flattened: ``target.attainment``)."""
+    header = flat_columns(schema, ".")
+    rows = [[_cell(value) for value in flat_values(schema, item)] for item in items]
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+    click.echo(f"\n{title}:")
+    for row in [header, *rows]:
+        click.echo("  ".join(cell.rjust(width) for cell, width in zip(row, widths)).rstrip())
 
 
-def _report_options(fn: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
-    for option in reversed(
-        [
-            click.option("--account", required=True, help="The account to report on."),
-            click.option("--period", type=click.Choice(list(PERIODS)), help="7d, 30d or 90d (default 30d)."),
-            click.option("--since", help="Start of a custom range, ISO 8601 (with --until)."),
-            click.option("--until", help="End of a custom range, ISO 8601 (with --since)."),
-            click.option("--compare", type=click.Choice(["previous"]), help="Add the window just before."),
-            click.option("--json", "as_json", is_flag=True, help="Print the API's JSON body instead of a table."),
-        ]
-    ):
-        fn = option(fn)
-    return fn
+def _print_body(schema: Schema, body: t.Mapping[str, object], title: str = "") -> None:
+    """A body as the API returns it, for reading: its scalars as a table, then each nested part and
+    each list under its name, then long texts (the metric's definition)."""
+    scalars: list[tuple[str, object]] = []
+    texts: list[str] = []
+    below: list[t.Callable[[], None]] = []
+    for name, field in schema.fields.items():
+        value = body.get(name)
+        path = f"{title}.{name}" if title else name
+        if name not in body:
+            continue
+        if isinstance(field, fields.Nested) and isinstance(value, t.Mapping):
+            below.append(functools.partial(_print_body, field.schema, value, path))
+        elif isinstance(field, fields.List) and isinstance(field.inner, fields.Nested):
+            items = value if isinstance(value, list) else []
+            below.append(functools.partial(_print_rows, path, field.inner.schema, items))
+        elif isinstance(value, str) and len(value) > 100:
+            texts.append(value)
+        else:
+            scalars.append((name, value))
+    if title:
+        click.echo(f"\n{title}:")
+    _print_table(scalars)
+    for part in below:
+        part()
+    for text in texts:
+        click.echo("\n" + text)
 
 
-def register_commands(blueprint: Blueprint, schemas: Schemas) -> None:
+def _report_command(blueprint: Blueprint, route: Route, state: AnalyticsState) -> None:
+    """``flask flowpilot-analytics <route.command>``: the route's options from its query schema."""
+    args, body = route.args_schema(state), route.body()
+    params = [
+        click.Option(["--account"], required=True, help="The account to report on."),
+        *(_option(name, field) for name, field in args.fields.items() if name not in NOT_OPTIONS),
+        click.Option(
+            ["--json", "as_json"],
+            is_flag=True,
+            help="Print the API's JSON body instead of a table.",
+        ),
+    ]
+
+    def run(account: str, as_json: bool, **options: object) -> None:
+        query = _query(args, options)
+        with _reporting():
+            context = ReportContext.start(current_state(), _account(state, account))
+            dumped = body.dump(route.compute(context, query))
+        if as_json:
+            click.echo(json.dumps(dumped, indent=2, sort_keys=True, default=str))
+        else:
+            _print_body(body, dumped)
+
+    text = f"{route.summary}, for one account: the same numbers as the API."
+    blueprint.cli.command(route.command, params=params, help=text)(run)
+
+
+def register_commands(blueprint: Blueprint, state: AnalyticsState) -> None:
     """Attach the commands to the blueprint's CLI group."""
-
-    @blueprint.cli.command("escalations")
-    @_report_options
-    @click.option("--group-by", type=click.Choice(["engineer"]), help="Add one group per claimer.")
-    @click.option("--target-seconds", type=float, help="Response target: add its attainment.")
-    def escalations_command(
-        account: str, as_json: bool, group_by: str | None, target_seconds: float | None, **options: t.Any
-    ) -> None:
-        """Print the escalation metric of one account, the same numbers as the API."""
-        state = current_state()
-        args = _args(schemas.escalation_args, {**options, "group_by": group_by, "target_seconds": target_seconds})
-        with _reporting():
-            body = schemas.escalation_metrics.dump(reports.escalation_report(state, _account(state, account), args))
-        if as_json:
-            click.echo(json.dumps(body, indent=2, sort_keys=True, default=str))
-            return
-        _print_table(
-            [
-                (k, body[k])
-                for k in (
-                    "period",
-                    "window_start",
-                    "window_end",
-                    "n_handoffs_claimed",
-                    "n_handoffs_with_action",
-                    "avg_seconds",
-                    "median_seconds",
-                    "p95_seconds",
-                )
-            ]
-        )
-        click.echo("\ndistribution:")
-        _print_table(
-            [
-                (
-                    f"[{b['min_seconds']:g}, {'' if b['max_seconds'] is None else format(b['max_seconds'], 'g')})",
-                    b["count"],
-                )
-                for b in body["distribution"]["buckets"]
-            ]
-            + [("no action", body["distribution"]["no_action"])]
-        )
-        if "previous" in body:
-            click.echo("\nprevious window:")
-            _print_table(list(body["previous"].items()))
-        for group in body.get("groups", []):
-            click.echo(f"\nengineer {group['engineer']}:")
-            _print_table([(k, v) for k, v in group.items() if k != "engineer"])
-        click.echo("\n" + body["metric_definition"])
-
-    @blueprint.cli.command("escalation-trend")
-    @click.option("--account", required=True, help="The account to report on.")
-    @click.option("--period", type=click.Choice(list(PERIODS)), help="7d, 30d or 90d (default 30d).")
-    @click.option("--since", help="Start of a custom range, ISO 8601 (with --until).")
-    @click.option("--until", help="End of a custom range, ISO 8601 (with --since).")
-    @click.option("--tz", default="UTC", show_default=True, help="IANA zone of the days and weeks.")
-    @click.option("--interval", type=click.Choice(["day", "week"]), default="day", show_default=True)
-    @click.option("--target-seconds", type=float, help="Response target: add its attainment per point.")
-    @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON body instead of a table.")
-    def escalation_trend_command(account: str, as_json: bool, **options: t.Any) -> None:
-        """Print the escalation metric per day or week of one account, the same numbers as the API."""
-        state = current_state()
-        args = _args(schemas.trend_args, options)
-        with _reporting():
-            body = schemas.escalation_trend.dump(reports.escalation_trend(state, _account(state, account), args))
-        if as_json:
-            click.echo(json.dumps(body, indent=2, sort_keys=True, default=str))
-            return
-        _print_table([(k, body[k]) for k in ("period", "window_start", "window_end", "timezone", "interval")])
-        click.echo(f"\n{'start':10}  {'claimed':>7}  {'acted':>5}  {'median_s':>10}  {'p95_s':>10}  {'attainment':>10}")
-        for point in body["points"]:
-            attainment = (point["target"] or {}).get("attainment")
-            click.echo(
-                f"{point['start']:10}  {point['n_handoffs_claimed']:>7}  {point['n_handoffs_with_action']:>5}  "
-                f"{_number(point['median_seconds']):>10}  {_number(point['p95_seconds']):>10}  "
-                f"{_number(attainment):>10}"
-            )
-        click.echo("\n" + body["metric_definition"])
-
-    @blueprint.cli.command("psa-metrics")
-    @_report_options
-    @click.option("--tz", default="UTC", show_default=True, help="IANA zone for the daily trend.")
-    def psa_metrics_command(account: str, as_json: bool, tz: str, **options: t.Any) -> None:
-        """Print the PSA metrics of one account, the same numbers as the API."""
-        state = current_state()
-        args = _args(schemas.psa_args, {**options, "tz": tz})
-        with _reporting():
-            body = schemas.psa_metrics.dump(reports.psa_report(state, _account(state, account), args))
-        if as_json:
-            click.echo(json.dumps(body, indent=2, sort_keys=True, default=str))
-            return
-        _print_table(
-            [
-                ("period", body["period"]),
-                ("window_start", body["window_start"]),
-                ("window_end", body["window_end"]),
-                ("timezone", body["timezone"]),
-                *((f"time_entries.{k}", v) for k, v in body["time_entries"].items()),
-                *((f"funnel.{k}", v) for k, v in body["funnel"].items()),
-            ]
-        )
-        if "previous" in body:
-            click.echo("\nprevious window:")
-            _print_table(
-                [
-                    ("window_start", body["previous"]["window_start"]),
-                    *((f"funnel.{k}", v) for k, v in body["previous"]["funnel"].items()),
-                ]
-            )
-        click.echo("\ndate        sessions  notes  time_entries  minutes")
-        for row in body["daily_trend"]:
-            click.echo(
-                f"{row['date']}  {row['sessions']:>8}  {row['notes_posted']:>5}  {row['time_entries']:>12}  "
-                f"{row['minutes']:>7g}"
-            )
+    for route in reports.REPORT_ROUTES:
+        if route.command is not None:
+            _report_command(blueprint, route, state)
 
     @blueprint.cli.command("replay-activities")
     @click.option(
@@ -354,12 +364,13 @@ def register_commands(blueprint: Blueprint, schemas: Schemas) -> None:
         """Write the activities the hook could not record (dead letters); safe to run again.
 
         Each activity is written once, by its idempotency key, however many replays run, at the same
-        time or one after another. An activity kept without its account (the database did not answer when
-        the hook read the pushed session) gets it from the session's row. Entries that fail in a way that
-        may pass (the database down, a missing table) stay in the store; the exit status is then 1. Entries
-        that can never be written (refused by the checks, the columns or a constraint) and torn lines are set
-        aside in ``<file>.rejected`` with their reason and never replayed unless ``--retry-rejected`` says so.
-        Refuses to run as another user than the store's owner.
+        time or one after another. An activity kept without its account (the database did not answer
+        when the hook read the pushed session) gets it from the session's row. Entries that fail in
+        a way that may pass (the database down, a missing table) stay in the store; the exit status
+        is then 1. Entries that can never be written (refused by the checks, the columns or a
+        constraint) and torn lines are set aside in ``<file>.rejected`` with their reason and never
+        replayed unless ``--retry-rejected`` says so. Refuses to run as another user than the
+        store's owner.
         """
         state = current_state()
         store = state.dead_letters
@@ -377,7 +388,9 @@ def register_commands(blueprint: Blueprint, schemas: Schemas) -> None:
                 outcome = replay_one(connection, table, state.settings.tenant_setting, payload)
             if outcome == "written":  # answers cached before it (a shared cache) no longer hold
                 state.cache.invalidate("psa_metrics", payload["account_id"], None)
-            telemetry.replayed.add(1, {"activity_type": str(payload.get("activity_type")), "outcome": outcome})
+            telemetry.replayed.add(
+                1, {"activity_type": str(payload.get("activity_type")), "outcome": outcome}
+            )
             return outcome
 
         try:
@@ -396,9 +409,10 @@ def register_commands(blueprint: Blueprint, schemas: Schemas) -> None:
             click.echo(f"  {error}")
         if report.rejected or report.torn:
             click.echo(
-                f"set aside in {store.rejected_location}: {report.rejected} entries that can never be written, "
-                f"{report.torn} torn lines; inspect them there (they are never replayed automatically; after "
-                "fixing the cause: `flask flowpilot-analytics replay-activities --retry-rejected`)"
+                f"set aside in {store.rejected_location}: {report.rejected} entries that can never "
+                f"be written, {report.torn} torn lines; inspect them there (they are never "
+                "replayed automatically; after fixing the cause: "
+                "`flask flowpilot-analytics replay-activities --retry-rejected`)"
             )
             for reason in report.reasons[:10]:
                 click.echo(f"  {reason}")
@@ -407,32 +421,39 @@ def register_commands(blueprint: Blueprint, schemas: Schemas) -> None:
 
     @blueprint.cli.command("doctor")
     def doctor() -> None:
-        """Check the tables and indexes the plugin's queries need, and the dead letters; print what fixes it.
+        """Check the tables and indexes the plugin's queries need, and the dead letters; print what
+        fixes it.
 
-        Exits with status 1 when anything is missing, or dead letters or torn lines wait for a replay. What
-        replays set aside (entries that can never be written, torn lines) is a warning with exit status 0: no
-        command can fix it, someone must read it.
+        Exits with status 1 when anything is missing, or dead letters or torn lines wait for a
+        replay. What replays set aside (entries that can never be written, torn lines) is a warning
+        with exit status 0: no command can fix it, someone must read it.
         """
         state = current_state()
         store = state.dead_letters
-        lines, fixes = diagnose(state.read_engine, state.settings, state.activity_table, state.write_engine)
+        lines, fixes = diagnose(
+            state.read_engine, state.settings, state.activity_table, state.write_engine
+        )
         for line in lines:
             click.echo(line)
         waiting, torn = _dead_letter_counts(store)
         if waiting:
             click.echo(
-                f"BACKLOG {waiting} dead letters in {store.location}: run `flask flowpilot-analytics replay-activities`"
+                f"BACKLOG {waiting} dead letters in {store.location}: run "
+                f"`flask flowpilot-analytics replay-activities`"
             )
         elif waiting == 0:
             click.echo(f"ok      no dead letters in {store.location}")
         if torn:
             click.echo(
-                f"TORN    {torn} torn lines found in {store.location} (cut by a crash or a full disk): run "
-                f"`flask flowpilot-analytics replay-activities`, which sets them aside in {store.rejected_location}"
+                f"TORN    {torn} torn lines found in {store.location} (cut by a crash or a full "
+                f"disk): run `flask flowpilot-analytics replay-activities`, which sets them aside "
+                f"in {store.rejected_location}"
             )
         _warn_set_aside(store)
         if fixes:
-            click.echo("\nRun these statements (PostgreSQL: CONCURRENTLY keeps the table writable):")
+            click.echo(
+                "\nRun these statements (PostgreSQL: CONCURRENTLY keeps the table writable):"
+            )
             for statement in fixes:
                 click.echo(statement + ";")
         if fixes or waiting != 0 or torn != 0:
@@ -441,10 +462,14 @@ def register_commands(blueprint: Blueprint, schemas: Schemas) -> None:
 
     @blueprint.cli.command("ddl")
     @click.option(
-        "--dialect", "dialect_name", default=None, help="postgresql, sqlite, mysql...; default: the app's database."
+        "--dialect",
+        "dialect_name",
+        default=None,
+        help="postgresql, sqlite, mysql...; default: the app's database.",
     )
     def ddl(dialect_name: str | None) -> None:
-        """Print the DDL of the plugin's own table, for hosts that manage their schema with migrations."""
+        """Print the DDL of the plugin's own table, for hosts that manage their schema with
+        migrations."""
         state = current_state()
         if dialect_name:
             try:

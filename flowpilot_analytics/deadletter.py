@@ -1,27 +1,29 @@
-"""Dead letters: activities the hook could not write, kept durably until ``replay-activities`` writes them.
+"""Dead letters: activities the hook could not write, kept durably until ``replay-activities``
+writes them.
 
-By default the store is a JSON-lines file (one payload per line, appended under an exclusive lock, readable
-by its owner only), so it survives a database outage, which is exactly when it is needed. A host may choose
-a table instead (:class:`DeadLetterTable`), for when the activity table is missing or locked rather than the
-whole database down; when that table cannot be written within the hook timeout either, the file takes the
-activity. Every payload carries its idempotency key, so replaying it any number of times, from any number of
-processes at once, writes its row once.
+The store is a JSON-lines file (one payload per line, appended under an exclusive lock, readable by
+its owner only), so it survives a database outage, which is exactly when it is needed. Every payload
+carries its idempotency key, so replaying it any number of times, from any number of processes at
+once, writes its row once.
 
-The file is also the hook's journal: every activity is journaled there before its write (no fsync: a killed
-process leaves it in the kernel's page cache) and settled (a ``{"settled": key}`` line) once its row is
-written, so a process that dies in between leaves a dead letter, not a loss. :meth:`DeadLetterFile.sync`
-makes the journal durable when the write failed; :meth:`DeadLetterFile.append` (a dead letter proper) is
-fsynced. Settled entries are compacted away, so the file stays small.
+The file is also the hook's journal: every activity is journaled there before its write (no fsync: a
+killed process leaves it in the kernel's page cache) and settled (a ``{"settled": key}`` line) once
+its row is written, so a process that dies in between leaves a dead letter, not a loss.
+:meth:`DeadLetterFile.sync` makes the journal durable when the write failed;
+:meth:`DeadLetterFile.append` (a dead letter proper) is fsynced. Settled entries are compacted away,
+so the file stays small.
 
-An append is whole or not at all (a short write on a full disk is cut back and raised), never glued onto a
-partial line; a line that does not parse (a torn line) is counted apart, never hides the others, and the
-replay sets it aside in ``<file>.rejected`` with the entries that can never be written (a value the checks
-or the columns refuse), each with its reason. No file of the store is opened through a symbolic link.
+An append is whole or not at all (a short write on a full disk is cut back and raised), never glued
+onto a partial line; a line that does not parse (a torn line) is counted apart, never hides the
+others, and the replay sets it aside in ``<file>.rejected`` with the entries that can never be
+written (a value the checks or the columns refuse), each with its reason. No file of the store is
+opened through a symbolic link.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import glob
@@ -41,16 +43,19 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 
 from .activities import NoAccount, error_text, insert_activity, legacy_key, validate_payload
-from .deadline import DeadlineRunner
 from .tables import set_tenant
 from .timeutil import as_utc
 
 logger = logging.getLogger("flowpilot_analytics.deadletter")
 
+#: One dead letter as its JSON line reads back: the activity's fields by name.
+Entry = dict[str, object]
+
 FILE_MODE = 0o600
 SETTING = "FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH"
-#: A settle rewrites the file without its settled entries once it is past this size (and past twice its
-#: size after this process's last compaction, so a large backlog is not rewritten at every settle).
+#: A settle rewrites the file without its settled entries once it is past this size (and past twice
+#: its size after this process's last compaction, so a large backlog is not rewritten at every
+#: settle).
 COMPACT_BYTES = 64 * 1024
 #: Seconds :meth:`DeadLetterFile.settle` waits for the file's lock unless told otherwise.
 SETTLE_TIMEOUT = 1.0
@@ -61,15 +66,18 @@ POLL_FIRST, POLL_MAX = 0.0005, 0.002
 #: Why a line that does not parse was set aside (``doctor`` counts these apart).
 TORN = "torn line"
 
-_NO_LINKS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # O_NONBLOCK: a FIFO planted there never blocks
+_NO_LINKS = (
+    os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+)  # O_NONBLOCK: a FIFO planted there never blocks
 
 
 def check_directory(path: str) -> None:
-    """Refuse a dead-letter path in a folder others than its owner may write to (they could swap the files
-    for links, or read them), or one that is not a regular file; raised at ``init_app``, naming the setting.
+    """Refuse a dead-letter path in a folder others than its owner may write to (they could swap the
+    files for links, or read them), or one that is not a regular file; raised at ``init_app``,
+    naming the setting.
 
-    A folder not made yet (it is made 0700 at the first write) must not be in a world-writable one, where
-    anyone could make it first.
+    A folder not made yet (it is made 0700 at the first write) must not be in a world-writable one,
+    where anyone could make it first.
     """
     folder = os.path.dirname(os.path.abspath(path))
     shared = stat.S_IWGRP | stat.S_IWOTH
@@ -79,8 +87,8 @@ def check_directory(path: str) -> None:
     if mode & shared:
         who = "world" if mode & stat.S_IWOTH else "group"
         raise ValueError(
-            f"The dead-letter folder {folder} is {who}-writable (mode {stat.S_IMODE(mode):o}); choose a private "
-            f"folder with {SETTING}."
+            f"The dead-letter folder {folder} is {who}-writable (mode {stat.S_IMODE(mode):o}); "
+            f"choose a private folder with {SETTING}."
         )
     try:
         found = os.lstat(path)
@@ -88,17 +96,21 @@ def check_directory(path: str) -> None:
         return
     if not stat.S_ISREG(found.st_mode):
         raise ValueError(
-            f"The dead-letter path {path} is not a regular file (a symbolic link, folder or device); choose "
-            f"another with {SETTING}."
+            f"The dead-letter path {path} is not a regular file (a symbolic link, folder or "
+            f"device); choose another with {SETTING}."
         )
 
 
 def _checked(path: str, descriptor: int, tighten: bool) -> int:
-    """``descriptor`` if it is a regular file of one name (tightened to 0600 if wider), else closed and refused."""
+    """``descriptor`` if it is a regular file of one name (tightened to 0600 if wider), else closed
+    and refused."""
     try:
         found = os.fstat(descriptor)
         if not stat.S_ISREG(found.st_mode) or found.st_nlink > 1:
-            raise OSError(errno.EPERM, f"{path} is not a regular file of one name; the dead-letter store refuses it")
+            raise OSError(
+                errno.EPERM,
+                f"{path} is not a regular file of one name; the dead-letter store refuses it",
+            )
         if tighten and found.st_mode & 0o077:  # a file made by an older version, or by hand
             os.fchmod(descriptor, FILE_MODE)
     except BaseException:
@@ -109,7 +121,9 @@ def _checked(path: str, descriptor: int, tighten: bool) -> int:
 
 def _no_link(path: str, exc: OSError) -> OSError:
     if exc.errno == errno.ELOOP:
-        return OSError(errno.ELOOP, f"{path} is a symbolic link; the dead-letter store follows none")
+        return OSError(
+            errno.ELOOP, f"{path} is a symbolic link; the dead-letter store follows none"
+        )
     return exc
 
 
@@ -135,7 +149,8 @@ def _open_existing(path: str, flags: int) -> int | None:
 
 
 def _create(path: str) -> int:
-    """A new private file at ``path`` (never an existing one, never through a link), open for writing."""
+    """A new private file at ``path`` (never an existing one, never through a link), open for
+    writing."""
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_LINKS, FILE_MODE)
 
 
@@ -160,8 +175,8 @@ def _check_deadline(deadline: float | None) -> None:
 
 
 def _flock(descriptor: int, operation: int, deadline: float | None) -> None:
-    """Take the lock, polling until ``deadline`` (``time.monotonic()``; ``None``: wait as long as it takes),
-    so a contended lock never holds a push past its budget."""
+    """Take the lock, polling until ``deadline`` (``time.monotonic()``; ``None``: wait as long as it
+    takes), so a contended lock never holds a push past its budget."""
     if deadline is None:
         fcntl.flock(descriptor, operation)
         return
@@ -177,9 +192,9 @@ def _flock(descriptor: int, operation: int, deadline: float | None) -> None:
 
 
 def _lock_current(path: str, descriptor: int, operation: int, deadline: float | None) -> bool:
-    """Lock ``descriptor``; whether it still is the file at ``path`` (a replay or a compaction may have
-    renamed it away while we waited: then the caller opens the new one, so nothing is ever appended to, or
-    read from, a file that was moved aside)."""
+    """Lock ``descriptor``; whether it still is the file at ``path`` (a replay or a compaction may
+    have renamed it away while we waited: then the caller opens the new one, so nothing is ever
+    appended to, or read from, a file that was moved aside)."""
     try:
         _flock(descriptor, operation, deadline)
         held = os.fstat(descriptor)
@@ -195,7 +210,8 @@ def _lock_current(path: str, descriptor: int, operation: int, deadline: float | 
 
 @contextmanager
 def _locked(path: str, deadline: float | None = None) -> t.Iterator[int]:
-    """The file at ``path`` (created if need be) under an exclusive lock, released when it is closed."""
+    """The file at ``path`` (created if need be) under an exclusive lock, released when it is
+    closed."""
     while True:
         descriptor = _open(path, os.O_RDWR | os.O_APPEND)
         if _lock_current(path, descriptor, fcntl.LOCK_EX, deadline):
@@ -209,7 +225,8 @@ def _locked(path: str, deadline: float | None = None) -> t.Iterator[int]:
 
 
 def _read_locked(path: str, deadline: float) -> bytes:
-    """The bytes of the file at ``path`` (empty if there is none), read under a shared lock, so whole."""
+    """The bytes of the file at ``path`` (empty if there is none), read under a shared lock, so
+    whole."""
     while True:
         descriptor = _open_existing(path, os.O_RDONLY)
         if descriptor is None:
@@ -225,8 +242,8 @@ def _read_locked(path: str, deadline: float) -> bytes:
 
 
 def _write_all(descriptor: int, data: bytes, start: int) -> None:
-    """Write all of ``data``, however short each write is; one that cannot finish (a full disk) cuts the file
-    back to ``start`` and raises, so a line is kept whole or not at all."""
+    """Write all of ``data``, however short each write is; one that cannot finish (a full disk) cuts
+    the file back to ``start`` and raises, so a line is kept whole or not at all."""
     view = memoryview(data)
     try:
         while view:
@@ -241,8 +258,8 @@ def _write_all(descriptor: int, data: bytes, start: int) -> None:
 
 
 def _append_to(descriptor: int, data: bytes) -> int:
-    """Append ``data`` (whole lines) to the locked file, on a line of its own: after a partial line (a torn
-    tail) a newline ends it first, so it stays one torn line. The file's new size."""
+    """Append ``data`` (whole lines) to the locked file, on a line of its own: after a partial line
+    (a torn tail) a newline ends it first, so it stays one torn line. The file's new size."""
     start = os.fstat(descriptor).st_size
     if start and os.pread(descriptor, 1, start - 1) != b"\n":
         data = b"\n" + data
@@ -270,15 +287,22 @@ def _read(path: str) -> bytes:
 
 
 def _fsync_folder(path: str) -> None:
-    descriptor = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    descriptor = os.open(
+        os.path.dirname(os.path.abspath(path)), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    )
     try:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
 
 
-def _line(payload: t.Mapping[str, t.Any]) -> str:
-    return json.dumps({**payload, "created_at": _iso(payload["created_at"])}, sort_keys=True, default=str) + "\n"
+def _line(payload: t.Mapping[str, object]) -> str:
+    return (
+        json.dumps(
+            {**payload, "created_at": _iso(payload["created_at"])}, sort_keys=True, default=str
+        )
+        + "\n"
+    )
 
 
 Kind = t.Literal["entry", "settled", "torn"]
@@ -317,12 +341,29 @@ class _Lines:
                     self.settled.add(value)
         return self
 
-    def unsettled(self) -> list[tuple[bytes, dict[str, t.Any]]]:
-        """The entries not settled (dead letters, and journal entries whose write has not landed)."""
+    def current(self) -> list[bool]:
+        """Per item, whether it is the last entry with its key: the hook journals an activity before
+        reading the pushed object, then again, complete, under the same key; the later entry
+        supersedes the earlier."""
+        last = {
+            value.get("idempotency_key"): i
+            for i, (kind, _, value) in enumerate(self.items)
+            if kind == "entry"
+        }
+        return [
+            kind != "entry"
+            or value.get("idempotency_key") is None
+            or last[value.get("idempotency_key")] == i
+            for i, (kind, _, value) in enumerate(self.items)
+        ]
+
+    def unsettled(self) -> list[tuple[bytes, Entry]]:
+        """The entries not settled (dead letters, and journal entries whose write has not
+        landed)."""
         return [
             (raw, value)
-            for kind, raw, value in self.items
-            if kind == "entry" and value.get("idempotency_key") not in self.settled
+            for (kind, raw, value), current in zip(self.items, self.current())
+            if kind == "entry" and current and value.get("idempotency_key") not in self.settled
         ]
 
     def torn(self) -> int:
@@ -330,7 +371,8 @@ class _Lines:
 
 
 class SetAside(t.NamedTuple):
-    """What the replays set aside in ``<file>.rejected``: entries that can never be written, torn lines."""
+    """What the replays set aside in ``<file>.rejected``: entries that can never be written, torn
+    lines."""
 
     entries: int
     torn: int
@@ -353,19 +395,23 @@ class DeadLetterStore(t.Protocol):
     def backlog(self) -> int | None:
         """How many dead letters wait, when that is cheap to read; else ``None``."""
 
-    def append(self, payload: t.Mapping[str, t.Any], timeout: float = 5.0) -> None:
-        """Keep one activity durably, waiting at most ``timeout`` seconds for a lock or the database."""
+    def append(self, payload: t.Mapping[str, object], timeout: float = 5.0) -> None:
+        """Keep one activity durably, waiting at most ``timeout`` seconds for a lock or the
+        database."""
 
-    def journal(self, payload: t.Mapping[str, t.Any], timeout: float = 5.0) -> None:
-        """Keep an activity about to be written (not fsynced); :meth:`settle` drops it once written."""
+    def journal(self, payload: t.Mapping[str, object], timeout: float = 5.0) -> None:
+        """Keep an activity about to be written (not fsynced); :meth:`settle` drops it once
+        written."""
 
     def settle(self, key: str, timeout: float = SETTLE_TIMEOUT) -> None:
-        """The journaled activity with this idempotency key is written: it is no longer a dead letter."""
+        """The journaled activity with this idempotency key is written: it is no longer a dead
+        letter."""
 
     def sync(self) -> None:
-        """Make what was journaled durable (the write failed: the journal entry is the dead letter)."""
+        """Make what was journaled durable (the write failed: the journal entry is the dead
+        letter)."""
 
-    def pending(self) -> list[dict[str, t.Any]]:
+    def pending(self) -> list[Entry]:
         """Every activity not yet written back (torn lines left out: see :meth:`torn`)."""
 
     def torn(self) -> int:
@@ -375,20 +421,22 @@ class DeadLetterStore(t.Protocol):
         """What replays have set aside in :attr:`rejected_location`."""
 
     def check_owner(self) -> None:
-        """Raise ``PermissionError`` (saying which user to run as) when this process is not the store's owner."""
+        """Raise ``PermissionError`` (saying which user to run as) when this process is not the
+        store's owner."""
 
-    def drain(self, write: t.Callable[[dict[str, t.Any]], str], retry_rejected: bool = False) -> ReplayReport:
-        """Hand every entry to ``write``; drop those written or present, keep the failures that may pass, set
-        aside those that never can (and torn lines)."""
+    def drain(self, write: t.Callable[[Entry], str], retry_rejected: bool = False) -> ReplayReport:
+        """Hand every entry to ``write``; drop those written or present, keep the failures that may
+        pass, set aside those that never can (and torn lines)."""
 
 
 class DeadLetterFile:
-    """Append-only JSON lines; ``drain`` hands the entries to a writer and keeps only those it could not write.
+    """Append-only JSON lines; ``drain`` hands the entries to a writer and keeps only those it could
+    not write.
 
-    Files beside it: ``<file>.lock`` (one replay at a time), ``<file>.replaying.<n>`` (entries a replay moved
-    aside), ``<file>.rejected`` (what replays set aside), and for a moment the new file of a compaction
-    (``<file>.compacting.<pid>.<n>``) or of ``.rejected`` (``<file>.rejected.<n>``). None is opened through
-    a link, and every one is created 0600.
+    Files beside it: ``<file>.lock`` (one replay at a time), ``<file>.replaying.<n>`` (entries a
+    replay moved aside), ``<file>.rejected`` (what replays set aside), and for a moment the new file
+    of a compaction (``<file>.compacting.<pid>.<n>``) or of ``.rejected`` (``<file>.rejected.<n>``).
+    None is opened through a link, and every one is created 0600.
     """
 
     kind = "file"
@@ -399,17 +447,24 @@ class DeadLetterFile:
         self.replay_lock = path + ".lock"
         self.rejected_location = path + ".rejected"
         self._compacted_size = 0  # after this process's last compaction
-        self._synced_name: tuple[int, int] | None = None  # the file whose name this process made durable
-        self._counted: tuple[t.Any, tuple[int, int]] | None = None  # (the files' stat, (backlog, torn))
+        self._synced_name: tuple[int, int] | None = (
+            None  # the file whose name this process made durable
+        )
+        self._counted: tuple[t.Any, tuple[int, int]] | None = (
+            None  # (the files' stat, (backlog, torn))
+        )
         self._threads = (os.getpid(), threading.Lock())
 
     @contextmanager
     def _appending(self, timeout: float) -> t.Iterator[int]:
-        """The file locked for an append within ``timeout`` seconds: this process's threads queue on a lock of
-        their own first (woken in turn, none polling), so only one of them at a time polls the file's lock."""
+        """The file locked for an append within ``timeout`` seconds: this process's threads queue on
+        a lock of their own first (woken in turn, none polling), so only one of them at a time polls
+        the file's lock."""
         deadline = time.monotonic() + timeout
         pid, lock = self._threads
-        if pid != os.getpid():  # a forked child: the parent's lock may have been held by a thread not copied
+        if (
+            pid != os.getpid()
+        ):  # a forked child: the parent's lock may have been held by a thread not copied
             self._threads = pid, lock = os.getpid(), threading.Lock()
         left = deadline - time.monotonic()
         if not (lock.acquire(timeout=left) if left > 0 else lock.acquire(blocking=False)):
@@ -420,23 +475,25 @@ class DeadLetterFile:
         finally:
             lock.release()
 
-    # -- writing -------------------------------------------------------------------------------------------
-    def append(self, payload: t.Mapping[str, t.Any], timeout: float = 5.0) -> None:
-        """Keep one activity durably (fsynced), waiting at most ``timeout`` seconds for the file's lock."""
+    # -- writing -----------------------------------------------------------------------------------
+    def append(self, payload: t.Mapping[str, object], timeout: float = 5.0) -> None:
+        """Keep one activity durably (fsynced), waiting at most ``timeout`` seconds for the file's
+        lock."""
         data = _line(payload).encode("utf-8")
         with self._appending(timeout) as descriptor:
             _append_to(descriptor, data)
             self._fsync(descriptor)
 
-    def journal(self, payload: t.Mapping[str, t.Any], timeout: float = 5.0) -> None:
+    def journal(self, payload: t.Mapping[str, object], timeout: float = 5.0) -> None:
         """Journal an activity before its write, without fsync (:meth:`sync` if the write fails)."""
         data = _line(payload).encode("utf-8")
         with self._appending(timeout) as descriptor:
             _append_to(descriptor, data)
 
     def settle(self, key: str, timeout: float = SETTLE_TIMEOUT) -> None:
-        """Mark the journal entry ``key`` written (no fsync: a lost settle line only means a replay finds the
-        row present); past the compaction threshold, rewrite the file without what is settled."""
+        """Mark the journal entry ``key`` written (no fsync: a lost settle line only means a replay
+        finds the row present); past the compaction threshold, rewrite the file without what is
+        settled."""
         data = (json.dumps({"settled": key}) + "\n").encode("utf-8")
         with self._appending(timeout) as descriptor:
             size = _append_to(descriptor, data)
@@ -445,7 +502,9 @@ class DeadLetterFile:
                     self._compact(descriptor)
                 except OSError as exc:  # the file stays complete; tried again once it has doubled
                     self._compacted_size = size
-                    logger.warning("could not compact the dead-letter file %s (%s)", self.path, error_text(exc))
+                    logger.warning(
+                        "could not compact the dead-letter file %s (%s)", self.path, error_text(exc)
+                    )
 
     def sync(self) -> None:
         """fsync the file (and a replay's aside files, which may hold what was journaled)."""
@@ -462,7 +521,8 @@ class DeadLetterFile:
                 os.close(descriptor)
 
     def _fsync(self, descriptor: int) -> None:
-        """fsync the file, and its folder the first time this process makes a new file durable (its name)."""
+        """fsync the file, and its folder the first time this process makes a new file durable (its
+        name)."""
         os.fsync(descriptor)
         found = os.fstat(descriptor)
         if self._synced_name != (found.st_dev, found.st_ino):
@@ -470,17 +530,20 @@ class DeadLetterFile:
             self._synced_name = (found.st_dev, found.st_ino)
 
     def _compact(self, descriptor: int) -> None:
-        """Rewrite the locked file with only its unsettled entries and torn lines (and settle lines whose entry
-        a replay's aside file may hold): a new file in the same folder, fsynced, renamed over it. Appenders
-        waiting for the lock then open the new file (see :func:`_lock_current`)."""
+        """Rewrite the locked file with only its unsettled entries and torn lines (and settle lines
+        whose entry a replay's aside file may hold): a new file in the same folder, fsynced, renamed
+        over it. Appenders waiting for the lock then open the new file (see
+        :func:`_lock_current`)."""
         lines = _Lines().read(_read_all(descriptor))
-        entries = {value.get("idempotency_key") for kind, _, value in lines.items if kind == "entry"}
+        entries = {
+            value.get("idempotency_key") for kind, _, value in lines.items if kind == "entry"
+        }
         replaying = bool(self._aside())
         kept = [
             raw
-            for kind, raw, value in lines.items
+            for (kind, raw, value), current in zip(lines.items, lines.current())
             if kind == "torn"
-            or (kind == "entry" and value.get("idempotency_key") not in lines.settled)
+            or (kind == "entry" and current and value.get("idempotency_key") not in lines.settled)
             or (kind == "settled" and replaying and value not in entries)
         ]
         data = b"".join(raw + b"\n" for raw in kept)
@@ -496,7 +559,7 @@ class DeadLetterFile:
         self._synced_name = (new.st_dev, new.st_ino)
         self._compacted_size = len(data)
 
-    # -- reading -------------------------------------------------------------------------------------------
+    # -- reading -----------------------------------------------------------------------------------
     def _aside(self) -> list[str]:
         """Files moved aside by replays, oldest first (those of a replay that died come first)."""
         return sorted(glob.glob(glob.escape(self.path) + ".replaying*"))
@@ -508,13 +571,14 @@ class DeadLetterFile:
             lines.read(_read(path))
         return lines.read(_read_locked(self.path, time.monotonic() + READ_TIMEOUT))
 
-    def pending(self) -> list[dict[str, t.Any]]:
-        """Every entry not yet written (those of an interrupted replay included), settled ones and torn lines
-        left out."""
+    def pending(self) -> list[Entry]:
+        """Every entry not yet written (those of an interrupted replay included), settled ones and
+        torn lines left out."""
         return [value for _, value in self._lines().unsettled()]
 
     def _counts(self) -> tuple[int, int]:
-        """(backlog, torn lines), read again only when a file changed (inode, size, modification time)."""
+        """(backlog, torn lines), read again only when a file changed (inode, size, modification
+        time)."""
         files = []
         for path in [*self._aside(), self.path]:
             try:
@@ -532,11 +596,13 @@ class DeadLetterFile:
         return counts
 
     def backlog(self) -> int | None:
-        """How many dead letters wait (a read of the local file, cached while it does not change)."""
+        """How many dead letters wait (a read of the local file, cached while it does not
+        change)."""
         return self._counts()[0]
 
     def torn(self) -> int:
-        """How many stored lines do not parse (cut by a crash or a full disk); a replay sets them aside."""
+        """How many stored lines do not parse (cut by a crash or a full disk); a replay sets them
+        aside."""
         return self._counts()[1]
 
     def rejected(self) -> SetAside:
@@ -552,9 +618,12 @@ class DeadLetterFile:
         return SetAside(entries, torn)
 
     def check_owner(self) -> None:
-        """Refuse to replay as another user than the store's owner (its file, or else its folder): a replay
-        run with ``sudo`` would leave files the app cannot write, and the app would lose its dead letters."""
-        target = self.path if os.path.lexists(self.path) else os.path.dirname(os.path.abspath(self.path))
+        """Refuse to replay as another user than the store's owner (its file, or else its folder): a
+        replay run with ``sudo`` would leave files the app cannot write, and the app would lose its
+        dead letters."""
+        target = (
+            self.path if os.path.lexists(self.path) else os.path.dirname(os.path.abspath(self.path))
+        )
         try:
             owner = os.lstat(target).st_uid
         except FileNotFoundError:
@@ -563,16 +632,18 @@ class DeadLetterFile:
         if owner != me:
             name = _name(owner)
             raise PermissionError(
-                f"The dead-letter store {target} belongs to {_user(owner)}, but this runs as {_user(me)}. Run "
-                f"replay-activities as {name or f'uid {owner}'} (e.g. `sudo -u {name or f'#{owner}'} flask "
-                "flowpilot-analytics replay-activities`), so that the store stays theirs; nothing was changed."
+                f"The dead-letter store {target} belongs to {_user(owner)}, but this runs as "
+                f"{_user(me)}. Run replay-activities as {name or f'uid {owner}'} "
+                f"(e.g. `sudo -u {name or f'#{owner}'} flask flowpilot-analytics "
+                "replay-activities`), so that the store stays theirs; nothing was changed."
             )
 
-    # -- replaying -----------------------------------------------------------------------------------------
+    # -- replaying ---------------------------------------------------------------------------------
     @contextmanager
     def replaying(self) -> t.Iterator[None]:
-        """Hold ``<file>.lock``: one replay at a time (another waits for it, then finds what is left). With no
-        folder yet there is nothing to replay from the file, and the folder is not made (by whoever runs it)."""
+        """Hold ``<file>.lock``: one replay at a time (another waits for it, then finds what is
+        left). With no folder yet there is nothing to replay from the file, and the folder is not
+        made (by whoever runs it)."""
         if not os.path.isdir(os.path.dirname(os.path.abspath(self.path))):
             yield
             return
@@ -583,27 +654,33 @@ class DeadLetterFile:
         finally:
             os.close(lock)
 
-    def drain(self, write: t.Callable[[dict[str, t.Any]], str], retry_rejected: bool = False) -> ReplayReport:
-        """Write every entry with ``write`` (returns ``"written"`` or ``"present"``); keep the failures that
-        may pass, set aside in ``<file>.rejected`` the entries that never can, and torn lines.
+    def drain(self, write: t.Callable[[Entry], str], retry_rejected: bool = False) -> ReplayReport:
+        """Write every entry with ``write`` (returns ``"written"`` or ``"present"``); keep the
+        failures that may pass, set aside in ``<file>.rejected`` the entries that never can, and
+        torn lines.
 
-        One replay at a time holds ``<file>.lock``. The file is renamed aside (``<file>.replaying.<n>``) under
-        its own lock, which takes a moment, so pushes meanwhile append to a new file without waiting for the
-        replay; kept entries go back to that file at the end. A replay that dies half-way leaves its aside
-        file, and the next one starts with it: entries it had written are then found present by their
-        idempotency key. With ``retry_rejected`` the entries set aside before are tried again.
+        One replay at a time holds ``<file>.lock``. The file is renamed aside
+        (``<file>.replaying.<n>``) under its own lock, which takes a moment, so pushes meanwhile
+        append to a new file without waiting for the replay; kept entries go back to that file at
+        the end. A replay that dies half-way leaves its aside file, and the next one starts with it:
+        entries it had written are then found present by their idempotency key. With
+        ``retry_rejected`` the entries set aside before are tried again.
         """
         report = ReplayReport()
         with self.replaying():
             self.drain_held(write, report, retry_rejected)
         return report
 
-    def drain_held(self, write: t.Callable[[dict[str, t.Any]], str], report: ReplayReport, retry: bool) -> None:
+    def drain_held(
+        self, write: t.Callable[[Entry], str], report: ReplayReport, retry: bool
+    ) -> None:
         """:meth:`drain`, for a caller that holds :meth:`replaying`."""
         if retry:
             self._requeue_rejected(report)
         if os.path.lexists(self.path):
-            with _locked(self.path):  # no compaction runs meanwhile: a file of one left behind is stale
+            with _locked(
+                self.path
+            ):  # no compaction runs meanwhile: a file of one left behind is stale
                 os.replace(self.path, f"{self.path}.replaying.{time.time_ns()}")
                 for stale in glob.glob(glob.escape(self.path) + ".compacting.*"):
                     with contextlib.suppress(OSError):
@@ -614,11 +691,11 @@ class DeadLetterFile:
             lines.read(_read(path))
         kept: list[bytes] = []
         rejected: list[bytes] = []
-        for kind, raw, value in lines.items:
+        for (kind, raw, value), current in zip(lines.items, lines.current()):
             if kind == "torn":
                 rejected.append(_record(value, raw))
                 report.torn += 1
-            elif kind == "entry" and value.get("idempotency_key") not in lines.settled:
+            elif kind == "entry" and current and value.get("idempotency_key") not in lines.settled:
                 action, reason = _replay_entry(value, write, report)
                 if action == "keep":
                     kept.append(raw + b"\n")
@@ -641,8 +718,8 @@ class DeadLetterFile:
         _fsync_folder(self.rejected_location)
 
     def _requeue_rejected(self, report: ReplayReport) -> None:
-        """Move the entries set aside back into the store (into a new aside file, fsynced, first), leaving only
-        the torn lines in ``<file>.rejected``."""
+        """Move the entries set aside back into the store (into a new aside file, fsynced, first),
+        leaving only the torn lines in ``<file>.rejected``."""
         if not os.path.lexists(self.rejected_location):
             return
         with _locked(self.rejected_location) as descriptor:
@@ -679,7 +756,10 @@ def _set_aside_line(record: bytes) -> bytes | None:
 def _record(reason: str, raw: bytes) -> bytes:
     """One ``<file>.rejected`` record: when, why, and the line as it was stored."""
     at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return (json.dumps({"at": at, "reason": reason, "line": raw.decode("utf-8", "backslashreplace")}) + "\n").encode()
+    return (
+        json.dumps({"at": at, "reason": reason, "line": raw.decode("utf-8", "backslashreplace")})
+        + "\n"
+    ).encode()
 
 
 def _name(uid: int) -> str | None:
@@ -698,10 +778,10 @@ Action = t.Literal["done", "keep", "set_aside"]
 
 
 def _replay_entry(
-    entry: dict[str, t.Any], write: t.Callable[[dict[str, t.Any]], str], report: ReplayReport
+    entry: Entry, write: t.Callable[[Entry], str], report: ReplayReport
 ) -> tuple[Action, str]:
-    """Replay one stored entry: done (written or present), kept for the next replay (a failure that may pass),
-    or set aside (with the reason it can never be written)."""
+    """Replay one stored entry: done (written or present), kept for the next replay (a failure that
+    may pass), or set aside (with the reason it can never be written)."""
     key = entry.get("idempotency_key")
     try:
         outcome = write(_load(entry))
@@ -722,16 +802,18 @@ def _replay_entry(
 
 
 def _never_writable(exc: Exception) -> str | None:
-    """Why an entry can never be written, when its failure says so (a value the checks, the columns or a
-    constraint refuse); ``None`` for a failure that may pass (the database down or locked, a missing table, an
-    activity still without its account). One short line: the checks name the field, never its value, and of a
-    database's message only the first line is kept (its detail, with the row's values, is not)."""
+    """Why an entry can never be written, when its failure says so (a value the checks, the columns
+    or a constraint refuse); ``None`` for a failure that may pass (the database down or locked, a
+    missing table, an activity still without its account). One short line: the checks name the
+    field, never its value, and of a database's message only the first line is kept (its detail,
+    with the row's values, is not)."""
     if isinstance(exc, NoAccount):
         return None
     cause: BaseException | None = exc
     if isinstance(exc, (sa.exc.DataError, sa.exc.IntegrityError)):
         # insert_activity skips a row already there (ON CONFLICT DO NOTHING, or a savepoint on other
-        # databases), so an integrity error here is a constraint the row breaks, never the idempotency dedup
+        # databases), so an integrity error here is a constraint the row breaks, never the
+        # idempotency dedup
         cause = exc.orig
     elif isinstance(exc, sa.exc.StatementError) and not isinstance(exc, sa.exc.DBAPIError):
         cause = exc.orig  # a value the driver could not send
@@ -741,100 +823,6 @@ def _never_writable(exc: Exception) -> str | None:
         return None
     cause = cause or exc
     return f"{type(cause).__name__}: {str(cause).strip()}".splitlines()[0][:200]
-
-
-class DeadLetterTable:
-    """The same store as a table ``(id, payload JSON text, created_at)``, written in a transaction of its own;
-    the file ``spill`` takes what the table cannot within the timeout, serves as the journal, and keeps what
-    replays set aside."""
-
-    #: Of the timeout, what the table's insert leaves for the file when it fails (a lock and an fsync).
-    SPILL_SHARE, SPILL_MAX_SECONDS = 0.2, 0.05
-
-    def __init__(
-        self, table: sa.Table, engine: t.Callable[[], sa.Engine], deadlines: DeadlineRunner, spill: DeadLetterFile
-    ) -> None:
-        self.table = table
-        self._engine = engine
-        self._deadlines = deadlines
-        self.spill = spill
-        self.location = f"table {table.name}"
-        self.rejected_location = spill.rejected_location
-
-    kind = "table"
-
-    def backlog(self) -> int | None:
-        """``None``: counting the table needs the database, which an exporter thread must not wait on
-        (``flask flowpilot-analytics doctor`` counts it)."""
-        return None
-
-    def append(self, payload: t.Mapping[str, t.Any], timeout: float = 5.0) -> None:
-        """Insert the payload within ``timeout`` seconds; past it, or if the table fails, into the file."""
-        deadline = time.monotonic() + timeout
-        statement = self.table.insert().values(payload=_line(payload).strip(), created_at=datetime.now(timezone.utc))
-        engine = self._engine()  # resolved here: the helper thread has no app context
-
-        def insert() -> None:
-            with engine.begin() as connection:
-                connection.execute(statement)
-
-        try:
-            left = timeout - min(self.SPILL_MAX_SECONDS, timeout * self.SPILL_SHARE)
-            if left <= 0.01:
-                raise TimeoutError("no time left")
-            self._deadlines.run(insert, left)
-        except Exception:  # the late insert, if it lands, is replayed as "present"
-            self.spill.append(payload, timeout=max(0.0, deadline - time.monotonic()))
-
-    def journal(self, payload: t.Mapping[str, t.Any], timeout: float = 5.0) -> None:
-        self.spill.journal(payload, timeout)
-
-    def settle(self, key: str, timeout: float = SETTLE_TIMEOUT) -> None:
-        self.spill.settle(key, timeout)
-
-    def sync(self) -> None:
-        self.spill.sync()
-
-    def _rows(self) -> list[tuple[t.Any, str]]:
-        with self._engine().connect() as connection:
-            statement = sa.select(self.table.c.id, self.table.c.payload).order_by(self.table.c.id)
-            return [(row_id, text) for row_id, text in connection.execute(statement)]
-
-    def pending(self) -> list[dict[str, t.Any]]:
-        stored = [_classify(text.encode("utf-8")) for _, text in self._rows()]
-        return [value for kind, value in stored if kind == "entry"] + self.spill.pending()
-
-    def torn(self) -> int:
-        """Rows whose payload does not parse, and the file's torn lines."""
-        return sum(_classify(text.encode("utf-8"))[0] != "entry" for _, text in self._rows()) + self.spill.torn()
-
-    def rejected(self) -> SetAside:
-        return self.spill.rejected()
-
-    def check_owner(self) -> None:
-        self.spill.check_owner()
-
-    def drain(self, write: t.Callable[[dict[str, t.Any]], str], retry_rejected: bool = False) -> ReplayReport:
-        """Write every stored entry (the file's too); a row is deleted once written, found present or set
-        aside (in the file's ``.rejected``), so a replay that dies half-way, or several replays one after the
-        other, leave nothing doubled and nothing behind."""
-        report = ReplayReport()
-        with self.spill.replaying():
-            self.spill.drain_held(write, report, retry_rejected)
-            for row_id, text in self._rows():
-                kind, value = _classify(text.encode("utf-8"))
-                if kind == "entry":
-                    action, reason = _replay_entry(value, write, report)
-                else:
-                    action, reason = "set_aside", value if kind == "torn" else f"{TORN}: not an entry"
-                    report.torn += 1
-                if action == "keep":
-                    continue
-                if action == "set_aside":
-                    self.spill.set_aside([_record(reason, text.encode("utf-8"))])
-                with self._engine().begin() as connection:
-                    connection.execute(self.table.delete().where(self.table.c.id == row_id))
-        return report
 
 
 @dataclass
@@ -855,16 +843,19 @@ class ReplayReport:
     requeued: int = 0
 
 
-def _iso(value: t.Any) -> t.Any:
+def _iso(value: object) -> object:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-def _load(entry: dict[str, t.Any]) -> dict[str, t.Any]:
-    entry["created_at"] = as_utc(entry.get("created_at"))
+def _load(entry: Entry) -> Entry:
+    """The entry with ``created_at`` read back as an aware UTC datetime (JSON holds it as text)."""
+    created = entry.get("created_at")
+    if isinstance(created, (str, datetime)):
+        entry["created_at"] = as_utc(created)
     return entry
 
 
-def _python_type(column: sa.Column[t.Any]) -> type | None:
+def _python_type(column: sa.ColumnElement[object]) -> type | None:
     try:
         return column.type.python_type
     except NotImplementedError:
@@ -872,34 +863,47 @@ def _python_type(column: sa.Column[t.Any]) -> type | None:
 
 
 def replay_one(
-    connection: sa.Connection, table: sa.Table, tenant_setting: str | None, payload: t.Mapping[str, t.Any]
+    connection: sa.Connection,
+    table: sa.Table,
+    tenant_setting: str | None,
+    payload: t.Mapping[str, object],
 ) -> str:
     """Write one dead letter unless its row is already there; ``"written"`` or ``"present"``.
 
-    The payload is checked as the hook checks it, against what ``table``'s columns can hold too (a bad one
-    raises ``ValueError`` and is set aside). An entry from before idempotency keys gets a key derived from its
-    content, and is also looked up the way 0.1 deduplicated it (same account, type and external id; or,
-    without an external id, same account, type, session and time), since an older replay may have written it
-    without a key.
+    The payload is checked as the hook checks it, against what ``table``'s columns can hold too (a
+    bad one raises ``ValueError`` and is set aside). An entry from before idempotency keys gets a
+    key derived from its content, and is also looked up the way 0.1 deduplicated it (same account,
+    type and external id; or, without an external id, same account, type, session and time), since
+    an older replay may have written it without a key.
     """
-    row = validate_payload(payload, table)
-    for key in ("account_id", "session_id"):  # JSON holds UUID ids as text; the column wants UUIDs
-        if isinstance(row[key], str) and _python_type(table.c[key]) is uuid.UUID:
-            row[key] = uuid.UUID(row[key])
-    if row["idempotency_key"] is None:
-        row["idempotency_key"] = legacy_key(row)
+    activity = validate_payload(payload, table)
+    if (
+        _python_type(table.c.account_id) is uuid.UUID
+    ):  # JSON holds UUID ids as text; the columns want UUIDs
+        account, session = activity.account_id, activity.session_id
+        activity = dataclasses.replace(
+            activity,
+            account_id=uuid.UUID(account) if isinstance(account, str) else account,
+            session_id=uuid.UUID(session) if isinstance(session, str) else session,
+        )
+    if activity.idempotency_key is None:
+        activity = dataclasses.replace(activity, idempotency_key=legacy_key(activity.row()))
         c = table.c
-        same = [c.account_id == row["account_id"], c.activity_type == row["activity_type"]]
-        if row["external_id"] is not None:
-            same.append(c.external_id == row["external_id"])
+        same = [c.account_id == activity.account_id, c.activity_type == activity.activity_type]
+        if activity.external_id is not None:
+            same.append(c.external_id == activity.external_id)
         else:
             same += [
                 c.external_id.is_(None),
-                c.created_at == row["created_at"],
-                c.session_id.is_(None) if row["session_id"] is None else c.session_id == row["session_id"],
+                c.created_at == activity.created_at,
+                c.session_id.is_(None)
+                if activity.session_id is None
+                else c.session_id == activity.session_id,
             ]
-        with connection.begin():  # under row-level security the lookup must run as the activity's account
-            set_tenant(connection, tenant_setting, row["account_id"])
+        with (
+            connection.begin()
+        ):  # under row-level security the lookup must run as the activity's account
+            set_tenant(connection, tenant_setting, activity.account_id)
             if connection.scalar(sa.select(sa.exists().where(*same))):
                 return "present"
-    return "written" if insert_activity(connection, table, tenant_setting, row) else "present"
+    return "written" if insert_activity(connection, table, tenant_setting, activity) else "present"

@@ -11,11 +11,14 @@ from collections.abc import Mapping
 
 
 class AnalyticsError(Exception):
-    """Base of every error the plugin reports to its caller, with a ``code`` and optional ``details``."""
+    """Base of every error the plugin reports to its caller, with a ``code`` and optional
+    ``details``."""
 
     code = "error"
 
-    def __init__(self, message: str, *, code: str | None = None, details: Mapping[str, t.Any] | None = None) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, details: Mapping[str, t.Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code or self.code
@@ -29,18 +32,22 @@ class NotSignedIn(AnalyticsError):
 
 
 class Forbidden(AnalyticsError):
-    """The caller's role is below the route's minimum (``forbidden``) or not on the ladder (``unknown_role``)."""
+    """The caller's role is below the route's minimum (``forbidden``) or not on the ladder
+    (``unknown_role``)."""
 
     code = "forbidden"
 
 
 class InvalidQuery(AnalyticsError):
-    """The query asks for something the plugin cannot answer: a bad parameter, or an unsupported option."""
+    """The query asks for something the plugin cannot answer: a bad parameter, or an unsupported
+    option."""
 
     code = "invalid_parameter"
 
     @classmethod
-    def field(cls, name: str, problem: str, message: str = "The query string is not valid.") -> InvalidQuery:
+    def field(
+        cls, name: str, problem: str, message: str = "The query string is not valid."
+    ) -> InvalidQuery:
         """An error about one query parameter, in the shape validation errors have."""
         return cls(message, details={"fields": {name: [problem]}})
 

@@ -1,24 +1,28 @@
-"""The escalation metric, whole: what it measures, which handoffs count, the queries, and the statistics.
+"""The escalation metric, whole: what it measures, which handoffs count, the queries, and the
+statistics.
 
 Definition (:data:`METRIC_DEFINITION` is the text every response carries):
 
-- **Scope.** The caller's handoffs whose ``claimed_at`` lies in the window ``[start, end]``, both ends
-  included (:func:`flowpilot_analytics.periods.window_for`: ``[now - N days, now]``, or a custom range).
+- **Scope.** The caller's handoffs whose ``claimed_at`` lies in the window ``[start, end]``, both
+  ends included (:func:`flowpilot_analytics.periods.window_for`: ``[now - N days, now]``, or a
+  custom range).
 - **First action.** The first session step of the same session (and account) created at or after the
-  claim, less the clock-skew allowance (``FLOWPILOT_ANALYTICS_CLOCK_SKEW_SECONDS``); the handoff's delta
-  is ``max(0, first_step - claimed_at)`` in seconds. A handoff with no such step counts as claimed only.
-- **Statistics.** Average, median and p95 over the deltas, with linear interpolation between closest ranks
-  (PostgreSQL's ``percentile_cont``, numpy's default); ``None`` when there is no delta.
-- **Distribution.** Deltas counted in buckets ``[edge[i-1], edge[i])`` (``FLOWPILOT_ANALYTICS_BUCKET_EDGES_SECONDS``),
-  the last one open, plus the handoffs with no action.
+  claim, less the clock-skew allowance (``FLOWPILOT_ANALYTICS_CLOCK_SKEW_SECONDS``); the handoff's
+  delta is ``max(0, first_step - claimed_at)`` in seconds. A handoff with no such step counts as
+  claimed only.
+- **Statistics.** Average, median and p95 over the deltas, with linear interpolation between closest
+  ranks (PostgreSQL's ``percentile_cont``, numpy's default); ``None`` when there is no delta.
+- **Distribution.** Deltas counted in buckets ``[edge[i-1], edge[i])``
+  (``FLOWPILOT_ANALYTICS_BUCKET_EDGES_SECONDS``), the last one open, plus the handoffs with no
+  action.
 - **By engineer.** The same figures per claimer (``handoffs.claimed_by``), engineers in id order.
-- **Response target** (optional, ``target_seconds``). Over the claimed handoffs: *within* has a first action
-  with delta <= target; *breached* has one with delta > target, or none while ``now - claimed_at >= target``;
-  *pending* has none and is younger than the target. ``attainment = within / (within + breached)``, ``None``
-  when that is 0 (Zendesk's SLA achievement, pending apart).
-- **Over time.** The same figures per local day (or ISO week, keyed by its Monday) of ``claimed_at`` in the
-  caller's zone, one point for every day or week of the window, none skipped; the points add up to the
-  window's figures.
+- **Response target** (optional, ``target_seconds``). Over the claimed handoffs: *within* has a
+  first action with delta <= target; *breached* has one with delta > target, or none while ``now -
+  claimed_at >= target``; *pending* has none and is younger than the target. ``attainment = within /
+  (within + breached)``, ``None`` when that is 0 (Zendesk's SLA achievement, pending apart).
+- **Over time.** The same figures per local day (or ISO week, keyed by its Monday) of ``claimed_at``
+  in the caller's zone, one point for every day or week of the window, none skipped; the points add
+  up to the window's figures.
 
 On PostgreSQL one statement computes everything (:func:`aggregate_query`); elsewhere one statement
 returns a row per handoff (:func:`rows_query`) and :func:`fold_rows` computes the same figures.
@@ -32,11 +36,13 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone, tzinfo
 
 import sqlalchemy as sa
+from sqlalchemy.sql.selectable import FromClause
 
 from .errors import InvalidQuery
 from .tables import HostTables
 from .timeutil import (
     Backend,
+    Expr,
     as_utc,
     at_or_after,
     comparable,
@@ -60,6 +66,12 @@ METRIC_DEFINITION = (
 )
 
 Edges = tuple[float, ...]
+#: A statement of the metric (each builder says its columns and bound parameters).
+Statement: t.TypeAlias = "sa.Select[t.Any]"
+#: A result row: the values of a statement's columns, of the database's column types.
+Row: t.TypeAlias = "t.Sequence[t.Any]"
+#: A claimer's id as the handoffs table holds it; ``None`` keys the whole account (or no claimer).
+EngineerId: t.TypeAlias = object
 
 
 #: Longest response target accepted, in seconds (7 days).
@@ -80,40 +92,40 @@ class TargetResult:
         decided = self.n_within + self.n_breached
         return self.n_within / decided if decided else None
 
-    def as_dict(self) -> dict[str, t.Any]:
-        return {
-            "seconds": self.seconds,
-            "n_within": self.n_within,
-            "n_breached": self.n_breached,
-            "n_pending": self.n_pending,
-            "attainment": self.attainment,
-        }
-
 
 @dataclass(frozen=True)
 class Target:
-    """A response target in force for one request: its seconds, and the claims old enough to have breached it."""
+    """A response target in force for one request: its
+    seconds, and the claims old enough to have breached it."""
 
     seconds: float
-    #: ``now - seconds``: a handoff claimed at or before it with no action yet has breached the target.
+    #: ``now - seconds``: a handoff claimed at or before
+    #: it with no action yet has breached the target.
     overdue_at_or_before: datetime
 
     @classmethod
     def at(cls, seconds: float, now: datetime) -> Target:
-        # rounded up to the microsecond: a claim exactly ``seconds`` ago is breached, a younger one pending
+        # rounded up to the microsecond: a claim exactly
+        # ``seconds`` ago is breached, a younger one pending
         return cls(float(seconds), now - timedelta(microseconds=math.ceil(seconds * 1_000_000)))
 
     def judge(self, claimed_at: datetime, delta: float | None) -> str:
         """``within``, ``breached`` or ``pending`` for one handoff (``claimed_at`` naive UTC)."""
         if delta is not None:
             return "within" if delta <= self.seconds else "breached"
-        overdue = claimed_at <= self.overdue_at_or_before.astimezone(timezone.utc).replace(tzinfo=None)
+        overdue = claimed_at <= self.overdue_at_or_before.astimezone(timezone.utc).replace(
+            tzinfo=None
+        )
         return "breached" if overdue else "pending"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EscalationResult:
-    """The numbers of one group of handoffs (the whole account, an engineer, a day or a week)."""
+    """The numbers of one group of handoffs (the whole account, an engineer, a day or a week).
+
+    The response schemas dump it as it is (``EscalationStats``); what a response adds to a figure
+    (its window, its engineer, its day) is a subclass in :mod:`.reports`.
+    """
 
     n_handoffs_claimed: int
     n_handoffs_with_action: int
@@ -127,50 +139,57 @@ class EscalationResult:
     #: Attainment of the response target in force, ``None`` without one.
     target: TargetResult | None = None
 
-    def figures(self) -> dict[str, t.Any]:
-        """The counts, statistics and target, as every escalation figure in a response has them."""
-        return {
-            "n_handoffs_claimed": self.n_handoffs_claimed,
-            "n_handoffs_with_action": self.n_handoffs_with_action,
-            "avg_seconds": self.avg_seconds,
-            "median_seconds": self.median_seconds,
-            "p95_seconds": self.p95_seconds,
-            "target": None if self.target is None else self.target.as_dict(),
-        }
 
-    def distribution(self, edges: Edges) -> dict[str, t.Any]:
-        """The buckets with their bounds, and the handoffs with no action."""
-        return {
-            "buckets": [
-                {"min_seconds": low, "max_seconds": high, "count": count}
-                for (low, high), count in zip(bucket_bounds(edges), self.buckets)
-            ],
-            "no_action": self.no_action,
-        }
+@dataclass(frozen=True)
+class BucketCount:
+    """One distribution bucket: ``[min_seconds, max_seconds)``
+    (no upper bound for the last) and its count."""
+
+    min_seconds: float
+    max_seconds: float | None
+    count: int
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """Handoffs by time to first action, and those with none."""
+
+    buckets: tuple[BucketCount, ...]
+    no_action: int
+
+
+def distribution(result: EscalationResult, edges: Edges) -> Distribution:
+    """The result's buckets with their bounds, and its handoffs with no action."""
+    bounds = bucket_bounds(edges)
+    buckets = tuple(
+        BucketCount(low, high, count) for (low, high), count in zip(bounds, result.buckets)
+    )
+    return Distribution(buckets, result.no_action)
 
 
 def empty(edges: Edges, target: Target | None = None) -> EscalationResult:
     """The result of a group with no handoff in scope (an aggregate over no rows)."""
-    attained = None if target is None else TargetResult(target.seconds, 0, 0, 0)
-    return EscalationResult(0, 0, None, None, None, (0,) * (len(edges) + 1), 0, attained)
+    return fold([], 0, edges, None if target is None else TargetResult(target.seconds, 0, 0, 0))
 
 
 def bucket_bounds(edges: Edges) -> list[tuple[float, float | None]]:
-    """Each bucket's ``[min, max)`` in seconds: from 0 to the first edge, ..., the last edge to no bound."""
+    """Each bucket's ``[min, max)`` in seconds: from 0
+    to the first edge, ..., the last edge to no bound."""
     lows = (0.0, *edges)
     highs: tuple[float | None, ...] = (*edges, None)
     return list(zip(lows, highs))
 
 
 def bucket_index(delta: float, edges: Edges) -> int:
-    """Which bucket a delta falls in: bucket ``i`` is ``[edges[i-1], edges[i])``, the last is open."""
+    """Which bucket a delta falls in: bucket ``i`` is ``[edges[i-1], edges[i])``, the last is
+    open."""
     for index, edge in enumerate(edges):
         if delta < edge:
             return index
     return len(edges)
 
 
-def delta_seconds(claimed_at: t.Any, first_step_at: t.Any) -> float | None:
+def delta_seconds(claimed_at: object, first_step_at: object) -> float | None:
     """A handoff's time to first action, floored at 0; ``None`` when nothing happened yet."""
     if first_step_at is None:
         return None
@@ -185,20 +204,20 @@ def percentile(ordered: t.Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def fold(deltas: list[float], claimed: int, edges: Edges, target: TargetResult | None = None) -> EscalationResult:
+def fold(
+    deltas: list[float], claimed: int, edges: Edges, target: TargetResult | None = None
+) -> EscalationResult:
     """The figures of ``claimed`` handoffs, ``deltas`` being those of the ones with an action."""
     buckets = [0] * (len(edges) + 1)
     for delta in deltas:
         buckets[bucket_index(delta, edges)] += 1
-    if not deltas:
-        return EscalationResult(claimed, 0, None, None, None, tuple(buckets), claimed, target)
     deltas.sort()
     return EscalationResult(
         n_handoffs_claimed=claimed,
         n_handoffs_with_action=len(deltas),
-        avg_seconds=math.fsum(deltas) / len(deltas),
-        median_seconds=percentile(deltas, 0.5),
-        p95_seconds=percentile(deltas, 0.95),
+        avg_seconds=math.fsum(deltas) / len(deltas) if deltas else None,
+        median_seconds=percentile(deltas, 0.5) if deltas else None,
+        p95_seconds=percentile(deltas, 0.95) if deltas else None,
         buckets=tuple(buckets),
         no_action=claimed - len(deltas),
         target=target,
@@ -220,19 +239,24 @@ def fold_handoffs(
             judged[target.judge(claimed_at, delta)] += 1
     attained = None
     if target is not None:
-        attained = TargetResult(target.seconds, judged["within"], judged["breached"], judged["pending"])
+        attained = TargetResult(
+            target.seconds, judged["within"], judged["breached"], judged["pending"]
+        )
     return fold(deltas, claimed, edges, attained)
 
 
-def engineer_order(engineer: t.Any) -> tuple[bool, str, t.Any]:
-    """Engineers in their ids' natural order (numbers as numbers); handoffs with no claimer id last."""
+def engineer_order(engineer: EngineerId) -> tuple[bool, str, EngineerId]:
+    """Engineers in their ids' natural order (numbers as numbers); handoffs with no claimer id
+    last."""
     return engineer is None, type(engineer).__name__, engineer if engineer is not None else 0
 
 
-# -- queries ---------------------------------------------------------------------------------------------
+# -- queries ---------------------------------------------------------------------------------------
 
 
-def _first_step(tables: HostTables, backend: Backend, skew_seconds: float) -> tuple[t.Any, sa.Select[t.Any]]:
+def _first_step(
+    tables: HostTables, backend: Backend, skew_seconds: float
+) -> tuple[Expr, Statement]:
     """The claim (comparable form) and a select of the first step of its session at or after it."""
     h, s = tables.handoffs, tables.steps
     claimed = comparable(h.c.claimed_at, is_aware(s.c.created_at), backend)
@@ -253,12 +277,19 @@ def _first_step(tables: HostTables, backend: Backend, skew_seconds: float) -> tu
 def _in_scope(tables: HostTables) -> list[sa.ColumnElement[bool]]:
     """The caller's handoffs claimed inside the window."""
     h = tables.handoffs
-    return [h.c.account_id == sa.bindparam("account_id"), h.c.claimed_at.is_not(None), *in_window(h.c.claimed_at)]
+    return [
+        h.c.account_id == sa.bindparam("account_id"),
+        h.c.claimed_at.is_not(None),
+        *in_window(h.c.claimed_at),
+    ]
 
 
-def _lateral_delta(tables: HostTables, backend: Backend, skew_seconds: float) -> tuple[t.Any, t.Any]:
-    """PostgreSQL: a LATERAL probe for each handoff's first step (an index probe on ``(account_id, session_id,
-    created_at)``) that computes its delta once (double precision, floored at 0); and that delta column."""
+def _lateral_delta(
+    tables: HostTables, backend: Backend, skew_seconds: float
+) -> tuple[FromClause, Expr]:
+    """PostgreSQL: a LATERAL probe for each handoff's first step (an index probe on ``(account_id,
+    session_id, created_at)``) that computes its delta once (double precision, floored at 0); and
+    that delta column."""
     claimed, first = _first_step(tables, backend, skew_seconds)
     step_at = first.selected_columns[0]
     lateral = first.add_columns(
@@ -267,10 +298,12 @@ def _lateral_delta(tables: HostTables, backend: Backend, skew_seconds: float) ->
     return lateral, lateral.c.delta
 
 
-def _aggregates(delta: t.Any, claimed_at: sa.ColumnElement[t.Any]) -> list[sa.ColumnElement[t.Any]]:
-    """Counts, average, median, p95, and the target's within and breached counts (zeros with no target).
+def _aggregates(delta: Expr, claimed_at: Expr) -> list[Expr]:
+    """Counts, average, median, p95, and the target's within and breached counts (zeros with no
+    target).
 
-    Bound parameters besides the scope's: ``target_seconds`` and ``overdue_before`` (both ``NULL`` without one).
+    Bound parameters besides the scope's: ``target_seconds`` and ``overdue_before`` (both ``NULL``
+    without one).
     """
     target = sa.bindparam("target_seconds", type_=sa.Float())
     overdue = sa.bindparam("overdue_before", type_=claimed_at.type)
@@ -281,11 +314,13 @@ def _aggregates(delta: t.Any, claimed_at: sa.ColumnElement[t.Any]) -> list[sa.Co
         sa.func.percentile_cont(0.5).within_group(delta),
         sa.func.percentile_cont(0.95).within_group(delta),
         sa.func.count().filter(delta <= target),
-        sa.func.count().filter(sa.or_(delta > target, sa.and_(delta.is_(None), claimed_at <= overdue))),
+        sa.func.count().filter(
+            sa.or_(delta > target, sa.and_(delta.is_(None), claimed_at <= overdue))
+        ),
     ]
 
 
-def target_params(target: Target | None) -> dict[str, t.Any]:
+def target_params(target: Target | None) -> dict[str, object]:
     """The bound parameters of the target, for :func:`aggregate_query` and :func:`trend_query`."""
     if target is None:
         return {"target_seconds": None, "overdue_before": None}
@@ -294,9 +329,10 @@ def target_params(target: Target | None) -> dict[str, t.Any]:
 
 def aggregate_query(
     tables: HostTables, backend: Backend, skew_seconds: float, edges: Edges, by_engineer: bool
-) -> sa.Select[t.Any]:
-    """PostgreSQL: one row per group with the counts, ``avg``, ``percentile_cont``, the target's counts and the
-    bucket counts. Bound parameters: ``account_id``, ``window_start``, ``window_end`` and :func:`target_params`.
+) -> Statement:
+    """PostgreSQL: one row per group with the counts, ``avg``, ``percentile_cont``, the target's
+    counts and the bucket counts. Bound parameters: ``account_id``, ``window_start``, ``window_end``
+    and :func:`target_params`.
     """
     h = tables.handoffs
     lateral, delta = _lateral_delta(tables, backend, skew_seconds)
@@ -313,10 +349,10 @@ def aggregate_query(
     return query.group_by(h.c.claimed_by).order_by(h.c.claimed_by) if by_engineer else query
 
 
-def trend_query(tables: HostTables, backend: Backend, skew_seconds: float, week: bool) -> sa.Select[t.Any]:
-    """PostgreSQL: one row per local day (or ISO week's Monday) of ``claimed_at`` in the zone bound as ``tz``,
-    with :func:`aggregate_query`'s figures (no buckets). Bound parameters: those of :func:`aggregate_query`
-    and ``tz``."""
+def trend_query(tables: HostTables, backend: Backend, skew_seconds: float, week: bool) -> Statement:
+    """PostgreSQL: one row per local day (or ISO week's Monday) of ``claimed_at`` in the zone bound
+    as ``tz``, with :func:`aggregate_query`'s figures (no buckets). Bound parameters: those of
+    :func:`aggregate_query` and ``tz``."""
     h = tables.handoffs
     lateral, delta = _lateral_delta(tables, backend, skew_seconds)
     point = local_date(h.c.claimed_at, week=week).label("point")
@@ -329,12 +365,13 @@ def trend_query(tables: HostTables, backend: Backend, skew_seconds: float, week:
     )
 
 
-def _aggregated(row: t.Sequence[t.Any], target: Target | None) -> EscalationResult:
+def _aggregated(row: Row, target: Target | None) -> EscalationResult:
     """An :class:`EscalationResult` from :func:`_aggregates`' columns followed by bucket counts."""
     claimed, with_action, avg, median, p95, within, breached, *buckets = row
     attained = None
     if target is not None:
-        attained = TargetResult(target.seconds, int(within), int(breached), int(claimed) - int(within) - int(breached))
+        decided = int(within) + int(breached)
+        attained = TargetResult(target.seconds, int(within), int(breached), int(claimed) - decided)
     return EscalationResult(
         n_handoffs_claimed=int(claimed),
         n_handoffs_with_action=int(with_action),
@@ -347,16 +384,21 @@ def _aggregated(row: t.Sequence[t.Any], target: Target | None) -> EscalationResu
     )
 
 
-def fold_aggregates(rows: t.Iterable[t.Sequence[t.Any]], target: Target | None) -> dict[t.Any, EscalationResult]:
+def fold_aggregates(
+    rows: t.Iterable[Row], target: Target | None
+) -> dict[EngineerId, EscalationResult]:
     """The groups of :func:`aggregate_query`'s rows (``None`` keys the whole account)."""
     return {row[0]: _aggregated(row[1:], target) for row in rows}
 
 
-def rows_query(tables: HostTables, backend: Backend, skew_seconds: float, by_engineer: bool) -> sa.Select[t.Any]:
-    """Portable: ``(claimed_at, first_step_at, engineer)`` per handoff in scope, for :func:`fold_rows`.
+def rows_query(
+    tables: HostTables, backend: Backend, skew_seconds: float, by_engineer: bool
+) -> Statement:
+    """Portable: ``(claimed_at, first_step_at, engineer)`` per handoff in scope, for
+    :func:`fold_rows`.
 
-    Timestamps come back as their raw text on SQLite (parsed by :func:`~.timeutil.naive_utc`), much cheaper
-    per row than the type's processing.
+    Timestamps come back as their raw text on SQLite (parsed by :func:`~.timeutil.naive_utc`), much
+    cheaper per row than the type's processing.
     """
     h = tables.handoffs
     _, first = _first_step(tables, backend, skew_seconds)
@@ -370,50 +412,67 @@ def rows_query(tables: HostTables, backend: Backend, skew_seconds: float, by_eng
 
 
 def fold_rows(
-    rows: t.Iterable[t.Sequence[t.Any]], edges: Edges, target: Target | None
-) -> dict[t.Any, EscalationResult]:
-    """The groups of :func:`rows_query`'s rows, computed as :func:`aggregate_query` computes them."""
-    groups: dict[t.Any, list[tuple[datetime, float | None]]] = {}
+    rows: t.Iterable[Row], edges: Edges, target: Target | None
+) -> dict[EngineerId, EscalationResult]:
+    """The groups of :func:`rows_query`'s rows, computed as :func:`aggregate_query` computes
+    them."""
+    groups: dict[EngineerId, list[tuple[datetime, float | None]]] = {}
     for claimed_at, first_step_at, engineer in rows:
-        groups.setdefault(engineer, []).append((naive_utc(claimed_at), delta_seconds(claimed_at, first_step_at)))
-    return {engineer: fold_handoffs(handoffs, edges, target) for engineer, handoffs in groups.items()}
+        delta = delta_seconds(claimed_at, first_step_at)
+        groups.setdefault(engineer, []).append((naive_utc(claimed_at), delta))
+    return {
+        engineer: fold_handoffs(handoffs, edges, target) for engineer, handoffs in groups.items()
+    }
 
 
-def _float(value: t.Any) -> float | None:
+def _float(value: t.SupportsFloat | None) -> float | None:
     return None if value is None else float(value)
 
 
-# -- the drill-down ---------------------------------------------------------------------------------------
+# -- the drill-down --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HandoffItem:
+    """One drill-down item: ids, claim, first action, seconds and bucket (``None``: no action
+    yet)."""
+
+    handoff_id: object
+    session_id: object
+    claimed_at: datetime
+    first_action_at: datetime | None
+    seconds: float | None
+    bucket: int | None
 
 
 class HandoffRow(t.NamedTuple):
-    """One handoff behind the number; ``sort_key`` is the claim as stored, what the order and keyset compare."""
+    """One handoff behind the number; ``sort_key`` is the claim as stored (text on SQLite), what the
+    order and keyset compare."""
 
-    handoff_id: t.Any
-    session_id: t.Any
+    handoff_id: object
+    session_id: object
     claimed_at: datetime
     first_action_at: datetime | None
-    sort_key: t.Any
+    sort_key: datetime | str
 
-    def describe(self, edges: Edges) -> dict[str, t.Any]:
-        """The drill-down item: ids, claim, first action, seconds and bucket (``None`` for no action)."""
+    def describe(self, edges: Edges) -> HandoffItem:
+        """The drill-down item of this row."""
         seconds = delta_seconds(self.claimed_at, self.first_action_at)
-        return {
-            "handoff_id": self.handoff_id,
-            "session_id": self.session_id,
-            "claimed_at": self.claimed_at,
-            "first_action_at": self.first_action_at,
-            "seconds": seconds,
-            "bucket": None if seconds is None else bucket_index(seconds, edges),
-        }
+        bucket = None if seconds is None else bucket_index(seconds, edges)
+        return HandoffItem(
+            self.handoff_id, self.session_id, self.claimed_at, self.first_action_at, seconds, bucket
+        )
 
 
-def handoffs_query(tables: HostTables, backend: Backend, skew_seconds: float, *, after: bool) -> sa.Select[t.Any]:
+def handoffs_query(
+    tables: HostTables, backend: Backend, skew_seconds: float, *, after: bool
+) -> Statement:
     """The handoffs in scope, newest claim first (ties by id), one keyset page at a time.
 
-    Bound parameters: ``account_id``, ``window_start``, ``window_end``, ``page_size`` and, with ``after``,
-    the keyset of the previous page's last row: ``after_key`` (its ``sort_key``) and ``after_id``. Rows are
-    :class:`HandoffRow`; ``sort_key`` is the stored claim (text on SQLite), so no row repeats or is lost.
+    Bound parameters: ``account_id``, ``window_start``, ``window_end``, ``page_size`` and, with
+    ``after``, the keyset of the previous page's last row: ``after_key`` (its ``sort_key``) and
+    ``after_id``. Rows are :class:`HandoffRow`; ``sort_key`` is the stored claim (text on SQLite),
+    so no row repeats or is lost.
     """
     h = tables.handoffs
     _, first = _first_step(tables, backend, skew_seconds)
@@ -424,20 +483,38 @@ def handoffs_query(tables: HostTables, backend: Backend, skew_seconds: float, *,
     after_id = sa.bindparam("after_id", type_=h.c.id.type)
     keyset = [key <= after_key, sa.tuple_(key, h.c.id) < sa.tuple_(after_key, after_id)]
     return (
-        sa.select(h.c.id, h.c.session_id, h.c.claimed_at, first_step_at.label("first_step_at"), key.label("sort_key"))
+        sa.select(
+            h.c.id,
+            h.c.session_id,
+            h.c.claimed_at,
+            first_step_at.label("first_step_at"),
+            key.label("sort_key"),
+        )
         .where(*_in_scope(tables), *(keyset if after else []))
         .order_by(key.desc(), h.c.id.desc())
         .limit(sa.bindparam("page_size"))
     )
 
 
-# -- the metric, prepared for one app ---------------------------------------------------------------------
+def unsupported_grouping() -> InvalidQuery:
+    """The error of ``group_by=engineer`` on a host whose handoffs have no claimer column."""
+    return InvalidQuery(
+        "group_by=engineer needs the handoffs' claimer column, which this database does not have. "
+        "Map it with FLOWPILOT_ANALYTICS_COLUMNS = {'handoffs.claimed_by': '<column>'}.",
+        code="unsupported_grouping",
+        details={"setting": "FLOWPILOT_ANALYTICS_COLUMNS"},
+    )
+
+
+# -- the metric, prepared for one app --------------------------------------------------------------
 
 
 class Escalations:
     """The metric's statements for one app's tables and backend, built once at the first request."""
 
-    def __init__(self, tables: HostTables, backend: Backend, skew_seconds: float, edges: Edges) -> None:
+    def __init__(
+        self, tables: HostTables, backend: Backend, skew_seconds: float, edges: Edges
+    ) -> None:
         self.tables = tables
         self.backend = backend
         self.edges = edges
@@ -445,8 +522,12 @@ class Escalations:
         grouped = self.can_group_by_engineer
         if backend.aggregates_in_sql:
             self._overall = aggregate_query(tables, backend, skew_seconds, edges, False)
-            self._by_engineer = aggregate_query(tables, backend, skew_seconds, edges, True) if grouped else None
-            self._trend = {week: trend_query(tables, backend, skew_seconds, week) for week in (False, True)}
+            self._by_engineer = (
+                aggregate_query(tables, backend, skew_seconds, edges, True) if grouped else None
+            )
+            self._trend = {
+                week: trend_query(tables, backend, skew_seconds, week) for week in (False, True)
+            }
         else:
             self._overall = rows_query(tables, backend, skew_seconds, False)
             self._by_engineer = rows_query(tables, backend, skew_seconds, True) if grouped else None
@@ -454,43 +535,42 @@ class Escalations:
         self.first_page = handoffs_query(tables, backend, skew_seconds, after=False)
         self.next_page = handoffs_query(tables, backend, skew_seconds, after=True)
 
-    def statement(self, by_engineer: bool) -> sa.Select[t.Any]:
-        """The statement for the whole account, or per engineer (an :class:`InvalidQuery` without a claimer column)."""
+    def statement(self, by_engineer: bool) -> Statement:
+        """The statement for the whole account, or per engineer (:func:`unsupported_grouping`
+        without a claimer column)."""
         if not by_engineer:
             return self._overall
         if self._by_engineer is None:
-            raise InvalidQuery(
-                "group_by=engineer needs the handoffs' claimer column, which this database does not have. Map it "
-                "with FLOWPILOT_ANALYTICS_COLUMNS = {'handoffs.claimed_by': '<column>'}.",
-                code="unsupported_grouping",
-                details={"setting": "FLOWPILOT_ANALYTICS_COLUMNS"},
-            )
+            raise unsupported_grouping()
         return self._by_engineer
 
-    def fold(self, rows: t.Iterable[t.Sequence[t.Any]], target: Target | None) -> dict[t.Any, EscalationResult]:
+    def fold(
+        self, rows: t.Iterable[Row], target: Target | None
+    ) -> dict[EngineerId, EscalationResult]:
         """The groups from :meth:`statement`'s rows."""
         if self.backend.aggregates_in_sql:
             return fold_aggregates(rows, target)
         return fold_rows(rows, self.edges, target)
 
-    def overall(self, rows: t.Iterable[t.Sequence[t.Any]], target: Target | None) -> EscalationResult:
+    def overall(self, rows: t.Iterable[Row], target: Target | None) -> EscalationResult:
         """The whole account's result from the overall statement's rows."""
         return self.fold(rows, target).get(None) or empty(self.edges, target)
 
-    def trend_statement(self, week: bool) -> sa.Select[t.Any]:
+    def trend_statement(self, week: bool) -> Statement:
         """The statement behind :meth:`trend` (bound ``tz`` too on PostgreSQL)."""
         return self._trend[week]
 
     def trend(
         self,
-        rows: t.Iterable[t.Sequence[t.Any]],
+        rows: t.Iterable[Row],
         start: datetime,
         end: datetime,
         zone: tzinfo,
         week: bool,
         target: Target | None,
     ) -> list[tuple[date, EscalationResult]]:
-        """One point per local day (or week, keyed by its Monday) from ``start``'s to ``end``'s in ``zone``."""
+        """One point per local day (or week, keyed by its
+        Monday) from ``start``'s to ``end``'s in ``zone``."""
         points: dict[date, EscalationResult]
         if self.backend.aggregates_in_sql:
             points = {row[0]: _aggregated(row[1:], target) for row in rows}
@@ -499,7 +579,12 @@ class Escalations:
             for claimed_at, first_step_at, _ in rows:
                 local = t.cast(datetime, as_utc(claimed_at)).astimezone(zone).date()
                 key = monday(local) if week else local
-                grouped.setdefault(key, []).append((naive_utc(claimed_at), delta_seconds(claimed_at, first_step_at)))
-            points = {key: fold_handoffs(handoffs, self.edges, target) for key, handoffs in grouped.items()}
+                grouped.setdefault(key, []).append(
+                    (naive_utc(claimed_at), delta_seconds(claimed_at, first_step_at))
+                )
+            points = {
+                key: fold_handoffs(handoffs, self.edges, target)
+                for key, handoffs in grouped.items()
+            }
         quiet = empty((), target)
         return [(day, points.get(day, quiet)) for day in local_days(start, end, zone, week=week)]

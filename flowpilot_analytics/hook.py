@@ -1,10 +1,10 @@
 """The post-push hook: record ``note_posted`` / ``time_entry_posted`` after a successful PSA push.
 
-Contract: the push's return value and exceptions pass through untouched; recording never raises, never
-touches the host's session (no load, no flush, no transaction begun), its transaction or its
-row-level-security setting, and never holds the push longer than ``FLOWPILOT_ANALYTICS_HOOK_TIMEOUT_MS``
-(one deadline for reading the pushed object, journaling, writing and keeping). The whole contract, with
-the reasons, is told once in ``docs/hook.md``.
+Contract: the push's return value and exceptions pass through untouched; recording never raises,
+never touches the host's session (no load, no flush, no transaction begun), its transaction or its
+row-level-security setting, and never holds the push longer than
+``FLOWPILOT_ANALYTICS_HOOK_TIMEOUT_MS`` (one deadline for reading the pushed object, journaling,
+writing and keeping). The whole contract, with the reasons, is told once in ``docs/hook.md``.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from flask import current_app, has_app_context, has_request_context
+from flask import Flask, current_app, has_app_context, has_request_context
 
 from . import telemetry
-from .activities import NoAccount, describe, error_text, insert_activity, validate_payload
+from .activities import Activity, NoAccount, error_text, insert_activity, validate_payload
 from .deadline import DeadlineExceeded
+from .replica import insert_position
 from .signals import activity_recorded
 from .state import EXTENSION_KEY, AnalyticsState
 from .tables import set_tenant
@@ -34,35 +35,50 @@ logger = logging.getLogger(__name__)
 #: Attribute set on wrapped functions, so that wrapping twice does not record twice.
 WRAPPED_MARK = "__flowpilot_activity__"
 #: The push functions :func:`wrap_service` wraps by default, by activity type.
-DEFAULT_METHODS: Mapping[str, str] = {"note_posted": "push_note", "time_entry_posted": "push_time_entry"}
-#: Key of an extracted mapping that holds a loader for the host object's columns that were not loaded.
+DEFAULT_METHODS: Mapping[str, str] = {
+    "note_posted": "push_note",
+    "time_entry_posted": "push_time_entry",
+}
+#: Key of an extracted mapping that holds a loader for the host object's columns that were not
+#: loaded.
 UNLOADED = "__unloaded__"
 
-Extract = t.Callable[[tuple[t.Any, ...], dict[str, t.Any], t.Any], Mapping[str, t.Any]]
-#: Reads the columns that were not loaded: ``(engine, tenant setting, account or None) -> {field: value}``.
-Loader = t.Callable[[sa.Engine, "str | None", t.Any], dict[str, t.Any]]
+Extract = t.Callable[[tuple[object, ...], dict[str, object], object], Mapping[str, object]]
+#: Reads the columns that were not loaded:
+#: ``(engine, tenant setting, account or None) -> {field: value}``.
+Loader = t.Callable[[sa.Engine, "str | None", object], dict[str, object]]
+#: A push function, wrapped as it is (same signature).
+Push = t.TypeVar("Push", bound=t.Callable[..., object])
+Service = t.TypeVar("Service")
 
 
-def _field(obj: t.Any, name: str) -> t.Any:
+def _field(obj: object, name: str) -> object:
     if isinstance(obj, Mapping):
         return obj.get(name)
     return getattr(obj, name, None)
 
 
-def read_attributes(obj: t.Any, names: Mapping[str, str]) -> dict[str, t.Any]:
-    """``{field: obj.<attribute>}`` for ``names`` (field -> attribute), without ever touching a session.
+def read_attributes(obj: object, names: Mapping[str, str]) -> dict[str, object]:
+    """``{field: obj.<attribute>}`` for ``names`` (field -> attribute), without ever touching a
+    session.
 
     A mapping or plain object is read as it is. An ORM instance gives only what is loaded in it (its
     primary key from its identity); columns that are expired or deferred are not loaded through the
     host's session (that would begin a transaction, and fail when the session needs a rollback): an
-    :data:`UNLOADED` loader reads them later on the plugin's own connection, under the account's tenant.
+    :data:`UNLOADED` loader reads them later on the plugin's own connection, under the account's
+    tenant.
     """
     inspected = sa.inspect(obj, raiseerr=False)
     if not isinstance(inspected, sa.orm.InstanceState):
         return {field: _field(obj, attribute) for field, attribute in names.items()}
     mapper, loaded = inspected.mapper, inspected.dict
-    identity = dict(zip((mapper.get_property_by_column(c).key for c in mapper.primary_key), inspected.identity or ()))
-    values: dict[str, t.Any] = {}
+    identity = dict(
+        zip(
+            (mapper.get_property_by_column(c).key for c in mapper.primary_key),
+            inspected.identity or (),
+        )
+    )
+    values: dict[str, object] = {}
     missing: dict[str, sa.ColumnElement[t.Any]] = {}
     for field, attribute in names.items():
         if attribute in loaded:
@@ -74,9 +90,13 @@ def read_attributes(obj: t.Any, names: Mapping[str, str]) -> dict[str, t.Any]:
             missing[field] = mapper.column_attrs[attribute].columns[0]
     if missing and inspected.identity is not None:
         where = [column == value for column, value in zip(mapper.primary_key, inspected.identity)]
-        statement = sa.select(*(column.label(field) for field, column in missing.items())).where(*where)
+        statement = sa.select(*(column.label(field) for field, column in missing.items())).where(
+            *where
+        )
 
-        def load(engine: sa.Engine, tenant_setting: str | None, account: t.Any) -> dict[str, t.Any]:
+        def load(
+            engine: sa.Engine, tenant_setting: str | None, account: object
+        ) -> dict[str, object]:
             with engine.connect() as connection, connection.begin():
                 if account is not None:
                     set_tenant(connection, tenant_setting, account)
@@ -88,12 +108,16 @@ def read_attributes(obj: t.Any, names: Mapping[str, str]) -> dict[str, t.Any]:
 
 
 def default_extract(activity_type: str) -> Extract:
-    """Read ``session`` (first positional or ``session=``), ``minutes`` (second or ``minutes=``), result ``id``."""
+    """Read ``session`` (first positional or ``session=``), ``minutes`` (second or ``minutes=``),
+    result ``id``."""
 
-    def extract(args: tuple[t.Any, ...], kwargs: dict[str, t.Any], result: t.Any) -> Mapping[str, t.Any]:
+    def extract(
+        args: tuple[object, ...], kwargs: dict[str, object], result: object
+    ) -> Mapping[str, object]:
         session = kwargs["session"] if "session" in kwargs else args[0]
         fields = read_attributes(
-            session, {"account_id": "account_id", "session_id": "id", "psa_ticket_id": "psa_ticket_id"}
+            session,
+            {"account_id": "account_id", "session_id": "id", "psa_ticket_id": "psa_ticket_id"},
         )
         fields["external_id"] = _field(result, "id")
         if activity_type == "time_entry_posted":
@@ -103,7 +127,9 @@ def default_extract(activity_type: str) -> Extract:
     return extract
 
 
-def build_payload(activity_type: str, fields: Mapping[str, t.Any], state: AnalyticsState) -> dict[str, t.Any]:
+def build_payload(
+    activity_type: str, fields: Mapping[str, object], state: AnalyticsState
+) -> dict[str, object]:
     """The row to insert (not yet checked): normalized, with a fresh idempotency key."""
     ticket, external = fields.get("psa_ticket_id"), fields.get("external_id")
     return {
@@ -119,18 +145,20 @@ def build_payload(activity_type: str, fields: Mapping[str, t.Any], state: Analyt
 
 
 class Written(t.NamedTuple):
-    """What a write did: whether a new row was written, and (with a read replica on PostgreSQL) the primary's
-    WAL position after it, which a standby must replay before its answers may be cached."""
+    """What a write did: whether a new row was written, and (with a read replica on PostgreSQL) the
+    primary's WAL position after it, which a standby must replay before its answers may be
+    cached."""
 
     recorded: bool
     position: str | None = None
 
 
-def write_activity(state: AnalyticsState, payload: Mapping[str, t.Any], timeout: float) -> Written:
+def write_activity(state: AnalyticsState, activity: Activity, timeout: float) -> Written:
     """Write one activity on a pooled connection of the plugin's own, within ``timeout`` seconds.
 
-    Raises on failure, and :class:`~flowpilot_analytics.deadline.DeadlineExceeded` past the deadline: the
-    write may still land later, and its idempotency key keeps a replay of the dead letter from doubling it.
+    Raises on failure, and :class:`~flowpilot_analytics.deadline.DeadlineExceeded` past the
+    deadline: the write may still land later, and its idempotency key keeps a replay of the dead
+    letter from doubling it.
     """
     engine = state.write_engine  # resolved here: the helper thread has no app context
     server_ms = max(1, int(timeout * 1000))
@@ -138,12 +166,14 @@ def write_activity(state: AnalyticsState, payload: Mapping[str, t.Any], timeout:
 
     def write() -> Written:
         with engine.connect() as connection:
-            recorded = insert_activity(connection, state.activity_io, state.settings.tenant_setting, payload, server_ms)
+            recorded = insert_activity(
+                connection, state.activity_io, state.settings.tenant_setting, activity, server_ms
+            )
             if not (recorded and replica):
                 return Written(recorded)
-            position = connection.exec_driver_sql("SELECT pg_current_wal_insert_lsn()::text").scalar()
+            position = insert_position(connection)
             connection.rollback()
-            return Written(recorded, None if position is None else str(position))
+            return Written(recorded, position)
 
     return state.deadlines.run(write, timeout)
 
@@ -152,7 +182,8 @@ DEFERRED_KEY = "flowpilot_analytics_deferred"
 
 
 def defer_until_transaction_end(session: sa.orm.Session, action: t.Callable[[], None]) -> None:
-    """Run ``action`` once the session's outermost transaction ends, by commit, rollback or close."""
+    """Run ``action`` once the session's outermost transaction ends, by commit, rollback or
+    close."""
     if DEFERRED_KEY not in session.info:  # one listener per session, however many pushes
         session.info[DEFERRED_KEY] = []
         sa.event.listen(session, "after_transaction_end", _run_deferred)
@@ -169,33 +200,37 @@ def _run_deferred(session: sa.orm.Session, transaction: sa.orm.SessionTransactio
 
 @dataclass
 class Recording:
-    """One push's activity on its way to the table: where it goes, its deadline, and whether it is journaled."""
+    """One push's activity on its way to the table: where it goes, its deadline, and whether it is
+    journaled."""
 
-    app: t.Any
+    app: Flask
     state: AnalyticsState
-    payload: dict[str, t.Any]
+    activity: Activity
     deadline: float
     journaled: bool = False
 
     @property
     def kind(self) -> dict[str, str]:
         """The telemetry attributes of this activity."""
-        return {"activity_type": self.payload["activity_type"]}
+        return {"activity_type": self.activity.activity_type}
 
     def left(self) -> float:
         """Seconds left of the push's budget."""
         return max(0.0, self.deadline - time.monotonic())
 
     def journal(self, durable: bool) -> None:
-        """Journal the activity before its write, so that a process killed meanwhile leaves a dead letter; a
-        journal that fails is logged and the write goes on (the activity is then kept only if the write fails)."""
+        """Journal the activity before its write, so that a process killed meanwhile leaves a dead
+        letter; a journal that fails is logged and the write goes on (the activity is then kept only
+        if the write fails)."""
         try:
-            self.state.dead_letters.journal(self.payload, timeout=self.left())
+            self.state.dead_letters.journal(self.activity.row(), timeout=self.left())
             if durable:
                 self.state.dead_letters.sync()
         except Exception as exc:
             logger.warning(
-                "could not journal a %s activity before writing it (%s)", self.payload["activity_type"], error_text(exc)
+                "could not journal a %s activity before writing it (%s)",
+                self.activity.activity_type,
+                error_text(exc),
             )
             return
         self.journaled = True
@@ -203,59 +238,67 @@ class Recording:
     def settle(self) -> None:
         """The row is written: its journal entry is no longer a dead letter."""
         try:
-            self.state.dead_letters.settle(self.payload["idempotency_key"], timeout=max(self.left(), 0.01))
+            key = t.cast(str, self.activity.idempotency_key)  # the hook always gives one
+            self.state.dead_letters.settle(key, timeout=max(self.left(), 0.01))
         except Exception as exc:  # the entry stays; a replay finds the row present
-            logger.warning("could not settle the journal entry of a recorded activity (%s)", error_text(exc))
+            logger.warning(
+                "could not settle the journal entry of a recorded activity (%s)", error_text(exc)
+            )
 
     def keep(self, reason: str) -> str:
-        """Keep the activity that could not be written as a dead letter, say so (ids only) at ERROR; the outcome."""
+        """Keep the activity that could not be written as a dead letter, say so (ids only) at ERROR;
+        the outcome."""
         try:
             if self.journaled:
-                self.state.dead_letters.sync()  # the journal entry already is the dead letter: make it durable
+                # the journal entry already is the dead letter: make it durable
+                self.state.dead_letters.sync()
             else:
-                self.state.dead_letters.append(self.payload, timeout=self.left())
+                self.state.dead_letters.append(self.activity.row(), timeout=self.left())
         except Exception as exc:
             telemetry.failed.add(1, self.kind)
             logger.error(
-                "could not record a %s activity (%s), and the dead-letter store %s failed too (%s); only this log "
-                "has it: %s",
-                self.payload["activity_type"],
+                "could not record a %s activity (%s), and the dead-letter store %s failed too "
+                "(%s); only this log has it: %s",
+                self.activity.activity_type,
                 reason,
                 self.state.dead_letters.location,
                 error_text(exc),
-                describe(self.payload),
+                self.activity.describe(),
             )
             return "failed"
         telemetry.dead_lettered.add(1, self.kind)
         logger.error(
-            "could not record a %s activity (%s); kept as a dead letter in %s for `flask flowpilot-analytics "
-            "replay-activities`; activity: %s",
-            self.payload["activity_type"],
+            "could not record a %s activity (%s); kept as a dead letter in %s for "
+            "`flask flowpilot-analytics replay-activities`; activity: %s",
+            self.activity.activity_type,
             reason,
             self.state.dead_letters.location,
-            describe(self.payload),
+            self.activity.describe(),
         )
         return "dead_lettered"
 
 
-#: Of the push's budget, what the write leaves for keeping the activity when the write fails (a fsync).
+#: Of the push's budget, what the write leaves for keeping the activity when the write fails (a
+#: fsync).
 KEEP_SHARE, KEEP_MAX_SECONDS = 0.2, 0.05
 
 
 def _record_now(recording: Recording) -> None:
     """Write the activity, or keep it as a dead letter, before the deadline; never raises."""
-    with telemetry.record_span(recording.payload["activity_type"]) as span:
+    with telemetry.record_span(recording.activity.activity_type) as span:
         span.set_attribute(f"{telemetry.NAME}.outcome", _write_or_keep(recording))
 
 
 def _write_or_keep(recording: Recording) -> str:
-    state, payload = recording.state, recording.payload
+    state, activity = recording.state, recording.activity
     reserve = min(KEEP_MAX_SECONDS, state.settings.hook_timeout_ms / 1000.0 * KEEP_SHARE)
     try:
-        written = write_activity(state, payload, recording.left() - reserve)
+        written = write_activity(state, activity, recording.left() - reserve)
     except Exception as exc:
         if isinstance(exc, DeadlineExceeded):
-            exc.future.add_done_callback(lambda done: _late(recording, done))
+            exc.future.add_done_callback(
+                lambda done: _late(recording, t.cast("Future[Written]", done))
+            )
         return recording.keep(error_text(exc))
     if recording.journaled:
         recording.settle()
@@ -263,28 +306,30 @@ def _write_or_keep(recording: Recording) -> str:
         telemetry.duplicates.add(1, recording.kind)
         logger.info(
             "%s %s already recorded for account %s",
-            payload["activity_type"],
-            payload["external_id"],
-            payload["account_id"],
+            activity.activity_type,
+            activity.external_id,
+            activity.account_id,
         )
         return "duplicate"
     telemetry.recorded.add(1, recording.kind)
-    _announce(recording.app, state, payload, written.position)
+    _announce(recording.app, state, activity, written.position)
     return "recorded"
 
 
-def _late(recording: Recording, done: Future[t.Any]) -> None:
-    """A write that missed the deadline finished after all: settle its dead letter and announce the row."""
+def _late(recording: Recording, done: Future[Written]) -> None:
+    """A write that missed the deadline finished after all: settle its dead letter and announce the
+    row."""
     if done.cancelled() or done.exception() is not None or not done.result().recorded:
         return
     recording.settle()
     telemetry.recorded.add(1, recording.kind)
     with recording.app.app_context():
-        _announce(recording.app, recording.state, recording.payload, done.result().position)
+        _announce(recording.app, recording.state, recording.activity, done.result().position)
 
 
-def _as_account(state: AnalyticsState, value: t.Any) -> t.Any:
-    """An account id found as text (a tenant setting) as a value of the activity table's account column."""
+def _as_account(state: AnalyticsState, value: object) -> object:
+    """An account id found as text (a tenant setting) as a value of the activity table's account
+    column."""
     if not isinstance(value, str):
         return value
     try:
@@ -297,13 +342,20 @@ def _as_account(state: AnalyticsState, value: t.Any) -> t.Any:
         return None
 
 
-def _known_account(state: AnalyticsState, fields: Mapping[str, t.Any], session: sa.orm.Session) -> t.Any:
-    """The account the push belongs to, as known without reading the pushed object: its loaded ``account_id``;
-    else the tenant the host set on its open transaction (row-level security); else the request's identity."""
+def _known_account(
+    state: AnalyticsState, fields: Mapping[str, object], session: sa.orm.Session
+) -> object:
+    """The account the push belongs to, as known without reading the pushed object: its loaded
+    ``account_id``; else the tenant the host set on its open transaction (row-level security); else
+    the request's identity."""
     if fields.get("account_id") is not None:
         return fields["account_id"]
     setting = state.settings.tenant_setting
-    if setting is not None and state.write_engine.dialect.name == "postgresql" and session.in_transaction():
+    if (
+        setting is not None
+        and state.write_engine.dialect.name == "postgresql"
+        and session.in_transaction()
+    ):
         try:  # the host's own transaction is open already: reading a setting begins nothing
             tenant = session.connection().scalar(sa.select(sa.func.current_setting(setting, True)))
         except Exception:
@@ -318,16 +370,19 @@ def _known_account(state: AnalyticsState, fields: Mapping[str, t.Any], session: 
     return None
 
 
-def _complete(recording_deadline: float, state: AnalyticsState, fields: dict[str, t.Any], account: t.Any) -> str | None:
-    """Load the host object's columns that were not loaded, on the plugin's own connection under the account's
-    tenant, before the deadline; why the columns are still unknown (a failed read, or no row), if they are."""
-    load: Loader | None = fields.pop(UNLOADED, None)
+def _complete(
+    deadline: float, state: AnalyticsState, fields: dict[str, object], account: object
+) -> str | None:
+    """Load the host object's columns that were not loaded, on the plugin's own connection under the
+    account's tenant, before the deadline; why the columns are still unknown (a failed read, or no
+    row), if they are."""
+    load = t.cast("Loader | None", fields.pop(UNLOADED, None))
     if load is None:
         return None
     engine, setting = state.write_engine, state.settings.tenant_setting
     try:
         found = state.deadlines.run(
-            lambda: load(engine, setting, account), max(0.0, recording_deadline - time.monotonic())
+            lambda: load(engine, setting, account), max(0.0, deadline - time.monotonic())
         )
     except Exception as exc:
         return error_text(exc)
@@ -338,18 +393,26 @@ def _complete(recording_deadline: float, state: AnalyticsState, fields: dict[str
 
 
 def record(
-    activity_type: str, extract: Extract, args: tuple[t.Any, ...], kwargs: dict[str, t.Any], result: t.Any
+    activity_type: str,
+    extract: Extract,
+    args: tuple[object, ...],
+    kwargs: dict[str, object],
+    result: object,
 ) -> None:
-    """Record one activity after a push; every failure is logged at ERROR (ids only), never raised."""
+    """Record one activity after a push; every failure is logged at ERROR (ids only), never
+    raised."""
     if not has_app_context():
         telemetry.failed.add(1, {"activity_type": activity_type, "reason": "no_app_context"})
         logger.warning("%s push outside an app context; activity not recorded", activity_type)
         return
-    # The current app's registration records it, whichever FlowpilotAnalytics object wrapped the service.
+    # The current app's registration records it, whichever FlowpilotAnalytics object wrapped the
+    # service.
     state = current_app.extensions.get(EXTENSION_KEY)
     if state is None:
         telemetry.failed.add(1, {"activity_type": activity_type, "reason": "not_registered"})
-        logger.warning("%s push in an app without flowpilot_analytics; activity not recorded", activity_type)
+        logger.warning(
+            "%s push in an app without flowpilot_analytics; activity not recorded", activity_type
+        )
         return
     deadline = time.monotonic() + state.settings.hook_timeout_ms / 1000.0
     try:
@@ -358,45 +421,88 @@ def record(
             fields = dict(extract(args, kwargs, result))
     except Exception as exc:  # the type only: the message may quote the host's values
         telemetry.failed.add(1, {"activity_type": activity_type})
-        logger.error("could not read a %s activity from the push (%s); not recorded", activity_type, type(exc).__name__)
+        logger.error(
+            "could not read a %s activity from the push (%s); not recorded",
+            activity_type,
+            type(exc).__name__,
+        )
         return
     account = _known_account(state, fields, session)
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    payload = build_payload(
+        activity_type, {**fields, "account_id": fields.get("account_id") or account}, state
+    )
+    first: Recording | None = None
+    if (
+        UNLOADED in fields
+    ):  # the pushed object must be read first: journal what is known before the read
+        try:
+            first = Recording(app, state, _checked(payload, state), deadline)
+        except (ValueError, TypeError) as exc:
+            _refuse(activity_type, str(exc))
+            return
+        first.journal(durable=False)
     unknown = _complete(deadline, state, fields, account)
     if fields.get("account_id") is None:
         fields["account_id"] = account
-    payload = build_payload(activity_type, fields, state)
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    # the same key and time as the first journal entry, which the complete one supersedes
+    complete = {
+        **build_payload(activity_type, fields, state),
+        **{k: payload[k] for k in ("idempotency_key", "created_at")},
+    }
     try:
-        payload = validate_payload(payload, state.activity_io)
+        activity = validate_payload(complete, state.activity_io)
     except NoAccount as exc:
-        if unknown is None or payload["session_id"] is None:
-            _refuse(activity_type, str(exc))
+        if unknown is None or exc.activity.session_id is None:
+            _refuse(activity_type, str(exc), first)
             return
-        # the database did not give the pushed session's account: keep what is known; a replay looks it up
-        Recording(app, state, {**payload, "account_id": None}, deadline).keep(unknown)
+        # the database did not give the pushed session's account: keep what is known; a replay looks
+        # it up
+        kept = Recording(
+            app, state, exc.activity, deadline, journaled=first is not None and first.journaled
+        )
+        kept.keep(unknown)
         return
     except (ValueError, TypeError) as exc:
-        _refuse(activity_type, str(exc))
+        _refuse(activity_type, str(exc), first)
         return
-    recording = Recording(app, state, payload, deadline)
+    recording = Recording(app, state, activity, deadline)
     if state.write_engine.dialect.name == "sqlite" and session.in_transaction():
         # one writer: a write now would wait on the host's own open transaction; write when it ends
         recording.journal(durable=True)
         defer_until_transaction_end(session, lambda: _record_later(recording))
         return
-    recording.journal(durable=False)  # the write follows at once; it, or the dead letter's fsync, makes it durable
+    recording.journal(
+        durable=False
+    )  # the write follows at once; it, or the dead letter's fsync, makes it durable
+    recording.journaled = recording.journaled or (first is not None and first.journaled)
     _record_now(recording)
 
 
-def _refuse(activity_type: str, reason: str) -> None:
-    """A push whose activity no write could ever store: counted and logged (the reason names the field)."""
+def _checked(payload: Mapping[str, object], state: AnalyticsState) -> Activity:
+    """The activity, checked; one still without its account passes (the read, or a replay, finds
+    it)."""
+    try:
+        return validate_payload(payload, state.activity_io)
+    except NoAccount as exc:
+        return exc.activity
+
+
+def _refuse(activity_type: str, reason: str, journaled: Recording | None = None) -> None:
+    """A push whose activity no write could ever store: counted and logged (the reason names the
+    field); a journal entry made before the pushed object was read is settled, so no replay retries
+    it."""
+    if journaled is not None and journaled.journaled:
+        journaled.settle()
     telemetry.failed.add(1, {"activity_type": activity_type, "reason": "refused"})
-    logger.error("could not read a %s activity from the push (%s); not recorded", activity_type, reason)
+    logger.error(
+        "could not read a %s activity from the push (%s); not recorded", activity_type, reason
+    )
 
 
 def _record_later(recording: Recording) -> None:
-    """The deferred write, with a budget of its own, in the app's context even when the host ends its session
-    outside one."""
+    """The deferred write, with a budget of its own, in the app's context even when the host ends
+    its session outside one."""
     recording.deadline = time.monotonic() + recording.state.settings.hook_timeout_ms / 1000.0
     if has_app_context():
         _record_now(recording)
@@ -405,56 +511,61 @@ def _record_later(recording: Recording) -> None:
         _record_now(recording)
 
 
-def _announce(app: t.Any, state: AnalyticsState, payload: dict[str, t.Any], position: str | None = None) -> None:
+def _announce(
+    app: Flask, state: AnalyticsState, activity: Activity, position: str | None = None
+) -> None:
     """Once the row is durable: drop the account's cached psa-metrics and send the signal."""
     try:
-        state.cache.invalidate("psa_metrics", payload["account_id"], position)
-        activity_recorded.send(app, activity=payload)
+        state.cache.invalidate("psa_metrics", activity.account_id, position)
+        activity_recorded.send(app, activity=activity.row())
     except Exception:
         logger.error("an activity_recorded receiver failed", exc_info=True)
 
 
-def psa_activity(
-    activity_type: str, extract: Extract | None = None
-) -> t.Callable[[t.Callable[..., t.Any]], t.Callable[..., t.Any]]:
-    """Decorator: after ``fn`` returns, record an ``activity_type`` row; exceptions propagate, no row.
+def psa_activity(activity_type: str, extract: Extract | None = None) -> t.Callable[[Push], Push]:
+    """Decorator: after ``fn`` returns, record an ``activity_type`` row; exceptions propagate, no
+    row.
 
-    A coroutine function gets a coroutine wrapper that records once the push has been awaited and succeeded.
+    A coroutine function gets a coroutine wrapper that records once the push has been awaited and
+    succeeded.
     """
     reader = extract or default_extract(activity_type)
 
-    def decorator(fn: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
+    def decorator(fn: Push) -> Push:
         if getattr(fn, WRAPPED_MARK, None):
             return fn
 
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
-            async def async_wrapper(*args: t.Any, **kwargs: t.Any) -> t.Any:
-                result = await fn(*args, **kwargs)
+            async def async_wrapper(*args: object, **kwargs: object) -> object:
+                result = await t.cast(t.Callable[..., t.Awaitable[object]], fn)(*args, **kwargs)
                 record(activity_type, reader, args, kwargs, result)
                 return result
 
             setattr(async_wrapper, WRAPPED_MARK, activity_type)
-            return async_wrapper
+            return t.cast(Push, async_wrapper)
 
         @functools.wraps(fn)
-        def wrapper(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        def wrapper(*args: object, **kwargs: object) -> object:
             result = fn(*args, **kwargs)
             record(activity_type, reader, args, kwargs, result)
             return result
 
         setattr(wrapper, WRAPPED_MARK, activity_type)
-        return wrapper
+        return t.cast(Push, wrapper)
 
     return decorator
 
 
-def wrap_service(service: t.Any, methods: Mapping[str, str]) -> t.Any:
-    """Replace, in place, each named push function of a module or object with its recording wrapper."""
+def wrap_service(service: Service, methods: Mapping[str, str]) -> Service:
+    """Replace, in place, each named push function of a module or object with its recording
+    wrapper."""
     found = [name for name in methods.values() if callable(getattr(service, name, None))]
     if not found:
-        raise AttributeError(f"{service!r} has none of the PSA push functions {sorted(methods.values())}")
+        raise AttributeError(
+            f"{service!r} has none of the PSA push functions {sorted(methods.values())}"
+        )
     for activity_type, name in methods.items():
         fn = getattr(service, name, None)
         if callable(fn):

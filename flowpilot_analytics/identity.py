@@ -7,6 +7,11 @@ from dataclasses import dataclass
 
 from .errors import Forbidden, NotSignedIn
 
+#: An account's id as the host keeps it (a number, text or a UUID), only ever passed along.
+AccountId: t.TypeAlias = object
+#: A user's id as the host keeps it.
+UserId: t.TypeAlias = object
+
 
 @dataclass(frozen=True)
 class Identity:
@@ -25,7 +30,9 @@ class IdentityLike(t.Protocol):
     role: str
 
 
-def require_role(identity: IdentityLike | None, ladder: t.Sequence[str], minimum: str) -> IdentityLike:
+def require_role(
+    identity: IdentityLike | None, ladder: t.Sequence[str], minimum: str
+) -> IdentityLike:
     """Return the identity when its role is at least ``minimum`` on ``ladder``; raise
     :class:`~.errors.NotSignedIn` or :class:`~.errors.Forbidden` otherwise."""
     if identity is None:
@@ -36,7 +43,9 @@ def require_role(identity: IdentityLike | None, ladder: t.Sequence[str], minimum
     role = identity.role
     allowed = {"allowed_roles": list(ladder[ladder.index(minimum) :])}
     if role not in ladder:
-        raise Forbidden(f"Role {role!r} is not one of {list(ladder)}.", code="unknown_role", details=allowed)
+        raise Forbidden(
+            f"Role {role!r} is not one of {list(ladder)}.", code="unknown_role", details=allowed
+        )
     if ladder.index(role) < ladder.index(minimum):
         raise Forbidden(f"This report needs the role {minimum!r} or above.", details=allowed)
     return identity

@@ -1,4 +1,5 @@
-"""The OpenAPI 3 document of the plugin's routes, generated from the marshmallow schemas with apispec."""
+"""The OpenAPI 3 document of the plugin's routes, generated from the route declarations and their
+marshmallow schemas with apispec."""
 
 from __future__ import annotations
 
@@ -6,9 +7,13 @@ import typing as t
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from marshmallow import Schema
+from apispec.ext.marshmallow.field_converter import FieldConverterMixin
+from marshmallow import Schema, fields
 
-from .schemas import REPORT_ROUTES, ErrorEnvelope
+from . import reports
+from .business_hours import iana_zones
+from .reports import Route
+from .schemas import ErrorEnvelope, ZoneField
 
 try:
     from importlib.metadata import version as _version
@@ -17,27 +22,55 @@ try:
 except Exception:  # pragma: no cover - running from a source tree without metadata
     VERSION = "0"
 
+#: A part of the document (its JSON objects).
+Part = dict[str, object]
+
 _ERRORS = {
-    "400": "A query parameter is not valid (`invalid_parameter`), or group_by=engineer on a host without a "
-    "claimer column (`unsupported_grouping`).",
+    "400": (
+        "A query parameter is not valid (`invalid_parameter`), or group_by=engineer on a host "
+        "without a claimer column (`unsupported_grouping`)."
+    ),
     "401": "Nobody is signed in (`unauthenticated`).",
     "403": "The role is below the route's minimum or unknown (`forbidden`, `unknown_role`).",
-    "500": "A table or column is missing or unreadable (`schema_missing`, naming it and the command that "
-    "checks the schema), or an unexpected failure (`internal_error`); logged, no internals in the body.",
+    "500": (
+        "A table or column is missing or unreadable (`schema_missing`, naming it and the command "
+        "that checks the schema), or an unexpected failure (`internal_error`); logged, no "
+        "internals in the body."
+    ),
     "503": "The database failed (`database_unavailable`); logged.",
 }
+#: The IANA zone names, once: every ``tz`` parameter refers to this component.
+ZONE = "Zone"
 
 
-def _error(description: str) -> dict[str, t.Any]:
-    return {"description": description, "content": {"application/json": {"schema": "ErrorEnvelope"}}}
+def _zone_reference(
+    converter: FieldConverterMixin, field: fields.Field[object], **kwargs: object
+) -> Part:
+    """apispec attribute function: a :class:`~.schemas.ZoneField` names the ``Zone`` component."""
+    if isinstance(field, ZoneField):
+        return {"allOf": [{"$ref": f"#/components/schemas/{ZONE}"}]}
+    return {}
 
 
-def _operation(summary: str, args: type, body: str, minimum_role: str) -> dict[str, t.Any]:
-    responses: dict[str, t.Any] = {
+def _error(description: str) -> Part:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": "ErrorEnvelope"}},
+    }
+
+
+def _operations(route: Route, minimum_role: str) -> Part:
+    content: Part = {"application/json": {"schema": route.body.__name__}}
+    if route.csv is not None:
+        content["text/csv"] = {"schema": {"type": "string"}}
+    responses: Part = {
         "200": {
             "description": "The report.",
-            "content": {"application/json": {"schema": body}},
-            "headers": {"ETag": {"schema": {"type": "string"}}, "Cache-Control": {"schema": {"type": "string"}}},
+            "content": content,
+            "headers": {
+                "ETag": {"schema": {"type": "string"}},
+                "Cache-Control": {"schema": {"type": "string"}},
+            },
         },
         "304": {"description": "Not modified: the `If-None-Match` ETag still matches."},
         **{code: _error(text) for code, text in _ERRORS.items()},
@@ -46,40 +79,60 @@ def _operation(summary: str, args: type, body: str, minimum_role: str) -> dict[s
             "headers": {"Retry-After": {"schema": {"type": "integer"}}},
         },
     }
-    return {
-        "get": {
-            "summary": summary,
-            "description": f"Needs the role `{minimum_role}` or above.",
-            "parameters": [{"in": "query", "schema": args}],
-            "responses": responses,
-        }
+    operation = {
+        "summary": route.summary,
+        "description": f"Needs the role `{minimum_role}` or above.",
+        "parameters": [{"in": "query", "schema": route.args}],
+        "responses": responses,
     }
+    return {method.lower(): operation for method in route.methods}
 
 
-def build_document(url_prefix: str, route_roles: t.Mapping[str, str]) -> dict[str, t.Any]:
+def build_document(url_prefix: str, route_roles: t.Mapping[str, str]) -> Part:
     """The whole document for one app's registration (its URL prefix and role minimums)."""
+    plugin = MarshmallowPlugin()
     spec = APISpec(
         title="flowpilot_analytics",
         version=VERSION,
         openapi_version="3.0.3",
-        plugins=[MarshmallowPlugin()],
-        info={"description": 'Escalation and PSA analytics. Errors are `{"error": {"code", "message", "details"?}}`.'},
+        plugins=[plugin],
+        info={
+            "description": (
+                "Escalation and PSA analytics. Errors are "
+                '`{"error": {"code", "message", "details"?}}`.'
+            )
+        },
     )
-    components: list[type[Schema]] = [report.body for report in REPORT_ROUTES] + [ErrorEnvelope]
+    assert plugin.converter is not None  # made by APISpec
+    plugin.converter.add_attribute_function(_zone_reference)  # type: ignore[no-untyped-call]
+    zones = {
+        "type": "string",
+        "enum": sorted(iana_zones()),
+        "description": "An IANA time zone name.",
+    }
+    spec.components.schema(ZONE, zones)
+    components: list[type[Schema]] = [
+        *(route.body for route in reports.REPORT_ROUTES),
+        ErrorEnvelope,
+    ]
     for schema in components:
         spec.components.schema(schema.__name__, schema=schema)
     base = url_prefix.rstrip("/") + "/analytics/flowpilot"
-    for report in REPORT_ROUTES:
-        operation = _operation(report.summary, report.args, report.body.__name__, route_roles[report.role_route])
-        if report.csv:
-            operation["get"]["responses"]["200"]["content"]["text/csv"] = {"schema": {"type": "string"}}
-        spec.path(path=f"{base}/{report.path}", operations=operation)
+    for route in reports.REPORT_ROUTES:
+        spec.path(
+            path=f"{base}/{route.path}", operations=_operations(route, route_roles[route.role_key])
+        )
     spec.path(
         path=f"{base}/openapi.json",
         operations={
             "get": {
                 "summary": "This document",
-                "responses": {"200": {"description": "OpenAPI 3 document", "content": {"application/json": {}}}},
+                "responses": {
+                    "200": {
+                        "description": "OpenAPI 3 document",
+                        "content": {"application/json": {}},
+                    }
+                },
             }
         },
     )

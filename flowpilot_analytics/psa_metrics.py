@@ -1,4 +1,5 @@
-"""PSA metrics, whole: time-entry totals, the documentation funnel with its rates, and the daily trend.
+"""PSA metrics, whole: time-entry totals, the documentation funnel with its rates, and the daily
+trend.
 
 - ``time_entries``: the account's ``time_entry_posted`` activities created in the window.
 - ``funnel``: sessions created in the window -> with a ``psa_ticket_id`` (linked) -> linked with at
@@ -8,14 +9,15 @@
   start to that of its end, zero-filled; rows count sessions and activities created that local day
   inside the window. Local days come from the database's zone rules on PostgreSQL and from
   ``zoneinfo`` elsewhere, so DST days (23 or 25 hours) are right on every database.
-- Stored minutes that are not a finite number >= 0 (NaN, infinities) are left out of the totals and counted.
+- Stored minutes that are not a finite number >= 0 (NaN, infinities) are left out of the totals and
+  counted.
 """
 
 from __future__ import annotations
 
 import math
 import typing as t
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
@@ -23,14 +25,19 @@ import sqlalchemy as sa
 
 from .periods import Window
 from .tables import HostTables
-from .timeutil import Backend, as_utc, in_window, local_date, local_days
+from .timeutil import Backend, Expr, as_utc, in_window, local_date, local_days
 
 NOTE_POSTED = "note_posted"
 TIME_ENTRY_POSTED = "time_entry_posted"
+#: A statement of the metric (each builder says its columns and bound parameters).
+Statement: t.TypeAlias = "sa.Select[t.Any]"
+#: A result row: the values of a statement's columns, of the database's column types.
+Row: t.TypeAlias = "t.Sequence[t.Any]"
 
 
-def day_bucket(column: sa.ColumnElement[t.Any], backend: Backend) -> sa.ColumnElement[t.Any]:
-    """What rows are grouped by: the local date on PostgreSQL (zone bound as ``tz``), else the timestamp.
+def day_bucket(column: Expr, backend: Backend) -> Expr:
+    """What rows are grouped by: the local date on PostgreSQL (zone bound as ``tz``), else the
+    timestamp.
 
     SQLite knows no IANA zones, so there the grouping is by timestamp and :func:`summarize` maps
     each one to its local day; on PostgreSQL ``timezone(tz, …)`` does it, DST included.
@@ -38,13 +45,13 @@ def day_bucket(column: sa.ColumnElement[t.Any], backend: Backend) -> sa.ColumnEl
     return local_date(column) if backend.aggregates_in_sql else column
 
 
-def sessions_query(tables: HostTables, activities: sa.Table, backend: Backend) -> sa.Select[t.Any]:
+def sessions_query(tables: HostTables, activities: sa.Table, backend: Backend) -> Statement:
     """The account's sessions created in the window, grouped by day, with the funnel counts.
 
     Bound parameters: ``account_id``, ``window_start``, ``window_end`` (and ``tz`` on PostgreSQL).
     """
     s, a = tables.sessions, activities
-    account: sa.BindParameter[t.Any] = sa.bindparam("account_id")
+    account: sa.BindParameter[object] = sa.bindparam("account_id")
 
     def has(activity_type: str) -> sa.Exists:
         return sa.exists().where(
@@ -52,14 +59,17 @@ def sessions_query(tables: HostTables, activities: sa.Table, backend: Backend) -
         )
 
     linked = s.c.psa_ticket_id.is_not(None)
-    # One row per session with its flags, each EXISTS probe evaluated at most once (and only for linked
-    # sessions); OFFSET 0 keeps PostgreSQL from flattening the subquery and repeating the probes.
+    # One row per session with its flags, each EXISTS probe evaluated
+    # at most once (and only for linked sessions); OFFSET 0 keeps
+    # PostgreSQL from flattening the subquery and repeating the probes.
     flags = (
         sa.select(
             day_bucket(s.c.created_at, backend).label("bucket"),
             sa.case((linked, 1), else_=0).label("linked"),
             sa.case((linked, sa.case((has(NOTE_POSTED), 1), else_=0)), else_=0).label("noted"),
-            sa.case((linked, sa.case((has(TIME_ENTRY_POSTED), 1), else_=0)), else_=0).label("timed"),
+            sa.case((linked, sa.case((has(TIME_ENTRY_POSTED), 1), else_=0)), else_=0).label(
+                "timed"
+            ),
         )
         .where(s.c.account_id == account, *in_window(s.c.created_at))
         .offset(0)
@@ -74,12 +84,14 @@ def sessions_query(tables: HostTables, activities: sa.Table, backend: Backend) -
     ).group_by(flags.c.bucket)
 
 
-def activities_query(activities: sa.Table, backend: Backend) -> sa.Select[t.Any]:
-    """The account's note and time-entry activities created in the window, grouped by day and type."""
+def activities_query(activities: sa.Table, backend: Backend) -> Statement:
+    """The account's note and time-entry activities created in the window, grouped by day and
+    type."""
     a = activities
     bucket = day_bucket(a.c.created_at, backend).label("bucket")
-    # NaN (PostgreSQL numeric allows it, and sorts it above every number) and infinities are not minutes:
-    # they are left out of the sum and counted, so one bad row never poisons an account's totals.
+    # NaN (PostgreSQL numeric allows it, and sorts it above every
+    # number) and infinities are not minutes: they are left out of the
+    # sum and counted, so one bad row never poisons an account's totals.
     valid = sa.and_(a.c.minutes >= 0, a.c.minutes < sa.literal(10**12, sa.Numeric()))
     return (
         sa.select(
@@ -100,7 +112,7 @@ def activities_query(activities: sa.Table, backend: Backend) -> sa.Select[t.Any]
 
 @dataclass
 class DayRow:
-    """One local day of the trend."""
+    """One local day of the trend (counted up while the rows are folded)."""
 
     date: date
     sessions: int = 0
@@ -109,51 +121,51 @@ class DayRow:
     minutes: float = 0.0
 
 
-@dataclass
-class PsaResult:
-    """The numbers behind one ``EnhancedPsaMetrics`` response."""
+@dataclass(frozen=True)
+class TimeEntries:
+    """The window's ``time_entry_posted`` activities and their minutes."""
 
-    time_entry_count: int = 0
-    total_minutes: float = 0.0
-    sessions: int = 0
-    linked: int = 0
-    doc_pushed: int = 0
-    time_entry_logged: int = 0
-    daily_trend: list[DayRow] = field(default_factory=list)
+    count: int
+    total_minutes: float
+
+    @property
+    def total_hours(self) -> float:
+        return round(self.total_minutes / 60, 4)
+
+
+@dataclass(frozen=True)
+class Funnel:
+    """Sessions -> linked to a ticket -> documentation pushed -> time entry logged, with the rates
+    from each stage to the next (``None`` when the previous stage is empty)."""
+
+    sessions: int
+    linked: int
+    doc_pushed: int
+    time_entry_logged: int
+
+    @property
+    def linked_rate(self) -> float | None:
+        return rate(self.linked, self.sessions)
+
+    @property
+    def doc_pushed_rate(self) -> float | None:
+        return rate(self.doc_pushed, self.linked)
+
+    @property
+    def time_entry_logged_rate(self) -> float | None:
+        return rate(self.time_entry_logged, self.doc_pushed)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PsaResult:
+    """The numbers of one window: totals, funnel and the daily trend (the schemas dump it as it
+    is)."""
+
+    time_entries: TimeEntries
+    funnel: Funnel
+    daily_trend: tuple[DayRow, ...]
     #: Stored minutes that are not a finite number >= 0 (skipped in the totals, and logged).
     invalid_minutes: int = 0
-
-    def figures(self) -> dict[str, t.Any]:
-        """The time-entry totals and the funnel with its stage-to-stage rates, as every window has them."""
-        return {
-            "time_entries": {
-                "count": self.time_entry_count,
-                "total_minutes": self.total_minutes,
-                "total_hours": round(self.total_minutes / 60, 4),
-            },
-            "funnel": {
-                "sessions": self.sessions,
-                "linked": self.linked,
-                "doc_pushed": self.doc_pushed,
-                "time_entry_logged": self.time_entry_logged,
-                "linked_rate": rate(self.linked, self.sessions),
-                "doc_pushed_rate": rate(self.doc_pushed, self.linked),
-                "time_entry_logged_rate": rate(self.time_entry_logged, self.doc_pushed),
-            },
-        }
-
-    def trend(self) -> list[dict[str, t.Any]]:
-        """The daily trend rows."""
-        return [
-            {
-                "date": d.date,
-                "sessions": d.sessions,
-                "notes_posted": d.notes_posted,
-                "time_entries": d.time_entries,
-                "minutes": d.minutes,
-            }
-            for d in self.daily_trend
-        ]
 
 
 def rate(part: int, whole: int) -> float | None:
@@ -161,48 +173,58 @@ def rate(part: int, whole: int) -> float | None:
     return part / whole if whole else None
 
 
-def summarize(sessions: t.Iterable[t.Any], activities: t.Iterable[t.Any], window: Window, zone: ZoneInfo) -> PsaResult:
+def summarize(
+    sessions: t.Iterable[Row], activities: t.Iterable[Row], window: Window, zone: ZoneInfo
+) -> PsaResult:
     """Fold the two grouped queries' rows into totals, funnel and the zero-filled trend."""
     days = {day: DayRow(day) for day in local_days(window.start, window.end, zone)}
-    result = PsaResult(daily_trend=list(days.values()))
+    spare = DayRow(
+        date.min
+    )  # absorbs a row whose local day the window does not list (zone data skew)
 
-    spare = DayRow(date.min)  # absorbs a row whose local day the window does not list (zone data skew)
-
-    def day_of(bucket: date | datetime) -> DayRow:
+    def day_of(bucket: date | datetime | str) -> DayRow:
         if isinstance(bucket, (datetime, str)):
             bucket = t.cast(datetime, as_utc(bucket)).astimezone(zone).date()
         return days.get(bucket, spare)
 
-    for bucket, count, linked, doc_pushed, time_entry_logged in sessions:
-        result.sessions += count
-        result.linked += linked or 0
-        result.doc_pushed += doc_pushed or 0
-        result.time_entry_logged += time_entry_logged or 0
-        day_of(bucket).sessions += count
-    for bucket, activity_type, count, minutes, invalid in activities:
+    funnel = [0, 0, 0, 0]  # sessions, linked, doc pushed, time entry logged
+    for bucket, *counts in sessions:
+        funnel = [total + (count or 0) for total, count in zip(funnel, counts)]
+        day_of(bucket).sessions += counts[0]
+    entries, total_minutes, invalid = 0, 0.0, 0
+    for bucket, activity_type, count, summed, unusable in activities:
         row = day_of(bucket)
-        result.invalid_minutes += invalid or 0
+        invalid += unusable or 0
         if activity_type == NOTE_POSTED:
             row.notes_posted += count
-        else:
-            minutes = float(minutes or 0.0)
-            if not math.isfinite(minutes):
-                result.invalid_minutes += count
-                minutes = 0.0
-            result.time_entry_count += count
-            result.total_minutes += minutes
-            row.time_entries += count
-            row.minutes += minutes
-    return result
+            continue
+        minutes = float(summed or 0.0)
+        if not math.isfinite(minutes):
+            invalid += count
+            minutes = 0.0
+        entries += count
+        total_minutes += minutes
+        row.time_entries += count
+        row.minutes += minutes
+    return PsaResult(
+        time_entries=TimeEntries(entries, total_minutes),
+        funnel=Funnel(*funnel),
+        daily_trend=tuple(days.values()),
+        invalid_minutes=invalid,
+    )
 
 
 class PsaMetrics:
-    """The metric's two statements for one app's tables and backend, built once at the first request."""
+    """The metric's two statements for one app's tables
+    and backend, built once at the first request."""
 
     def __init__(self, tables: HostTables, activities: sa.Table, backend: Backend) -> None:
-        self.statements = (sessions_query(tables, activities, backend), activities_query(activities, backend))
+        self.statements = (
+            sessions_query(tables, activities, backend),
+            activities_query(activities, backend),
+        )
 
-    def fold(self, rows: t.Sequence[t.Sequence[t.Any]], window: Window, zone: ZoneInfo) -> PsaResult:
+    def fold(self, rows: t.Sequence[t.Sequence[Row]], window: Window, zone: ZoneInfo) -> PsaResult:
         """The result from the two statements' rows (in :attr:`statements` order)."""
         sessions, activities = rows
         return summarize(sessions, activities, window, zone)

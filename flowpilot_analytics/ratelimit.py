@@ -1,10 +1,11 @@
-"""Per-user rate limits for the plugin's routes, on Flask-Limiter's engine without its app-wide hooks.
+"""Per-user rate limits for the plugin's routes, on Flask-Limiter's engine without its app-wide
+hooks.
 
 ``flask_limiter.Limiter.init_app`` installs a ``before_request`` on the whole app and reads (and
 writes) the host's ``RATELIMIT_*`` settings, so a plugin-owned one could limit the host's routes.
-The plugin therefore drives the ``limits`` package that Flask-Limiter is built on, for its own routes
-only: the same limit strings, storage URIs (``memory://``, ``redis://``, ``redis+sentinel://``...; checked at
-``init_app`` by :mod:`.config`) and fixed-window strategy.
+The plugin therefore drives the ``limits`` package that Flask-Limiter is built on, for its own
+routes only: the same limit strings, storage URIs (``memory://``, ``redis://``,
+``redis+sentinel://``...; checked at ``init_app`` by :mod:`.config`) and fixed-window strategy.
 A host that passes its own ``Limiter`` shares that limiter's storage and strategy instead.
 """
 
@@ -33,9 +34,16 @@ NAMESPACE = "flowpilot_analytics"
 
 
 class RouteLimits:
-    """The limits of one app's registration: which routes, how many calls, where counted."""
+    """The limits of one app's registration: each route's (by endpoint), how many calls, where
+    counted.
 
-    def __init__(self, route_limits: t.Mapping[str, str], storage_uri: str, host_limiter: Limiter | None) -> None:
+    Built from the route declarations (:data:`~.reports.REPORT_ROUTES`), so no route is left
+    unlimited.
+    """
+
+    def __init__(
+        self, route_limits: t.Mapping[str, str], storage_uri: str, host_limiter: Limiter | None
+    ) -> None:
         self.items = {route: limits.parse(value) for route, value in route_limits.items()}
         self.storage_uri = storage_uri
         self._host_limiter = host_limiter
@@ -46,13 +54,14 @@ class RouteLimits:
 
     @property
     def strategy(self) -> RateLimiter:
-        """The host limiter's strategy when one was given, else the plugin's own (made on first use)."""
+        """The host limiter's strategy when one was
+        given, else the plugin's own (made on first use)."""
         if self._host_limiter is not None:
             return self._host_limiter.limiter
         if self._own is None:
-            self._own = FixedWindowRateLimiter(
-                storage_from_string(self.storage_uri, **client_options(self.storage_uri))
-            )
+            # the storage client's keywords, some not the scalars ``limits`` declares them as
+            options: dict[str, t.Any] = client_options(self.storage_uri)
+            self._own = FixedWindowRateLimiter(storage_from_string(self.storage_uri, **options))
         return self._own
 
     def _count(self, item: limits.RateLimitItem, ids: tuple[str, ...]) -> tuple[bool, float | None]:
@@ -60,11 +69,14 @@ class RouteLimits:
         if not self.backoff.down:
             try:
                 allowed = self.strategy.hit(item, *ids)
-                reset_at = None if allowed else self.strategy.get_window_stats(item, *ids).reset_time
+                reset_at = (
+                    None if allowed else self.strategy.get_window_stats(item, *ids).reset_time
+                )
             except Exception as exc:  # each storage backend raises its own errors
                 if self.backoff.failed():
                     logger.warning(
-                        "rate-limit storage %s unavailable (%s); limiting per process until it is back",
+                        "rate-limit storage %s unavailable (%s); limiting per process until it "
+                        "is back",
                         redact_uri(self.storage_uri),
                         redact(str(exc), self.storage_uri),
                     )
@@ -76,30 +88,36 @@ class RouteLimits:
         return allowed, None if allowed else self._fallback.get_window_stats(item, *ids).reset_time
 
     @staticmethod
-    def _identifiers(route: str, account_id: t.Any, user_id: t.Any) -> tuple[str, ...]:
-        """The storage key's parts; ``limits`` joins them with ``/``, so each id is percent-encoded and no
-        two (account, user) pairs can share a key."""
+    def _identifiers(route: str, account_id: object, user_id: object) -> tuple[str, ...]:
+        """The storage key's parts; ``limits`` joins them with ``/``, so each id is percent-encoded
+        and no two (account, user) pairs can share a key."""
         return (NAMESPACE, route, quote(str(account_id), safe=""), quote(str(user_id), safe=""))
 
-    def hit(self, route: str, account_id: t.Any, user_id: t.Any) -> None:
+    def _item(self, route: str) -> limits.RateLimitItem:
+        try:
+            return self.items[route]
+        except KeyError:
+            raise KeyError(
+                f"no rate limit for the route {route!r}; known: {sorted(self.items)}"
+            ) from None
+
+    def hit(self, route: str, account_id: object, user_id: object) -> None:
         """Count one call by this user; over the limit raise :class:`~.errors.RateLimited`.
 
         If the storage cannot be reached the limit is kept per process (in memory) and a warning
-        logged; the storage is tried again every ``backoff.interval`` seconds and used once it is back.
+        logged; the storage is tried again every ``backoff.interval`` seconds and used once it is
+        back.
         """
-        item = self.items.get(route)
-        if item is None:
-            return
+        item = self._item(route)
         allowed, reset_at = self._count(item, self._identifiers(route, account_id, user_id))
         if not allowed:
             retry_after = max(1, math.ceil((reset_at or time.time()) - time.time()))
             telemetry.rate_limited.add(1, {"route": route})
             raise RateLimited(str(item), retry_after)
 
-    def reset(self, route: str, account_id: t.Any, user_id: t.Any) -> None:
+    def reset(self, route: str, account_id: object, user_id: object) -> None:
         """Give one user their full budget back on ``route``."""
-        item = self.items.get(route)
-        if item is not None:
-            ids = self._identifiers(route, account_id, user_id)
-            self._fallback.clear(item, *ids)
-            self.strategy.clear(item, *ids)
+        item = self._item(route)
+        ids = self._identifiers(route, account_id, user_id)
+        self._fallback.clear(item, *ids)
+        self.strategy.clear(item, *ids)

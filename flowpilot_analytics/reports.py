@@ -1,8 +1,14 @@
-"""The reports as data: what the routes serve and the CLI prints, composed from the metrics the same way for both.
+"""The report routes, each declared once, and the reports they compute for the routes and the CLI
+alike.
 
-Nothing here defines a metric (:mod:`.escalations` and :mod:`.psa_metrics` do); this module picks the
-window, runs the prepared statements for the caller's account, and assembles the response bodies.
-Errors are the domain's (:mod:`.errors`).
+:data:`REPORT_ROUTES` is the one place a report route is declared (path, role, rate limit, argument
+and response schemas, compute, CSV export, command); the blueprint, the per-app argument schemas,
+the rate limits, the OpenAPI paths and the report commands are derived from it. Adding a report
+means one declaration plus its compute function.
+
+Nothing here defines a metric (:mod:`.escalations` and :mod:`.psa_metrics` do): a report picks the
+window, runs the prepared statements for the account and assembles its body as dataclasses that the
+response schemas dump as they are. Errors are the domain's (:mod:`.errors`).
 """
 
 from __future__ import annotations
@@ -10,286 +16,417 @@ from __future__ import annotations
 import logging
 import typing as t
 import uuid
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
 from zoneinfo import ZoneInfo
 
 from itsdangerous import BadSignature, SignatureExpired
+from marshmallow import Schema
 
+from . import schemas
 from .errors import InvalidQuery
-from .escalations import METRIC_DEFINITION, EscalationResult, HandoffRow, Target, engineer_order, target_params
-from .identity import IdentityLike
-from .periods import Window, previous_window, window_from_args
+from .escalations import (
+    METRIC_DEFINITION,
+    Distribution,
+    EngineerId,
+    EscalationResult,
+    HandoffItem,
+    HandoffRow,
+    Row,
+    Statement,
+    Target,
+    distribution,
+    engineer_order,
+    target_params,
+    unsupported_grouping,
+)
+from .identity import AccountId, UserId
+from .periods import Window, previous_window
 from .psa_metrics import PsaResult
+from .replica import Reads
+from .schemas import Cursor, EscalationQuery, HandoffQuery, PsaQuery, Query, TrendQuery
 from .state import AnalyticsState
+from .timeutil import Expr
 
 logger = logging.getLogger(__name__)
 
-#: Most handoffs one drill-down page examines. A bucket filter that matches little would otherwise scan
-#: the whole window for one page; past this the page ends early (even empty) with a ``next_cursor``.
+#: Most handoffs one drill-down page examines. A bucket filter that
+#: matches little would otherwise scan the whole window for one page;
+#: past this the page ends early (even empty) with a ``next_cursor``.
 MAX_SCAN_ROWS = 5000
 #: Rows fetched per statement while scanning a bucket-filtered drill-down or a CSV export.
 SCAN_CHUNK = 500
 
-
-def _params(account_id: t.Any, window: Window, **extra: t.Any) -> dict[str, t.Any]:
-    return {"account_id": account_id, "window_start": window.start, "window_end": window.end, **extra}
+Q = t.TypeVar("Q", bound=Query)
 
 
-def _window_fields(window: Window) -> dict[str, t.Any]:
-    return {"window_start": window.start, "window_end": window.end}
+@dataclass(frozen=True)
+class ReportContext:
+    """One report's run: the app's state, whose data and who asks (no user on the command line), the
+    one "now" it is computed at (the window's end and the response target's cutoff), and, with a
+    read replica, the record of its reads that decides whether its answer may be cached."""
 
+    state: AnalyticsState
+    account_id: AccountId
+    user_id: UserId | None
+    now: datetime
+    reads: Reads | None = None
 
-# -- escalations ------------------------------------------------------------------------------------------
+    @classmethod
+    def start(
+        cls, state: AnalyticsState, account_id: AccountId, user_id: UserId | None = None
+    ) -> ReportContext:
+        """A report for ``account_id`` at the app's current time."""
+        return cls(state, account_id, user_id, state.clock(), state.reads())
 
+    def read(self, statement: Statement, window: Window, **params: object) -> list[Row]:
+        """The rows of one statement over the account's ``window``."""
+        return self.read_all([statement], window, **params)[0]
 
-def _target(state: AnalyticsState, args: t.Mapping[str, t.Any]) -> Target | None:
-    """The response target in force: the query's ``target_seconds``, else the app's setting, else none."""
-    seconds = args.get("target_seconds", state.settings.target_seconds)
-    return None if seconds is None else Target.at(seconds, state.clock())
-
-
-def _escalation_groups(
-    state: AnalyticsState, account_id: t.Any, window: Window, by_engineer: bool, target: Target | None
-) -> dict[t.Any, EscalationResult]:
-    metric = state.prepared().escalations
-    params = {**_params(account_id, window), **target_params(target)}
-    return metric.fold(state.read(metric.statement(by_engineer), params), target)
-
-
-def _escalation_overall(
-    state: AnalyticsState, account_id: t.Any, window: Window, target: Target | None
-) -> EscalationResult:
-    metric = state.prepared().escalations
-    params = {**_params(account_id, window), **target_params(target)}
-    return metric.overall(state.read(metric.statement(False), params), target)
-
-
-def escalation_report(state: AnalyticsState, account_id: t.Any, args: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
-    """The ``EscalationMetrics`` body for one account and validated query."""
-    by_engineer = args.get("group_by") == "engineer"
-    metric = state.prepared().escalations
-    if by_engineer:
-        metric.statement(True)  # an unsupported grouping is refused before any work
-    window = window_from_args(args, state.clock())
-    target = _target(state, args)
-    overall = _escalation_overall(state, account_id, window, target)
-    body: dict[str, t.Any] = {
-        "period": window.period,
-        **_window_fields(window),
-        **overall.figures(),
-        "metric_definition": METRIC_DEFINITION,
-        "distribution": overall.distribution(metric.edges),
-    }
-    if args.get("compare") == "previous":
-        before = previous_window(window)
-        body["previous"] = {
-            **_window_fields(before),
-            **_escalation_overall(state, account_id, before, target).figures(),
+    def read_all(
+        self, statements: t.Sequence[Statement], window: Window, **params: object
+    ) -> list[list[Row]]:
+        """The rows of each statement over the account's ``window``, in one short transaction."""
+        bound = {
+            "account_id": self.account_id,
+            "window_start": window.start,
+            "window_end": window.end,
+            **params,
         }
+        return self.state.read_all(statements, bound, self.reads)
+
+
+# -- escalations -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class WindowFigures(EscalationResult):
+    """An escalation figure over a window (``EscalationFigures``)."""
+
+    window_start: datetime
+    window_end: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineerFigures(EscalationResult):
+    """One claimer's figure (``EngineerGroup``)."""
+
+    engineer: EngineerId
+
+
+@dataclass(frozen=True, kw_only=True)
+class PointFigures(EscalationResult):
+    """One local day's or ISO week's figure (``TrendPoint``)."""
+
+    start: date
+
+
+@dataclass(frozen=True, kw_only=True)
+class EscalationReport(WindowFigures):
+    """The body of ``GET escalations`` (``EscalationMetrics``)."""
+
+    period: str
+    metric_definition: str = METRIC_DEFINITION
+    distribution: Distribution
+    previous: WindowFigures | None = None
+    groups: tuple[EngineerFigures, ...] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrendReport:
+    """The body of ``GET escalations/trend`` (``EscalationTrend``)."""
+
+    period: str
+    window_start: datetime
+    window_end: datetime
+    timezone: str
+    interval: str
+    metric_definition: str = METRIC_DEFINITION
+    points: tuple[PointFigures, ...]
+
+
+def _target(ctx: ReportContext, seconds: float | None) -> Target | None:
+    """The response target in force: the query's, else the app's setting, else none."""
+    seconds = ctx.state.settings.target_seconds if seconds is None else seconds
+    return None if seconds is None else Target.at(seconds, ctx.now)
+
+
+def _groups(
+    ctx: ReportContext, window: Window, by_engineer: bool, target: Target | None
+) -> dict[EngineerId, EscalationResult]:
+    metric = ctx.state.prepared().escalations
+    rows = ctx.read(metric.statement(by_engineer), window, **target_params(target))
+    return metric.fold(rows, target)
+
+
+def _overall(ctx: ReportContext, window: Window, target: Target | None) -> EscalationResult:
+    metric = ctx.state.prepared().escalations
+    return metric.overall(
+        ctx.read(metric.statement(False), window, **target_params(target)), target
+    )
+
+
+def escalation_report(ctx: ReportContext, query: EscalationQuery) -> EscalationReport:
+    """The escalation metric of the account over the query's window."""
+    metric = ctx.state.prepared().escalations
+    by_engineer = query.group_by == "engineer"
+    if by_engineer and not metric.can_group_by_engineer:  # refused before any work
+        raise unsupported_grouping()
+    window = query.span.window(ctx.now)
+    target = _target(ctx, query.target_seconds)
+    overall = _overall(ctx, window, target)
+    previous = None
+    if query.compare == "previous":
+        before = previous_window(window)
+        previous = WindowFigures(
+            **vars(_overall(ctx, before, target)), window_start=before.start, window_end=before.end
+        )
+    groups = None
     if by_engineer:
-        groups = _escalation_groups(state, account_id, window, True, target)
-        body["groups"] = [
-            {"engineer": engineer, **groups[engineer].figures()} for engineer in sorted(groups, key=engineer_order)
-        ]
-    return body
+        found = _groups(ctx, window, True, target)
+        groups = tuple(
+            EngineerFigures(**vars(found[engineer]), engineer=engineer)
+            for engineer in sorted(found, key=engineer_order)
+        )
+    return EscalationReport(
+        **vars(overall),
+        window_start=window.start,
+        window_end=window.end,
+        period=window.period,
+        distribution=distribution(overall, metric.edges),
+        previous=previous,
+        groups=groups,
+    )
 
 
-def escalation_trend(state: AnalyticsState, account_id: t.Any, args: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
-    """The ``EscalationTrend`` body: the metric per local day or ISO week of the window, none skipped."""
-    window = window_from_args(args, state.clock())
-    target = _target(state, args)
-    week = args["interval"] == "week"
-    metric = state.prepared().escalations
-    params = {**_params(account_id, window, tz=args["tz"]), **target_params(target)}
-    rows = state.read(metric.trend_statement(week), params)
-    points = metric.trend(rows, window.start, window.end, ZoneInfo(args["tz"]), week, target)
-    return {
-        "period": window.period,
-        **_window_fields(window),
-        "timezone": args["tz"],
-        "interval": args["interval"],
-        "metric_definition": METRIC_DEFINITION,
-        "points": [{"start": day, **result.figures()} for day, result in points],
-    }
+def escalation_trend(ctx: ReportContext, query: TrendQuery) -> TrendReport:
+    """The escalation metric per local day or ISO week of the window, none skipped."""
+    window = query.span.window(ctx.now)
+    target = _target(ctx, query.target_seconds)
+    week = query.interval == "week"
+    metric = ctx.state.prepared().escalations
+    rows = ctx.read(metric.trend_statement(week), window, tz=query.tz, **target_params(target))
+    points = metric.trend(rows, window.start, window.end, ZoneInfo(query.tz), week, target)
+    return TrendReport(
+        period=window.period,
+        window_start=window.start,
+        window_end=window.end,
+        timezone=query.tz,
+        interval=query.interval,
+        points=tuple(PointFigures(**vars(result), start=day) for day, result in points),
+    )
 
 
-# -- psa metrics ------------------------------------------------------------------------------------------
+# -- psa metrics -----------------------------------------------------------------------------------
 
 
-def _psa(state: AnalyticsState, account_id: t.Any, window: Window, zone_name: str) -> PsaResult:
-    metric = state.prepared().psa_metrics
-    rows = state.read_all(metric.statements, _params(account_id, window, tz=zone_name))
-    result = metric.fold(rows, window, ZoneInfo(zone_name))
+@dataclass(frozen=True, kw_only=True)
+class PsaWindow(PsaResult):
+    """The PSA figures of a window (``PsaFigures``)."""
+
+    window_start: datetime
+    window_end: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class PsaReport(PsaWindow):
+    """The body of ``GET psa-metrics`` (``EnhancedPsaMetrics``)."""
+
+    period: str
+    timezone: str
+    previous: PsaWindow | None = None
+
+
+def _psa(ctx: ReportContext, window: Window, zone_name: str) -> PsaResult:
+    metric = ctx.state.prepared().psa_metrics
+    result = metric.fold(
+        ctx.read_all(metric.statements, window, tz=zone_name), window, ZoneInfo(zone_name)
+    )
     if result.invalid_minutes:
         logger.warning(
-            "account %s has %d stored activities whose minutes are not a finite number >= 0; they are "
-            "left out of the time-entry totals",
-            account_id,
+            "account %s has %d stored activities whose minutes are not a finite number >= 0; "
+            "they are left out of the time-entry totals",
+            ctx.account_id,
             result.invalid_minutes,
         )
     return result
 
 
-def psa_report(state: AnalyticsState, account_id: t.Any, args: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
-    """The ``EnhancedPsaMetrics`` body for one account and validated query."""
-    window = window_from_args(args, state.clock())
-    result = _psa(state, account_id, window, args["tz"])
-    body: dict[str, t.Any] = {
-        "period": window.period,
-        **_window_fields(window),
-        "timezone": args["tz"],
-        **result.figures(),
-        "daily_trend": result.trend(),
-    }
-    if args.get("compare") == "previous":
+def psa_report(ctx: ReportContext, query: PsaQuery) -> PsaReport:
+    """Time entries, the documentation funnel and the daily trend of the account over the window."""
+    window = query.span.window(ctx.now)
+    result = _psa(ctx, window, query.tz)
+    previous = None
+    if query.compare == "previous":
         before = previous_window(window)
-        body["previous"] = {**_window_fields(before), **_psa(state, account_id, before, args["tz"]).figures()}
-    return body
+        previous = PsaWindow(
+            **vars(_psa(ctx, before, query.tz)), window_start=before.start, window_end=before.end
+        )
+    return PsaReport(
+        **vars(result),
+        window_start=window.start,
+        window_end=window.end,
+        period=window.period,
+        timezone=query.tz,
+        previous=previous,
+    )
 
 
-# -- the drill-down ---------------------------------------------------------------------------------------
+# -- the drill-down --------------------------------------------------------------------------------
 
 
-class Cursor(t.NamedTuple):
-    """A decoded ``next_cursor``: the keyset of the last row examined, and the digest of whom it was issued to."""
+@dataclass(frozen=True, kw_only=True)
+class HandoffPageReport:
+    """The body of ``GET escalations/handoffs`` (``HandoffPage``)."""
 
-    key: t.Any
-    handoff_id: t.Any
-    caller: str
+    period: str
+    window_start: datetime
+    window_end: datetime
+    items: tuple[HandoffItem, ...]
+    next_cursor: str | None
 
 
 class CursorCodec:
-    """Signs ``next_cursor`` values and reads them back, refusing any this app did not issue, any older than
-    ``FLOWPILOT_ANALYTICS_CURSOR_MAX_AGE``, or any whose fields do not fit the columns they are compared with
-    (so they never reach the database). Signing, expiry and the caller's digest are :class:`~.state.CursorSigner`'s."""
+    """Signs ``next_cursor`` values and reads them back, refusing any this app did not issue, any
+    older than ``FLOWPILOT_ANALYTICS_CURSOR_MAX_AGE``, or any whose fields do not fit the columns
+    they are compared with (so they never reach the database). Signing, expiry and the caller's
+    digest are :class:`~.state.CursorSigner`'s."""
 
     def __init__(self, state: AnalyticsState) -> None:
         self._state = state
 
-    def encode(self, identity: IdentityLike, row: HandoffRow) -> str:
+    def encode(self, account_id: AccountId, user_id: UserId | None, row: HandoffRow) -> str:
         key = row.sort_key.isoformat() if isinstance(row.sort_key, datetime) else str(row.sort_key)
-        handoff_id = row.handoff_id if isinstance(row.handoff_id, int) else str(row.handoff_id)  # UUIDs as text
-        return self._state.cursors.dumps(
-            {"k": key, "id": handoff_id, "a": str(identity.account_id), "u": str(identity.user_id)}
-        )
+        handoff_id = row.handoff_id if isinstance(row.handoff_id, int) else str(row.handoff_id)
+        payload = {"k": key, "id": handoff_id, "a": str(account_id), "u": str(user_id)}
+        return self._state.cursors.dumps(payload)
 
-    def issued_to(self, cursor: Cursor, identity: IdentityLike) -> bool:
+    def issued_to(self, cursor: Cursor, account_id: AccountId, user_id: UserId | None) -> bool:
         """Whether ``cursor`` was returned to this caller (same account and user)."""
-        return self._state.cursors.issued_to(cursor.caller, identity.account_id, identity.user_id)
+        return self._state.cursors.issued_to(cursor.caller, account_id, user_id)
 
     def decode(self, text: str) -> Cursor:
-        """The cursor, or ``ValueError`` saying why not; an expired one is an :class:`~.errors.InvalidQuery`
-        of its own, which tells the caller to start again from the first page."""
+        """The cursor, or ``ValueError`` saying why not; an expired one is an
+        :class:`~.errors.InvalidQuery` of its own, which tells the caller to start again from the
+        first page."""
         try:
             data = self._state.cursors.loads(text)
         except SignatureExpired:
             raise InvalidQuery.field(
                 "cursor",
-                f"This cursor has expired (cursors are valid for {self._state.cursors.max_age} seconds): start "
-                "again from the first page, without a cursor.",
+                f"This cursor has expired (cursors are valid for {self._state.cursors.max_age} "
+                "seconds): start again from the first page, without a cursor.",
                 "The cursor has expired: start again from the first page.",
             ) from None
         except BadSignature:
-            raise ValueError("Not a cursor this API returned.") from None
+            raise ValueError(NOT_A_CURSOR) from None
         if not isinstance(data, dict) or not isinstance(data.get("c"), str):
-            raise ValueError("Not a cursor this API returned.")
+            raise ValueError(NOT_A_CURSOR)
         prepared = self._state.prepared()
-        key, handoff_id = data.get("k"), data.get("id")
+        key, caller = data.get("k"), str(data["c"])
         if not isinstance(key, str) or len(key) > 64:
-            raise ValueError("Not a cursor this API returned.")
-        handoff_id = id_value(prepared.tables.handoffs.c.id, handoff_id)
+            raise ValueError(NOT_A_CURSOR)
+        handoff_id = id_value(prepared.tables.handoffs.c.id, data.get("id"))
         if prepared.backend.timestamps_as_text:
-            return Cursor(key, handoff_id, data["c"])
+            return Cursor(key, handoff_id, caller)
         try:
             moment = datetime.fromisoformat(key)
         except ValueError:
-            raise ValueError("Not a cursor this API returned.") from None
+            raise ValueError(NOT_A_CURSOR) from None
         if not 1900 <= moment.year <= 9000:
-            raise ValueError("Not a cursor this API returned.")
-        moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-        return Cursor(moment, handoff_id, data["c"])
+            raise ValueError(NOT_A_CURSOR)
+        return Cursor(
+            moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc), handoff_id, caller
+        )
 
 
-def id_value(column: t.Any, value: t.Any) -> t.Any:
-    """A cursor's id as a value of the handoffs' id column's type (integers within 64 bits, text within the
-    column's length, UUIDs parsed), or ``ValueError``: it never reaches the database as a bad value."""
+NOT_A_CURSOR = "Not a cursor this API returned."
+
+
+def id_value(column: Expr, value: object) -> object:
+    """A cursor's id as a value of the handoffs' id column's type (integers
+    within 64 bits, text within the column's length, UUIDs parsed), or
+    ``ValueError``: it never reaches the database as a bad value."""
     try:
-        python_type = column.type.python_type
+        python_type: type | None = column.type.python_type
     except NotImplementedError:
         python_type = None
     is_int = isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
-    is_text = isinstance(value, str) and len(value) <= (getattr(column.type, "length", None) or 1000)
+    is_text = isinstance(value, str) and len(value) <= (
+        getattr(column.type, "length", None) or 1000
+    )
     if python_type is uuid.UUID and isinstance(value, str):
         try:
             return uuid.UUID(value)
         except ValueError:
-            raise ValueError("Not a cursor this API returned.") from None
+            raise ValueError(NOT_A_CURSOR) from None
     if (
         (python_type is int and is_int)
         or (python_type is str and is_text)
         or (python_type not in (int, str, uuid.UUID) and (is_int or is_text))
     ):
         return value
-    raise ValueError("Not a cursor this API returned.")
+    raise ValueError(NOT_A_CURSOR)
 
 
 def _scan(
-    state: AnalyticsState, account_id: t.Any, window: Window, after: tuple[t.Any, t.Any] | None, chunk: int
+    ctx: ReportContext, window: Window, after: tuple[datetime | str, object] | None, chunk: int
 ) -> t.Iterator[HandoffRow]:
-    """Every handoff in scope after the keyset ``after``, newest first, fetched ``chunk`` rows at a time."""
-    metric = state.prepared().escalations
+    """Every handoff in scope after the keyset ``after``,
+    newest first, fetched ``chunk`` rows at a time."""
+    metric = ctx.state.prepared().escalations
     while True:
-        params = {**_params(account_id, window), "page_size": chunk}
-        if after is not None:
-            params.update(after_key=after[0], after_id=after[1])
-        rows = [HandoffRow._make(row) for row in state.read(metric.next_page if after else metric.first_page, params)]
+        keyset = {} if after is None else {"after_key": after[0], "after_id": after[1]}
+        statement = metric.first_page if after is None else metric.next_page
+        rows = [
+            HandoffRow._make(row) for row in ctx.read(statement, window, page_size=chunk, **keyset)
+        ]
         yield from rows
         if len(rows) < chunk:
             return
         after = (rows[-1].sort_key, rows[-1].handoff_id)
 
 
-def _matches(item: dict[str, t.Any], wanted: t.Any) -> bool:
-    """Whether a drill-down item passes the validated bucket filter (an index, ``"no_action"`` or ``None``)."""
-    return wanted is None or (item["bucket"] is None if wanted == "no_action" else item["bucket"] == wanted)
+def _matches(item: HandoffItem, wanted: schemas.BucketFilter) -> bool:
+    """Whether a drill-down item passes the bucket filter."""
+    return wanted is None or item.bucket == (None if wanted == "no_action" else wanted)
 
 
-def iter_handoffs(
-    state: AnalyticsState, account_id: t.Any, args: t.Mapping[str, t.Any]
-) -> t.Iterator[dict[str, t.Any]]:
+def iter_handoffs(ctx: ReportContext, query: HandoffQuery) -> t.Iterator[HandoffItem]:
     """Every handoff in scope that passes the bucket filter, newest first (the CSV export)."""
-    edges = state.settings.bucket_edges
-    window = window_from_args(args, state.clock())
-    items = (row.describe(edges) for row in _scan(state, account_id, window, None, SCAN_CHUNK))
-    return (item for item in items if _matches(item, args.get("bucket")))
+    edges = ctx.state.settings.bucket_edges
+    window = query.span.window(ctx.now)
+    items = (row.describe(edges) for row in _scan(ctx, window, None, SCAN_CHUNK))
+    return (item for item in items if _matches(item, query.bucket))
 
 
-def handoff_page(
-    state: AnalyticsState, identity: IdentityLike, args: t.Mapping[str, t.Any], cursors: CursorCodec
-) -> dict[str, t.Any]:
-    """One ``HandoffPage``: up to ``limit`` items and the cursor of the next page (``None`` at the end).
+def handoff_page(ctx: ReportContext, query: HandoffQuery) -> HandoffPageReport:
+    """Up to ``limit`` handoffs behind the number and the cursor of the next page (``None`` at the
+    end).
 
-    A page examines at most :data:`MAX_SCAN_ROWS` handoffs; when a bucket filter leaves it short, it ends
-    early with fewer items (maybe none) and a ``next_cursor`` that continues after the last one examined.
+    A page examines at most :data:`MAX_SCAN_ROWS` handoffs; when a bucket filter leaves it short, it
+    ends early with fewer items (maybe none) and a ``next_cursor`` that continues after the last one
+    examined.
     """
-    cursor: Cursor | None = args.get("cursor")
-    if cursor is not None and not cursors.issued_to(cursor, identity):
+    cursors = CursorCodec(ctx.state)
+    cursor = query.cursor
+    if cursor is not None and not cursors.issued_to(cursor, ctx.account_id, ctx.user_id):
         raise InvalidQuery.field(
-            "cursor", "Not a cursor this API returned to you.", "The cursor was issued to another user."
+            "cursor",
+            "Not a cursor this API returned to you.",
+            "The cursor was issued to another user.",
         )
-    window = window_from_args(args, state.clock())
-    edges = state.settings.bucket_edges
-    limit, wanted = args["limit"], args.get("bucket")
+    window = query.span.window(ctx.now)
+    edges = ctx.state.settings.bucket_edges
     after = None if cursor is None else (cursor.key, cursor.handoff_id)
-    items: list[dict[str, t.Any]] = []
+    chunk = SCAN_CHUNK if query.bucket is not None else query.limit + 1
+    items: list[HandoffItem] = []
     last: HandoffRow | None = None
     exhausted = True
-    for scanned, row in enumerate(
-        _scan(state, identity.account_id, window, after, SCAN_CHUNK if wanted is not None else limit + 1), start=1
-    ):
+    for scanned, row in enumerate(_scan(ctx, window, after, chunk), start=1):
         item = row.describe(edges)
-        if _matches(item, wanted):
-            if len(items) == limit:  # one more exists: the page is full
+        if _matches(item, query.bucket):
+            if len(items) == query.limit:  # one more exists: the page is full
                 exhausted = False
                 break
             items.append(item)
@@ -297,9 +434,180 @@ def handoff_page(
         if scanned >= MAX_SCAN_ROWS:
             exhausted = False
             break
-    return {
-        "period": window.period,
-        **_window_fields(window),
-        "items": items,
-        "next_cursor": None if exhausted or last is None else cursors.encode(identity, last),
-    }
+    return HandoffPageReport(
+        period=window.period,
+        window_start=window.start,
+        window_end=window.end,
+        items=tuple(items),
+        next_cursor=None
+        if exhausted or last is None
+        else cursors.encode(ctx.account_id, ctx.user_id, last),
+    )
+
+
+# -- CSV exports -----------------------------------------------------------------------------------
+
+
+class CsvTable(t.NamedTuple):
+    """A CSV export: the file name, the header, and the rows (produced while the response is
+    sent)."""
+
+    filename: str
+    header: list[str]
+    rows: t.Iterable[t.Sequence[object]]
+
+
+def _dumped_table(
+    filename: str, schema: Schema, first: str, label: str, parts: t.Iterable[object]
+) -> CsvTable:
+    """Body parts dumped by ``schema``, one row each, flattened (``target_seconds``); the ``first``
+    column leads, headed ``label``."""
+    columns = schemas.flat_columns(schema)
+    order = [columns.index(first)] + [i for i, name in enumerate(columns) if name != first]
+
+    def row(part: object) -> list[object]:
+        values = schemas.flat_values(schema, schema.dump(part))
+        return ["" if values[i] is None else values[i] for i in order]
+
+    return CsvTable(filename, [label, *(columns[i] for i in order[1:])], (row(p) for p in parts))
+
+
+def trend_csv(ctx: ReportContext, query: TrendQuery) -> CsvTable:
+    """The trend's points, one row each."""
+    points = escalation_trend(ctx, query).points
+    label = f"{query.interval} ({query.tz})"
+    filename = f"escalation_trend_{query.interval}.csv"
+    return _dumped_table(filename, schemas.TrendPoint(), "start", label, points)
+
+
+def psa_csv(ctx: ReportContext, query: PsaQuery) -> CsvTable:
+    """The daily trend, one row per local day."""
+    days = _psa(ctx, query.span.window(ctx.now), query.tz).daily_trend
+    label = f"date ({query.tz})"
+    return _dumped_table("psa_daily_trend.csv", schemas.PsaDailyTrend(), "date", label, days)
+
+
+def _iso(value: datetime | None) -> str:
+    return "" if value is None else value.isoformat()
+
+
+def handoffs_csv(ctx: ReportContext, query: HandoffQuery) -> CsvTable:
+    """Every handoff that passes the bucket filter (no paging), UTC timestamps."""
+    header = [
+        "handoff_id",
+        "session_id",
+        "claimed_at_utc",
+        "first_action_at_utc",
+        "seconds",
+        "bucket",
+    ]
+    rows = (
+        [
+            item.handoff_id,
+            item.session_id,
+            _iso(item.claimed_at),
+            _iso(item.first_action_at),
+            "" if item.seconds is None else item.seconds,
+            "no_action" if item.bucket is None else item.bucket,
+        ]
+        for item in iter_handoffs(ctx, query)
+    )
+    return CsvTable("escalation_handoffs.csv", header, rows)
+
+
+# -- the declarations ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReportRoute(t.Generic[Q]):
+    """One report route, declared once; everything else about it is derived from this."""
+
+    #: Under ``<prefix>/analytics/flowpilot/``.
+    path: str
+    #: The Flask endpoint, and the route's cache, rate-limit counter and telemetry name.
+    endpoint: str
+    #: Whose minimum role it follows: a key of ``FLOWPILOT_ANALYTICS_ROUTE_ROLES``.
+    role_key: str
+    #: Its key in ``FLOWPILOT_ANALYTICS_LIMITS`` and the default limit (``limits`` notation).
+    limit: tuple[str, str]
+    #: The query's schema (its ``post_load`` returns ``Q``), as documented in OpenAPI.
+    args: type[Schema]
+    #: The body's schema; it dumps what ``compute`` returns.
+    body: type[Schema]
+    compute: t.Callable[[ReportContext, Q], object]
+    summary: str
+    #: The ``flask flowpilot-analytics`` command that prints it, if any.
+    command: str | None = None
+    #: With ``format=csv`` (or ``Accept: text/csv``): the export.
+    csv: t.Callable[[ReportContext, Q], CsvTable] | None = None
+    #: Answers that are the caller's own (cursors): cached per user, not per account.
+    per_user: bool = False
+    methods: tuple[str, ...] = ("GET",)
+    #: The app's instance of ``args`` when it depends on the app (its settings, its cursor codec).
+    bind_args: t.Callable[[AnalyticsState], Schema] | None = None
+
+    def args_schema(self, state: AnalyticsState) -> Schema:
+        """The query schema for one app's registration."""
+        return self.args() if self.bind_args is None else self.bind_args(state)
+
+
+def _handoffs_args(state: AnalyticsState) -> Schema:
+    buckets = len(state.settings.bucket_edges) + 1
+    return schemas.HandoffsArgs(bucket_count=buckets, decode_cursor=CursorCodec(state).decode)
+
+
+#: A declaration, whatever its query type.
+Route: t.TypeAlias = "ReportRoute[t.Any]"
+
+REPORT_ROUTES: tuple[Route, ...] = (
+    ReportRoute(
+        path="escalations",
+        endpoint="escalations",
+        role_key="escalations",
+        limit=("escalations", "120 per minute"),
+        args=schemas.EscalationArgs,
+        body=schemas.EscalationMetrics,
+        compute=escalation_report,
+        summary="Time from an escalation claim to the first action after it",
+        command="escalations",
+    ),
+    ReportRoute(
+        path="escalations/trend",
+        endpoint="escalation_trend",
+        role_key="escalations",
+        limit=("escalations", "120 per minute"),
+        args=schemas.TrendArgs,
+        body=schemas.EscalationTrend,
+        compute=escalation_trend,
+        csv=trend_csv,
+        summary=(
+            "The escalation metric per local day or ISO week, with attainment of a response target"
+        ),
+        command="escalation-trend",
+    ),
+    ReportRoute(
+        path="escalations/handoffs",
+        endpoint="escalation_handoffs",
+        role_key="escalations",
+        limit=("escalation_handoffs", "120 per minute"),
+        args=schemas.HandoffsArgs,
+        bind_args=_handoffs_args,
+        body=schemas.HandoffPage,
+        compute=handoff_page,
+        csv=handoffs_csv,
+        per_user=True,
+        summary="The handoffs behind the escalation number, newest claim first (paged, or CSV)",
+    ),
+    ReportRoute(
+        path="psa-metrics",
+        endpoint="psa_metrics",
+        role_key="psa_metrics",
+        limit=("psa_metrics", "15 per minute"),
+        args=schemas.PsaMetricsArgs,
+        body=schemas.EnhancedPsaMetrics,
+        compute=psa_report,
+        csv=psa_csv,
+        summary="Time entries, documentation funnel and daily trend",
+        command="psa-metrics",
+    ),
+)

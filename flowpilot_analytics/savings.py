@@ -1,33 +1,36 @@
 """The savings claim, measured: the stopwatch baseline against the in-product time to first action.
 
-The escalation metric alone is not a saving. A claim needs a **baseline**: the stopwatch time from handoff to
-first action in the old, verbal process, timed the same way. :func:`savings` compares the two samples and makes
-a claim only when the data support one.
+The escalation metric alone is not a saving. A claim needs a **baseline**: the stopwatch time from
+handoff to first action in the old, verbal process, timed the same way. :func:`savings` compares the
+two samples and makes a claim only when the data support one.
 
 - **Figures.** Per sample its size, median (linear interpolation between closest ranks, PostgreSQL's
-  ``percentile_cont(0.5)``) and mean. The difference is *baseline minus in-product*: positive when handoffs
-  get a first action sooner in FlowPilot. Every figure that is undefined is ``None``, never 0.
-- **Medians, not means, carry the claim.** Delays are skewed: a few long waits move the mean far more than
-  the typical handoff. The mean difference only scales the *extrapolated* total (mean x handoffs), which is
-  labelled as such and never presented as measured.
+  ``percentile_cont(0.5)``) and mean. The difference is *baseline minus in-product*: positive when
+  handoffs get a first action sooner in FlowPilot. Every figure that is undefined is ``None``,
+  never 0.
+- **Medians, not means, carry the claim.** Delays are skewed: a few long waits move the mean far
+  more than the typical handoff. The mean difference only scales the *extrapolated* total (mean x
+  handoffs), which is labelled as such and never presented as measured.
 - **The interval.** Both samples are resampled :data:`RESAMPLES` times from a generator seeded with
   :data:`SEED`, so the same data (in any order) always gives the same interval.
 
-  - Difference of medians: the *percentile bootstrap*. Each resample's median is drawn exactly through its
-    order statistics (:func:`bootstrap_medians`), so it costs two beta draws whatever the sample's size.
-    In simulation (lognormal delays with sigma 0.5-1.2, 20-40 baseline samples, 50-500 in-product handoffs,
-    1,000 trials each) its 95 % interval covered the true difference in 94.8-95.5 % of trials, about as wide
-    as the estimate's true spread (1.01-1.04 x 2 x 1.96 sd). Per-median order-statistics intervals do not
-    combine into one for a difference without a normal approximation, and BCa's jackknife fails for medians.
-  - Difference of means: the *studentized bootstrap* (bootstrap-t). With 20 skewed baseline samples the
-    percentile bootstrap and Welch's t covered 85-93 %; the bootstrap-t corrects for the skew: 93-95 % for
-    baseline sigma up to 0.8, 90-92 % at 1.0-1.2 (where the mean of 20-40 samples is fragile by any method),
-    1.0-1.4 x as wide as the true spread. The in-product standard error is the sample's (its resampled
-    spread changes nothing at these sizes). Above :data:`EXACT_MEAN_LIMIT` in-product handoffs, their
-    resampled mean is drawn from its normal limit (same mean and variance) instead of resampling each one:
-    20,000 handoffs and 1,000 samples take about 15 ms.
-  - Caveat: with fewer than about 10 in-product handoffs their spread is barely known, and coverage drops
-    (90 % for the medians, 85 % for the means, in the same simulation).
+  - Difference of medians: the *percentile bootstrap*. Each resample's median is drawn exactly
+    through its order statistics (:func:`bootstrap_medians`), so it costs two beta draws whatever
+    the sample's size. In simulation (lognormal delays with sigma 0.5-1.2, 20-40 baseline samples,
+    50-500 in-product handoffs, 1,000 trials each) its 95 % interval covered the true difference in
+    94.8-95.5 % of trials, about as wide as the estimate's true spread (1.01-1.04 x 2 x 1.96 sd).
+    Per-median order-statistics intervals do not combine into one for a difference without a normal
+    approximation, and BCa's jackknife fails for medians.
+  - Difference of means: the *studentized bootstrap* (bootstrap-t). With 20 skewed baseline samples
+    the percentile bootstrap and Welch's t covered 85-93 %; the bootstrap-t corrects for the skew:
+    93-95 % for baseline sigma up to 0.8, 90-92 % at 1.0-1.2 (where the mean of 20-40 samples is
+    fragile by any method), 1.0-1.4 x as wide as the true spread. The in-product standard error is
+    the sample's (its resampled spread changes nothing at these sizes). Above
+    :data:`EXACT_MEAN_LIMIT` in-product handoffs, their resampled mean is drawn from its normal
+    limit (same mean and variance) instead of resampling each one: 20,000 handoffs and 1,000 samples
+    take about 15 ms.
+  - Caveat: with fewer than about 10 in-product handoffs their spread is barely known, and coverage
+    drops (90 % for the medians, 85 % for the means, in the same simulation).
 """
 
 from __future__ import annotations
@@ -43,9 +46,11 @@ import numpy.typing as npt
 RESAMPLES = 2_000
 #: The generator's seed: the same data always gives the same interval.
 SEED = 20
-#: Above this many in-product handoffs, the resampled in-product mean is drawn from its normal limit.
+#: Above this many in-product handoffs, the resampled in-product mean is drawn from its normal
+#: limit.
 EXACT_MEAN_LIMIT = 2_000
-#: Default least number of baseline samples for a difference (``FLOWPILOT_ANALYTICS_BASELINE_MIN_SAMPLES``).
+#: Default least number of baseline samples for a difference
+#: (``FLOWPILOT_ANALYTICS_BASELINE_MIN_SAMPLES``).
 MIN_SAMPLES = 20
 #: Default confidence of the intervals.
 CONFIDENCE = 0.95
@@ -62,8 +67,12 @@ class Sample:
     median_seconds: float | None
     mean_seconds: float | None
 
-    def as_dict(self) -> dict[str, t.Any]:
-        return {"n": self.n, "median_seconds": self.median_seconds, "mean_seconds": self.mean_seconds}
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "n": self.n,
+            "median_seconds": self.median_seconds,
+            "mean_seconds": self.mean_seconds,
+        }
 
 
 @dataclass(frozen=True)
@@ -77,7 +86,7 @@ class Difference:
     confidence: float
     method: str
 
-    def as_dict(self) -> dict[str, t.Any]:
+    def as_dict(self) -> dict[str, object]:
         return {
             "median_seconds": self.median_seconds,
             "median_interval": list(self.median_interval),
@@ -96,7 +105,7 @@ class Extrapolated:
     total_seconds: float
     total_interval: Interval
 
-    def as_dict(self) -> dict[str, t.Any]:
+    def as_dict(self) -> dict[str, object]:
         return {
             "handoffs": self.handoffs,
             "total_seconds": self.total_seconds,
@@ -106,7 +115,8 @@ class Extrapolated:
 
 @dataclass(frozen=True)
 class Savings:
-    """Both samples, their difference and its extrapolation, and the claim they support or why there is none."""
+    """Both samples, their difference and its extrapolation, and the claim they support or why there
+    is none."""
 
     baseline: Sample
     in_product: Sample
@@ -117,7 +127,7 @@ class Savings:
     #: Why there is no claim (``None`` when there is one).
     reason: str | None
 
-    def as_dict(self) -> dict[str, t.Any]:
+    def as_dict(self) -> dict[str, object]:
         return {
             "baseline": self.baseline.as_dict(),
             "in_product": self.in_product.as_dict(),
@@ -135,10 +145,12 @@ def savings(
     min_samples: int = MIN_SAMPLES,
     confidence: float = CONFIDENCE,
 ) -> Savings:
-    """Compare the stopwatch baseline with the in-product seconds to first action, and say what they support.
+    """Compare the stopwatch baseline with the in-product seconds to first action, and say what they
+    support.
 
-    A difference needs ``min_samples`` baseline samples and one in-product handoff; a claim needs, besides,
-    an interval of the difference of medians that excludes 0. Values must be finite (``ValueError``).
+    A difference needs ``min_samples`` baseline samples and one in-product handoff; a claim needs,
+    besides, an interval of the difference of medians that excludes 0. Values must be finite
+    (``ValueError``).
     """
     if min_samples < 2:
         raise ValueError("min_samples must be at least 2: one baseline sample has no spread")
@@ -156,12 +168,15 @@ def savings(
     difference = _difference(base, product, confidence)
     handoffs = int(product.size)
     low, high = difference.mean_interval
-    extrapolated = Extrapolated(handoffs, difference.mean_seconds * handoffs, (low * handoffs, high * handoffs))
+    extrapolated = Extrapolated(
+        handoffs, difference.mean_seconds * handoffs, (low * handoffs, high * handoffs)
+    )
     low, high = difference.median_interval
     if low <= 0 <= high:
         reason = (
             f"the {_percent(confidence)} interval of the difference in medians includes 0 "
-            f"({_span(low, high, 'shorter', 'longer')} in FlowPilot), so the data do not show a difference"
+            f"({_span(low, high, 'shorter', 'longer')} in FlowPilot), so the data do not show a "
+            f"difference"
         )
         return Savings(base_sample, product_sample, difference, extrapolated, None, reason)
     claim = _claim(base_sample, product_sample, difference, extrapolated)
@@ -171,9 +186,10 @@ def savings(
 def bootstrap_medians(ordered: Array, size: int, rng: np.random.Generator) -> Array:
     """``size`` medians of resamples (with replacement, same size) of a sorted, non-empty array.
 
-    Exact, without resampling: the j-th smallest of n uniform draws is ``Beta(j, n - j + 1)``, and the next
-    one lies a ``Beta(1, n - j)`` fraction of the way from it to 1. A uniform ``u`` picks ``ordered[floor(n u)]``,
-    so a resample's order statistics are the array's at those positions; an even size averages the middle two.
+    Exact, without resampling: the j-th smallest of n uniform draws is ``Beta(j, n - j + 1)``, and
+    the next one lies a ``Beta(1, n - j)`` fraction of the way from it to 1. A uniform ``u`` picks
+    ``ordered[floor(n u)]``, so a resample's order statistics are the array's at those positions; an
+    even size averages the middle two.
     """
     n = ordered.size
     middle = (n + 1) // 2  # 1-based rank of the (lower) middle value
@@ -185,7 +201,7 @@ def bootstrap_medians(ordered: Array, size: int, rng: np.random.Generator) -> Ar
     return (low + ordered[_position(second, n)]) / 2.0
 
 
-# -- the computation -----------------------------------------------------------------------------------------
+# -- the computation -------------------------------------------------------------------------------
 
 
 def _ordered(values: t.Sequence[float], name: str) -> Array:
@@ -226,27 +242,36 @@ def _difference(base: Array, product: Array, confidence: float) -> Difference:
     medians = bootstrap_medians(base, RESAMPLES, rng) - bootstrap_medians(product, RESAMPLES, rng)
     median_low, median_high = np.quantile(medians, quantiles)
 
-    # bootstrap-t: the resamples' spread of t* = (d* - d) / se*, turned back into seconds with the data's se
+    # bootstrap-t: the resamples' spread of t* = (d* - d) / se*, turned back into seconds with the
+    # data's se
     mean = float(base.mean() - product.mean())
     product_error = _variance(product) / product.size
     resampled = base[rng.integers(0, base.size, (RESAMPLES, base.size))]
     base_means, base_errors = resampled.mean(axis=1), resampled.var(axis=1, ddof=1) / base.size
     exact = product.size <= EXACT_MEAN_LIMIT
     if exact:
-        product_means = product[rng.integers(0, product.size, (RESAMPLES, product.size))].mean(axis=1)
+        product_means = product[rng.integers(0, product.size, (RESAMPLES, product.size))].mean(
+            axis=1
+        )
     else:
-        product_means = rng.normal(product.mean(), product.std() / math.sqrt(product.size), RESAMPLES)
+        product_means = rng.normal(
+            product.mean(), product.std() / math.sqrt(product.size), RESAMPLES
+        )
     error = math.sqrt(_variance(base) / base.size + product_error)
-    # a resample of identical values has no spread: floor its error far below the data's (a very wide t*)
+    # a resample of identical values has no spread: floor its error far below the data's (a very
+    # wide t*)
     errors = np.maximum(np.sqrt(base_errors + product_error), error * 1e-6)
     t_low, t_high = np.quantile((base_means - product_means - mean) / errors, quantiles)
 
     method = (
-        f"difference of medians: percentile bootstrap; difference of means: studentized bootstrap (bootstrap-t); "
-        f"{RESAMPLES:,} resamples of each sample, seed fixed"
+        f"difference of medians: percentile bootstrap; difference of means: studentized bootstrap "
+        f"(bootstrap-t); {RESAMPLES:,} resamples of each sample, seed fixed"
     )
     if not exact:
-        method += f"; the in-product mean of more than {EXACT_MEAN_LIMIT:,} handoffs resampled by its normal limit"
+        method += (
+            f"; the in-product mean of more than {EXACT_MEAN_LIMIT:,} handoffs resampled by its "
+            f"normal limit"
+        )
     return Difference(
         median_seconds=median,
         median_interval=(float(median_low), float(median_high)),
@@ -257,26 +282,32 @@ def _difference(base: Array, product: Array, confidence: float) -> Difference:
     )
 
 
-# -- the words ----------------------------------------------------------------------------------------------
+# -- the words -------------------------------------------------------------------------------------
 
 
-def _claim(base: Sample, product: Sample, difference: Difference, extrapolated: Extrapolated) -> str:
-    """One sentence: both measured medians with their sample sizes and interval, then the extrapolated total."""
+def _claim(
+    base: Sample, product: Sample, difference: Difference, extrapolated: Extrapolated
+) -> str:
+    """One sentence: both measured medians with their sample sizes and interval, then the
+    extrapolated total."""
     percent = _percent(difference.confidence)
     return (
-        f"Median time from handoff to first action: {duration(t.cast(float, base.median_seconds))} by stopwatch in "
-        f"the old process ({_count(base.n, 'sample')}) and {duration(t.cast(float, product.median_seconds))} "
+        f"Median time from handoff to first action: {duration(t.cast(float, base.median_seconds))} "
+        f"by stopwatch in the old process ({_count(base.n, 'sample')}) and "
+        f"{duration(t.cast(float, product.median_seconds))} "
         f"measured in FlowPilot ({_count(product.n, 'handoff')}), "
         f"{_signed(difference.median_seconds, 'shorter', 'longer')} "
         f"({percent} interval {_span(*difference.median_interval, 'shorter', 'longer')}); "
-        f"extrapolated from the mean difference to these {_count(extrapolated.handoffs, 'handoff')}, not measured: "
+        f"extrapolated from the mean difference to these "
+        f"{_count(extrapolated.handoffs, 'handoff')}, not measured: "
         f"{_signed(extrapolated.total_seconds, 'less', 'more')} in total "
         f"({percent} interval {_span(*extrapolated.total_interval, 'less', 'more')})."
     )
 
 
 def duration(seconds: float) -> str:
-    """Seconds for a reader: ``42 s``, ``14 min 30 s``, ``12 h 30 min``, ``3,002 h`` (magnitude only)."""
+    """Seconds for a reader: ``42 s``, ``14 min 30 s``, ``12 h 30 min``, ``3,002 h`` (magnitude
+    only)."""
     seconds = abs(seconds)
     if round(seconds) < 60:
         whole = round(seconds)
@@ -298,7 +329,8 @@ def _signed(seconds: float, fewer: str, more: str) -> str:
 
 
 def _span(low: float, high: float, fewer: str, more: str) -> str:
-    """An interval of a difference in words, smaller magnitude first when both ends have the same sign."""
+    """An interval of a difference in words, smaller magnitude first when both ends have the same
+    sign."""
     if low >= 0:
         return f"{duration(low)} to {duration(high)} {fewer}"
     if high <= 0:

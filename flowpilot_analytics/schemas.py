@@ -1,22 +1,163 @@
-"""The JSON contract: marshmallow schemas for every query string the routes accept and every body they return.
+"""The JSON contract: marshmallow schemas for every query string the routes accept and every body
+they return.
 
-:class:`Schemas` holds one app's instances, built once at ``init_app`` (argument schemas depend on its
-settings); the OpenAPI document is generated from these classes.
+Argument schemas load into the typed, frozen queries below (one per report); response schemas dump
+the reports' dataclasses as they are. The OpenAPI document is generated from these classes, and the
+CSV exports and the command line's tables flatten bodies by them (:func:`flat_columns`,
+:func:`flat_values`).
 """
 
 from __future__ import annotations
 
-import functools
 import typing as t
-import zoneinfo
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
+from marshmallow import (
+    EXCLUDE,
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    post_dump,
+    post_load,
+    validate,
+    validates_schema,
+)
+from werkzeug.datastructures import MultiDict
 
-from .config import Settings
+from .business_hours import iana_zones
 from .escalations import MAX_TARGET_SECONDS
-from .periods import DEFAULT_PERIOD, PERIODS
+from .periods import DEFAULT_PERIOD, MAX_RANGE_DAYS, PERIODS, Span
+
+#: What marshmallow hands a schema's hooks: the fields loaded so far, by name.
+Loaded: t.TypeAlias = "dict[str, t.Any]"
+#: A report's ``format``: JSON, or the route's CSV export.
+Format = t.Literal["json", "csv"]
+#: The drill-down's bucket filter: an index, the handoffs with no action, or none.
+BucketFilter: t.TypeAlias = 'int | t.Literal["no_action"] | None'
+
+# -- typed queries ---------------------------------------------------------------------------------
+
+
+class Cursor(t.NamedTuple):
+    """A decoded ``next_cursor``: the keyset of the last
+    row examined, and the digest of whom it was issued to."""
+
+    key: datetime | str
+    handoff_id: object
+    caller: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Query:
+    """What every report's query has: the window it asks for."""
+
+    span: Span
+
+    def parts(self) -> dict[str, object]:
+        """The query's values by name, the span's among them (cache keys, span attributes)."""
+        parts = {**vars(self.span), **vars(self)}
+        del parts["span"]
+        return parts
+
+
+@dataclass(frozen=True, kw_only=True)
+class EscalationQuery(Query):
+    """``GET escalations``: the window, the previous one, per engineer, a response target."""
+
+    compare: t.Literal["previous"] | None = None
+    group_by: t.Literal["engineer"] | None = None
+    target_seconds: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrendQuery(Query):
+    """``GET escalations/trend``: the window, the zone of its days, day or week, a response
+    target."""
+
+    tz: str = "UTC"
+    interval: t.Literal["day", "week"] = "day"
+    target_seconds: float | None = None
+    format: Format | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class HandoffQuery(Query):
+    """``GET escalations/handoffs``: the window, a bucket filter, the page (size and cursor)."""
+
+    bucket: BucketFilter = None
+    limit: int = 50
+    cursor: Cursor | None = None
+    format: Format | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PsaQuery(Query):
+    """``GET psa-metrics``: the window, the zone of the daily trend, the previous window."""
+
+    tz: str = "UTC"
+    compare: t.Literal["previous"] | None = None
+    format: Format | None = None
+
+
+# -- shared fields ---------------------------------------------------------------------------------
+
+
+class ZoneField(fields.String):
+    """An IANA zone name (:func:`iana_zones`; the list is read at the first use, not at import). The
+    OpenAPI document names the list once, as the ``Zone`` component."""
+
+    def _deserialize(
+        self, value: object, attr: str | None, data: t.Mapping[str, object] | None, **kwargs: object
+    ) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if text not in iana_zones():
+            raise ValidationError(f"{text!r} is not an IANA time zone name (e.g. 'Europe/Berlin').")
+        return text
+
+
+def _zone() -> ZoneField:
+    return ZoneField(
+        load_default="UTC", metadata={"description": "An IANA time zone name, e.g. Europe/Berlin."}
+    )
+
+
+def _format(description: str) -> fields.String:
+    return fields.String(
+        validate=validate.OneOf(["json", "csv"]), metadata={"description": description}
+    )
+
+
+def _target() -> fields.Float:
+    return fields.Float(
+        validate=validate.Range(min=0, min_inclusive=False, max=MAX_TARGET_SECONDS),
+        metadata={
+            "description": "Response target in seconds (above 0, at most 7 days): adds `target` "
+            "attainment. Default: FLOWPILOT_ANALYTICS_TARGET_SECONDS."
+        },
+    )
+
+
+class CursorField(fields.Field[Cursor]):
+    """A signed ``next_cursor``, decoded by the schema's
+    ``decode_cursor`` (which raises ``ValueError``)."""
+
+    def _deserialize(
+        self, value: object, attr: str | None, data: t.Mapping[str, object] | None, **kwargs: object
+    ) -> Cursor:
+        if not isinstance(value, str):
+            raise ValidationError("Not a valid string.")
+        decode = getattr(self.parent, "decode_cursor", None)
+        if len(value) > 1000 or decode is None:
+            raise ValidationError("Not a cursor this API returned.")
+        try:
+            return t.cast(Cursor, decode(value))
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+
+
+# -- argument schemas ------------------------------------------------------------------------------
 
 
 class _Args(Schema):
@@ -25,88 +166,114 @@ class _Args(Schema):
 
 
 class PeriodArgs(_Args):
-    """``?period=7d|30d|90d`` (default ``30d``), or ``?since=&until=`` (ISO 8601), and ``compare=previous``."""
+    """``?period=7d|30d|90d`` (default ``30d``), or
+    ``?since=&until=`` (ISO 8601), and ``compare=previous``."""
 
     period = fields.String(
         validate=validate.OneOf(list(PERIODS)),
         metadata={"default": DEFAULT_PERIOD, "description": "Not with since/until."},
     )
     since = fields.DateTime(
-        format="iso", metadata={"description": "Start of a custom range (ISO 8601; no offset means UTC); needs until."}
+        format="iso",
+        metadata={
+            "description": "Start of a custom range (ISO 8601; no offset means UTC); needs until."
+        },
     )
-    until = fields.DateTime(format="iso", metadata={"description": "End of a custom range (inclusive); needs since."})
+    until = fields.DateTime(
+        format="iso", metadata={"description": "End of a custom range (inclusive); needs since."}
+    )
     compare = fields.String(
         validate=validate.OneOf(["previous"]),
-        metadata={"description": "previous: add the same figures for the equal-length window just before."},
+        metadata={
+            "description": "previous: add the same figures for the equal-length window just before."
+        },
     )
 
-    def __init__(self, *args: t.Any, max_range_days: int = 366, **kwargs: t.Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.max_range_days = max_range_days
-
     @validates_schema
-    def _check_range(self, data: dict[str, t.Any], **kwargs: t.Any) -> None:
+    def _check_range(self, data: Loaded, **kwargs: object) -> None:
         since, until = data.get("since"), data.get("until")
         if since is None or until is None:
             if (since is None) != (until is None):
-                raise ValidationError("since and until go together.", "since" if since is None else "until")
+                raise ValidationError(
+                    "since and until go together.", "since" if since is None else "until"
+                )
             return
         if "period" in data:
             raise ValidationError("Give either period or since/until, not both.", "period")
         if not (1970 <= since.year <= 9000 and 1970 <= until.year <= 9000):
-            raise ValidationError("since and until must lie between the years 1970 and 9000.", "since")
+            raise ValidationError(
+                "since and until must lie between the years 1970 and 9000.", "since"
+            )
         since, until = _utc(since), _utc(until)
         if since >= until:
             raise ValidationError("since must be before until.", "until")
-        if until - since > timedelta(days=self.max_range_days):
-            raise ValidationError(f"The range may span at most {self.max_range_days} days.", "until")
+        if until - since > timedelta(days=MAX_RANGE_DAYS):
+            raise ValidationError(f"The range may span at most {MAX_RANGE_DAYS} days.", "until")
 
-    @post_load
-    def _normalize(self, data: dict[str, t.Any], **kwargs: t.Any) -> dict[str, t.Any]:
+    @staticmethod
+    def span(data: Loaded) -> Span:
+        """The window part of a loaded query."""
         if "since" in data:
-            data["since"], data["until"] = _utc(data["since"]), _utc(data["until"])
-        else:
-            data.setdefault("period", DEFAULT_PERIOD)
-        return data
+            return Span(None, _utc(data["since"]), _utc(data["until"]))
+        return Span(data.get("period", DEFAULT_PERIOD))
 
 
 def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
-
-
-def _target_field() -> fields.Float:
-    return fields.Float(
-        validate=validate.Range(min=0, min_inclusive=False, max=MAX_TARGET_SECONDS),
-        metadata={
-            "description": "Response target in seconds (above 0, at most 7 days): adds `target` attainment. "
-            "Default: FLOWPILOT_ANALYTICS_TARGET_SECONDS."
-        },
+    return (
+        moment.replace(tzinfo=timezone.utc)
+        if moment.tzinfo is None
+        else moment.astimezone(timezone.utc)
     )
 
 
 class EscalationArgs(PeriodArgs):
-    """The escalation route's query: the window, ``compare``, ``group_by=engineer`` and ``target_seconds``."""
+    """The escalation route's query: the window, ``compare``,
+    ``group_by=engineer`` and ``target_seconds``."""
 
-    target_seconds = _target_field()
-
+    target_seconds = _target()
     group_by = fields.String(
         validate=validate.OneOf(["engineer"]),
-        metadata={"description": "engineer: add one group per claimer (the handoffs' claimed_by column)."},
+        metadata={
+            "description": "engineer: add one group per claimer (the handoffs' claimed_by column)."
+        },
     )
 
+    @post_load
+    def _query(self, data: Loaded, **kwargs: object) -> EscalationQuery:
+        return EscalationQuery(
+            span=self.span(data),
+            compare=data.get("compare"),
+            group_by=data.get("group_by"),
+            target_seconds=data.get("target_seconds"),
+        )
 
-class CursorField(fields.String):
-    """A signed ``next_cursor``, decoded by the schema's ``decode_cursor`` (which raises ``ValueError``)."""
 
-    def _deserialize(self, value: t.Any, attr: str | None, data: t.Any, **kwargs: t.Any) -> t.Any:
-        text = super()._deserialize(value, attr, data, **kwargs)
-        decode = getattr(self.parent, "decode_cursor", None)
-        if len(text) > 1000 or decode is None:
-            raise ValidationError("Not a cursor this API returned.")
-        try:
-            return decode(text)
-        except ValueError as exc:
-            raise ValidationError(str(exc)) from None
+class TrendArgs(PeriodArgs):
+    """The trend's query: the window, ``tz``, ``interval``, ``target_seconds``, ``format``; anything
+    else is refused."""
+
+    class Meta:
+        unknown = RAISE
+        exclude = ("compare",)
+
+    tz = _zone()
+    interval = fields.String(
+        load_default="day",
+        validate=validate.OneOf(["day", "week"]),
+        metadata={"description": "day, or week (ISO weeks, keyed by their Monday)."},
+    )
+    target_seconds = _target()
+    format = _format("csv: one row per point (Accept: text/csv works too).")
+
+    @post_load
+    def _query(self, data: Loaded, **kwargs: object) -> TrendQuery:
+        return TrendQuery(
+            span=self.span(data),
+            tz=data["tz"],
+            interval=data["interval"],
+            target_seconds=data.get("target_seconds"),
+            format=data.get("format"),
+        )
 
 
 class HandoffsArgs(PeriodArgs):
@@ -121,26 +288,23 @@ class HandoffsArgs(PeriodArgs):
     )
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
     cursor = CursorField(
-        metadata={"description": "next_cursor of the previous page (signed; valid for the user it was returned to)."}
+        metadata={
+            "description": (
+                "next_cursor of the previous page (signed; valid for the user it was returned to)."
+            )
+        }
     )
-    format = fields.String(
-        validate=validate.OneOf(["json", "csv"]),
-        metadata={"description": "csv streams every matching handoff (no paging); Accept: text/csv works too."},
-    )
+    format = _format("csv streams every matching handoff (no paging); Accept: text/csv works too.")
 
     def __init__(
-        self,
-        *args: t.Any,
-        bucket_count: int = 6,
-        decode_cursor: t.Callable[[str], t.Any] | None = None,
-        **kwargs: t.Any,
+        self, *, bucket_count: int = 6, decode_cursor: t.Callable[[str], Cursor] | None = None
     ) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__()
         self.bucket_count = bucket_count
         self.decode_cursor = decode_cursor
 
     @validates_schema
-    def _check_bucket(self, data: dict[str, t.Any], **kwargs: t.Any) -> None:
+    def _check_bucket(self, data: Loaded, **kwargs: object) -> None:
         bucket = data.get("bucket")
         if bucket is None or bucket == "no_action":
             return
@@ -148,22 +312,58 @@ class HandoffsArgs(PeriodArgs):
             raise ValidationError(f"One of 0..{self.bucket_count - 1} or no_action.", "bucket")
 
     @post_load
-    def _bucket_index(self, data: dict[str, t.Any], **kwargs: t.Any) -> dict[str, t.Any]:
-        if data.get("bucket") not in (None, "no_action"):
-            data["bucket"] = int(data["bucket"])
-        return data
+    def _query(self, data: Loaded, **kwargs: object) -> HandoffQuery:
+        bucket = data.get("bucket")
+        return HandoffQuery(
+            span=self.span(data),
+            bucket=bucket if bucket in (None, "no_action") else int(bucket),
+            limit=data["limit"],
+            cursor=data.get("cursor"),
+            format=data.get("format"),
+        )
 
 
-class HandoffItem(Schema):
+class PsaMetricsArgs(PeriodArgs):
+    """``?period=7d|30d|90d&tz=<IANA zone>`` (defaults
+    ``30d`` and ``UTC``), ``format=csv`` for the trend."""
+
+    format = _format("csv: the daily trend as CSV (Accept: text/csv works too).")
+    tz = _zone()
+
+    @post_load
+    def _query(self, data: Loaded, **kwargs: object) -> PsaQuery:
+        return PsaQuery(
+            span=self.span(data),
+            tz=data["tz"],
+            compare=data.get("compare"),
+            format=data.get("format"),
+        )
+
+
+# -- response schemas ------------------------------------------------------------------------------
+
+
+class _Body(Schema):
+    """A response part, dumped from a dataclass: an optional part the query did not ask for
+    (``None``) is left out, not sent as ``null``."""
+
+    @post_dump
+    def _leave_out_absent(self, data: Loaded, **kwargs: object) -> Loaded:
+        return {k: v for k, v in data.items() if v is not None or self.fields[k].required}
+
+
+class HandoffItem(_Body):
     handoff_id = fields.Raw(required=True)
     session_id = fields.Raw(required=True)
     claimed_at = fields.AwareDateTime(format="iso", required=True)
     first_action_at = fields.AwareDateTime(format="iso", required=True, allow_none=True)
     seconds = fields.Float(required=True, allow_none=True)
-    bucket = fields.Integer(required=True, allow_none=True, metadata={"description": "null: no action yet."})
+    bucket = fields.Integer(
+        required=True, allow_none=True, metadata={"description": "null: no action yet."}
+    )
 
 
-class HandoffPage(Schema):
+class HandoffPage(_Body):
     """Response of ``GET /analytics/flowpilot/escalations/handoffs``: newest claim first."""
 
     period = fields.String(required=True)
@@ -173,35 +373,44 @@ class HandoffPage(Schema):
     next_cursor = fields.String(required=True, allow_none=True)
 
 
-class Bucket(Schema):
+class Bucket(_Body):
     min_seconds = fields.Float(required=True)
     max_seconds = fields.Float(required=True, allow_none=True)
     count = fields.Integer(required=True)
 
 
-class Distribution(Schema):
-    """Handoffs by time to first action: ``[min_seconds, max_seconds)`` buckets, then those with none."""
+class Distribution(_Body):
+    """Handoffs by time to first action: ``[min_seconds,
+    max_seconds)`` buckets, then those with none."""
 
     buckets = fields.List(fields.Nested(Bucket), required=True)
     no_action = fields.Integer(required=True)
 
 
-class TargetAttainment(Schema):
+class TargetAttainment(_Body):
     """Attainment of the response target over the figure's claimed handoffs (pending ones apart)."""
 
     seconds = fields.Float(required=True)
-    n_within = fields.Integer(required=True, metadata={"description": "First action within the target."})
+    n_within = fields.Integer(
+        required=True, metadata={"description": "First action within the target."}
+    )
     n_breached = fields.Integer(
-        required=True, metadata={"description": "First action after the target, or none and older than it."}
+        required=True,
+        metadata={"description": "First action after the target, or none and older than it."},
     )
-    n_pending = fields.Integer(required=True, metadata={"description": "No action yet, younger than the target."})
+    n_pending = fields.Integer(
+        required=True, metadata={"description": "No action yet, younger than the target."}
+    )
     attainment = fields.Float(
-        required=True, allow_none=True, metadata={"description": "n_within / (n_within + n_breached); null if 0."}
+        required=True,
+        allow_none=True,
+        metadata={"description": "n_within / (n_within + n_breached); null if 0."},
     )
 
 
-class EscalationStats(Schema):
-    """The counts and statistics every escalation figure has (the account, a window, an engineer, a point)."""
+class EscalationStats(_Body):
+    """The counts and statistics every escalation figure has (the account, a
+    window, an engineer, a point): :class:`~.escalations.EscalationResult`."""
 
     n_handoffs_claimed = fields.Integer(required=True)
     n_handoffs_with_action = fields.Integer(required=True)
@@ -209,7 +418,10 @@ class EscalationStats(Schema):
     median_seconds = fields.Float(required=True, allow_none=True)
     p95_seconds = fields.Float(required=True, allow_none=True)
     target = fields.Nested(
-        TargetAttainment, required=True, allow_none=True, metadata={"description": "null when no target is in force."}
+        TargetAttainment,
+        required=True,
+        allow_none=True,
+        metadata={"description": "null when no target is in force."},
     )
 
 
@@ -219,7 +431,9 @@ class EscalationFigures(EscalationStats):
 
 
 class EngineerGroup(EscalationStats):
-    engineer = fields.Raw(required=True, allow_none=True, metadata={"description": "The claimer's id."})
+    engineer = fields.Raw(
+        required=True, allow_none=True, metadata={"description": "The claimer's id."}
+    )
 
 
 class EscalationMetrics(EscalationFigures):
@@ -229,7 +443,76 @@ class EscalationMetrics(EscalationFigures):
     metric_definition = fields.String(required=True)
     distribution = fields.Nested(Distribution)
     previous = fields.Nested(EscalationFigures, metadata={"description": "With compare=previous."})
-    groups = fields.List(fields.Nested(EngineerGroup), metadata={"description": "With group_by=engineer."})
+    groups = fields.List(
+        fields.Nested(EngineerGroup), metadata={"description": "With group_by=engineer."}
+    )
+
+
+class TrendPoint(EscalationStats):
+    start = fields.Date(
+        required=True, metadata={"description": "The local day, or the Monday of the ISO week."}
+    )
+
+
+class EscalationTrend(_Body):
+    """Response of ``GET /analytics/flowpilot/escalations/trend``:
+    the metric per local day or ISO week."""
+
+    period = fields.String(required=True)
+    window_start = fields.AwareDateTime(format="iso", required=True)
+    window_end = fields.AwareDateTime(format="iso", required=True)
+    timezone = fields.String(required=True)
+    interval = fields.String(required=True)
+    metric_definition = fields.String(required=True)
+    points = fields.List(fields.Nested(TrendPoint), required=True)
+
+
+class TimeEntryTotals(_Body):
+    count = fields.Integer(required=True)
+    total_minutes = fields.Float(required=True)
+    total_hours = fields.Float(required=True)
+
+
+class PsaFunnel(_Body):
+    """Sessions -> linked to a ticket -> documentation
+    pushed -> time entry logged, with stage-to-stage rates."""
+
+    sessions = fields.Integer(required=True)
+    linked = fields.Integer(required=True)
+    doc_pushed = fields.Integer(required=True)
+    time_entry_logged = fields.Integer(required=True)
+    linked_rate = fields.Float(required=True, allow_none=True)
+    doc_pushed_rate = fields.Float(required=True, allow_none=True)
+    time_entry_logged_rate = fields.Float(required=True, allow_none=True)
+
+
+class PsaDailyTrend(_Body):
+    date = fields.Date(required=True)
+    sessions = fields.Integer(required=True)
+    notes_posted = fields.Integer(required=True)
+    time_entries = fields.Integer(required=True)
+    minutes = fields.Float(required=True)
+
+
+class PsaFigures(_Body):
+    """The totals and funnel of one window (the report's own, or the previous one)."""
+
+    window_start = fields.AwareDateTime(format="iso", required=True)
+    window_end = fields.AwareDateTime(format="iso", required=True)
+    time_entries = fields.Nested(TimeEntryTotals, required=True)
+    funnel = fields.Nested(PsaFunnel, required=True)
+
+
+class EnhancedPsaMetrics(PsaFigures):
+    """Response of ``GET /analytics/flowpilot/psa-metrics``:
+    the window's figures, the zone and the trend."""
+
+    period = fields.String(required=True)
+    timezone = fields.String(required=True)
+    daily_trend = fields.List(fields.Nested(PsaDailyTrend), required=True)
+    previous = fields.Nested(
+        PsaFigures, metadata={"description": "With compare=previous (no trend)."}
+    )
 
 
 class ErrorBody(Schema):
@@ -244,210 +527,40 @@ class ErrorEnvelope(Schema):
     error = fields.Nested(ErrorBody, required=True)
 
 
-def query_args(args: t.Any) -> dict[str, t.Any]:
-    """A request's query string as a dict; a repeated key keeps all its values (and so fails validation)."""
+# -- requests and flattened bodies -----------------------------------------------------------------
+
+
+def query_args(args: MultiDict[str, str]) -> dict[str, str | list[str]]:
+    """A request's query string as a dict; a repeated
+    key keeps all its values (and so fails validation)."""
     return {key: values[0] if len(values) == 1 else values for key, values in args.lists()}
 
 
-@functools.lru_cache(maxsize=1)
-def iana_zones() -> frozenset[str]:
-    """The IANA zone names this machine knows (system zone database or the ``tzdata`` package)."""
-    # CET, EET, MET and WET are zones with summer time for zoneinfo, but fixed-offset abbreviations for
-    # PostgreSQL: the two would put a timestamp on different days. Europe/Paris, Europe/Athens... say what is meant.
-    ambiguous = {"CET", "EET", "MET", "WET"}
-    return (
-        frozenset(zoneinfo.available_timezones())
-        - {"localtime", "Factory", "posixrules", "posix/localtime"}
-        - ambiguous
-    )
+def flat_columns(schema: Schema, sep: str = "_") -> list[str]:
+    """A body part's scalar fields in order, a nested part's joined to its name with ``sep``
+    (``target_seconds``); lists are left out."""
+    names: list[str] = []
+    for name, field in schema.fields.items():
+        if isinstance(field, fields.Nested):
+            names += [f"{name}{sep}{inner}" for inner in flat_columns(field.schema, sep)]
+        elif not isinstance(field, fields.List):
+            names.append(name)
+    return names
 
 
-class PsaMetricsArgs(PeriodArgs):
-    """``?period=7d|30d|90d&tz=<IANA zone>`` (defaults ``30d`` and ``UTC``), ``format=csv`` for the trend."""
-
-    format = fields.String(
-        validate=validate.OneOf(["json", "csv"]),
-        metadata={"description": "csv: the daily trend as CSV (Accept: text/csv works too)."},
-    )
-    tz = fields.String(
-        load_default="UTC",
-        validate=validate.OneOf(
-            sorted(iana_zones()), error="{input!r} is not an IANA time zone name (e.g. 'Europe/Berlin')."
-        ),
-    )
-
-
-class TimeEntryTotals(Schema):
-    count = fields.Integer(required=True)
-    total_minutes = fields.Float(required=True)
-    total_hours = fields.Float(required=True)
-
-
-class PsaFunnel(Schema):
-    """Sessions -> linked to a ticket -> documentation pushed -> time entry logged, with stage-to-stage rates."""
-
-    sessions = fields.Integer(required=True)
-    linked = fields.Integer(required=True)
-    doc_pushed = fields.Integer(required=True)
-    time_entry_logged = fields.Integer(required=True)
-    linked_rate = fields.Float(required=True, allow_none=True)
-    doc_pushed_rate = fields.Float(required=True, allow_none=True)
-    time_entry_logged_rate = fields.Float(required=True, allow_none=True)
-
-
-class PsaDailyTrend(Schema):
-    date = fields.Date(required=True)
-    sessions = fields.Integer(required=True)
-    notes_posted = fields.Integer(required=True)
-    time_entries = fields.Integer(required=True)
-    minutes = fields.Float(required=True)
-
-
-class PsaFigures(Schema):
-    """The totals and funnel of one window (the report's own, or the previous one)."""
-
-    window_start = fields.AwareDateTime(format="iso", required=True)
-    window_end = fields.AwareDateTime(format="iso", required=True)
-    time_entries = fields.Nested(TimeEntryTotals, required=True)
-    funnel = fields.Nested(PsaFunnel, required=True)
-
-
-class EnhancedPsaMetrics(PsaFigures):
-    """Response of ``GET /analytics/flowpilot/psa-metrics``: the window's figures, the zone and the trend."""
-
-    period = fields.String(required=True)
-    timezone = fields.String(required=True)
-    daily_trend = fields.List(fields.Nested(PsaDailyTrend), required=True)
-    previous = fields.Nested(PsaFigures, metadata={"description": "With compare=previous (no trend)."})
-
-
-class TrendArgs(PeriodArgs):
-    """The trend's query: the window, ``tz``, ``interval``, ``target_seconds``, ``format``; anything else is refused."""
-
-    class Meta:
-        unknown = RAISE
-        exclude = ("compare",)
-
-    tz = fields.String(
-        load_default="UTC",
-        validate=validate.OneOf(
-            sorted(iana_zones()), error="{input!r} is not an IANA time zone name (e.g. 'Europe/Berlin')."
-        ),
-    )
-    interval = fields.String(
-        load_default="day",
-        validate=validate.OneOf(["day", "week"]),
-        metadata={"description": "day, or week (ISO weeks, keyed by their Monday)."},
-    )
-    target_seconds = _target_field()
-    format = fields.String(
-        validate=validate.OneOf(["json", "csv"]),
-        metadata={"description": "csv: one row per point (Accept: text/csv works too)."},
-    )
-
-
-class TrendPoint(EscalationStats):
-    start = fields.Date(required=True, metadata={"description": "The local day, or the Monday of the ISO week."})
-
-
-class EscalationTrend(Schema):
-    """Response of ``GET /analytics/flowpilot/escalations/trend``: the metric per local day or ISO week."""
-
-    period = fields.String(required=True)
-    window_start = fields.AwareDateTime(format="iso", required=True)
-    window_end = fields.AwareDateTime(format="iso", required=True)
-    timezone = fields.String(required=True)
-    interval = fields.String(required=True)
-    metric_definition = fields.String(required=True)
-    points = fields.List(fields.Nested(TrendPoint), required=True)
-
-
-@dataclass(frozen=True)
-class Schemas:
-    """One app's schema instances: argument schemas bound to its settings, response schemas shared."""
-
-    escalation_args: EscalationArgs
-    trend_args: TrendArgs
-    handoffs_args: HandoffsArgs
-    psa_args: PsaMetricsArgs
-    escalation_metrics: EscalationMetrics
-    escalation_trend: EscalationTrend
-    handoff_page: HandoffPage
-    psa_metrics: EnhancedPsaMetrics
-
-    @classmethod
-    def build(cls, settings: Settings, decode_cursor: t.Callable[[str], t.Any]) -> Schemas:
-        days = settings.max_range_days
-        return cls(
-            escalation_args=EscalationArgs(max_range_days=days),
-            trend_args=TrendArgs(max_range_days=days),
-            handoffs_args=HandoffsArgs(
-                max_range_days=days, bucket_count=len(settings.bucket_edges) + 1, decode_cursor=decode_cursor
-            ),
-            psa_args=PsaMetricsArgs(max_range_days=days),
-            escalation_metrics=EscalationMetrics(),
-            escalation_trend=EscalationTrend(),
-            handoff_page=HandoffPage(),
-            psa_metrics=EnhancedPsaMetrics(),
-        )
-
-    def for_route(self, route: str) -> tuple[Schema, Schema]:
-        """The query and body schemas of a report route (a :data:`REPORT_ROUTES` ``route``)."""
-        return {
-            "escalations": (self.escalation_args, self.escalation_metrics),
-            "escalation_trend": (self.trend_args, self.escalation_trend),
-            "escalation_handoffs": (self.handoffs_args, self.handoff_page),
-            "psa_metrics": (self.psa_args, self.psa_metrics),
-        }[route]
-
-
-class ReportRoute(t.NamedTuple):
-    """One report route of the blueprint, as both the views and the OpenAPI document know it."""
-
-    path: str  # under <prefix>/analytics/flowpilot/
-    route: str  # its endpoint, rate-limit and cache key
-    role_route: str  # whose minimum role it follows (FLOWPILOT_ANALYTICS_ROUTE_ROLES)
-    args: type[Schema]
-    body: type[Schema]
-    csv: bool
-    summary: str
-
-
-REPORT_ROUTES: tuple[ReportRoute, ...] = (
-    ReportRoute(
-        "escalations",
-        "escalations",
-        "escalations",
-        EscalationArgs,
-        EscalationMetrics,
-        False,
-        "Time from an escalation claim to the first action after it",
-    ),
-    ReportRoute(
-        "escalations/trend",
-        "escalation_trend",
-        "escalations",
-        TrendArgs,
-        EscalationTrend,
-        True,
-        "The escalation metric per local day or ISO week, with attainment of a response target",
-    ),
-    ReportRoute(
-        "escalations/handoffs",
-        "escalation_handoffs",
-        "escalations",
-        HandoffsArgs,
-        HandoffPage,
-        True,
-        "The handoffs behind the escalation number, newest claim first (paged, or CSV)",
-    ),
-    ReportRoute(
-        "psa-metrics",
-        "psa_metrics",
-        "psa_metrics",
-        PsaMetricsArgs,
-        EnhancedPsaMetrics,
-        True,
-        "Time entries, documentation funnel and daily trend",
-    ),
-)
+def flat_values(schema: Schema, dumped: t.Mapping[str, object]) -> list[object]:
+    """The values of :func:`flat_columns`, in its order,
+    from a dumped part (a null nested part: nulls)."""
+    values: list[object] = []
+    for name, field in schema.fields.items():
+        value = dumped.get(name)
+        if isinstance(field, fields.Nested):
+            inner = field.schema
+            values += (
+                flat_values(inner, value)
+                if isinstance(value, t.Mapping)
+                else [None] * len(flat_columns(inner))
+            )
+        elif not isinstance(field, fields.List):
+            values.append(value)
+    return values

@@ -1,4 +1,5 @@
-"""One app's registration at request time: settings, engines, prepared queries, cache, limits, dead letters.
+"""One app's registration at request time: settings, engines, prepared queries, cache, limits, dead
+letters.
 
 :func:`current_state` is how request-time code (views, the hook, commands) finds it; the composition
 root, :mod:`flowpilot_analytics.extension`, builds it and puts it in ``app.extensions``.
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import contextvars
 import hashlib
 import hmac
 import threading
@@ -17,25 +17,23 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
-from flask import current_app
+from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer, want_bytes
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
-from .cache import ResponseCache, wal_position
+from .cache import ResponseCache
 from .config import Settings
-from .deadletter import DeadLetterFile, DeadLetterStore, DeadLetterTable
+from .deadletter import DeadLetterFile, DeadLetterStore
 from .deadline import DeadlineRunner
-from .escalations import Escalations
+from .escalations import Escalations, Row, Statement
 from .identity import IdentityLike, require_role
 from .psa_metrics import PsaMetrics
 from .ratelimit import RouteLimits
-from .tables import HostTables, activity_io_table, activity_table, dead_letter_table, reflect_host_tables, set_tenant
+from .replica import Reads
+from .tables import HostTables, activity_io_table, activity_table, reflect_host_tables, set_tenant
 from .telemetry import watch_backlog
 from .timeutil import Backend
-
-if t.TYPE_CHECKING:
-    from flask_limiter import Limiter
 
 EXTENSION_KEY = "flowpilot_analytics"
 
@@ -50,7 +48,8 @@ def utc_now() -> datetime:
 
 @dataclass(frozen=True)
 class Prepared:
-    """What needs the database to build (reflection), built once at the first request that needs it."""
+    """What needs the database to build (reflection), built once at the first request that needs
+    it."""
 
     backend: Backend
     tables: HostTables
@@ -65,68 +64,51 @@ class AnalyticsState:
         self,
         settings: Settings,
         *,
-        extension: t.Any,
         db: SQLAlchemy,
         identity_loader: IdentityLoader,
         clock: Clock,
-        limiter: Limiter | None,
+        limits: RouteLimits,
         database_uri: str,
     ) -> None:
         self.settings = settings
-        self.extension = extension
         self.db = db
         self.identity_loader = identity_loader
         self.clock = clock
         #: The declaration in the host's metadata (DDL, ``create_all``, Alembic) ...
         self.activity_table = activity_table(db.metadata, settings.activity_table, settings.id_type)
-        #: ... and the plugin's own view of it for reads and writes (UTC timestamps in the column's kind).
+        #: ... and the plugin's own view of it for reads and
+        #: writes (UTC timestamps in the column's kind).
         self.activity_io = activity_io_table(self.activity_table)
-        self.limits = RouteLimits(
-            {
-                "escalations": settings.escalations_limit,
-                "escalation_trend": settings.escalations_limit,
-                "escalation_handoffs": settings.handoffs_limit,
-                "psa_metrics": settings.psa_metrics_limit,
-            },
-            settings.ratelimit_storage_uri,
-            limiter,
-        )
+        self.limits = limits
         self.cache = ResponseCache(
             settings.cache_ttl,
             settings.cache_storage_uri,
             namespace=_cache_namespace(settings, database_uri),
-            max_bytes=settings.cache_max_bytes,
         )
         self.cursors = CursorSigner(
             [*settings.cursor_fallbacks, settings.cursor_secret], settings.cursor_max_age, clock
         )
         self.deadlines = DeadlineRunner()
         self.dead_letters: DeadLetterStore = DeadLetterFile(settings.dead_letter_path)
-        if settings.dead_letter_table:
-            self.dead_letters = DeadLetterTable(
-                dead_letter_table(db.metadata, settings.dead_letter_table),
-                lambda: self.write_engine,
-                self.deadlines,
-                spill=self.dead_letters,
-            )
         watch_backlog(self.dead_letters)
-        if isinstance(self.dead_letters, DeadLetterTable):
-            watch_backlog(self.dead_letters.spill)  # what spilled to the file; the table's rows: `doctor`
         self._prepared: Prepared | None = None
         self._lock = threading.Lock()
 
     # -- identity ------------------------------------------------------------------------------
     def authorize(self, route: str, limit: str | None = None) -> IdentityLike:
-        """Load the caller, check the route's minimum role, then count the call against the limit ``limit``
-        (default: the route's own). Raises the domain errors for 401, 403 and 429."""
-        identity = require_role(self.identity_loader(), self.settings.roles, self.settings.route_roles[route])
+        """Load the caller, check the route's minimum role, then count the call against the limit
+        ``limit`` (default: the route's own). Raises the domain errors for 401, 403 and 429."""
+        identity = require_role(
+            self.identity_loader(), self.settings.roles, self.settings.route_roles[route]
+        )
         self.limits.hit(limit or route, identity.account_id, identity.user_id)
         return identity
 
     # -- database ------------------------------------------------------------------------------
     @property
     def read_engine(self) -> sa.Engine:
-        """The engine analytics reads go to: ``FLOWPILOT_ANALYTICS_BIND``'s (a replica), else the primary."""
+        """The engine analytics reads go to:
+        ``FLOWPILOT_ANALYTICS_BIND``'s (a replica), else the primary."""
         return self.db.engines[self.settings.bind]
 
     @property
@@ -135,7 +117,8 @@ class AnalyticsState:
         return self.db.engine
 
     def prepared(self) -> Prepared:
-        """The backend, the host's tables as mapped by the settings, and each metric's statements (built once)."""
+        """The backend, the host's tables as mapped by the
+        settings, and each metric's statements (built once)."""
         if self._prepared is None:
             with self._lock:
                 if self._prepared is None:
@@ -147,38 +130,43 @@ class AnalyticsState:
                         backend=backend,
                         tables=tables,
                         escalations=Escalations(
-                            tables, backend, self.settings.clock_skew_seconds, self.settings.bucket_edges
+                            tables,
+                            backend,
+                            self.settings.clock_skew_seconds,
+                            self.settings.bucket_edges,
                         ),
                         psa_metrics=PsaMetrics(tables, self.activity_io, backend),
                     )
         return self._prepared
 
-    def read(self, statement: t.Any, params: t.Mapping[str, t.Any]) -> list[sa.Row[t.Any]]:
-        """Run one read on the analytics engine (see :meth:`read_all`) and fetch it all."""
-        return self.read_all([statement], params)[0]
+    def reads(self) -> Reads | None:
+        """A fresh record of one report's reads, with a read replica (``FLOWPILOT_ANALYTICS_BIND``);
+        without one there is nothing to record: ``None``."""
+        return None if self.settings.bind is None else Reads()
 
-    def read_all(self, statements: t.Sequence[t.Any], params: t.Mapping[str, t.Any]) -> list[list[sa.Row[t.Any]]]:
-        """Run reads in one short transaction of the plugin's own, on one pooled connection, and fetch them.
+    def read_all(
+        self, statements: t.Sequence[Statement], params: t.Mapping[str, object], reads: Reads | None
+    ) -> list[list[Row]]:
+        """Run reads in one short transaction of the plugin's own, on one pooled connection, and
+        fetch them; with ``reads``, note the standby's replay position before them
+        (:mod:`.replica`).
 
         The host's session, transaction and row-level-security setting are never touched: with
-        ``FLOWPILOT_ANALYTICS_TENANT_SETTING`` the tenant is set in the plugin's transaction only. An engine
-        with one shared connection (in-memory SQLite) has no connection of the plugin's own to give: there
-        the reads go through the host's session.
+        ``FLOWPILOT_ANALYTICS_TENANT_SETTING`` the tenant is set in the plugin's transaction only.
+        An engine with one shared connection (in-memory SQLite) has no connection of the plugin's
+        own to give: there the reads go through the host's session.
         """
         with self._reading() as connection:
             set_tenant(connection, self.settings.tenant_setting, params["account_id"])
-            if self.settings.bind is not None and connection.dialect.name == "postgresql":
-                # before the reads: a lower bound of what they see (a promoted standby, or a primary, has none)
-                position = connection.exec_driver_sql(
-                    "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text END"
-                ).scalar()
-                _observe_position(None if position is None else str(position))
+            if reads is not None:
+                reads.observe(connection)
             return [list(connection.execute(statement, params).all()) for statement in statements]
 
     @contextlib.contextmanager
     def _reading(self) -> t.Iterator[sa.Connection]:
-        """A pooled connection of the plugin's own on the read engine; on an engine with one shared connection
-        (in-memory SQLite) there is none to give, and the host's session's connection serves."""
+        """A pooled connection of the plugin's own on the read engine;
+        on an engine with one shared connection (in-memory SQLite) there
+        is none to give, and the host's session's connection serves."""
         engine = self.read_engine
         if isinstance(engine.pool, (StaticPool, SingletonThreadPool)):
             yield self.db.session.connection(bind_arguments={"bind": engine})
@@ -188,11 +176,13 @@ class AnalyticsState:
 
 
 class _ClockedSigner(TimestampSigner):
-    """itsdangerous's timestamping signer on the app's clock, so cursor lifetimes follow the clock the reports
-    use (an injected one in tests and replays)."""
+    """itsdangerous's timestamping signer on the app's clock, so cursor lifetimes follow the clock
+    the reports use (an injected one in tests and replays)."""
 
-    def __init__(self, *args: t.Any, clock: Clock, **kwargs: t.Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self, secret_key: t.Iterable[bytes], salt: str | bytes | None, *, clock: Clock
+    ) -> None:
+        super().__init__(secret_key, salt=salt)
         self._clock = clock
 
     def get_timestamp(self) -> int:
@@ -200,13 +190,14 @@ class _ClockedSigner(TimestampSigner):
 
 
 class CursorSigner:
-    """Signs drill-down cursors so they survive a key rotation, expire, and name their caller to no one.
+    """Signs drill-down cursors so they survive a key rotation, expire, and name their caller to no
+    one.
 
-    ``keys`` go oldest first (``[*SECRET_KEY_FALLBACKS, SECRET_KEY]``, as Flask's sessions): the newest signs,
-    every one verifies, so cursors open during a rotation still page. Each signature carries the time it was
-    made; past ``max_age`` seconds :meth:`loads` raises ``SignatureExpired``. The caller is kept as a keyed
-    digest (``c``), so a cursor's readable payload holds neither account nor user id, and only this app can
-    tell whose it is.
+    ``keys`` go oldest first (``[*SECRET_KEY_FALLBACKS, SECRET_KEY]``, as Flask's sessions): the
+    newest signs, every one verifies, so cursors open during a rotation still page. Each signature
+    carries the time it was made; past ``max_age`` seconds :meth:`loads` raises
+    ``SignatureExpired``. The caller is kept as a keyed digest (``c``), so a cursor's readable
+    payload holds neither account nor user id, and only this app can tell whose it is.
     """
 
     SALT = "flowpilot_analytics.cursor.v2"
@@ -219,19 +210,21 @@ class CursorSigner:
         )
 
     @staticmethod
-    def _digest(key: bytes, account: t.Any, user: t.Any) -> str:
-        message = "\x1f".join(("flowpilot_analytics.cursor.caller", str(account), str(user))).encode()
+    def _digest(key: bytes, account: object, user: object) -> str:
+        message = "\x1f".join(
+            ("flowpilot_analytics.cursor.caller", str(account), str(user))
+        ).encode()
         mac = hmac.new(key, message, hashlib.sha256).digest()[:16]
         return base64.urlsafe_b64encode(mac).decode().rstrip("=")
 
-    def dumps(self, payload: t.Mapping[str, t.Any]) -> str:
-        """``payload`` signed and timestamped; its ``a`` and ``u`` (the caller's account and user) are replaced
-        by their digest under the newest key, ``c``."""
+    def dumps(self, payload: t.Mapping[str, object]) -> str:
+        """``payload`` signed and timestamped; its ``a`` and ``u`` (the caller's account and user)
+        are replaced by their digest under the newest key, ``c``."""
         data = dict(payload)
         data["c"] = self._digest(self._keys[-1], data.pop("a"), data.pop("u"))
         return self._serializer.dumps(data)
 
-    def loads(self, text: str) -> t.Any:
+    def loads(self, text: str) -> object:
         """The payload of a cursor signed with one of the keys less than ``max_age`` seconds ago.
 
         :raises itsdangerous.SignatureExpired: a genuine cursor, too old.
@@ -239,45 +232,17 @@ class CursorSigner:
         """
         return self._serializer.loads(text, max_age=self.max_age)
 
-    def issued_to(self, digest: t.Any, account: t.Any, user: t.Any) -> bool:
-        """Whether a payload's ``c`` is this caller's under any of the keys (a cursor signed before a rotation
-        carries the old key's)."""
+    def issued_to(self, digest: object, account: object, user: object) -> bool:
+        """Whether a payload's ``c`` is this caller's under any of the keys (a cursor signed before
+        a rotation carries the old key's)."""
         return isinstance(digest, str) and any(
             hmac.compare_digest(digest, self._digest(key, account, user)) for key in self._keys
         )
 
 
-#: The oldest WAL position the reads of the current report were served at (a standby's replay position;
-#: ``None`` on a primary or before any read).
-_REPLAY_POSITION: contextvars.ContextVar[tuple[str | None, bool]] = contextvars.ContextVar(
-    "flowpilot_analytics_replay_position", default=(None, False)
-)
-
-
-def start_report() -> None:
-    """Forget the positions of an earlier report in this context."""
-    _REPLAY_POSITION.set((None, False))
-
-
-def _observe_position(position: str | None) -> None:
-    oldest, seen = _REPLAY_POSITION.get()
-    if position is not None and (oldest is None or wal_position(position) < wal_position(oldest)):
-        oldest = position
-    _REPLAY_POSITION.set((oldest, True))
-
-
-def caught_up(required: int | None) -> bool:
-    """Whether the current report's reads saw the change at WAL position ``required`` (a primary always has)."""
-    if required is None:
-        return True
-    oldest, seen = _REPLAY_POSITION.get()
-    if not seen or oldest is None:
-        return True
-    return wal_position(oldest) >= required
-
-
 def _cache_namespace(settings: Settings, database_uri: str) -> str:
-    """A short digest of everything that makes two apps' answers differ, so they never share entries."""
+    """A short digest of everything that makes two
+    apps' answers differ, so they never share entries."""
     facts = [
         database_uri,
         repr(sorted(settings.tables.items())),
@@ -289,6 +254,17 @@ def _cache_namespace(settings: Settings, database_uri: str) -> str:
         repr(settings.target_seconds),
     ]
     return hashlib.sha256("\x1f".join(facts).encode()).hexdigest()[:16]
+
+
+def registration(app: Flask) -> AnalyticsState:
+    """``app``'s registration of the plugin (its settings,
+    dead letters, cache, limits); for tools and tests."""
+    try:
+        return t.cast(AnalyticsState, app.extensions[EXTENSION_KEY])
+    except KeyError:
+        raise RuntimeError(
+            "flowpilot_analytics is not registered on this app: call init_app first."
+        ) from None
 
 
 def current_state() -> AnalyticsState:

@@ -1,26 +1,28 @@
-"""What the cache and the rate limiter share about their storage: the URI's kind, a log-safe spelling of
-it, and the back-off that keeps a storage which is down from being tried on every request."""
+"""What the cache and the rate limiter share about their storage: the URI's kind, a log-safe
+spelling of it, and the back-off that keeps a storage which is down from being tried on every
+request."""
 
 from __future__ import annotations
 
 import re
 import threading
 import time
-import typing as t
 from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit
 
 #: The Redis schemes the cache and the limiter speak (each sharing one storage across workers).
 REDIS_SCHEMES = ("redis", "rediss", "redis+unix", "redis+sentinel", "redis+cluster")
 #: A URI inside any text: ``scheme://`` and everything up to the next white space.
 _URI = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<rest>\S*)")
-#: Words that make a query parameter's name a credential (``password``, ``sentinel_password``, ``pwd``,
-#: ``access_key``, ``token``, ``auth``...), matched anywhere in the name, whatever the case.
+#: Words that make a query parameter's name a credential (``password``, ``sentinel_password``,
+#: ``pwd``, ``access_key``, ``token``, ``auth``...), matched anywhere in the name, whatever the
+#: case.
 _CREDENTIAL_WORDS = ("pass", "pwd", "secret", "token", "key", "auth", "cred", "sig")
 MASK = "***"
 
 
 def scheme(uri: str) -> str:
-    """``uri``'s scheme (``redis+sentinel``), or ``""`` when it does not start with ``scheme://``."""
+    """``uri``'s scheme (``redis+sentinel``), or ``""`` when it does not start with
+    ``scheme://``."""
     match = _URI.match(uri)
     return match.group("scheme")[:-3] if match else ""
 
@@ -30,13 +32,14 @@ def is_redis(uri: str) -> bool:
     return scheme(uri) in REDIS_SCHEMES
 
 
-def client_options(uri: str, timeout: float = 0.5) -> dict[str, t.Any]:
-    """Keyword arguments for the client of a Redis storage: connections wait at most ``timeout`` seconds, and a
-    Sentinel's own connections (``sentinel_kwargs``) are not retried with back-off (the client asks the next
-    sentinel instead), so a storage that is down costs a request about ``timeout``, not seconds."""
+def client_options(uri: str, timeout: float = 0.5) -> dict[str, object]:
+    """Keyword arguments for the client of a Redis storage: connections wait at most ``timeout``
+    seconds, and a Sentinel's own connections (``sentinel_kwargs``) are not retried with back-off
+    (the client asks the next sentinel instead), so a storage that is down costs a request about
+    ``timeout``, not seconds."""
     if not is_redis(uri):
         return {}
-    options: dict[str, t.Any] = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
+    options: dict[str, object] = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
     if scheme(uri) == "redis+sentinel":
         from redis.backoff import NoBackoff
         from redis.retry import Retry
@@ -50,12 +53,13 @@ def _is_credential(name: str) -> bool:
 
 
 def _split(rest: str) -> tuple[str | None, str, str]:
-    """A URI's part after ``scheme://`` as (userinfo or ``None``, the rest up to the query, the query).
+    """A URI's part after ``scheme://`` as (userinfo or ``None``, the rest up to the query, the
+    query).
 
-    Clients take the userinfo up to the last ``@`` before the first ``/``, ``?`` or ``#``; a password may hold
-    those unencoded, so this takes it up to the last ``@`` before the query, or, when there is none, up to the
-    last one after a ``?`` that starts no ``name=value`` (a password holding ``?``): it redacts too much rather
-    than too little.
+    Clients take the userinfo up to the last ``@`` before the first ``/``, ``?`` or ``#``; a
+    password may hold those unencoded, so this takes it up to the last ``@`` before the query, or,
+    when there is none, up to the last one after a ``?`` that starts no ``name=value`` (a password
+    holding ``?``): it redacts too much rather than too little.
     """
     query_at = rest.find("?")
     head = rest if query_at < 0 else rest[:query_at]
@@ -64,7 +68,9 @@ def _split(rest: str) -> tuple[str | None, str, str]:
         at = rest.rfind("@")
     userinfo, rest = (None, rest) if at < 0 else (rest[:at], rest[at + 1 :])
     query_at = rest.find("?")
-    return (userinfo, rest, "") if query_at < 0 else (userinfo, rest[:query_at], rest[query_at + 1 :])
+    return (
+        (userinfo, rest, "") if query_at < 0 else (userinfo, rest[:query_at], rest[query_at + 1 :])
+    )
 
 
 def _redact_one(match: re.Match[str]) -> str:
@@ -79,34 +85,43 @@ def _redact_one(match: re.Match[str]) -> str:
     if query or match.group("rest").endswith("?"):
         pairs = (pair.partition("=") for pair in query.split("&"))
         text += "?" + "&".join(
-            f"{name}={MASK}" if eq and _is_credential(name) else name + eq + value for name, eq, value in pairs
+            f"{name}={MASK}" if eq and _is_credential(name) else name + eq + value
+            for name, eq, value in pairs
         )
     return text
 
 
 def redact_uri(uri: str | None) -> str:
-    """A storage or database URI fit for a log (or any text holding URIs): every credential replaced by ``***``.
+    """A storage or database URI fit for a log (or any text holding URIs): every credential replaced
+    by ``***``.
 
-    That is the userinfo's password (``user:password@``, the user kept), a bare ``token@``, and the value of
-    each query parameter whose name looks like a credential (``password``, ``sentinel_password``, ``token``...).
+    That is the userinfo's password (``user:password@``, the user kept), a bare ``token@``, and the
+    value of each query parameter whose name looks like a credential (``password``,
+    ``sentinel_password``, ``token``...).
     """
     return _URI.sub(_redact_one, uri or "")
 
 
 def secrets_of(uri: str | None) -> list[str]:
-    """The credentials ``uri`` carries (as written and decoded), longest first: what :func:`redact` removes."""
+    """The credentials ``uri`` carries (as written and decoded), longest first: what :func:`redact`
+    removes."""
     found: set[str] = set()
     for match in _URI.finditer(uri or ""):
         userinfo, _, query = _split(match.group("rest"))
         if userinfo:
             user, colon, password = userinfo.partition(":")
             secret = password if colon else user
-            found |= {secret, re.split(r"[/?#]", secret)[0]}  # the part a client that cuts at "/?#" would quote
+            found |= {
+                secret,
+                re.split(r"[/?#]", secret)[0],
+            }  # the part a client that cuts at "/?#" would quote
         for name, eq, value in (pair.partition("=") for pair in query.split("&")):
             if eq and _is_credential(name):
                 found.add(value)
         try:
-            clients_view = urlsplit(match.group(0))  # what a client takes (it may split a password differently)
+            clients_view = urlsplit(
+                match.group(0)
+            )  # what a client takes (it may split a password differently)
         except ValueError:  # e.g. an unclosed "[": no client reads it either
             continue
         found.add(clients_view.password or clients_view.username or "")
@@ -116,7 +131,8 @@ def secrets_of(uri: str | None) -> list[str]:
 
 
 def redact(text: str, uri: str | None) -> str:
-    """``text`` (e.g. an exception from a client of ``uri``) without any of ``uri``'s credentials in it."""
+    """``text`` (e.g. an exception from a client of ``uri``) without any of ``uri``'s credentials in
+    it."""
     for secret in secrets_of(uri):
         text = text.replace(secret, MASK)
     return redact_uri(text)
@@ -134,10 +150,13 @@ class Backoff:
     def down(self) -> bool:
         """Whether the storage failed less than ``interval`` seconds ago."""
         with self._lock:
-            return self._down_since is not None and time.monotonic() - self._down_since < self.interval
+            return (
+                self._down_since is not None and time.monotonic() - self._down_since < self.interval
+            )
 
     def failed(self) -> bool:
-        """Record a failure; whether it is the first since the storage last worked (worth a log line)."""
+        """Record a failure; whether it is the first since the storage last worked (worth a log
+        line)."""
         with self._lock:
             first = self._down_since is None
             self._down_since = time.monotonic()

@@ -3,8 +3,8 @@
 Host tables are described from the mapping settings and the database's own column types (reflected
 once), never imported from host model classes; their timestamps are read as UTC (:mod:`.timeutil`).
 The plugin's own tables are declared in the host's metadata with standard SQLAlchemy types only, so
-Alembic autogenerate renders them with nothing but ``sa``; the plugin reads and writes them through a
-view whose ``created_at`` is UTC in the column's own kind.
+Alembic autogenerate renders them with nothing but ``sa``; the plugin reads and writes them through
+a view whose ``created_at`` is UTC in the column's own kind.
 """
 
 from __future__ import annotations
@@ -54,7 +54,9 @@ def reflect_host_tables(connection: sa.Connection, settings: Settings) -> HostTa
                     f"map it with FLOWPILOT_ANALYTICS_COLUMNS"
                 )
             if column.endswith("_at"):
-                col_type: sa.types.TypeEngine[t.Any] = UtcDateTime(timezone=is_aware_type(reflected[host_name]["type"]))
+                col_type: sa.types.TypeEngine[t.Any] = UtcDateTime(
+                    timezone=is_aware_type(reflected[host_name]["type"])
+                )
             else:
                 col_type = reflected[host_name]["type"]
             columns.append(sa.Column(host_name, col_type, key=column))
@@ -83,7 +85,8 @@ ID_TYPES: dict[str, t.Callable[[], sa.types.TypeEngine[t.Any]]] = {
 
 def activity_io_table(declared: sa.Table) -> sa.Table:
     """The plugin's view of the activity table for its own reads and writes: the same columns, with
-    ``created_at`` read and bound as UTC in the column's own kind (even when the host declared it)."""
+    ``created_at`` read and bound as UTC in the column's own kind (even when the host declared
+    it)."""
     aware = is_aware(declared.c.created_at)
     columns = [
         sa.Column(
@@ -103,17 +106,23 @@ def activity_table(metadata: sa.MetaData, name: str, id_type: str) -> sa.Table:
         declared = metadata.tables[name]
         if "idempotency_key" not in declared.c:
             raise ValueError(
-                f"The host's declaration of {name} has no idempotency_key column, which flowpilot_analytics "
-                f"0.2 needs to record each activity exactly once. Add Column('idempotency_key', String(36)) with "
-                f"a unique index to it and to the database (see the upgrade notes; `flask flowpilot-analytics "
-                f"doctor` prints the statements)."
+                f"The host's declaration of {name} has no idempotency_key column, which "
+                f"flowpilot_analytics 0.2 needs to record each activity exactly once. Add "
+                f"Column('idempotency_key', String(36)) with a unique index to it and to the "
+                f"database (see the upgrade notes; `flask flowpilot-analytics doctor` prints the "
+                f"statements)."
             )
         return declared
     ids = ID_TYPES[id_type]
     return sa.Table(
         name,
         metadata,
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
         sa.Column("account_id", ids(), nullable=False),
         sa.Column("session_id", ids(), nullable=True),
         sa.Column("activity_type", sa.String(64), nullable=False),
@@ -121,31 +130,26 @@ def activity_table(metadata: sa.MetaData, name: str, id_type: str) -> sa.Table:
         sa.Column("external_id", sa.String(255), nullable=True),
         sa.Column("minutes", sa.Numeric(12, 2, asdecimal=False), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        #: Given to each activity when it is pushed and carried by its dead letter: the row is written once,
-        #: however many times the hook's late write and any number of replays try. NULL on rows from 0.1.
+        #: Given to each activity when it is pushed and carried by its dead letter: the row is
+        #: written once, however many times the hook's late write and any number of replays try.
+        #: NULL on rows from 0.1.
         sa.Column("idempotency_key", sa.String(36), nullable=True),
         sa.Index(f"ix_{name}_account_created", "account_id", "created_at"),
         sa.Index(f"ix_{name}_account_session_type", "account_id", "session_id", "activity_type"),
-        sa.Index(f"uq_{name}_account_type_external", "account_id", "activity_type", "external_id", unique=True),
+        sa.Index(
+            f"uq_{name}_account_type_external",
+            "account_id",
+            "activity_type",
+            "external_id",
+            unique=True,
+        ),
         sa.Index(f"uq_{name}_idempotency_key", "idempotency_key", unique=True),
     )
 
 
-def dead_letter_table(metadata: sa.MetaData, name: str) -> sa.Table:
-    """The dead-letter table's declaration (reused when the host declares it)."""
-    if name in metadata.tables:
-        return metadata.tables[name]
-    return sa.Table(
-        name,
-        metadata,
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
-        sa.Column("payload", sa.Text(), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    )
-
-
-def set_tenant(connection: sa.Connection, setting: str | None, account_id: t.Any) -> None:
-    """PostgreSQL row-level security: set ``setting`` to the account for the current transaction only.
+def set_tenant(connection: sa.Connection, setting: str | None, account_id: object) -> None:
+    """PostgreSQL row-level security: set ``setting`` to the account for the current transaction
+    only.
 
     ``set_config(..., true)`` lasts until the transaction ends, so a pooled connection never carries
     one caller's tenant to the next. Other databases have no such setting; it is skipped there.

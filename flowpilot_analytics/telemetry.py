@@ -1,9 +1,9 @@
 """OpenTelemetry metrics and spans, through the API only: no-ops until the host configures an SDK.
 
 The plugin never sets a global provider. Instruments are made once per process from the API's global
-meter and tracer, which follow the provider the host sets, even a later one. Attributes carry no personal
-data: route, backend, period, interval, activity type, outcome and row counts; never note text, never the
-ids of accounts or people.
+meter and tracer, which follow the provider the host sets, even a later one. Attributes carry no
+personal data: route, backend, period, interval, activity type, outcome and row counts; never note
+text, never the ids of accounts or people.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ _tracer = trace.get_tracer(NAME)
 
 #: Activities the hook wrote (``activity_type``).
 recorded = _meter.create_counter(
-    f"{NAME}.activities.recorded", unit="{activity}", description="Activities the hook wrote to the activity table."
+    f"{NAME}.activities.recorded",
+    unit="{activity}",
+    description="Activities the hook wrote to the activity table.",
 )
 #: Pushes whose activity was already there (a retried push), by ``activity_type``.
 duplicates = _meter.create_counter(
@@ -56,18 +58,31 @@ cache_hits = _meter.create_counter(
     f"{NAME}.cache.hits", unit="{request}", description="Report answers served from the cache."
 )
 cache_misses = _meter.create_counter(
-    f"{NAME}.cache.misses", unit="{request}", description="Report answers computed (not in the cache)."
+    f"{NAME}.cache.misses",
+    unit="{request}",
+    description="Report answers computed (not in the cache).",
 )
 rate_limited = _meter.create_counter(
     f"{NAME}.rate_limited", unit="{request}", description="Report requests answered 429."
 )
 
+
+class Backlog(t.Protocol):
+    """What the backlog gauge reads of a dead-letter store."""
+
+    kind: str
+    location: str
+
+    def backlog(self) -> int | None: ...
+
+
 #: Dead-letter stores to count for the backlog gauge (one per registered app), held weakly.
-_backlogs: weakref.WeakSet[t.Any] = weakref.WeakSet()
+_backlogs: weakref.WeakSet[Backlog] = weakref.WeakSet()
 
 
-def watch_backlog(store: t.Any) -> None:
-    """Report ``store``'s backlog in the ``dead_letters.backlog`` gauge (file stores: a cheap local read)."""
+def watch_backlog(store: Backlog) -> None:
+    """Report ``store``'s backlog in the ``dead_letters.backlog`` gauge (file stores: a cheap local
+    read)."""
     _backlogs.add(store)
 
 
@@ -90,7 +105,9 @@ backlog = _meter.create_observable_gauge(
 
 
 @contextlib.contextmanager
-def report_span(route: str, backend: str, attributes: t.Mapping[str, t.Any]) -> t.Iterator[trace.Span]:
+def report_span(
+    route: str, backend: str, attributes: t.Mapping[str, str | int | float | bool | None]
+) -> t.Iterator[trace.Span]:
     """A span around one report's computation, and its duration in the histogram."""
     started = time.perf_counter()
     clean = {f"{NAME}.{key}": value for key, value in attributes.items() if value is not None}
@@ -102,7 +119,9 @@ def report_span(route: str, backend: str, attributes: t.Mapping[str, t.Any]) -> 
     ) as span:
         try:
             yield span
-        except Exception as exc:  # the class only: an exception's message can hold SQL and its parameters
+        except (
+            Exception
+        ) as exc:  # the class only: an exception's message can hold SQL and its parameters
             span.set_status(trace.StatusCode.ERROR, type(exc).__name__)
             raise
     report_duration.record(time.perf_counter() - started, {"route": route, "backend": backend})

@@ -1,7 +1,8 @@
-"""HTTP for the plugin's blueprint: the JSON error envelope, and the one place domain errors get a status.
+"""HTTP for the plugin's blueprint: the JSON error envelope, and the one place domain errors get a
+status.
 
-Every error the plugin's routes return is ``{"error": {"code", "message", "details"?}}``; the handlers
-are registered on the blueprint only, so the host's own error pages are never touched.
+Every error the plugin's routes return is ``{"error": {"code", "message", "details"?}}``; the
+handlers are registered on the blueprint only, so the host's own error pages are never touched.
 """
 
 from __future__ import annotations
@@ -19,10 +20,20 @@ from .errors import AnalyticsError, Forbidden, InvalidQuery, NotSignedIn, RateLi
 logger = logging.getLogger(__name__)
 
 #: The HTTP status of each domain error.
-STATUS: dict[type[AnalyticsError], int] = {InvalidQuery: 400, NotSignedIn: 401, Forbidden: 403, RateLimited: 429}
+STATUS: dict[type[AnalyticsError], int] = {
+    InvalidQuery: 400,
+    NotSignedIn: 401,
+    Forbidden: 403,
+    RateLimited: 429,
+}
 
-#: Database error codes and texts that mean a table or column is missing or unreadable, not an outage.
-_SCHEMA_CODES = {"42P01", "42703", "42501"}  # PostgreSQL: undefined table, undefined column, permission denied
+#: Database error codes and texts that mean a table
+#: or column is missing or unreadable, not an outage.
+_SCHEMA_CODES = {
+    "42P01",
+    "42703",
+    "42501",
+}  # PostgreSQL: undefined table, undefined column, permission denied
 _SCHEMA_TEXT = re.compile(
     r'no such (?:table|column): (?P<sqlite>[\w."]+)|relation "(?P<pg>[^"]+)" does not exist|'
     r'permission denied for (?:table|relation) (?P<denied>[\w."]+)|column (?P<column>[\w."]+) '
@@ -34,11 +45,11 @@ def error_response(
     status: int,
     code: str,
     message: str,
-    details: t.Mapping[str, t.Any] | None = None,
+    details: t.Mapping[str, object] | None = None,
     headers: t.Mapping[str, str] | None = None,
 ) -> Response:
     """The JSON envelope with ``status``."""
-    body: dict[str, t.Any] = {"code": code, "message": message}
+    body: dict[str, object] = {"code": code, "message": message}
     if details is not None:
         body["details"] = dict(details)
     response = jsonify({"error": body})
@@ -60,7 +71,8 @@ def _http_error(exc: HTTPException) -> Response:
 
 
 def schema_problem(exc: sa_exc.SQLAlchemyError) -> str | None:
-    """The table (or column) a database error says is missing or unreadable; ``None`` for other errors."""
+    """The table (or column) a database error says is
+    missing or unreadable; ``None`` for other errors."""
     if isinstance(exc, (sa_exc.NoSuchTableError, sa_exc.NoSuchColumnError)):
         return str(exc).split(" (", 1)[0] or "unknown"
     orig = getattr(exc, "orig", None)
@@ -71,7 +83,8 @@ def schema_problem(exc: sa_exc.SQLAlchemyError) -> str | None:
 
 
 def _report(exc: Exception) -> None:
-    """Tell the host's error tracking (Sentry and the like listen here), as Flask does for unhandled errors."""
+    """Tell the host's error tracking (Sentry and the like
+    listen here), as Flask does for unhandled errors."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     got_request_exception.send(app, _async_wrapper=app.ensure_sync, exception=exc)
 
@@ -85,14 +98,17 @@ def _database_error(exc: sa_exc.SQLAlchemyError) -> Response:
             500,
             "schema_missing",
             (
-                f"The database has no readable {missing}. Run `flask flowpilot-analytics doctor` to see what is "
-                f"missing; `flask flowpilot-analytics ddl` prints the plugin's own table, and "
-                f"FLOWPILOT_ANALYTICS_TABLES / FLOWPILOT_ANALYTICS_COLUMNS map the host's."
+                f"The database has no readable {missing}. Run `flask flowpilot-analytics doctor` "
+                f"to see what is missing; `flask flowpilot-analytics ddl` prints the plugin's own "
+                f"table, and FLOWPILOT_ANALYTICS_TABLES / FLOWPILOT_ANALYTICS_COLUMNS map the "
+                f"host's."
             ),
             details={"table": missing, "command": "flask flowpilot-analytics doctor"},
         )
     logger.error("database error while answering a request", exc_info=exc)
-    return error_response(503, "database_unavailable", "The analytics database could not answer; try again shortly.")
+    return error_response(
+        503, "database_unavailable", "The analytics database could not answer; try again shortly."
+    )
 
 
 def _unexpected_error(exc: Exception) -> Response:

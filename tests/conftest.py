@@ -1,4 +1,5 @@
-"""Fixtures: a fresh host app per test, on SQLite and on PostgreSQL (a database made for this run)."""
+"""Fixtures: a fresh host app per test, on SQLite and on PostgreSQL (a database made for this
+run)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,13 @@ import sqlalchemy as sa
 from . import host
 from .helpers import install_telemetry_sdk, load_demo_module, unavailable
 
-PG_ADMIN_URL = os.environ.get("FLOWPILOT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "FLOWPILOT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
 REDIS_URL = os.environ.get("FLOWPILOT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-BACKENDS = [b for b in os.environ.get("FLOWPILOT_TEST_DATABASES", "sqlite,postgresql").split(",") if b]
+BACKENDS = [
+    b for b in os.environ.get("FLOWPILOT_TEST_DATABASES", "sqlite,postgresql").split(",") if b
+]
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +65,8 @@ def app_config() -> dict[str, t.Any]:
 def app(database_uri: str, app_config: dict[str, t.Any], tmp_path: t.Any) -> t.Iterator[t.Any]:
     """A fresh host app with empty tables; everything is dropped afterwards."""
     app = host.create_app(
-        database_uri, **{"FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH": str(tmp_path / "dead.jsonl"), **app_config}
+        database_uri,
+        **{"FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH": str(tmp_path / "dead.jsonl"), **app_config},
     )
     with app.app_context():
         host.db.drop_all(bind_key=None)
@@ -75,14 +81,20 @@ def app(database_uri: str, app_config: dict[str, t.Any], tmp_path: t.Any) -> t.I
 
 @pytest.fixture
 def make_app(database_uri: str, tmp_path: t.Any) -> t.Iterator[t.Callable[..., t.Any]]:
-    """Build more host apps in one test (bare ``Flask`` ones are passed in); their engines are disposed after."""
+    """Build more host apps in one test (bare ``Flask`` ones are passed in); their engines are
+    disposed after."""
     made: list[t.Any] = []
 
     def make(existing: t.Any = None, **config: t.Any) -> t.Any:
         if existing is None:
             existing = host.create_app(
                 database_uri,
-                **{"FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH": str(tmp_path / f"dead{len(made)}.jsonl"), **config},
+                **{
+                    "FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH": str(
+                        tmp_path / f"dead{len(made)}.jsonl"
+                    ),
+                    **config,
+                },
             )
         made.append(existing)
         return made[-1]

@@ -1,4 +1,5 @@
-"""Seeded escalation data and an independent reference (numpy), shared by the report-option and drill-down tests."""
+"""Seeded escalation data and an independent reference (numpy), shared by the report-option and
+drill-down tests."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ UTC = timezone.utc
 
 
 def seed(rng: random.Random) -> list[tuple[int, int | None, datetime, float | None]]:
-    """Handoffs of account 1 (and noise in account 2): (account, engineer, claimed_at, delta or None)."""
+    """Handoffs of account 1 (and noise in account 2): (account, engineer, claimed_at, delta or
+    None)."""
     made = []
     for _ in range(70):
         account = rng.choice([1, 1, 1, 2])
@@ -24,7 +26,11 @@ def seed(rng: random.Random) -> list[tuple[int, int | None, datetime, float | No
         engineer = rng.choice([7, 8, 9, None])
         sess = f.session(account, claimed - timedelta(hours=1))
         f.handoff(sess, claimed, claimed_by=engineer)
-        delta = None if rng.random() < 0.2 else rng.choice([5, 59, 60, 200, 899, 2000, 3600, 20000, 86400.5])
+        delta = (
+            None
+            if rng.random() < 0.2
+            else rng.choice([5, 59, 60, 200, 899, 2000, 3600, 20000, 86400.5])
+        )
         if delta is not None:
             f.step(sess, claimed + timedelta(seconds=delta))
         made.append((account, engineer, claimed, delta))
@@ -41,7 +47,9 @@ def reference(
     picked = [
         r
         for r in rows
-        if r[0] == 1 and start <= r[2].replace(tzinfo=UTC) <= end and (engineer == "all" or r[1] == engineer)
+        if r[0] == 1
+        and start <= r[2].replace(tzinfo=UTC) <= end
+        and (engineer == "all" or r[1] == engineer)
     ]
     deltas = sorted(r[3] for r in picked if r[3] is not None)
     stats = (
@@ -64,6 +72,12 @@ def reference(
 
 
 def same(body: t.Mapping[str, t.Any], expected: t.Mapping[str, t.Any]) -> None:
-    for key in ("n_handoffs_claimed", "n_handoffs_with_action", "avg_seconds", "median_seconds", "p95_seconds"):
+    for key in (
+        "n_handoffs_claimed",
+        "n_handoffs_with_action",
+        "avg_seconds",
+        "median_seconds",
+        "p95_seconds",
+    ):
         want = expected[key]
         assert body[key] == (pytest.approx(want, abs=1e-6) if want is not None else None), key

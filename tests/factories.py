@@ -17,7 +17,9 @@ def at(seconds_ago: float = 0, *, days: float = 0, minutes: float = 0) -> dateti
     return moment.replace(tzinfo=None)
 
 
-def session(account: int, created_at: datetime | None = None, *, ticket: str | None = None) -> AISession:
+def session(
+    account: int, created_at: datetime | None = None, *, ticket: str | None = None
+) -> AISession:
     row = AISession(account_id=account, created_at=created_at or at(days=1), psa_ticket_id=ticket)
     db.session.add(row)
     db.session.flush()
@@ -31,11 +33,18 @@ def step(sess: AISession, created_at: datetime) -> AISessionStep:
 
 
 def handoff(
-    sess: AISession, claimed_at: datetime | None, created_at: datetime | None = None, claimed_by: int | None = None
+    sess: AISession,
+    claimed_at: datetime | None,
+    created_at: datetime | None = None,
+    claimed_by: int | None = None,
 ) -> SessionHandoff:
     created = created_at or (claimed_at - timedelta(minutes=5) if claimed_at else at(days=1))
     row = SessionHandoff(
-        account_id=sess.account_id, session_id=sess.id, created_at=created, claimed_at=claimed_at, claimed_by=claimed_by
+        account_id=sess.account_id,
+        session_id=sess.id,
+        created_at=created,
+        claimed_at=claimed_at,
+        claimed_by=claimed_by,
     )
     db.session.add(row)
     return row

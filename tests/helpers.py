@@ -1,4 +1,5 @@
-"""What many tests share: the routes, the test host's credentials, and the plugin's rows as stored."""
+"""What many tests share: the routes, the test host's credentials, the plugin's rows as stored, the
+replay command, dead letters as the hook keeps them, and the bound a push must return within."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sqlalchemy as sa
 
 from flowpilot_analytics.timeutil import as_utc
 
-from .host import db
+from .host import NOW, db
 
 BASE = "/api/v1/analytics/flowpilot"
 ESCALATIONS = BASE + "/escalations"
@@ -25,7 +26,8 @@ def as_user(account: int, role: str = "engineer", user: int = 1) -> dict[str, st
 
 
 def activity_rows() -> list[dict[str, t.Any]]:
-    """The committed rows of ``psa_activity_logs`` (another connection's view), ``created_at`` as aware UTC."""
+    """The committed rows of ``psa_activity_logs`` (another connection's view), ``created_at`` as
+    aware UTC."""
     table = db.metadata.tables["psa_activity_logs"]
     with db.engine.connect() as conn:
         rows = [dict(r._mapping) for r in conn.execute(sa.select(table).order_by(table.c.id))]
@@ -35,20 +37,26 @@ def activity_rows() -> list[dict[str, t.Any]]:
 
 
 def unavailable(what: str, exc: BaseException) -> t.NoReturn:
-    """Locally a missing service skips; in CI it fails, so a green run always means both databases ran."""
+    """Locally a missing service skips; in CI it fails, so a green run always means both databases
+    ran."""
     if os.environ.get("CI"):
         pytest.fail(f"{what} is required in CI but unreachable: {exc}")
     pytest.skip(f"{what} unreachable: {exc}")
 
 
-DEMO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "demo")
+DEMO_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "demo"
+)
 
 
 def load_demo_module(name: str) -> t.Any:
-    """A module of the demo host (``examples/demo/<name>.py``), which is not an installed package."""
+    """A module of the demo host (``examples/demo/<name>.py``), which is not an installed
+    package."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(f"flowpilot_demo_{name}", os.path.join(DEMO_DIR, f"{name}.py"))
+    spec = importlib.util.spec_from_file_location(
+        f"flowpilot_demo_{name}", os.path.join(DEMO_DIR, f"{name}.py")
+    )
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -56,7 +64,8 @@ def load_demo_module(name: str) -> t.Any:
 
 
 def install_telemetry_sdk() -> None:
-    """The OpenTelemetry SDK with in-memory readers, as a host configures it: once per process, first."""
+    """The OpenTelemetry SDK with in-memory readers, as a host configures it: once per process,
+    first."""
     from opentelemetry import metrics, trace
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.trace import TracerProvider
@@ -78,3 +87,34 @@ def _telemetry_sinks() -> tuple[t.Any, t.Any]:
 
 
 METRIC_READER, SPAN_EXPORTER = _telemetry_sinks()
+
+
+#: A push with the database locked or hung returns within the hook timeout (250 ms by default); this
+#: bound is far above it, to stay quiet on a loaded machine, and far below a stall (a lock held 5 s,
+#: a hung server).
+HOOK_BOUND_SECONDS = 1.5
+#: The test host gives the hook 5 s; the tests of the deadline use the default.
+DEFAULT_TIMEOUT = {"FLOWPILOT_ANALYTICS_HOOK_TIMEOUT_MS": 250}
+
+
+def replay(app: t.Any) -> t.Any:
+    """``flask flowpilot-analytics replay-activities`` on ``app``, through Flask's CLI runner."""
+    return app.test_cli_runner().invoke(args=["flowpilot-analytics", "replay-activities"])
+
+
+def dead_letter_entries(count: int) -> list[dict[str, t.Any]]:
+    """Dead letters as the hook keeps them: half with an external id, half without (nothing but the
+    key to tell retries apart)."""
+    return [
+        {
+            "account_id": 1 + i % 3,
+            "session_id": i,
+            "activity_type": ("note_posted", "time_entry_posted")[i % 2],
+            "psa_ticket_id": "T",
+            "external_id": f"E-{i}" if i % 4 < 2 else None,
+            "minutes": None if i % 2 == 0 else float(i % 50),
+            "created_at": NOW,
+            "idempotency_key": f"key-{i:05d}",
+        }
+        for i in range(count)
+    ]

@@ -1,4 +1,5 @@
-"""A minimal host app, as FlowPilot's monolith registers the plugin; the tests drive it over HTTP."""
+"""A minimal host app, as FlowPilot's monolith registers the plugin; the tests drive it over
+HTTP."""
 
 from __future__ import annotations
 
@@ -33,7 +34,9 @@ class AISessionStep(db.Model):
     account_id = db.Column(db.Integer, nullable=False)
     session_id = db.Column(db.Integer, db.ForeignKey("ai_sessions.id"), nullable=False)
     created_at = db.Column(db.DateTime, nullable=False)
-    __table_args__ = (db.Index("ix_steps_account_session_created", "account_id", "session_id", "created_at"),)
+    __table_args__ = (
+        db.Index("ix_steps_account_session_created", "account_id", "session_id", "created_at"),
+    )
 
 
 class SessionHandoff(db.Model):
@@ -68,9 +71,9 @@ def create_app(
 ) -> Flask:
     """App factory: the host's db, its routes, then the plugin in three lines."""
     app = Flask(__name__)
-    # Caching is off unless a test turns it on: most tests change data between two requests. The hook gets
-    # 5 s, so a slow fsync on a loaded machine never turns a push into a dead letter; the tests of the
-    # deadline set the default 250 ms themselves.
+    # Caching is off unless a test turns it on: most tests change data between two requests. The
+    # hook gets 5 s, so a slow fsync on a loaded machine never turns a push into a dead letter; the
+    # tests of the deadline set the default 250 ms themselves.
     app.config.update(
         SQLALCHEMY_DATABASE_URI=database_uri,
         TESTING=True,
@@ -86,7 +89,10 @@ def create_app(
         return {"pong": "yes"}
 
     analytics = analytics or FlowpilotAnalytics()
-    analytics.init_app(app, db=db, identity_loader=identity_loader or load_identity, clock=clock or (lambda: NOW))
+    analytics.init_app(
+        app, db=db, identity_loader=identity_loader or load_identity, clock=clock or (lambda: NOW)
+    )
+    app.extensions["test_analytics"] = analytics  # the host's own handle on the extension object
     psa = app.extensions["test_psa"] = analytics.wrap_psa_service(FakePsaService())
 
     @app.post("/host/sessions/<int:session_id>/push")
@@ -97,7 +103,9 @@ def create_app(
             return {"error": "no such session"}
         note = psa.push_note(session, "Resolved: reset the VPN profile")
         entry = psa.push_time_entry(session, float(request.args.get("minutes", 15)))
-        then = request.args.get("then", "nothing")  # "nothing": a route that only read, never committed
+        then = request.args.get(
+            "then", "nothing"
+        )  # "nothing": a route that only read, never committed
         if then == "commit":
             db.session.commit()
         elif then == "rollback":

@@ -29,7 +29,8 @@ def free_port() -> int:
 
 
 def _server_tool(binary: str, *args: str, timeout: float = 120) -> None:
-    """Run one of PostgreSQL's server binaries (as ``postgres`` when we are root), quietly, failing loudly."""
+    """Run one of PostgreSQL's server binaries (as ``postgres`` when we are root), quietly, failing
+    loudly."""
     subprocess.run(
         _as_postgres(os.path.join(PG_BIN, binary), *args),
         check=True,
@@ -40,12 +41,14 @@ def _server_tool(binary: str, *args: str, timeout: float = 120) -> None:
 
 
 def _as_postgres(*command: str) -> list[str]:
-    """Run a server binary as the ``postgres`` user when we are root (initdb and postgres refuse root)."""
+    """Run a server binary as the ``postgres`` user when we are root (initdb and postgres refuse
+    root)."""
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else list(command)
 
 
 class PrivateCluster:
-    """A throwaway PostgreSQL cluster in a temporary folder; killed (``-m immediate``) and restarted at will."""
+    """A throwaway PostgreSQL cluster in a temporary folder; killed (``-m immediate``) and restarted
+    at will."""
 
     def __init__(self) -> None:
         self.port = free_port()
@@ -79,12 +82,16 @@ class PrivateCluster:
         return self
 
     def start(self) -> None:
-        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root} -c fsync=off"
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 "
+            f"-c unix_socket_directories={self.root} -c fsync=off"
+        )
         self._ctl("-o", options, "-l", self.log, "-w", "-t", "60", "start")
         self.running = True
 
     def standby(self) -> PrivateCluster:
-        """A hot standby of this cluster: ``pg_basebackup -R`` into a new folder, started on another port."""
+        """A hot standby of this cluster: ``pg_basebackup -R`` into a new folder, started on another
+        port."""
         standby = PrivateCluster()
         _server_tool(
             "pg_basebackup",

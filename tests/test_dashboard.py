@@ -1,4 +1,5 @@
-"""The demo's analytics page in headless Chromium: numbers equal the API's, period switch, 403 and 429 states."""
+"""The demo's analytics page in headless Chromium: numbers equal the API's, period switch, 403 and
+429 states."""
 
 from __future__ import annotations
 
@@ -53,7 +54,9 @@ def raw(driver: t.Any, element_id: str) -> float | None:
     return float(value) if value else None
 
 
-def test_page_shows_the_apis_numbers_and_switches_period(page: tuple[t.Any, str], tmp_path: t.Any) -> None:
+def test_page_shows_the_apis_numbers_and_switches_period(
+    page: tuple[t.Any, str], tmp_path: t.Any
+) -> None:
     driver, url = page
     driver.get(url + "/?user=acme-admin")
     wait_loaded(driver, 1)
@@ -70,8 +73,12 @@ def test_page_shows_the_apis_numbers_and_switches_period(page: tuple[t.Any, str]
         for row in driver.find_elements("css selector", "#funnel .bar-row")
     }
     _, psa = api(url, "psa-metrics?period=30d&tz=UTC", "acme-admin")
-    assert funnel == {k: psa["funnel"][k] for k in ("sessions", "linked", "doc_pushed", "time_entry_logged")}
-    assert driver.find_element("id", "trend").get_attribute("data-days") == str(len(psa["daily_trend"]))
+    assert funnel == {
+        k: psa["funnel"][k] for k in ("sessions", "linked", "doc_pushed", "time_entry_logged")
+    }
+    assert driver.find_element("id", "trend").get_attribute("data-days") == str(
+        len(psa["daily_trend"])
+    )
 
     driver.find_element("css selector", "[data-period='7d']").click()
     wait_loaded(driver, 2)
@@ -97,14 +104,17 @@ def test_sixteenth_quick_refresh_shows_the_429_state(page: tuple[t.Any, str]) ->
     driver.get(url + "/?user=globex-team_admin")
     wait_loaded(driver, 1)
     states = [card(driver, "psa").get_attribute("data-state")]
-    for loads in range(2, 41):  # the first load was call 1; calls 2..15 still pass, the 16th is limited
+    for loads in range(
+        2, 41
+    ):  # the first load was call 1; calls 2..15 still pass, the 16th is limited
         driver.find_element("id", "refresh").click()
         wait_loaded(driver, loads)
         states.append(card(driver, "psa").get_attribute("data-state"))
         if states[-1] == "rate_limited":
             break
-    # never before the 16th call; exactly there unless the machine's wall clock jumped a window ahead meanwhile
-    # (the limiter's windows follow time.time(), which this shared machine sometimes steps)
+    # never before the 16th call; exactly there unless the machine's wall clock jumped a window
+    # ahead meanwhile (the limiter's windows follow time.time(), which this shared machine sometimes
+    # steps)
     assert states[-1] == "rate_limited" and len(states) >= 16 and set(states[:-1]) == {"ok"}, states
     message = driver.find_element("id", "psa-message").text
     assert message.startswith("429") and "Retry in" in message
@@ -135,7 +145,10 @@ def test_trend_chart_follows_the_api_and_the_switches(page: tuple[t.Any, str]) -
 
     def expected(query: str) -> list[tuple[str, float | None, float | None, int]]:
         _, trend = api(url, "escalations/trend?" + query, "acme-engineer")
-        return [(p["start"], p["median_seconds"], p["p95_seconds"], p["n_handoffs_claimed"]) for p in trend["points"]]
+        return [
+            (p["start"], p["median_seconds"], p["p95_seconds"], p["n_handoffs_claimed"])
+            for p in trend["points"]
+        ]
 
     def close(a: list[t.Any], b: list[t.Any]) -> bool:
         return len(a) == len(b) and all(

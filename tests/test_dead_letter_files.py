@@ -13,10 +13,11 @@ import typing as t
 
 import pytest
 
+from flowpilot_analytics import registration
 from flowpilot_analytics.deadletter import COMPACT_BYTES, DeadLetterFile
 
 from . import host
-from .helpers import METRIC_READER, activity_rows
+from .helpers import METRIC_READER, activity_rows, dead_letter_entries
 from .host import NOW
 
 SETTING = "FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH"
@@ -54,7 +55,7 @@ def read(path: str) -> bytes:
         return handle.read()
 
 
-# -- short writes and torn lines -------------------------------------------------------------------------
+# -- short writes and torn lines -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("then", ["raises ENOSPC", "writes nothing"])
@@ -88,10 +89,12 @@ def test_a_short_write_is_cut_back_and_raised(
 
 
 def test_an_append_never_glues_onto_a_torn_line(app: t.Any) -> None:
-    store = app.extensions["flowpilot_analytics"].dead_letters
+    store = registration(app).dead_letters
     store.append(entry("A"))
     cut = json.dumps(entry("B"), default=str)[:40]
-    with open(store.path, "a", encoding="utf-8") as handle:  # a worker killed mid-write, or a full disk
+    with open(
+        store.path, "a", encoding="utf-8"
+    ) as handle:  # a worker killed mid-write, or a full disk
         handle.write(cut)
     store.append(entry("C"))
     assert keys(store) == ["A", "C"]  # the torn line hides nothing
@@ -101,7 +104,9 @@ def test_an_append_never_glues_onto_a_torn_line(app: t.Any) -> None:
 
     doctor = cli(app, "doctor")
     assert doctor.exit_code == 1
-    assert "BACKLOG 2 dead letters" in doctor.output and "TORN    1 torn lines found" in doctor.output
+    assert (
+        "BACKLOG 2 dead letters" in doctor.output and "TORN    1 torn lines found" in doctor.output
+    )
 
     result = cli(app, "replay-activities")
     assert result.exit_code == 0, result.output  # everything else was written
@@ -116,7 +121,9 @@ def test_an_append_never_glues_onto_a_torn_line(app: t.Any) -> None:
     doctor = cli(app, "doctor")
     assert doctor.exit_code == 0, doctor.output  # set aside: a warning, not a failure for ever
     assert "ok      no dead letters" in doctor.output
-    assert "WARNING 0 entries that can never be written and 1 torn lines set aside in" in doctor.output
+    assert (
+        "WARNING 0 entries that can never be written and 1 torn lines set aside in" in doctor.output
+    )
     assert "never replayed automatically" in doctor.output
 
 
@@ -132,13 +139,17 @@ def _backlog_points() -> list[t.Any]:
     ]
 
 
-# -- fsync, locks, compaction, the backlog's cache -----------------------------------------------------------
+# -- fsync, locks, compaction, the backlog's cache -------------------------------------------------
 
 
-def test_only_dead_letters_proper_and_sync_are_fsynced(store: DeadLetterFile, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_only_dead_letters_proper_and_sync_are_fsynced(
+    store: DeadLetterFile, monkeypatch: pytest.MonkeyPatch
+) -> None:
     synced: list[int] = []
     real_fsync = os.fsync
-    monkeypatch.setattr("flowpilot_analytics.deadletter.os.fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    monkeypatch.setattr(
+        "flowpilot_analytics.deadletter.os.fsync", lambda fd: synced.append(fd) or real_fsync(fd)
+    )
     store.journal(entry("J"), timeout=1.0)
     store.settle("J")
     assert synced == []  # a kill -9 keeps the page cache; the hook syncs only when the write failed
@@ -174,8 +185,8 @@ def test_a_held_lock_is_waited_for_until_the_deadline_only(store: DeadLetterFile
 
 
 def test_the_journal_is_compacted_and_keeps_what_is_unsettled(store: DeadLetterFile) -> None:
-    """Two writers (two workers of the app) journal and settle 3,000 activities at once; every 100th write
-    "fails" and stays. Compactions rename the file under writers waiting for its lock."""
+    """Two writers (two workers of the app) journal and settle 3,000 activities at once; every 100th
+    write "fails" and stays. Compactions rename the file under writers waiting for its lock."""
     errors: list[BaseException] = []
 
     def worker(name: str) -> None:
@@ -201,7 +212,9 @@ def test_the_journal_is_compacted_and_keeps_what_is_unsettled(store: DeadLetterF
     assert size < COMPACT_BYTES + line  # 3,000 pairs uncompacted would be about 900 KB
     assert sorted(keys(store)) == sorted(f"{n}-{i:04d}" for n in "ab" for i in range(7, 1500, 100))
     assert store.backlog() == 30 and store.torn() == 0
-    assert os.listdir(os.path.dirname(store.path)) == ["dead.jsonl"]  # no temporary file left behind
+    assert os.listdir(os.path.dirname(store.path)) == [
+        "dead.jsonl"
+    ]  # no temporary file left behind
 
 
 def test_the_backlog_is_read_again_only_when_the_file_changed(
@@ -226,7 +239,7 @@ def test_the_backlog_is_read_again_only_when_the_file_changed(
     assert store.backlog() == 1
 
 
-# -- path safety -----------------------------------------------------------------------------------------
+# -- path safety -----------------------------------------------------------------------------------
 
 
 def test_a_link_or_a_shared_folder_is_refused_at_startup(tmp_path: t.Any) -> None:
@@ -240,15 +253,38 @@ def test_a_link_or_a_shared_folder_is_refused_at_startup(tmp_path: t.Any) -> Non
     shared.mkdir()
     shared.chmod(0o770)
     with pytest.raises(ValueError, match=f"group-writable.*{SETTING}"):
-        host.create_app("sqlite://", FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH=str(shared / "dead.jsonl"))
+        host.create_app(
+            "sqlite://", FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH=str(shared / "dead.jsonl")
+        )
     shared.chmod(0o777)  # a folder not made yet, where anyone could make it first
     with pytest.raises(ValueError, match=f"{shared} is world-writable"):
-        host.create_app("sqlite://", FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH=str(shared / "new" / "dead.jsonl"))
+        host.create_app(
+            "sqlite://", FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH=str(shared / "new" / "dead.jsonl")
+        )
+
+
+def test_a_world_writable_dead_letter_folder_is_refused_at_startup(tmp_path: t.Any) -> None:
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    folder.chmod(0o777)
+    with pytest.raises(ValueError, match="world-writable"):
+        host.create_app(
+            "sqlite://", FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH=str(folder / "dead.jsonl")
+        )
+
+
+def test_a_new_dead_letter_folder_is_private(make_app: t.Any, tmp_path: t.Any) -> None:
+    folder = tmp_path / "made-by-the-plugin"
+    made = make_app(FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH=str(folder / "dead.jsonl"))
+    registration(made).dead_letters.append(dead_letter_entries(1)[0])
+    assert folder.stat().st_mode & 0o777 == 0o700
 
 
 @pytest.mark.parametrize("suffix", ["", ".lock", ".rejected", ".replaying.1"])
-def test_a_link_planted_beside_the_store_is_never_followed(app: t.Any, tmp_path: t.Any, suffix: str) -> None:
-    store = app.extensions["flowpilot_analytics"].dead_letters
+def test_a_link_planted_beside_the_store_is_never_followed(
+    app: t.Any, tmp_path: t.Any, suffix: str
+) -> None:
+    store = registration(app).dead_letters
     store.append(entry("A"))
     with open(store.path, "a", encoding="utf-8") as handle:
         handle.write("{torn\n")  # something for the replay to set aside in .rejected
@@ -288,24 +324,30 @@ def test_a_second_name_for_the_file_is_refused(store: DeadLetterFile, tmp_path: 
         store.append(entry("B"))
 
 
-# -- the store's owner -----------------------------------------------------------------------------------
+# -- the store's owner -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("existing", [True, False], ids=["file", "folder"])
 def test_a_replay_as_another_user_is_refused_and_changes_nothing(
     app: t.Any, monkeypatch: pytest.MonkeyPatch, existing: bool
 ) -> None:
-    store = app.extensions["flowpilot_analytics"].dead_letters
+    store = registration(app).dead_letters
     if existing:
         store.append(entry("A"))
     folder = os.path.dirname(store.path)
 
     def files() -> dict[str, bytes]:
-        return {name: read(os.path.join(folder, name)) for name in os.listdir(folder) if name.startswith("dead")}
+        return {
+            name: read(os.path.join(folder, name))
+            for name in os.listdir(folder)
+            if name.startswith("dead")
+        }
 
     before = files()
     owner = pwd.getpwuid(os.stat(store.path if existing else folder).st_uid).pw_name
-    monkeypatch.setattr("flowpilot_analytics.deadletter.os.geteuid", lambda: 4242)  # e.g. `sudo flask ...`
+    monkeypatch.setattr(
+        "flowpilot_analytics.deadletter.os.geteuid", lambda: 4242
+    )  # e.g. `sudo flask ...`
     result = cli(app, "replay-activities")
     assert result.exit_code == 1
     assert f"belongs to user {owner} (uid {os.getuid()})" in result.output

@@ -46,7 +46,11 @@ def test_zero_data_gives_null_statistics_not_zero(client: t.Any) -> None:
     body = get(client).get_json()
     assert body["n_handoffs_claimed"] == 0
     assert body["n_handoffs_with_action"] == 0
-    assert body["avg_seconds"] is None and body["median_seconds"] is None and body["p95_seconds"] is None
+    assert (
+        body["avg_seconds"] is None
+        and body["median_seconds"] is None
+        and body["p95_seconds"] is None
+    )
     assert "NOT 'minutes recovered'" in body["metric_definition"]
     assert "baseline" in body["metric_definition"]
 
@@ -126,11 +130,23 @@ def test_accounts_never_see_each_other(client: t.Any) -> None:
     # a step recorded under account 2 on account 1's session must not count for account 1
     sess = f.session(1, f.at(days=2))
     f.handoff(sess, f.at(days=1))
-    db.session.add(f.AISessionStep(account_id=2, session_id=sess.id, created_at=f.at(days=1) + timedelta(seconds=1)))
+    db.session.add(
+        f.AISessionStep(
+            account_id=2, session_id=sess.id, created_at=f.at(days=1) + timedelta(seconds=1)
+        )
+    )
     f.commit()
     mine = get(client, account=1).get_json()
-    assert (mine["n_handoffs_claimed"], mine["n_handoffs_with_action"], mine["avg_seconds"]) == (5, 4, 100.0)
-    for attempt in ("?account_id=2", "?period=30d&account_id=2", "?account=2&account_id=2&period=30d"):
+    assert (mine["n_handoffs_claimed"], mine["n_handoffs_with_action"], mine["avg_seconds"]) == (
+        5,
+        4,
+        100.0,
+    )
+    for attempt in (
+        "?account_id=2",
+        "?period=30d&account_id=2",
+        "?account=2&account_id=2&period=30d",
+    ):
         assert get(client, account=1, query=attempt).get_json() == mine
     theirs = get(client, account=2).get_json()
     assert (theirs["n_handoffs_claimed"], theirs["avg_seconds"]) == (4, 5000.0)
@@ -163,7 +179,9 @@ def test_anonymous_is_401_json(client: t.Any) -> None:
     assert response.get_json()["error"]["code"] == "unauthenticated"
 
 
-@pytest.mark.parametrize("query", ["?period=1d", "?period=30", "?period=30D", "?period=", "?period=7d&period=30d"])
+@pytest.mark.parametrize(
+    "query", ["?period=1d", "?period=30", "?period=30D", "?period=", "?period=7d&period=30d"]
+)
 def test_bad_period_is_400_with_allowed_values(client: t.Any, query: str) -> None:
     response = get(client, query=query)
     assert response.status_code == 400
@@ -200,6 +218,27 @@ def test_without_skew_an_earlier_step_is_not_an_action(client: t.Any) -> None:
     f.step(sess, claimed - timedelta(seconds=5))
     f.commit()
     body = get(client).get_json()
+    assert (body["n_handoffs_claimed"], body["n_handoffs_with_action"]) == (1, 0)
+
+
+@pytest.mark.parametrize("app_config", [{"FLOWPILOT_ANALYTICS_CLOCK_SKEW_SECONDS": 0.00001}])
+def test_a_tiny_skew_is_valid_sql(client: t.Any) -> None:
+    f.escalation(1, f.at(days=1), 3)
+    f.commit()
+    assert client.get(URL, headers=as_user(1)).get_json()["median_seconds"] == 3.0
+
+
+def test_times_within_one_millisecond_are_ordered_exactly(client: t.Any) -> None:
+    claimed = f.at(days=1).replace(microsecond=500_400)
+    early = f.session(1, claimed - timedelta(hours=1))
+    f.handoff(early, claimed)
+    f.step(early, claimed - timedelta(microseconds=300))  # 0.3 ms before the claim: not an action
+    start = (NOW - timedelta(days=30)).replace(tzinfo=None)
+    edge = f.session(1, start - timedelta(hours=1))
+    f.handoff(edge, start - timedelta(microseconds=400))  # 0.4 ms before the window: out
+    f.step(edge, start + timedelta(seconds=1))
+    f.commit()
+    body = client.get(URL, headers=as_user(1)).get_json()
     assert (body["n_handoffs_claimed"], body["n_handoffs_with_action"]) == (1, 0)
 
 
@@ -244,7 +283,11 @@ def reference(
         if acct != account or claimed_at is None or not (start <= claimed_at <= end):
             continue
         claimed += 1
-        after = [c for a, s, c in steps if a == acct and s == sess and c >= claimed_at - timedelta(seconds=skew)]
+        after = [
+            c
+            for a, s, c in steps
+            if a == acct and s == sess and c >= claimed_at - timedelta(seconds=skew)
+        ]
         if after:
             deltas.append(max(0.0, (min(after) - claimed_at).total_seconds()))
     stats = (
@@ -271,13 +314,17 @@ def test_randomized_against_reference(client: t.Any, seed: int) -> None:
         account = rng.choice([1, 1, 2])
         sess = f.session(account, f.at(days=rng.uniform(0, 100)))
         for _ in range(rng.randint(0, 3)):
-            claimed = None if rng.random() < 0.2 else f.at(seconds_ago=rng.uniform(-3600, 95 * 86400))
+            claimed = (
+                None if rng.random() < 0.2 else f.at(seconds_ago=rng.uniform(-3600, 95 * 86400))
+            )
             if claimed is not None:
                 claimed = claimed.replace(microsecond=rng.randrange(1_000_000))
             f.handoff(sess, claimed)
             handoffs.append((account, sess.id, claimed))
         for _ in range(rng.randint(0, 8)):
-            created = f.at(seconds_ago=rng.uniform(-3600, 100 * 86400)).replace(microsecond=rng.randrange(1_000_000))
+            created = f.at(seconds_ago=rng.uniform(-3600, 100 * 86400)).replace(
+                microsecond=rng.randrange(1_000_000)
+            )
             f.step(sess, created)
             steps.append((account, sess.id, created))
     f.commit()
@@ -285,6 +332,10 @@ def test_randomized_against_reference(client: t.Any, seed: int) -> None:
     for period, days in (("7d", 7), ("30d", 30), ("90d", 90)):
         for account in (1, 2):
             body = get(client, account=account, query=f"?period={period}").get_json()
-            expected = reference(handoffs, steps, account, naive_now - timedelta(days=days), naive_now, 3)
+            expected = reference(
+                handoffs, steps, account, naive_now - timedelta(days=days), naive_now, 3
+            )
             for key, value in expected.items():
-                assert body[key] == (pytest.approx(value, abs=1e-6) if value is not None else None), (period, key)
+                assert body[key] == (
+                    pytest.approx(value, abs=1e-6) if value is not None else None
+                ), (period, key)

@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import types
 import typing as t
 
 import pytest
 import sqlalchemy as sa
+from flask import Flask
 
-from flowpilot_analytics import FlowpilotAnalytics, activity_recorded
+from flowpilot_analytics import FlowpilotAnalytics, activity_recorded, registration
 
 from . import factories as f
+from . import host
 from .fake_psa import FakePsaService, PsaDown
-from .helpers import activity_rows
+from .helpers import PSA, activity_rows, as_user, replay
 from .host import NOW, AISession, db
 
 
 @pytest.fixture
 def analytics(app: t.Any) -> FlowpilotAnalytics:
-    return t.cast(FlowpilotAnalytics, app.extensions["flowpilot_analytics"].extension)
+    return t.cast(FlowpilotAnalytics, app.extensions["test_analytics"])
 
 
 @pytest.fixture
@@ -52,7 +55,9 @@ def test_successful_pushes_record_one_row_each(psa: FakePsaService) -> None:
         ("note_posted", "1000", None),
         ("time_entry_posted", "1001", 37.5),
     ]
-    assert {(r["account_id"], r["session_id"], r["psa_ticket_id"]) for r in rows} == {(1, sess.id, "T-1")}
+    assert {(r["account_id"], r["session_id"], r["psa_ticket_id"]) for r in rows} == {
+        (1, sess.id, "T-1")
+    }
     assert all(r["created_at"] == NOW for r in rows)
 
 
@@ -60,7 +65,9 @@ def test_keyword_arguments_are_read_too(psa: FakePsaService) -> None:
     sess = ticket_session()
     psa.push_time_entry(session=sess, minutes=15)
     f.commit()
-    assert [(r["activity_type"], r["minutes"]) for r in committed_rows()] == [("time_entry_posted", 15.0)]
+    assert [(r["activity_type"], r["minutes"]) for r in committed_rows()] == [
+        ("time_entry_posted", 15.0)
+    ]
 
 
 def test_failed_push_propagates_unchanged_and_records_nothing(psa: FakePsaService) -> None:
@@ -86,7 +93,11 @@ def test_dropped_table_logs_payload_and_returns_the_push_result(
             result = psa.push_time_entry(sess, 20)
             db.session.rollback()  # on SQLite the write waits for the host's transaction to end
         assert result.minutes == 20
-        records = [r for r in caplog.records if r.name.startswith("flowpilot_analytics") and r.levelno == logging.ERROR]
+        records = [
+            r
+            for r in caplog.records
+            if r.name.startswith("flowpilot_analytics") and r.levelno == logging.ERROR
+        ]
         assert len(records) == 1
         payload = json.loads(records[0].getMessage().split("activity: ", 1)[1])
         assert payload["account_id"] == 1 and payload["session_id"] == session_id
@@ -114,13 +125,16 @@ def test_invalid_pending_host_object_is_not_flushed_by_the_hook(psa: FakePsaServ
     assert db.session.scalar(sa.select(sa.func.count()).select_from(AISession)) == 2
 
 
-def test_host_flush_error_then_push_still_returns(psa: FakePsaService, caplog: pytest.LogCaptureFixture) -> None:
+def test_host_flush_error_then_push_still_returns(
+    psa: FakePsaService, caplog: pytest.LogCaptureFixture
+) -> None:
     sess = ticket_session()
     db.session.add(AISession(account_id=1, created_at=None, title="bad"))
     with pytest.raises(sa.exc.IntegrityError):
         db.session.flush()
-    # the host has not rolled back yet: its session refuses work; the hook reads the expired session's
-    # columns on its own connection, never through the host's session, and records the push all the same
+    # the host has not rolled back yet: its session refuses work; the hook reads the expired
+    # session's columns on its own connection, never through the host's session, and records the
+    # push all the same
     with caplog.at_level(logging.ERROR, logger="flowpilot_analytics"):
         assert psa.push_note(sess, "x")["id"] == "1000"
     db.session.rollback()
@@ -135,7 +149,10 @@ def test_host_flush_error_then_push_still_returns(psa: FakePsaService, caplog: p
     ("args", "kwargs"),
     [
         ((types.SimpleNamespace(id=1, psa_ticket_id="T"), 10), {}),  # no account_id
-        ((types.SimpleNamespace(id=1, account_id=1, psa_ticket_id="T"), "lots"), {}),  # minutes not a number
+        (
+            (types.SimpleNamespace(id=1, account_id=1, psa_ticket_id="T"), "lots"),
+            {},
+        ),  # minutes not a number
         ((), {}),  # no session at all
     ],
 )
@@ -148,9 +165,43 @@ def test_unreadable_arguments_are_logged_not_raised(
 
     with caplog.at_level(logging.ERROR, logger="flowpilot_analytics"):
         assert push(*args, **kwargs) == {"id": "E-1"}
-    assert [r for r in caplog.records if "could not read a time_entry_posted activity" in r.getMessage()]
+    assert [
+        r for r in caplog.records if "could not read a time_entry_posted activity" in r.getMessage()
+    ]
     f.commit()
     assert committed_rows() == []
+
+
+def test_a_push_the_hook_cannot_read_logs_no_note_text_or_psa_answer(
+    analytics: FlowpilotAnalytics, caplog: pytest.LogCaptureFixture
+) -> None:
+    @analytics.psa_activity("note_posted", extract=lambda args, kwargs, result: {"session_id": 1})
+    def push_note(session: t.Any, text: str) -> dict[str, str]:
+        return {"id": "N-1", "access_token": "tok-SECRET-123"}
+
+    with caplog.at_level(logging.DEBUG):
+        assert push_note(types.SimpleNamespace(id=1), "Customer password is hunter2")["id"] == "N-1"
+    text = caplog.text + "".join(r.exc_text or "" for r in caplog.records)
+    assert "could not read a note_posted activity" in text
+    assert "hunter2" not in text and "tok-SECRET-123" not in text
+
+
+@pytest.mark.parametrize("minutes", [math.nan, math.inf, -5])
+def test_non_finite_or_negative_minutes_are_refused_not_stored(
+    client: t.Any, psa: FakePsaService, minutes: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    sess = f.session(1, f.at(days=1), ticket="T")
+    f.commit()
+    with caplog.at_level(logging.ERROR, logger="flowpilot_analytics"):
+        result = psa.push_time_entry(sess, minutes)
+    assert result.minutes is minutes  # the push's own result is untouched
+    f.commit()
+    assert any(
+        "could not read" in r.getMessage() and "finite number" in r.getMessage()
+        for r in caplog.records
+    )
+    body = client.get(PSA, headers=as_user(1, "admin"))
+    assert body.status_code == 200 and body.get_json()["time_entries"]["count"] == 0
 
 
 def test_wrapping_twice_records_once(analytics: FlowpilotAnalytics, psa: FakePsaService) -> None:
@@ -161,7 +212,30 @@ def test_wrapping_twice_records_once(analytics: FlowpilotAnalytics, psa: FakePsa
     assert len(committed_rows()) == 1
 
 
-def test_retry_with_same_external_id_is_recorded_once_per_account_and_type(psa: FakePsaService) -> None:
+def test_a_service_wrapped_by_two_extension_objects_records_in_each_app(
+    database_uri: str, make_app: t.Any
+) -> None:
+    first = make_app(host.create_app(database_uri, analytics=FlowpilotAnalytics()))
+    second = make_app(host.create_app(database_uri, analytics=FlowpilotAnalytics()))
+    with first.app_context():
+        db.create_all()
+    service = FakePsaService()
+    first.extensions["test_analytics"].wrap_psa_service(service)
+    second.extensions["test_analytics"].wrap_psa_service(service)
+    sess = types.SimpleNamespace(id=1, account_id=1, psa_ticket_id="T")
+    with second.app_context():
+        service.push_note(sess, "recorded by the second app")
+        table = db.metadata.tables["psa_activity_logs"]
+        with db.engine.connect() as conn:
+            assert conn.scalar(sa.select(sa.func.count()).select_from(table)) == 1
+        db.session.remove()
+    with first.app_context():
+        db.drop_all(bind_key=None)
+
+
+def test_retry_with_same_external_id_is_recorded_once_per_account_and_type(
+    psa: FakePsaService,
+) -> None:
     sess = ticket_session()
     other = ticket_session(account=2)
     psa.fixed_id = "N-7"
@@ -192,7 +266,9 @@ def test_module_service_and_configured_method_names(analytics: FlowpilotAnalytic
     module = types.ModuleType("psa_documentation_service")
     module.post_doc = lambda session, text, **kw: {"id": "D1"}  # type: ignore[attr-defined]
     module.log_time = lambda session, minutes, **kw: {"id": "T1"}  # type: ignore[attr-defined]
-    analytics.wrap_psa_service(module, methods={"note_posted": "post_doc", "time_entry_posted": "log_time"})
+    analytics.wrap_psa_service(
+        module, methods={"note_posted": "post_doc", "time_entry_posted": "log_time"}
+    )
     sess = ticket_session()
     assert module.post_doc(sess, "x") == {"id": "D1"}
     assert module.log_time(sess, 12) == {"id": "T1"}
@@ -223,7 +299,9 @@ def test_decorator_with_custom_extract(analytics: FlowpilotAnalytics) -> None:
 
     assert log_time(tenant=3, hours=1.5) == {"ref": "X-1", "mins": 90.0}
     f.commit()
-    assert [(r["account_id"], r["minutes"], r["external_id"]) for r in committed_rows()] == [(3, 90.0, "X-1")]
+    assert [(r["account_id"], r["minutes"], r["external_id"]) for r in committed_rows()] == [
+        (3, 90.0, "X-1")
+    ]
 
 
 def test_signal_is_sent_once_per_recorded_row(app: t.Any, psa: FakePsaService) -> None:
@@ -241,7 +319,11 @@ def test_signal_is_sent_once_per_recorded_row(app: t.Any, psa: FakePsaService) -
     assert len(received) == 1
     sender, activity = received[0]
     assert sender is app
-    assert (activity["activity_type"], activity["external_id"], activity["account_id"]) == ("note_posted", "S-1", 1)
+    assert (activity["activity_type"], activity["external_id"], activity["account_id"]) == (
+        "note_posted",
+        "S-1",
+        1,
+    )
 
 
 def test_the_signal_follows_the_row_even_when_the_host_rolls_back(psa: FakePsaService) -> None:
@@ -274,11 +356,15 @@ def test_failing_signal_receiver_does_not_break_the_push(psa: FakePsaService) ->
     assert len(committed_rows()) == 1
 
 
-def test_outside_an_app_context_the_push_goes_through(psa: FakePsaService, caplog: pytest.LogCaptureFixture) -> None:
+def test_outside_an_app_context_the_push_goes_through(
+    psa: FakePsaService, caplog: pytest.LogCaptureFixture
+) -> None:
     sess = types.SimpleNamespace(id=1, account_id=1, psa_ticket_id="T")
     results: list[t.Any] = []
     with caplog.at_level(logging.WARNING, logger="flowpilot_analytics"):
-        worker = threading.Thread(target=lambda: results.append(psa.push_note(sess, "from a worker")))
+        worker = threading.Thread(
+            target=lambda: results.append(psa.push_note(sess, "from a worker"))
+        )
         worker.start()
         worker.join()
     assert results == [{"id": "1000", "text": "from a worker"}]
@@ -294,10 +380,16 @@ def test_row_survives_the_hosts_rollback_and_leaves_its_session_alone(psa: FakeP
     db.session.add(pending)
     db.session.flush()
     psa.push_note(sess, "x")
-    assert pending in db.session and db.session().in_transaction()  # the host's unit of work is as it was
+    assert (
+        pending in db.session and db.session().in_transaction()
+    )  # the host's unit of work is as it was
     db.session.rollback()
-    assert [r["external_id"] for r in committed_rows()] == ["1000"]  # recorded, whatever the host did
-    assert db.session.scalar(sa.select(sa.func.count()).select_from(AISession)) == 1  # host's rollback held
+    assert [r["external_id"] for r in committed_rows()] == [
+        "1000"
+    ]  # recorded, whatever the host did
+    assert (
+        db.session.scalar(sa.select(sa.func.count()).select_from(AISession)) == 1
+    )  # host's rollback held
 
 
 def test_row_commits_with_the_hosts_transaction(psa: FakePsaService) -> None:
@@ -317,20 +409,85 @@ def test_without_a_host_transaction_the_row_commits_at_once(psa: FakePsaService)
     assert not db.session().in_transaction()
 
 
+@pytest.fixture
+def served(make_app: t.Any) -> t.Iterator[Flask]:
+    """A host app whose requests each run in their own app context, as under a real server."""
+    app = make_app()
+    with app.app_context():
+        db.create_all(bind_key=None)
+    yield app
+    with app.app_context():
+        db.drop_all(bind_key=None)
+
+
+@pytest.mark.parametrize("then", ["nothing", "rollback", "commit"])
+def test_a_push_from_a_host_route_is_recorded_however_its_transaction_ends(
+    served: Flask, then: str
+) -> None:
+    with served.app_context():
+        sess = f.session(1, f.at(days=1), ticket="T-7")
+        f.commit()
+        session_id = sess.id
+    response = served.test_client().post(f"/host/sessions/{session_id}/push?then={then}&minutes=20")
+    assert response.get_json() == {
+        "note": "1000",
+        "time_entry": "1001",
+    }  # the push's answers, untouched
+    with served.app_context():
+        recorded = committed_rows()
+    assert [(r["activity_type"], r["external_id"], r["minutes"]) for r in recorded] == [
+        ("note_posted", "1000", None),
+        ("time_entry_posted", "1001", 20.0),
+    ]
+    assert all(len(r["idempotency_key"]) == 36 for r in recorded)
+    assert registration(served).dead_letters.pending() == []  # rows, not dead letters
+
+
+def test_recording_leaves_the_hosts_pending_objects_and_transaction_alone(app: Flask) -> None:
+    psa = app.extensions["test_psa"]
+    sess = f.session(1, f.at(days=1), ticket="T")
+    f.commit()
+    draft = AISession(account_id=1, created_at=f.at(), title="unflushed host work")
+    db.session.add(draft)
+    psa.push_note(sess, "x")
+    assert draft in db.session.new  # not flushed by the hook
+    db.session.rollback()
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(AISession)) == 1
+    assert len(committed_rows()) == 1
+
+
+def test_reading_an_expired_orm_session_never_begins_the_hosts_transaction(app: Flask) -> None:
+    psa = app.extensions["test_psa"]
+    sess = f.session(2, f.at(days=1), ticket="T-9")
+    f.commit()
+    assert not db.session().in_transaction()
+    psa.push_time_entry(sess, 12)
+    assert not db.session().in_transaction()
+    with db.session.begin():  # the host's own explicit transaction still starts
+        pass
+    assert [(r["account_id"], r["psa_ticket_id"], r["minutes"]) for r in committed_rows()] == [
+        (2, "T-9", 12.0)
+    ]
+
+
 def test_hook_rows_reach_the_psa_metrics(client: t.Any, psa: FakePsaService) -> None:
     sess = ticket_session()
     psa.push_note(sess, "doc")
     psa.push_time_entry(sess, 45)
     f.commit()
     body = client.get(
-        "/api/v1/analytics/flowpilot/psa-metrics", headers={"X-Account": "1", "X-Role": "team_admin"}
+        "/api/v1/analytics/flowpilot/psa-metrics",
+        headers={"X-Account": "1", "X-Role": "team_admin"},
     ).get_json()
     assert body["funnel"]["time_entry_logged"] == 1
     assert body["time_entries"] == {"count": 1, "total_minutes": 45.0, "total_hours": 0.75}
 
 
-def test_legacy_sqlite_transactions_record_too(database_uri: str, backend: str, make_app: t.Any) -> None:
-    """A host that never applied ``sqlite_transactional`` still gets its rows, on commit and on rollback."""
+def test_legacy_sqlite_transactions_record_too(
+    database_uri: str, backend: str, make_app: t.Any
+) -> None:
+    """A host that never applied ``sqlite_transactional`` still gets its rows, on commit and on
+    rollback."""
     if backend != "sqlite":
         pytest.skip("a pysqlite matter")
     from flask import Flask
@@ -350,7 +507,9 @@ def test_legacy_sqlite_transactions_record_too(database_uri: str, backend: str, 
         db.session.remove()
 
 
-def test_a_coroutine_service_is_recorded_after_a_successful_await(analytics: FlowpilotAnalytics) -> None:
+def test_a_coroutine_service_is_recorded_after_a_successful_await(
+    analytics: FlowpilotAnalytics,
+) -> None:
     import asyncio
 
     class AsyncPsa:
@@ -385,9 +544,18 @@ def test_a_coroutine_service_is_recorded_after_a_successful_await(analytics: Flo
 @pytest.mark.parametrize(
     ("args", "field"),
     [
-        ((types.SimpleNamespace(id=1, account_id=1, psa_ticket_id="T"), 1e10), "minutes is too large"),
-        ((types.SimpleNamespace(id=1, account_id=1, psa_ticket_id="T" * 300), 5), "psa_ticket_id is longer"),
-        ((types.SimpleNamespace(id=1, account_id=1, psa_ticket_id="T"), "secret fifteen"), "minutes must be a number"),
+        (
+            (types.SimpleNamespace(id=1, account_id=1, psa_ticket_id="T"), 1e10),
+            "minutes is too large",
+        ),
+        (
+            (types.SimpleNamespace(id=1, account_id=1, psa_ticket_id="T" * 300), 5),
+            "psa_ticket_id is longer",
+        ),
+        (
+            (types.SimpleNamespace(id=1, account_id=1, psa_ticket_id="T"), "secret fifteen"),
+            "minutes must be a number",
+        ),
     ],
 )
 def test_values_no_column_could_hold_are_refused_at_push_time_naming_the_field(
@@ -398,13 +566,15 @@ def test_values_no_column_could_hold_are_refused_at_push_time_naming_the_field(
         db.session.rollback()
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert field in text and "secret" not in text and "T" * 300 not in text
-    assert app.extensions["flowpilot_analytics"].dead_letters.pending() == []  # never a poison dead letter
+    assert registration(app).dead_letters.pending() == []  # never a poison dead letter
     f.commit()
     assert committed_rows() == []
 
 
-def test_every_activity_is_journaled_before_its_write_and_settled_after(app: t.Any, psa: FakePsaService) -> None:
-    store = app.extensions["flowpilot_analytics"].dead_letters
+def test_every_activity_is_journaled_before_its_write_and_settled_after(
+    app: t.Any, psa: FakePsaService
+) -> None:
+    store = registration(app).dead_letters
     seen: list[list[str]] = []
 
     def during_insert(conn: t.Any, cursor: t.Any, statement: str, *args: t.Any) -> None:
@@ -421,3 +591,50 @@ def test_every_activity_is_journaled_before_its_write_and_settled_after(app: t.A
     assert seen == [["1000"]]  # a kill during the write leaves a dead letter
     assert store.pending() == []  # settled once written
     assert [r["external_id"] for r in committed_rows()] == ["1000"]
+
+
+def test_a_sqlite_push_inside_a_host_transaction_is_journaled_until_it_lands(
+    app: Flask, dialect: str
+) -> None:
+    if dialect != "sqlite":
+        pytest.skip("the journal serves SQLite's one-writer wait")
+    psa = app.extensions["test_psa"]
+    sess = f.session(1, f.at(days=1), ticket="T")
+    f.commit()
+    db.session.execute(
+        sa.text("SELECT 1")
+    )  # the host has read: the write waits for its transaction
+    psa.push_note(sess, "x")
+    assert [e["external_id"] for e in registration(app).dead_letters.pending()] == [
+        "1000"
+    ]  # a crash now keeps it
+    assert committed_rows() == []
+    db.session.rollback()
+    assert [r["external_id"] for r in committed_rows()] == ["1000"]
+    assert registration(app).dead_letters.pending() == []  # settled
+    assert "written 0, already present 0, still failing 0" in replay(app).output
+
+
+def test_an_expired_object_is_journaled_before_it_is_read_and_completed_after(
+    app: t.Any, psa: FakePsaService
+) -> None:
+    store = registration(app).dead_letters
+    seen: list[list[tuple[t.Any, t.Any]]] = []
+
+    def during_read(conn: t.Any, cursor: t.Any, statement: str, *args: t.Any) -> None:
+        if "FROM ai_sessions" in statement:
+            seen.append([(e["session_id"], e["psa_ticket_id"]) for e in store.pending()])
+
+    sess = ticket_session()
+    session_id = sess.id
+    db.session.commit()  # expires it: the hook must read its columns
+    sa.event.listen(db.engine, "before_cursor_execute", during_read)
+    try:
+        psa.push_note(sess, "read after a commit")
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", during_read)
+    assert seen == [[(session_id, None)]]  # a kill during the read leaves a dead letter with its id
+    assert store.pending() == []
+    assert [(r["session_id"], r["psa_ticket_id"]) for r in committed_rows()] == [
+        (session_id, "T-1")
+    ]

@@ -1,6 +1,6 @@
-"""Alembic through Flask-Migrate on a host no one here wrote: autogenerate picks up the plugin's table and the
-generated migration runs as generated (only ``op`` and ``sa``), up, down and up again, and ``flask db check``
-finds nothing left to migrate, on SQLite and PostgreSQL."""
+"""Alembic through Flask-Migrate on a host no one here wrote: autogenerate picks up the plugin's
+table and the generated migration runs as generated (only ``op`` and ``sa``), up, down and up again,
+and ``flask db check`` finds nothing left to migrate, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import typing as t
 import pytest
 
 HOST = '''
-"""A throwaway host: Flask-SQLAlchemy models for FlowPilot's tables, Flask-Migrate, and the plugin."""
+"""A throwaway host: Flask-SQLAlchemy models for FlowPilot's tables, Flask-Migrate, and the \
+plugin."""
 import os
 
 from flask import Flask
@@ -63,9 +64,19 @@ def create_app():
 
 
 def flask(folder: str, uri: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FLASK_APP": "hostapp:create_app", "HOST_DATABASE_URI": uri, "PYTHONPATH": folder}
+    env = {
+        **os.environ,
+        "FLASK_APP": "hostapp:create_app",
+        "HOST_DATABASE_URI": uri,
+        "PYTHONPATH": folder,
+    }
     return subprocess.run(
-        [sys.executable, "-m", "flask", *args], cwd=folder, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "flask", *args],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -77,13 +88,17 @@ def test_autogenerate_upgrade_downgrade_and_check(
     with open(os.path.join(folder, "hostapp.py"), "w", encoding="utf-8") as handle:
         handle.write(textwrap.dedent(HOST))
     uri = database_uri
-    if backend == "postgresql":  # a database of its own: autogenerate compares against everything in it
+    if (
+        backend == "postgresql"
+    ):  # a database of its own: autogenerate compares against everything in it
         import uuid
 
         import sqlalchemy as sa
 
         name = f"fpa_migrate_{uuid.uuid4().hex[:8]}"
-        admin = sa.create_engine(database_uri.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
+        admin = sa.create_engine(
+            database_uri.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT"
+        )
         with admin.connect() as conn:
             conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
 
@@ -107,10 +122,14 @@ def test_autogenerate_upgrade_downgrade_and_check(
         assert done.returncode == 0, f"flask {' '.join(step)}:\n{done.stdout}\n{done.stderr}"
         if step[:2] == ("db", "migrate"):
             versions = os.path.join(folder, "migrations", "versions")
-            (script,) = [os.path.join(versions, n) for n in os.listdir(versions) if n.endswith(".py")]
+            (script,) = [
+                os.path.join(versions, n) for n in os.listdir(versions) if n.endswith(".py")
+            ]
             with open(script, encoding="utf-8") as handle:
                 source = handle.read()
             assert "op.create_table('psa_activity_logs'" in source
             assert "idempotency_key" in source and "uq_psa_activity_logs_idempotency_key" in source
-            assert "flowpilot_analytics" not in source  # nothing but op and sa: it runs as generated
+            assert (
+                "flowpilot_analytics" not in source
+            )  # nothing but op and sa: it runs as generated
     assert "No new upgrade operations detected" in done.stdout + done.stderr

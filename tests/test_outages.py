@@ -9,6 +9,9 @@ import select
 import socket
 import subprocess
 import sys
+import threading
+import time
+import types
 import typing as t
 import urllib.error
 import urllib.request
@@ -16,9 +19,23 @@ import uuid
 
 import pytest
 import redis
+import sqlalchemy as sa
+from flask import Flask
 
+from flowpilot_analytics import activity_recorded, registration
+
+from . import factories as f
 from . import host
-from .helpers import ESCALATIONS, PSA, as_user, unavailable
+from .helpers import (
+    DEFAULT_TIMEOUT,
+    ESCALATIONS,
+    HOOK_BOUND_SECONDS,
+    PSA,
+    activity_rows,
+    as_user,
+    replay,
+    unavailable,
+)
 from .host import db
 
 
@@ -28,8 +45,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_line(process: subprocess.Popen[bytes], needle: str, count: int = 1, timeout: float = 30) -> None:
-    """Read the process's output until ``needle`` has appeared ``count`` times (event-driven, bounded).
+def wait_for_line(
+    process: subprocess.Popen[bytes], needle: str, count: int = 1, timeout: float = 30
+) -> None:
+    """Read the process's output until ``needle`` has appeared ``count`` times (event-driven,
+    bounded).
 
     Reads the pipe's file descriptor directly: a buffered reader could hold lines that ``select`` no
     longer sees.
@@ -41,7 +61,9 @@ def wait_for_line(process: subprocess.Popen[bytes], needle: str, count: int = 1,
         ready, _, _ = select.select([fd], [], [], timeout)
         chunk = os.read(fd, 65536) if ready else b""
         if not chunk:
-            raise AssertionError(f"{needle!r} not seen ({seen}/{count}); output: {b''.join(lines[-20:])!r}")
+            raise AssertionError(
+                f"{needle!r} not seen ({seen}/{count}); output: {b''.join(lines[-20:])!r}"
+            )
         pending += chunk
         *complete, pending = pending.split(b"\n")
         lines += complete
@@ -73,7 +95,17 @@ class RedisServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
@@ -109,7 +141,9 @@ def redis_server() -> t.Iterator[RedisServer]:
         }
     ],
 )
-def test_unreachable_redis_limits_per_process(client: t.Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_unreachable_redis_limits_per_process(
+    client: t.Any, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.WARNING, logger="flowpilot_analytics"):
         codes = [client.get(PSA, headers=as_user(1, "admin")).status_code for _ in range(16)]
     assert codes == [200] * 15 + [429]
@@ -118,11 +152,13 @@ def test_unreachable_redis_limits_per_process(client: t.Any, caplog: pytest.LogC
     assert any("cache unavailable" in m for m in messages)
 
 
-def test_redis_stopped_then_back(make_app: t.Any, redis_server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+def test_redis_stopped_then_back(
+    make_app: t.Any, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
     app = make_app(FLOWPILOT_ANALYTICS_RATELIMIT_STORAGE_URI=redis_server.url)
     with app.app_context():
         db.create_all()
-    app.extensions["flowpilot_analytics"].limits.backoff.interval = 0  # try Redis on every call
+    registration(app).limits.backoff.interval = 0  # try Redis on every call
     client = app.test_client()
     key_pattern = "*LIMITER/flowpilot_analytics/*"
     assert [client.get(PSA, headers=as_user(1, "admin")).status_code for _ in range(3)] == [200] * 3
@@ -170,7 +206,9 @@ def test_unreachable_database_is_503(dialect: str, make_app: t.Any, tmp_path: t.
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
-def test_real_workers_share_one_budget(app: t.Any, database_uri: str, redis_url: str, tmp_path: t.Any) -> None:
+def test_real_workers_share_one_budget(
+    app: t.Any, database_uri: str, redis_url: str, tmp_path: t.Any
+) -> None:
     """Three gunicorn workers on 127.0.0.1, 30 concurrent calls by one user: exactly 15 pass."""
     port = free_port()
     env = {
@@ -203,7 +241,9 @@ def test_real_workers_share_one_budget(app: t.Any, database_uri: str, redis_url:
         wait_for_line(process, "Booting worker", count=3)
 
         def call(_: int) -> int:
-            request = urllib.request.Request(f"http://127.0.0.1:{port}{PSA}", headers=as_user(1, "admin", user))
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}{PSA}", headers=as_user(1, "admin", user)
+            )
             try:
                 with urllib.request.urlopen(request, timeout=30) as response:
                     return int(response.status)
@@ -212,7 +252,9 @@ def test_real_workers_share_one_budget(app: t.Any, database_uri: str, redis_url:
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=10) as pool:
             codes = list(pool.map(call, range(30)))
-        print(f"\n3 workers, 30 concurrent calls: {codes.count(200)} x 200, {codes.count(429)} x 429")
+        print(
+            f"\n3 workers, 30 concurrent calls: {codes.count(200)} x 200, {codes.count(429)} x 429"
+        )
         assert (codes.count(200), codes.count(429)) == (15, 15)
     finally:
         process.terminate()
@@ -220,3 +262,129 @@ def test_real_workers_share_one_budget(app: t.Any, database_uri: str, redis_url:
         if process.stdout is not None:
             process.stdout.close()
         redis_keys(redis_url, f"*LIMITER/flowpilot_analytics/*/{user}/*", delete=True)
+
+
+# -- the hook's deadline: a locked, hung or unreachable database never stalls a push ---------------
+
+
+@pytest.mark.parametrize("app_config", [DEFAULT_TIMEOUT])
+def test_a_locked_activity_table_delays_a_push_by_the_hook_timeout_at_most(
+    app: Flask, dialect: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    psa = app.extensions["test_psa"]
+    db.session.rollback()
+    locker = db.engine.connect()
+    if dialect == "postgresql":
+        locker.exec_driver_sql("BEGIN")
+        locker.exec_driver_sql("LOCK TABLE psa_activity_logs IN ACCESS EXCLUSIVE MODE")
+    else:
+        locker.connection.dbapi_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+    try:
+        with caplog.at_level(logging.ERROR, logger="flowpilot_analytics"):
+            started = time.perf_counter()
+            result = psa.push_note(
+                types.SimpleNamespace(id=9, account_id=1, psa_ticket_id="T"), "x"
+            )
+            elapsed = time.perf_counter() - started
+    finally:
+        if dialect == "postgresql":
+            locker.rollback()
+        else:
+            locker.connection.dbapi_connection.rollback()
+        locker.close()
+    print(
+        f"\npush with {dialect} activity table locked: returned in {elapsed * 1000:.0f} ms "
+        "(timeout 250 ms)"
+    )
+    assert result == {"id": "1000", "text": "x"}
+    assert elapsed < HOOK_BOUND_SECONDS  # the figure is printed above
+    assert any("kept as a dead letter" in r.getMessage() for r in caplog.records)
+    assert [e["external_id"] for e in registration(app).dead_letters.pending()] == ["1000"]
+    # the replay writes it, or finds it written by a write that got the lock just after the deadline
+    assert "still failing 0" in replay(app).output and len(activity_rows()) == 1
+
+
+@pytest.mark.parametrize("app_config", [DEFAULT_TIMEOUT])
+def test_a_hung_database_is_cut_off_at_the_deadline_and_its_late_write_is_not_doubled(
+    app: Flask,
+) -> None:
+    psa = app.extensions["test_psa"]
+    release, committed, signalled = threading.Event(), threading.Event(), threading.Event()
+
+    def hang(conn: t.Any, cursor: t.Any, statement: str, *args: t.Any) -> None:
+        if "INSERT INTO psa_activity_logs" in statement:
+            release.wait(30)
+
+    def done(conn: t.Any) -> None:
+        committed.set()
+
+    def announced(sender: t.Any, activity: t.Any) -> None:
+        signalled.set()
+
+    db.session.rollback()
+    sa.event.listen(db.engine, "before_cursor_execute", hang)
+    sa.event.listen(db.engine, "commit", done)
+    activity_recorded.connect(announced, app)
+    try:
+        started = time.perf_counter()
+        assert (
+            psa.push_note(types.SimpleNamespace(id=9, account_id=1, psa_ticket_id="T"), "x")["id"]
+            == "1000"
+        )
+        elapsed = time.perf_counter() - started
+        assert len(registration(app).dead_letters.pending()) == 1
+        release.set()
+        assert committed.wait(30)  # the late write lands after all
+    finally:
+        release.set()
+        sa.event.remove(db.engine, "before_cursor_execute", hang)
+        sa.event.remove(db.engine, "commit", done)
+    assert signalled.wait(30)  # announced once it landed
+    activity_recorded.disconnect(announced, app)
+    assert elapsed < HOOK_BOUND_SECONDS
+    assert signalled.wait(30)  # announced once it landed
+    assert registration(app).dead_letters.pending() == []  # the late write settled its dead letter
+    assert (
+        "written 0" in replay(app).output and "still failing 0" in replay(app).output
+    )  # not doubled
+    assert len(activity_rows()) == 1
+
+
+@pytest.mark.parametrize("app_config", [DEFAULT_TIMEOUT])
+def test_an_expired_orm_session_and_a_database_outage_lose_nothing_and_leave_the_session_alone(
+    app: Flask,
+) -> None:
+    """ "Commit, then push" with the database gone: the host's expired object is never loaded
+    through its session; the activity is kept with the ids known, and the replay finds its account
+    from the session's row."""
+    psa = app.extensions["test_psa"]
+    sess = f.session(1, f.at(days=1), ticket="T-42")
+    f.commit()  # expires sess: its columns would be loaded on next access
+    session_id = sess.id
+    db.session.commit()
+    db.session.expire(sess)
+    assert not db.session().in_transaction()
+
+    def refuse(*args: t.Any) -> None:
+        raise sa.exc.OperationalError(
+            "SELECT", {}, ConnectionRefusedError("server closed the connection")
+        )
+
+    sa.event.listen(db.engine, "before_cursor_execute", refuse)
+    try:
+        started = time.perf_counter()
+        assert psa.push_note(sess, "Customer password is hunter2")["id"] == "1000"
+        elapsed = time.perf_counter() - started
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", refuse)
+    assert not db.session().in_transaction()  # the hook began nothing on the host's session
+    assert elapsed < HOOK_BOUND_SECONDS
+    kept = registration(app).dead_letters.pending()
+    assert [(k["session_id"], k["account_id"], k["external_id"]) for k in kept] == [
+        (session_id, None, "1000")
+    ]
+    result = replay(app)
+    assert "written 1, already present 0, still failing 0" in result.output, result.output
+    assert [(r["account_id"], r["session_id"], r["psa_ticket_id"]) for r in activity_rows()] == [
+        (1, session_id, "T-42")
+    ]

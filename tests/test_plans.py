@@ -1,4 +1,5 @@
-"""On PostgreSQL, the endpoints' own queries are planned on the indexes (plan shape, never timings)."""
+"""On PostgreSQL, the endpoints' own queries are planned on the indexes (plan shape, never
+timings)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,13 @@ from .host import db
 def captured_queries(client: t.Any, url: str, headers: dict[str, str]) -> list[tuple[str, t.Any]]:
     """The SQL (with parameters) one request runs, as the driver saw it."""
     seen: list[tuple[str, t.Any]] = []
-    client.get(url, headers=headers)  # the first request reflects the host tables; capture the next one
+    client.get(
+        url, headers=headers
+    )  # the first request reflects the host tables; capture the next one
 
-    def capture(conn: t.Any, cursor: t.Any, statement: str, parameters: t.Any, *rest: t.Any) -> None:
+    def capture(
+        conn: t.Any, cursor: t.Any, statement: str, parameters: t.Any, *rest: t.Any
+    ) -> None:
         if statement.lstrip().upper().startswith("SELECT"):
             seen.append((statement, parameters))
 
@@ -69,7 +74,9 @@ def seed() -> None:
 @pytest.mark.usefixtures("postgres_only")
 def test_escalations_probe_the_step_index_per_handoff(client: t.Any) -> None:
     seed()
-    queries = captured_queries(client, "/api/v1/analytics/flowpilot/escalations?period=90d", as_user(1))
+    queries = captured_queries(
+        client, "/api/v1/analytics/flowpilot/escalations?period=90d", as_user(1)
+    )
     assert len(queries) == 1
     nodes = plan_nodes(*queries[0])
     scans = index_scans(nodes)
@@ -82,7 +89,9 @@ def test_escalations_probe_the_step_index_per_handoff(client: t.Any) -> None:
 def test_psa_metrics_use_session_and_activity_indexes(client: t.Any) -> None:
     seed()
     queries = captured_queries(
-        client, "/api/v1/analytics/flowpilot/psa-metrics?period=90d&tz=Europe/Berlin", as_user(1, "admin")
+        client,
+        "/api/v1/analytics/flowpilot/psa-metrics?period=90d&tz=Europe/Berlin",
+        as_user(1, "admin"),
     )
     assert len(queries) == 2
     sessions_plan, activities_plan = (plan_nodes(*q) for q in queries)
@@ -99,10 +108,15 @@ def test_drill_down_pages_are_index_ranges(client: t.Any) -> None:
     first = client.get(
         "/api/v1/analytics/flowpilot/escalations/handoffs?period=90d&limit=5", headers=as_user(1)
     ).get_json()
-    url = f"/api/v1/analytics/flowpilot/escalations/handoffs?period=90d&limit=5&cursor={first['next_cursor']}"
+    url = (
+        "/api/v1/analytics/flowpilot/escalations/handoffs?period=90d&limit=5"
+        f"&cursor={first['next_cursor']}"
+    )
     queries = captured_queries(client, url, as_user(1))
     nodes = plan_nodes(*queries[-1])
     assert {"ix_steps_account_session_created", "ix_handoffs_account_claimed"} <= index_scans(nodes)
     bounded = [n for n in nodes if n.get("Index Name") == "ix_handoffs_account_claimed"]
-    assert any("<=" in n.get("Index Cond", "") for n in bounded)  # the keyset narrows the index scan
+    assert any(
+        "<=" in n.get("Index Cond", "") for n in bounded
+    )  # the keyset narrows the index scan
     assert not [n for n in nodes if n["Node Type"] == "Seq Scan"]

@@ -1,7 +1,9 @@
-"""GET /api/v1/analytics/flowpilot/psa-metrics: totals, funnel, daily trend, zones, roles, rate limit."""
+"""GET /api/v1/analytics/flowpilot/psa-metrics: totals, funnel, daily trend, zones, roles, rate
+limit."""
 
 from __future__ import annotations
 
+import logging
 import random
 import typing as t
 import uuid
@@ -9,6 +11,7 @@ from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
+import sqlalchemy as sa
 from flask import Flask
 from flask_limiter import Limiter
 
@@ -23,7 +26,9 @@ URL = PSA
 UTC = timezone.utc
 
 
-def get(client: t.Any, account: int = 1, role: str = "team_admin", query: str = "", user: int = 1) -> t.Any:
+def get(
+    client: t.Any, account: int = 1, role: str = "team_admin", query: str = "", user: int = 1
+) -> t.Any:
     return client.get(URL + query, headers=as_user(account, role, user))
 
 
@@ -40,7 +45,9 @@ def build_funnel_fixture() -> None:
     old = f.session(1, f.at(days=45), ticket="T-0")  # outside 30d
     f.activity(1, full.id, "note_posted", f.at(days=2))
     f.activity(1, full.id, "time_entry_posted", f.at(days=1), minutes=30)
-    f.activity(1, full.id, "time_entry_posted", f.at(days=40), minutes=999)  # outside the window: funnel only
+    f.activity(
+        1, full.id, "time_entry_posted", f.at(days=40), minutes=999
+    )  # outside the window: funnel only
     f.activity(1, noted.id, "note_posted", f.at(days=3))
     f.activity(1, unlinked.id, "note_posted", f.at(days=5))
     f.activity(1, unlinked.id, "time_entry_posted", f.at(days=5), minutes=45)
@@ -70,7 +77,9 @@ def test_hand_computed_fixture(client: t.Any) -> None:
         "time_entry_logged_rate": 0.5,
     }
     trend = body["daily_trend"]
-    assert [row["date"] for row in trend] == [(date(2026, 10, 16) + timedelta(days=i)).isoformat() for i in range(31)]
+    assert [row["date"] for row in trend] == [
+        (date(2026, 10, 16) + timedelta(days=i)).isoformat() for i in range(31)
+    ]
     by_day = {row["date"]: row for row in trend}
     assert by_day["2026-11-13"] == {
         "date": "2026-11-13",
@@ -104,7 +113,10 @@ def test_empty_account_has_null_rates_and_a_zero_filled_trend(client: t.Any) -> 
     }
     assert body["time_entries"] == {"count": 0, "total_minutes": 0.0, "total_hours": 0.0}
     assert len(body["daily_trend"]) == 8
-    assert all(row["sessions"] == row["notes_posted"] == row["time_entries"] == 0 for row in body["daily_trend"])
+    assert all(
+        row["sessions"] == row["notes_posted"] == row["time_entries"] == 0
+        for row in body["daily_trend"]
+    )
 
 
 def test_local_days_in_a_non_utc_zone(client: t.Any) -> None:
@@ -115,7 +127,9 @@ def test_local_days_in_a_non_utc_zone(client: t.Any) -> None:
     assert body["timezone"] == "America/New_York"
     trend = {row["date"]: row for row in body["daily_trend"]}
     assert [row["date"] for row in body["daily_trend"]][0] == "2026-11-08"  # 07:00 local on the 8th
-    assert [row["date"] for row in body["daily_trend"]][-1] == "2026-11-15"  # 07:00 local on the 15th
+    assert [row["date"] for row in body["daily_trend"]][
+        -1
+    ] == "2026-11-15"  # 07:00 local on the 15th
     assert trend["2026-11-14"]["sessions"] == 1 and trend["2026-11-15"]["sessions"] == 0
     assert trend["2026-11-15"]["notes_posted"] == 1
 
@@ -138,12 +152,19 @@ def test_days_across_a_dst_change(client: t.Any) -> None:
     assert (dates[0], dates[-1]) == (date(2026, 10, 16), date(2026, 11, 15))
 
 
-@pytest.mark.parametrize("tz", ["Mars/Olympus", "", "utc", "../../etc/passwd", "+02:00", "Europe/Berlin "])
+@pytest.mark.parametrize(
+    "tz", ["Mars/Olympus", "", "utc", "../../etc/passwd", "+02:00", "Europe/Berlin "]
+)
 def test_bad_zone_is_400(client: t.Any, tz: str) -> None:
     response = get(client, query=f"?tz={tz}")
     assert response.status_code == 400
     error = response.get_json()["error"]
     assert error["code"] == "invalid_parameter" and "tz" in error["details"]["fields"]
+
+
+@pytest.mark.parametrize("zone", ["localtime", "Factory", "posixrules"])
+def test_non_iana_zone_names_are_refused(client: t.Any, zone: str) -> None:
+    assert client.get(PSA + f"?tz={zone}", headers=as_user(1, "admin")).status_code == 400
 
 
 @pytest.mark.parametrize("query", ["?period=14d", "?period=", "?period=90"])
@@ -154,7 +175,8 @@ def test_bad_period_is_400(client: t.Any, query: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("role", "status"), [("viewer", 403), ("engineer", 403), ("team_admin", 200), ("admin", 200), ("root", 403)]
+    ("role", "status"),
+    [("viewer", 403), ("engineer", 403), ("team_admin", 200), ("admin", 200), ("root", 403)],
 )
 def test_roles(client: t.Any, role: str, status: int) -> None:
     assert get(client, role=role).status_code == status
@@ -216,7 +238,11 @@ def reference(
             row["minutes"] += a[4] or 0.0
     total = sum(a[4] or 0.0 for a in entries)
     return {
-        "time_entries": {"count": len(entries), "total_minutes": total, "total_hours": round(total / 60, 4)},
+        "time_entries": {
+            "count": len(entries),
+            "total_minutes": total,
+            "total_hours": round(total / 60, 4),
+        },
         "funnel": (len(mine), len(linked), len(doc), len(logged)),
         "daily_trend": list(trend.values()),
     }
@@ -246,14 +272,59 @@ def test_randomized_against_reference(client: t.Any, seed: int) -> None:
                 body = get(client, account=account, query=f"?period={period}&tz={tz}").get_json()
                 expected = reference(sessions, activities, account, days, ZoneInfo(tz))
                 funnel = body["funnel"]
-                got = (funnel["sessions"], funnel["linked"], funnel["doc_pushed"], funnel["time_entry_logged"])
+                got = (
+                    funnel["sessions"],
+                    funnel["linked"],
+                    funnel["doc_pushed"],
+                    funnel["time_entry_logged"],
+                )
                 assert got == expected["funnel"]
                 assert got[0] >= got[1] >= got[2] >= got[3]  # the funnel never grows
                 assert body["time_entries"]["count"] == expected["time_entries"]["count"]
-                assert body["time_entries"]["total_minutes"] == pytest.approx(expected["time_entries"]["total_minutes"])
+                assert body["time_entries"]["total_minutes"] == pytest.approx(
+                    expected["time_entries"]["total_minutes"]
+                )
                 assert len(body["daily_trend"]) == len(expected["daily_trend"])
                 for got_row, want_row in zip(body["daily_trend"], expected["daily_trend"]):
                     assert got_row == {**want_row, "minutes": pytest.approx(want_row["minutes"])}
+
+
+def hours_ago(hours: float) -> float:
+    return hours * 3600
+
+
+def test_stored_non_finite_minutes_are_skipped_and_counted(
+    client: t.Any, dialect: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    sess = f.session(1, f.at(days=1), ticket="T")
+    f.activity(1, sess.id, "time_entry_posted", f.at(hours_ago(2)), minutes=30, external_id="ok")
+    f.commit()
+    table = "psa_activity_logs"
+    bad = (
+        ["'NaN'", "'NaN'"] if dialect == "postgresql" else ["9e999", "-9e999"]
+    )  # numeric(12,2) holds NaN
+    for i, value in enumerate(bad):
+        db.session.execute(
+            sa.text(
+                f"INSERT INTO {table} "
+                "(account_id, session_id, activity_type, external_id, minutes, created_at) "
+                f"VALUES (1, :session, 'time_entry_posted', :ext, {value}, :at)"
+            ),
+            {"session": sess.id, "ext": f"bad-{i}", "at": f.at(hours_ago(1))},
+        )
+    f.commit()
+    with caplog.at_level(logging.WARNING, logger="flowpilot_analytics"):
+        response = client.get(PSA, headers=as_user(1, "admin"))
+    assert response.status_code == 200
+    assert response.get_json()["time_entries"] == {
+        "count": 3,
+        "total_minutes": 30.0,
+        "total_hours": 0.5,
+    }
+    assert any(
+        "2 stored activities whose minutes are not a finite number" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 # -- rate limit -----------------------------------------------------------------------------------
@@ -269,12 +340,19 @@ def test_sixteenth_call_in_a_minute_is_429_per_user(app: Flask, client: t.Any) -
     assert error["code"] == "rate_limited" and error["details"]["limit"] == "15 per 1 minute"
     assert get(client, user=2).status_code == 200  # another user has their own budget
     assert get(client, user=1, account=2).status_code == 200  # user ids are per account
-    assert client.get("/api/v1/analytics/flowpilot/escalations", headers=as_user(1, "admin")).status_code == 200
-    app.extensions["flowpilot_analytics"].extension.reset_rate_limit(1, 1)
+    assert (
+        client.get(
+            "/api/v1/analytics/flowpilot/escalations", headers=as_user(1, "admin")
+        ).status_code
+        == 200
+    )
+    app.extensions["test_analytics"].reset_rate_limit(1, 1)
     assert get(client, user=1).status_code == 200
 
 
-@pytest.mark.parametrize("app_config", [{"FLOWPILOT_ANALYTICS_PSA_METRICS_LIMIT": "2 per hour"}])
+@pytest.mark.parametrize(
+    "app_config", [{"FLOWPILOT_ANALYTICS_LIMITS": {"psa_metrics": "2 per hour"}}]
+)
 def test_limit_is_configurable(client: t.Any) -> None:
     assert [get(client).status_code for _ in range(3)] == [200, 200, 429]
     assert int(get(client).headers["Retry-After"]) > 60
@@ -282,7 +360,13 @@ def test_limit_is_configurable(client: t.Any) -> None:
 
 @pytest.mark.parametrize(
     "app_config",
-    [{"RATELIMIT_DEFAULT": "1 per minute", "RATELIMIT_APPLICATION": "1 per day", "RATELIMIT_STORAGE_URI": "memory://"}],
+    [
+        {
+            "RATELIMIT_DEFAULT": "1 per minute",
+            "RATELIMIT_APPLICATION": "1 per day",
+            "RATELIMIT_STORAGE_URI": "memory://",
+        }
+    ],
 )
 def test_plugin_limiter_never_touches_host_routes_or_settings(app: Flask, client: t.Any) -> None:
     before = {k: v for k, v in app.config.items() if k.startswith("RATELIMIT_")}
@@ -294,7 +378,9 @@ def test_plugin_limiter_never_touches_host_routes_or_settings(app: Flask, client
 
 def test_host_with_its_own_limiter(database_uri: str, make_app: t.Any) -> None:
     app = make_app(Flask("limited_host"))
-    app.config.update(SQLALCHEMY_DATABASE_URI=database_uri, RATELIMIT_STORAGE_URI="memory://", SECRET_KEY="s")
+    app.config.update(
+        SQLALCHEMY_DATABASE_URI=database_uri, RATELIMIT_STORAGE_URI="memory://", SECRET_KEY="s"
+    )
     db.init_app(app)
     limiter = Limiter(key_func=lambda: "host-key", app=app)
 
@@ -303,7 +389,9 @@ def test_host_with_its_own_limiter(database_uri: str, make_app: t.Any) -> None:
     def limited() -> dict[str, bool]:
         return {"ok": True}
 
-    FlowpilotAnalytics(app, db=db, identity_loader=host.load_identity, limiter=limiter, clock=lambda: NOW)
+    FlowpilotAnalytics(
+        app, db=db, identity_loader=host.load_identity, limiter=limiter, clock=lambda: NOW
+    )
     with app.app_context():
         db.create_all()
     client = app.test_client()
@@ -324,7 +412,10 @@ def test_two_app_instances_share_one_budget_on_redis(make_app: t.Any, redis_url:
     user = uuid.uuid4().int % 10**9  # a user no earlier run has spent budget for
     try:
         codes = [
-            (first if i % 2 else second).test_client().get(URL, headers=as_user(1, "admin", user)).status_code
+            (first if i % 2 else second)
+            .test_client()
+            .get(URL, headers=as_user(1, "admin", user))
+            .status_code
             for i in range(15)
         ]
         assert codes == [200] * 15
@@ -332,4 +423,4 @@ def test_two_app_instances_share_one_budget_on_redis(make_app: t.Any, redis_url:
         assert second.test_client().get(URL, headers=as_user(1, "admin", user)).status_code == 429
     finally:
         with first.app_context():
-            first.extensions["flowpilot_analytics"].extension.reset_rate_limit(1, user)
+            first.extensions["test_analytics"].reset_rate_limit(1, user)

@@ -1,4 +1,5 @@
-"""Analytics reads go to ``FLOWPILOT_ANALYTICS_BIND`` (a read replica); the hook writes to the primary."""
+"""Analytics reads go to ``FLOWPILOT_ANALYTICS_BIND`` (a read replica); the hook writes to the
+primary."""
 
 from __future__ import annotations
 
@@ -44,13 +45,16 @@ def test_reads_go_to_the_replica_and_writes_to_the_primary(app: Flask, client: t
                 {"c": claimed},
             )
             conn.execute(
-                sa.text("INSERT INTO ai_session_steps (account_id, session_id, created_at) VALUES (1, 1, :s)"),
+                sa.text(
+                    "INSERT INTO ai_session_steps (account_id, session_id, created_at) "
+                    "VALUES (1, 1, :s)"
+                ),
                 {"s": claimed + timedelta(seconds=77)},
             )
         body = client.get("/api/v1/analytics/flowpilot/escalations", headers=as_user(1)).get_json()
         assert (body["n_handoffs_claimed"], body["median_seconds"]) == (1, 77.0)
 
-        psa = app.extensions["flowpilot_analytics"].extension.wrap_psa_service(FakePsaService())
+        psa = app.extensions["test_analytics"].wrap_psa_service(FakePsaService())
         sess = f.session(1, f.at(days=1), ticket="T")
         psa.push_note(sess, "written to the primary")
         f.commit()

@@ -1,16 +1,21 @@
-"""PostgreSQL row-level security: a role that cannot bypass RLS, policies on every table, FORCE RLS."""
+"""PostgreSQL row-level security: a role that cannot bypass RLS, policies on every table, FORCE
+RLS."""
 
 from __future__ import annotations
 
+import types
 import typing as t
 import uuid
 
 import pytest
 import sqlalchemy as sa
+from flask import Flask
+
+from flowpilot_analytics import registration
 
 from . import factories as f
 from .fake_psa import FakePsaService
-from .helpers import ESCALATIONS, PSA, as_user
+from .helpers import ESCALATIONS, PSA, activity_rows, as_user
 from .host import NOW, AISession, db
 
 SETTING = "app.current_account_id"
@@ -19,7 +24,8 @@ TABLES = ("ai_sessions", "ai_session_steps", "session_handoffs", "psa_activity_l
 
 @pytest.fixture
 def rls_role(app: t.Any, dialect: str, tmp_path: t.Any) -> t.Iterator[str]:
-    """A NOSUPERUSER NOBYPASSRLS login role, not the tables' owner, with tenant policies on every table."""
+    """A NOSUPERUSER NOBYPASSRLS login role, not the tables' owner, with tenant policies on every
+    table."""
     if dialect != "postgresql":
         pytest.skip("row-level security is PostgreSQL's")
     role = f"fpa_tenant_{uuid.uuid4().hex[:8]}"
@@ -49,8 +55,13 @@ def rls_role(app: t.Any, dialect: str, tmp_path: t.Any) -> t.Iterator[str]:
 
 @pytest.fixture
 def tenant_app(rls_role: str, database_uri: str, make_app: t.Any) -> t.Any:
-    """The host app connecting as the restricted role, one pooled connection, the plugin's tenant setting on."""
-    url = sa.engine.make_url(database_uri).set(username=rls_role).render_as_string(hide_password=False)
+    """The host app connecting as the restricted role, one pooled connection, the plugin's tenant
+    setting on."""
+    url = (
+        sa.engine.make_url(database_uri)
+        .set(username=rls_role)
+        .render_as_string(hide_password=False)
+    )
     app = make_app(
         SQLALCHEMY_DATABASE_URI=url,
         FLOWPILOT_ANALYTICS_TENANT_SETTING=SETTING,
@@ -63,12 +74,14 @@ def tenant_app(rls_role: str, database_uri: str, make_app: t.Any) -> t.Any:
             ).one()
             owners = set(
                 conn.execute(
-                    sa.text("SELECT tableowner FROM pg_tables WHERE tablename = ANY(:t)"), {"t": list(TABLES)}
+                    sa.text("SELECT tableowner FROM pg_tables WHERE tablename = ANY(:t)"),
+                    {"t": list(TABLES)},
                 ).scalars()
             )
             forced = set(
                 conn.execute(
-                    sa.text("SELECT relforcerowsecurity FROM pg_class WHERE relname = ANY(:t)"), {"t": list(TABLES)}
+                    sa.text("SELECT relforcerowsecurity FROM pg_class WHERE relname = ANY(:t)"),
+                    {"t": list(TABLES)},
                 ).scalars()
             )
         assert not superuser and not bypass, "the test role can bypass row-level security"
@@ -93,14 +106,20 @@ def test_each_account_sees_only_its_own_numbers_under_rls(tenant_app: t.Any) -> 
     assert (one["n_handoffs_claimed"], one["median_seconds"]) == (3, 100.0)
     assert (two["n_handoffs_claimed"], two["median_seconds"]) == (3, 5000.0)
     psa = client.get(PSA, headers=as_user(2, "admin")).get_json()
-    assert psa["funnel"]["sessions"] == 3 and sum(r["notes_posted"] for r in psa["daily_trend"]) == 3
+    assert (
+        psa["funnel"]["sessions"] == 3 and sum(r["notes_posted"] for r in psa["daily_trend"]) == 3
+    )
 
 
 def test_without_the_tenant_setting_the_policies_hide_everything(
     rls_role: str, database_uri: str, make_app: t.Any
 ) -> None:
     seed_two_accounts()
-    url = sa.engine.make_url(database_uri).set(username=rls_role).render_as_string(hide_password=False)
+    url = (
+        sa.engine.make_url(database_uri)
+        .set(username=rls_role)
+        .render_as_string(hide_password=False)
+    )
     plain = make_app(SQLALCHEMY_DATABASE_URI=url)
     body = plain.test_client().get(ESCALATIONS, headers=as_user(1)).get_json()
     assert body["n_handoffs_claimed"] == 0  # the policies are really in force for this role
@@ -109,7 +128,10 @@ def test_without_the_tenant_setting_the_policies_hide_everything(
 def test_explicit_account_filters_isolate_with_rls_off(client: t.Any, dialect: str) -> None:
     seed_two_accounts()
     assert client.get(ESCALATIONS, headers=as_user(1)).get_json()["median_seconds"] == 100.0
-    assert client.get(ESCALATIONS + "?account_id=2", headers=as_user(1)).get_json()["median_seconds"] == 100.0
+    assert (
+        client.get(ESCALATIONS + "?account_id=2", headers=as_user(1)).get_json()["median_seconds"]
+        == 100.0
+    )
     assert client.get(ESCALATIONS, headers=as_user(2)).get_json()["median_seconds"] == 5000.0
 
 
@@ -117,7 +139,10 @@ def test_a_pooled_connection_never_carries_the_previous_tenant(tenant_app: t.Any
     seed_two_accounts()
     client = tenant_app.test_client()
     assert client.get(ESCALATIONS, headers=as_user(1)).status_code == 200
-    with tenant_app.app_context(), db.engine.connect() as conn:  # the pool's only connection, just used for 1
+    with (
+        tenant_app.app_context(),
+        db.engine.connect() as conn,
+    ):  # the pool's only connection, just used for 1
         leftover = conn.execute(sa.text(f"SELECT current_setting('{SETTING}', true)")).scalar()
         visible = conn.execute(sa.text("SELECT count(*) FROM session_handoffs")).scalar()
     assert leftover in (None, "")
@@ -127,10 +152,10 @@ def test_a_pooled_connection_never_carries_the_previous_tenant(tenant_app: t.Any
 
 def test_the_hook_writes_and_replays_under_rls(tenant_app: t.Any) -> None:
     with tenant_app.app_context():
-        service = tenant_app.extensions["flowpilot_analytics"].extension.wrap_psa_service(FakePsaService())
+        service = tenant_app.extensions["test_analytics"].wrap_psa_service(FakePsaService())
         sess = type("S", (), {"id": 9, "account_id": 2, "psa_ticket_id": "T"})()
         service.push_note(sess, "under RLS")
-        state = tenant_app.extensions["flowpilot_analytics"]
+        state = registration(tenant_app)
         state.dead_letters.append(
             {
                 "account_id": 1,
@@ -143,10 +168,16 @@ def test_the_hook_writes_and_replays_under_rls(tenant_app: t.Any) -> None:
             }
         )
         # inside this app's context, so the command runs as the restricted role
-        result = tenant_app.test_cli_runner().invoke(args=["flowpilot-analytics", "replay-activities"])
+        result = tenant_app.test_cli_runner().invoke(
+            args=["flowpilot-analytics", "replay-activities"]
+        )
     assert "written 1" in result.output, result.output
-    with db.engine.connect() as conn:  # as the owner: both rows are there, each under its own account
-        got = conn.execute(sa.text("SELECT account_id, external_id FROM psa_activity_logs ORDER BY account_id"))
+    with (
+        db.engine.connect() as conn
+    ):  # as the owner: both rows are there, each under its own account
+        got = conn.execute(
+            sa.text("SELECT account_id, external_id FROM psa_activity_logs ORDER BY account_id")
+        )
         assert [tuple(r) for r in got] == [(1, "R-1"), (2, "1000")]
 
 
@@ -155,14 +186,21 @@ def test_drill_down_and_csv_under_rls(tenant_app: t.Any) -> None:
     client = tenant_app.test_client()
     page = client.get(ESCALATIONS + "/handoffs?limit=2", headers=as_user(2)).get_json()
     assert len(page["items"]) == 2 and page["next_cursor"]
-    rest = client.get(ESCALATIONS + f"/handoffs?limit=2&cursor={page['next_cursor']}", headers=as_user(2)).get_json()
+    rest = client.get(
+        ESCALATIONS + f"/handoffs?limit=2&cursor={page['next_cursor']}", headers=as_user(2)
+    ).get_json()
     assert [i["seconds"] for i in page["items"] + rest["items"]] == [5000.0] * 3
-    lines = client.get(ESCALATIONS + "/handoffs?format=csv", headers=as_user(1)).get_data(as_text=True).splitlines()
+    lines = (
+        client.get(ESCALATIONS + "/handoffs?format=csv", headers=as_user(1))
+        .get_data(as_text=True)
+        .splitlines()
+    )
     assert len(lines) == 4 and all(line.endswith(",100.0,1") for line in lines[1:])
 
 
 class CommittingPsa(FakePsaService):
-    """A PSA service that commits the host's session before it returns, so the pushed object comes back expired."""
+    """A PSA service that commits the host's session before it returns, so the pushed object comes
+    back expired."""
 
     def push_note(self, session: t.Any, text: str, **kw: t.Any) -> dict[str, t.Any]:
         db.session.commit()
@@ -178,11 +216,13 @@ def _scoped_to_tenant(account: int) -> t.Callable[..., None]:
     return after_begin
 
 
-def test_committed_orm_sessions_are_recorded_under_the_tenant_known_at_push_time(tenant_app: t.Any) -> None:
+def test_committed_orm_sessions_are_recorded_under_the_tenant_known_at_push_time(
+    tenant_app: t.Any,
+) -> None:
     sid = f.session(2, f.at(days=1), ticket="T-2").id
     f.commit()
-    state = tenant_app.extensions["flowpilot_analytics"]
-    service = state.extension.wrap_psa_service(CommittingPsa())
+    state = registration(tenant_app)
+    service = tenant_app.extensions["test_analytics"].wrap_psa_service(CommittingPsa())
     # in a request: the caller's identity gives the tenant; the expired columns are read under it
     with tenant_app.test_request_context(headers=as_user(2)):
         hook = _scoped_to_tenant(2)
@@ -202,26 +242,42 @@ def test_committed_orm_sessions_are_recorded_under_the_tenant_known_at_push_time
         db.session.rollback()
         sa.event.remove(db.session(), "after_begin", hook)
         db.session.remove()
-        # the host holds the pool's only connection: the hook cannot read, and keeps it under that tenant
-        assert [(e["account_id"], e["session_id"]) for e in state.dead_letters.pending()] == [(2, sid)]
+        # the host holds the pool's only connection: the hook cannot read, and keeps it under that
+        # tenant
+        assert [(e["account_id"], e["session_id"]) for e in state.dead_letters.pending()] == [
+            (2, sid)
+        ]
         assert (
-            "written 1" in tenant_app.test_cli_runner().invoke(args=["flowpilot-analytics", "replay-activities"]).output
+            "written 1"
+            in tenant_app.test_cli_runner()
+            .invoke(args=["flowpilot-analytics", "replay-activities"])
+            .output
         )
     with db.engine.connect() as conn:  # as the owner
-        got = conn.execute(sa.text("SELECT account_id, session_id, psa_ticket_id FROM psa_activity_logs")).all()
+        got = conn.execute(
+            sa.text("SELECT account_id, session_id, psa_ticket_id FROM psa_activity_logs")
+        ).all()
     assert len(got) == 21 and {(a, s) for a, s, _ in got} == {(2, sid)}
     assert sum(ticket == "T-2" for _, _, ticket in got) == 20
 
 
-def test_a_database_failure_at_push_time_keeps_the_account_for_the_replay(tenant_app: t.Any) -> None:
+def test_a_database_failure_at_push_time_keeps_the_account_for_the_replay(
+    tenant_app: t.Any,
+) -> None:
     sid = f.session(2, f.at(days=1), ticket="T-2").id
     f.commit()
-    state = tenant_app.extensions["flowpilot_analytics"]
-    service = state.extension.wrap_psa_service(CommittingPsa())
+    state = registration(tenant_app)
+    service = tenant_app.extensions["test_analytics"].wrap_psa_service(CommittingPsa())
 
     def fail(conn: t.Any, cursor: t.Any, statement: str, *args: t.Any) -> None:
-        if "psa_activity_logs" in statement or "FROM ai_sessions" in statement and "set_config" not in statement:
-            raise sa.exc.OperationalError(statement, {}, Exception("the server closed the connection"))
+        if (
+            "psa_activity_logs" in statement
+            or "FROM ai_sessions" in statement
+            and "set_config" not in statement
+        ):
+            raise sa.exc.OperationalError(
+                statement, {}, Exception("the server closed the connection")
+            )
 
     with tenant_app.test_request_context(headers=as_user(2)):
         sa.event.listen(db.session(), "after_begin", _scoped_to_tenant(2))
@@ -234,7 +290,37 @@ def test_a_database_failure_at_push_time_keeps_the_account_for_the_replay(tenant
             db.session.remove()
         [kept] = state.dead_letters.pending()
         assert (kept["account_id"], kept["session_id"]) == (2, sid)
-        result = tenant_app.test_cli_runner().invoke(args=["flowpilot-analytics", "replay-activities"])
+        result = tenant_app.test_cli_runner().invoke(
+            args=["flowpilot-analytics", "replay-activities"]
+        )
     assert "written 1" in result.output, result.output
     with db.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT account_id, session_id FROM psa_activity_logs")).all() == [(2, sid)]
+        assert conn.execute(
+            sa.text("SELECT account_id, session_id FROM psa_activity_logs")
+        ).all() == [(2, sid)]
+
+
+@pytest.mark.parametrize(
+    "app_config", [{"FLOWPILOT_ANALYTICS_TENANT_SETTING": "app.current_account_id"}]
+)
+def test_recording_and_reading_leave_the_hosts_tenant_as_it_was(
+    app: Flask, client: t.Any, dialect: str
+) -> None:
+    if dialect != "postgresql":
+        pytest.skip("row-level security is PostgreSQL's")
+    psa = app.extensions["test_psa"]
+    setting = sa.text("SELECT current_setting('app.current_account_id', true)")
+    db.session.execute(sa.text("SELECT set_config('app.current_account_id', '1', true)"))
+    psa.push_note(types.SimpleNamespace(id=3, account_id=2, psa_ticket_id="T"), "for account 2")
+    assert db.session.scalar(setting) == "1"  # the host's next query still runs as its own tenant
+    db.session.commit()
+    seen: list[t.Any] = []
+
+    @app.after_request
+    def host_hook(response: t.Any) -> t.Any:  # the host's own code, later in the same request
+        seen.append(db.session.scalar(setting))
+        return response
+
+    assert client.get(ESCALATIONS, headers=as_user(7)).status_code == 200
+    assert seen in ([None], [""])
+    assert [(r["account_id"], r["external_id"]) for r in activity_rows()] == [(2, "1000")]

@@ -1,7 +1,7 @@
-"""The read replica against a real hot standby: a private primary, ``pg_basebackup -R`` into another folder and
-port, and ``FLOWPILOT_ANALYTICS_BIND`` pointing at it. Reports read the standby, the hook writes the primary,
-row-level security holds there, a lagging standby's answers are not cached, and a standby that goes away is a
-503 until it is back."""
+"""The read replica against a real hot standby: a private primary, ``pg_basebackup -R`` into another
+folder and port, and ``FLOWPILOT_ANALYTICS_BIND`` pointing at it. Reports read the standby, the hook
+writes the primary, row-level security holds there, a lagging standby's answers are not cached, and
+a standby that goes away is a 503 until it is back."""
 
 from __future__ import annotations
 
@@ -25,9 +25,12 @@ TABLES = ("ai_sessions", "ai_session_steps", "session_handoffs", "psa_activity_l
 
 @pytest.fixture(scope="module")
 def clusters() -> t.Iterator[tuple[PrivateCluster, PrivateCluster]]:
-    """A primary with the test host's tables, a reader role under row-level security, and its hot standby."""
+    """A primary with the test host's tables, a reader role under row-level security, and its hot
+    standby."""
     if not PG_BIN or not shutil.which("runuser"):
-        unavailable("PostgreSQL server binaries", RuntimeError("initdb/pg_ctl/pg_basebackup not found"))
+        unavailable(
+            "PostgreSQL server binaries", RuntimeError("initdb/pg_ctl/pg_basebackup not found")
+        )
     primary = PrivateCluster().init()
     standby: PrivateCluster | None = None
     try:
@@ -56,8 +59,11 @@ def clusters() -> t.Iterator[tuple[PrivateCluster, PrivateCluster]]:
 
 
 @pytest.fixture
-def replicated(clusters: tuple[PrivateCluster, PrivateCluster], tmp_path: t.Any) -> t.Iterator[t.Any]:
-    """The test host on the primary, its analytics reads bound to the standby (as the RLS reader role)."""
+def replicated(
+    clusters: tuple[PrivateCluster, PrivateCluster], tmp_path: t.Any
+) -> t.Iterator[t.Any]:
+    """The test host on the primary, its analytics reads bound to the standby (as the RLS reader
+    role)."""
     primary, standby = clusters
     reader = standby.url.replace("postgres@", "fpa_reader@")
     app = host.create_app(
@@ -79,7 +85,8 @@ def replicated(clusters: tuple[PrivateCluster, PrivateCluster], tmp_path: t.Any)
 
 
 def replayed(app: t.Any) -> None:
-    """Wait (bounded, by querying) until the standby has replayed everything the primary has written."""
+    """Wait (bounded, by querying) until the standby has replayed everything the primary has
+    written."""
     with app.app_context():
         with db.engine.connect() as primary:
             target = primary.exec_driver_sql("SELECT pg_current_wal_lsn()").scalar()
@@ -119,15 +126,22 @@ def test_reports_read_the_standby_and_the_hook_writes_the_primary(replicated: t.
     try:
         client = app.test_client()
         mine = client.get("/api/v1/analytics/flowpilot/escalations", headers=as_user(1)).get_json()
-        assert (mine["n_handoffs_claimed"], mine["median_seconds"]) == (1, 45.0)  # row-level security on the standby
+        assert (mine["n_handoffs_claimed"], mine["median_seconds"]) == (
+            1,
+            45.0,
+        )  # row-level security on the standby
         assert (
-            client.get("/api/v1/analytics/flowpilot/escalations", headers=as_user(2)).get_json()["median_seconds"]
+            client.get("/api/v1/analytics/flowpilot/escalations", headers=as_user(2)).get_json()[
+                "median_seconds"
+            ]
             == 900.0
         )
         assert any("session_handoffs" in s for s in statements["replica"])
         assert not any("session_handoffs" in s for s in statements["primary"])
         with app.app_context():
-            app.extensions["test_psa"].push_note(types.SimpleNamespace(id=1, account_id=1, psa_ticket_id="T"), "x")
+            app.extensions["test_psa"].push_note(
+                types.SimpleNamespace(id=1, account_id=1, psa_ticket_id="T"), "x"
+            )
         assert any("INSERT INTO psa_activity_logs" in s for s in statements["primary"])
         assert not any("INSERT" in s for s in statements["replica"])
     finally:
@@ -154,20 +168,28 @@ def test_a_lagging_standbys_answer_is_not_cached_past_the_catch_up(
         f.commit()
         session = types.SimpleNamespace(id=sess.id, account_id=1, psa_ticket_id="T")
     replayed(app)
-    assert client.get(PSA, headers=admin).get_json()["time_entries"]["count"] == 0  # cached, with nothing
+    assert (
+        client.get(PSA, headers=admin).get_json()["time_entries"]["count"] == 0
+    )  # cached, with nothing
     replay(clusters[1], "pause")  # the standby stops replaying: lag, on purpose
     try:
         with app.app_context():
-            app.extensions["test_psa"].push_time_entry(session, 30)  # the hook drops the cached answer
+            app.extensions["test_psa"].push_time_entry(
+                session, 30
+            )  # the hook drops the cached answer
         stale = client.get(PSA, headers=admin)
-        assert stale.get_json()["time_entries"]["count"] == 0  # the standby has not replayed the row yet ...
+        assert (
+            stale.get_json()["time_entries"]["count"] == 0
+        )  # the standby has not replayed the row yet ...
         again = client.get(PSA, headers={**admin, "If-None-Match": stale.headers["ETag"]})
         assert again.status_code == 304  # (same answer, still)
     finally:
         replay(clusters[1], "resume")
     replayed(app)
     fresh = client.get(PSA, headers=admin).get_json()
-    assert fresh["time_entries"]["count"] == 1  # ... so that stale answer was not cached: the fresh one shows it
+    assert (
+        fresh["time_entries"]["count"] == 1
+    )  # ... so that stale answer was not cached: the fresh one shows it
 
 
 def test_a_standby_that_goes_away_is_a_503_until_it_is_back(
@@ -180,8 +202,16 @@ def test_a_standby_that_goes_away_is_a_503_until_it_is_back(
     standby.stop()
     try:
         down = client.get(url + "&compare=previous", headers=as_user(3))
-        assert down.status_code == 503 and down.get_json()["error"]["code"] == "database_unavailable"
+        assert (
+            down.status_code == 503 and down.get_json()["error"]["code"] == "database_unavailable"
+        )
     finally:
         standby.start()
-    back = [client.get(url + f"&compare=previous&n={i}", headers=as_user(3)).status_code for i in range(3)]
-    assert back[-1] == 200 and set(back) <= {200, 503}  # a pooled connection cut by the stop may fail once
+    back = [
+        client.get(url + f"&compare=previous&n={i}", headers=as_user(3)).status_code
+        for i in range(3)
+    ]
+    assert back[-1] == 200 and set(back) <= {
+        200,
+        503,
+    }  # a pooled connection cut by the stop may fail once

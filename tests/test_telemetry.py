@@ -1,7 +1,7 @@
 """OpenTelemetry: each counter moves exactly when its event happens; spans carry no personal data.
 
-The SDK (in-memory reader and exporter) is configured once for the test session, as a host would configure
-it; the plugin itself only uses the API.
+The SDK (in-memory reader and exporter) is configured once for the test session, as a host would
+configure it; the plugin itself only uses the API.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import typing as t
 
 import pytest
 import sqlalchemy as sa
+
+from flowpilot_analytics import registration
 
 from . import factories as f
 from . import host
@@ -99,7 +101,13 @@ def test_recording_counters_move_exactly_with_their_events(app: t.Any) -> None:
 
 
 @pytest.mark.parametrize(
-    "app_config", [{"FLOWPILOT_ANALYTICS_CACHE_TTL": 60, "FLOWPILOT_ANALYTICS_PSA_METRICS_LIMIT": "1 per minute"}]
+    "app_config",
+    [
+        {
+            "FLOWPILOT_ANALYTICS_CACHE_TTL": 60,
+            "FLOWPILOT_ANALYTICS_LIMITS": {"psa_metrics": "1 per minute"},
+        }
+    ],
 )
 def test_report_cache_and_limit_counters(client: t.Any, backend: str) -> None:
     dialect = "postgresql" if backend == "postgresql" else "sqlite"
@@ -123,10 +131,14 @@ def test_report_cache_and_limit_counters(client: t.Any, backend: str) -> None:
 
 
 def test_the_backlog_gauge_counts_dead_letters(app: t.Any) -> None:
-    store = app.extensions["flowpilot_analytics"].dead_letters
+    store = registration(app).dead_letters
 
     def backlog() -> float:
-        mine = [p.value for p in points("dead_letters.backlog") if p.attributes.get("location") == store.location]
+        mine = [
+            p.value
+            for p in points("dead_letters.backlog")
+            if p.attributes.get("location") == store.location
+        ]
         return sum(mine)
 
     before = backlog()
@@ -150,7 +162,9 @@ def test_spans_carry_the_route_and_no_personal_data(app: t.Any, client: t.Any) -
     f.commit()
     _SPANS.clear()
     assert (
-        client.get(ESCALATIONS + "?period=30d&group_by=engineer", headers=as_user(512, "engineer", 9001)).status_code
+        client.get(
+            ESCALATIONS + "?period=30d&group_by=engineer", headers=as_user(512, "engineer", 9001)
+        ).status_code
         == 200
     )
     app.extensions["test_psa"].push_note(
@@ -161,16 +175,24 @@ def test_spans_carry_the_route_and_no_personal_data(app: t.Any, client: t.Any) -
     assert report.attributes["flowpilot_analytics.route"] == "escalations"
     assert report.attributes["flowpilot_analytics.period"] == "30d"
     assert report.attributes["flowpilot_analytics.group_by"] == "engineer"
-    assert spans["flowpilot_analytics.record"].attributes["flowpilot_analytics.outcome"] == "recorded"
-    every_value = " ".join(str(v) for span in spans.values() for v in (span.attributes or {}).values())
+    assert (
+        spans["flowpilot_analytics.record"].attributes["flowpilot_analytics.outcome"] == "recorded"
+    )
+    every_value = " ".join(
+        str(v) for span in spans.values() for v in (span.attributes or {}).values()
+    )
     assert "512" not in every_value and "9001" not in every_value and "secret" not in every_value
 
 
 def test_the_demo_serves_the_plugins_counters_on_metrics(tmp_path: t.Any) -> None:
-    """In a process of its own (a host sets its provider once): the demo's Prometheus /metrics after a push."""
+    """In a process of its own (a host sets its provider once): the demo's Prometheus /metrics after
+    a push."""
+    demo_dir = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "demo"
+    )
     script = f"""
 import sys
-sys.path.insert(0, {os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "demo")!r})
+sys.path.insert(0, {demo_dir!r})
 import app as demo
 application = demo.create_app({f"sqlite:///{tmp_path / 'demo.sqlite'}"!r})
 client = application.test_client()
@@ -180,20 +202,29 @@ assert client.get("/api/v1/analytics/flowpilot/escalations",
                   headers={{"Authorization": "Bearer acme-engineer"}}).status_code == 200
 print(client.get("/metrics").get_data(as_text=True))
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=180
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     exposition = done.stdout
     assert 'flowpilot_analytics_activities_recorded_total{activity_type="note_posted"' in exposition
-    assert 'flowpilot_analytics_activities_recorded_total{activity_type="time_entry_posted"' in exposition
+    assert (
+        'flowpilot_analytics_activities_recorded_total{activity_type="time_entry_posted"'
+        in exposition
+    )
     assert "flowpilot_analytics_report_duration_seconds_bucket" in exposition
     assert "flowpilot_analytics_dead_letters_backlog" in exposition
     assert sa is not None
 
 
-def test_a_failing_report_span_carries_no_sql_and_a_lost_push_is_counted(app: t.Any, client: t.Any) -> None:
+def test_a_failing_report_span_carries_no_sql_and_a_lost_push_is_counted(
+    app: t.Any, client: t.Any
+) -> None:
     import threading
 
-    assert client.get(ESCALATIONS + "?period=30d", headers=as_user(4242)).status_code == 200  # tables reflected
+    assert (
+        client.get(ESCALATIONS + "?period=30d", headers=as_user(4242)).status_code == 200
+    )  # tables reflected
     _SPANS.clear()
     db.session.rollback()
     host.SessionHandoff.__table__.drop(db.engine)
@@ -202,9 +233,13 @@ def test_a_failing_report_span_carries_no_sql_and_a_lost_push_is_counted(app: t.
     finally:
         db.session.rollback()
         host.SessionHandoff.__table__.create(db.engine)
-    (span,) = [s for s in _SPANS.get_finished_spans() if s.name.startswith("flowpilot_analytics.report")]
+    (span,) = [
+        s for s in _SPANS.get_finished_spans() if s.name.startswith("flowpilot_analytics.report")
+    ]
     assert span.status.description in ("ProgrammingError", "OperationalError") and not span.events
-    with Delta(("activities.failed", {"activity_type": "note_posted", "reason": "no_app_context"})) as delta:
+    with Delta(
+        ("activities.failed", {"activity_type": "note_posted", "reason": "no_app_context"})
+    ) as delta:
         session = types.SimpleNamespace(id=1, account_id=1, psa_ticket_id="T")
         worker = threading.Thread(target=lambda: app.extensions["test_psa"].push_note(session, "x"))
         worker.start()

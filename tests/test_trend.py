@@ -1,4 +1,5 @@
-"""The escalation metric over time and the response target, against a reference computed here, not by the plugin."""
+"""The escalation metric over time and the response target, against a reference computed here, not
+by the plugin."""
 
 from __future__ import annotations
 
@@ -21,9 +22,12 @@ TREND = ESCALATIONS + "/trend"
 UTC = timezone.utc
 
 
-def seed(rng: random.Random, account: int = 1, count: int = 160) -> list[tuple[datetime, float | None]]:
-    """Handoffs over 40 days (so across New York's DST change on 2026-11-01), some without an action, a few
-    claimed in the last hour; returns ``(claimed_at aware UTC, delta or None)`` for every one of them."""
+def seed(
+    rng: random.Random, account: int = 1, count: int = 160
+) -> list[tuple[datetime, float | None]]:
+    """Handoffs over 40 days (so across New York's DST change on 2026-11-01), some without an
+    action, a few claimed in the last hour; returns ``(claimed_at aware UTC, delta or None)`` for
+    every one of them."""
     truth: list[tuple[datetime, float | None]] = []
     for i in range(count):
         ago = rng.uniform(0, 40 * 86400) if i % 10 else rng.uniform(0, 3600)
@@ -78,7 +82,8 @@ def reference(
             breached = sum(
                 1
                 for c, d in group
-                if (d is not None and d > target) or (d is None and (NOW - c).total_seconds() >= target)
+                if (d is not None and d > target)
+                or (d is None and (NOW - c).total_seconds() >= target)
             )
             pending = len(group) - within - breached
             point["target"] = {
@@ -126,20 +131,31 @@ def test_points_match_the_reference_and_add_up_to_the_headline(
     handoffs = seed(random.Random(hash((zone, interval)) % 1000))
     f.escalation(2, f.at(days=2), 10)  # another account: never counted
     f.commit()
-    query = f"?period=30d&tz={zone}&interval={interval}" + (f"&target_seconds={target:g}" if target else "")
+    query = f"?period=30d&tz={zone}&interval={interval}" + (
+        f"&target_seconds={target:g}" if target else ""
+    )
     response = client.get(TREND + query, headers=as_user(1))
     assert response.status_code == 200, response.get_data(as_text=True)
     body = response.get_json()
-    start, end = datetime.fromisoformat(body["window_start"]), datetime.fromisoformat(body["window_end"])
+    start, end = (
+        datetime.fromisoformat(body["window_start"]),
+        datetime.fromisoformat(body["window_end"]),
+    )
     assert (start, end) == (NOW - timedelta(days=30), NOW)
     assert (body["timezone"], body["interval"]) == (zone, interval)
     expected = reference(handoffs, start, end, zone, interval == "week", target)
-    assert same(body["points"], expected), json.dumps([body["points"], expected], default=str)[:3000]
+    assert same(body["points"], expected), json.dumps([body["points"], expected], default=str)[
+        :3000
+    ]
     headline = client.get(
-        ESCALATIONS + "?period=30d" + (f"&target_seconds={target:g}" if target else ""), headers=as_user(1)
+        ESCALATIONS + "?period=30d" + (f"&target_seconds={target:g}" if target else ""),
+        headers=as_user(1),
     ).get_json()
     assert sum(p["n_handoffs_claimed"] for p in body["points"]) == headline["n_handoffs_claimed"]
-    assert sum(p["n_handoffs_with_action"] for p in body["points"]) == headline["n_handoffs_with_action"]
+    assert (
+        sum(p["n_handoffs_with_action"] for p in body["points"])
+        == headline["n_handoffs_with_action"]
+    )
     if target:
         for key in ("n_within", "n_breached", "n_pending"):
             assert sum(p["target"][key] for p in body["points"]) == headline["target"][key]
@@ -150,7 +166,10 @@ def test_points_match_the_reference_and_add_up_to_the_headline(
 def test_every_day_is_a_point_even_without_handoffs(client: t.Any) -> None:
     body = client.get(TREND + "?period=7d&tz=America/New_York", headers=as_user(1)).get_json()
     days = [p["start"] for p in body["points"]]
-    assert days[0] == (NOW - timedelta(days=7)).astimezone(ZoneInfo("America/New_York")).date().isoformat()
+    assert (
+        days[0]
+        == (NOW - timedelta(days=7)).astimezone(ZoneInfo("America/New_York")).date().isoformat()
+    )
     assert days[-1] == NOW.astimezone(ZoneInfo("America/New_York")).date().isoformat()
     assert len(days) == len(set(days)) == 8
     assert all(p["n_handoffs_claimed"] == 0 and p["median_seconds"] is None for p in body["points"])
@@ -159,7 +178,9 @@ def test_every_day_is_a_point_even_without_handoffs(client: t.Any) -> None:
 
 
 def test_pending_handoffs_near_now_and_the_target_setting(client: t.Any, make_app: t.Any) -> None:
-    f.escalation(1, f.at(seconds_ago=100))  # no action, claimed 100 s ago: pending under a 300 s target
+    f.escalation(
+        1, f.at(seconds_ago=100)
+    )  # no action, claimed 100 s ago: pending under a 300 s target
     f.escalation(1, f.at(seconds_ago=400))  # no action, 400 s ago: breached
     f.escalation(1, f.at(seconds_ago=5000), 200)  # within
     f.escalation(1, f.at(seconds_ago=5000), 301)  # breached
@@ -176,10 +197,18 @@ def test_pending_handoffs_near_now_and_the_target_setting(client: t.Any, make_ap
     grouped = client.get(
         ESCALATIONS + "?target_seconds=300&compare=previous&group_by=engineer", headers=as_user(1)
     ).get_json()
-    assert grouped["previous"]["target"]["n_within"] == 0 and grouped["groups"][0]["target"]["n_pending"] == 1
+    assert (
+        grouped["previous"]["target"]["n_within"] == 0
+        and grouped["groups"][0]["target"]["n_pending"] == 1
+    )
     defaulted = make_app(FLOWPILOT_ANALYTICS_TARGET_SECONDS=300)
     with defaulted.app_context():
-        assert defaulted.test_client().get(ESCALATIONS, headers=as_user(1)).get_json()["target"]["n_within"] == 1
+        assert (
+            defaulted.test_client()
+            .get(ESCALATIONS, headers=as_user(1))
+            .get_json()["target"]["n_within"]
+            == 1
+        )
 
 
 @pytest.mark.parametrize(
@@ -230,7 +259,9 @@ def test_csv_cache_and_cli_agree_with_the_json(app: t.Any, client: t.Any) -> Non
     assert [row[0] for row in table[1:]] == [p["start"] for p in body["points"]]
     assert [int(row[1]) for row in table[1:]] == [p["n_handoffs_claimed"] for p in body["points"]]
     first = client.get(TREND + query, headers=as_user(1))
-    again = client.get(TREND + query, headers={**as_user(1), "If-None-Match": first.headers["ETag"]})
+    again = client.get(
+        TREND + query, headers={**as_user(1), "If-None-Match": first.headers["ETag"]}
+    )
     assert again.status_code == 304
     result = app.test_cli_runner().invoke(
         args=[
@@ -251,5 +282,7 @@ def test_csv_cache_and_cli_agree_with_the_json(app: t.Any, client: t.Any) -> Non
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == body
-    table_output = app.test_cli_runner().invoke(args=["flowpilot-analytics", "escalation-trend", "--account", "1"])
+    table_output = app.test_cli_runner().invoke(
+        args=["flowpilot-analytics", "escalation-trend", "--account", "1"]
+    )
     assert table_output.exit_code == 0 and "attainment" in table_output.output

@@ -1,4 +1,5 @@
-"""The test host as a WSGI app for real worker processes (gunicorn); configured through the environment."""
+"""The test host as a WSGI app for real worker processes (gunicorn); configured through the
+environment."""
 
 from __future__ import annotations
 
@@ -14,5 +15,4 @@ def create_app() -> Flask:
         os.environ["FPA_TEST_DATABASE_URI"],
         FLOWPILOT_ANALYTICS_RATELIMIT_STORAGE_URI=os.environ["FPA_TEST_REDIS_URL"],
         FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH=os.environ["FPA_TEST_DEAD_LETTERS"],
-        FLOWPILOT_ANALYTICS_DEAD_LETTER_TABLE=os.environ.get("FPA_TEST_DEAD_LETTER_TABLE") or None,
     )

@@ -1,8 +1,9 @@
 """Demo host: a tiny FlowPilot-like app on SQLite that registers flowpilot_analytics.
 
-Run it with ``bash examples/demo/run.sh`` (or ``flask --app examples/demo/app.py run``). The database is
-created and seeded on first start. Every request is signed in with a demo bearer token, e.g.
-``curl -H 'Authorization: Bearer acme-engineer' localhost:5000/api/v1/analytics/flowpilot/escalations``.
+Run it with ``bash examples/demo/run.sh`` (or ``flask --app examples/demo/app.py run``). The
+database is created and seeded on first start. Every request is signed in with a demo bearer token,
+e.g. ``curl -H 'Authorization: Bearer acme-engineer'
+localhost:5000/api/v1/analytics/flowpilot/escalations``.
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ class AISessionStep(db.Model):
     session_id = db.Column(db.Integer, db.ForeignKey("ai_sessions.id"), nullable=False)
     created_at = db.Column(db.DateTime, nullable=False)
     __table_args__ = (
-        db.Index("ix_ai_session_steps_account_session_created", "account_id", "session_id", "created_at"),
+        db.Index(
+            "ix_ai_session_steps_account_session_created", "account_id", "session_id", "created_at"
+        ),
     )
 
 
@@ -70,7 +73,10 @@ class DemoPsaService:
         self._ids = itertools.count(1)
 
     def push_note(self, session: AISession, text: str, **kw: t.Any) -> dict[str, t.Any]:
-        return {"id": f"note-{session.account_id}-{next(self._ids)}", "ticket": session.psa_ticket_id}
+        return {
+            "id": f"note-{session.account_id}-{next(self._ids)}",
+            "ticket": session.psa_ticket_id,
+        }
 
     def push_time_entry(self, session: AISession, minutes: float, **kw: t.Any) -> dict[str, t.Any]:
         return {"id": f"time-{session.account_id}-{next(self._ids)}", "minutes": minutes}
@@ -82,7 +88,8 @@ analytics.wrap_psa_service(psa_documentation_service)
 
 
 def configure_telemetry() -> None:
-    """The demo host's OpenTelemetry SDK: metrics to Prometheus, served at /metrics (once per process)."""
+    """The demo host's OpenTelemetry SDK: metrics to Prometheus, served at /metrics (once per
+    process)."""
     from opentelemetry import metrics
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from opentelemetry.sdk.metrics import MeterProvider
@@ -94,11 +101,14 @@ def configure_telemetry() -> None:
 def load_identity() -> Identity | None:
     """The demo's "login": a bearer token from ``TOKENS``; anything else is anonymous."""
     header = request.headers.get("Authorization", "")
-    return TOKENS.get(header.removeprefix("Bearer ").strip()) if header.startswith("Bearer ") else None
+    return (
+        TOKENS.get(header.removeprefix("Bearer ").strip()) if header.startswith("Bearer ") else None
+    )
 
 
 def seed(now: datetime, rng: random.Random) -> None:
-    """Six weeks of sessions, steps, handoffs and PSA activity for three accounts of different sizes."""
+    """Six weeks of sessions, steps, handoffs and PSA activity for three accounts of different
+    sizes."""
     naive_now = now.replace(tzinfo=None)
     activities = db.metadata.tables["psa_activity_logs"]
     for account, size in ((1, 900), (2, 300), (3, 60)):
@@ -112,10 +122,16 @@ def seed(now: datetime, rng: random.Random) -> None:
             )
             db.session.add(session)
             db.session.flush()
-            moments = sorted(opened + timedelta(minutes=rng.uniform(0, 180)) for _ in range(rng.randint(1, 12)))
+            moments = sorted(
+                opened + timedelta(minutes=rng.uniform(0, 180)) for _ in range(rng.randint(1, 12))
+            )
             if rng.random() < 0.35:
                 asked = opened + timedelta(minutes=rng.uniform(1, 60))
-                claimed = asked + timedelta(minutes=rng.expovariate(1 / 8)) if rng.random() < 0.9 else None
+                claimed = (
+                    asked + timedelta(minutes=rng.expovariate(1 / 8))
+                    if rng.random() < 0.9
+                    else None
+                )
                 if claimed is not None and claimed > naive_now:
                     claimed = None
                 db.session.add(
@@ -134,7 +150,9 @@ def seed(now: datetime, rng: random.Random) -> None:
                 for m in moments
                 if m <= naive_now
             )
-            if session.psa_ticket_id and rng.random() < 0.7:  # documentation pushed, then (mostly) time logged
+            if (
+                session.psa_ticket_id and rng.random() < 0.7
+            ):  # documentation pushed, then (mostly) time logged
                 pushed = min(naive_now, moments[-1] + timedelta(minutes=rng.uniform(1, 30)))
                 rows = [{"activity_type": "note_posted", "minutes": None, "created_at": pushed}]
                 if rng.random() < 0.75:
@@ -168,16 +186,18 @@ def create_app(database_uri: str | None = None) -> Flask:
     os.makedirs(app.instance_path, exist_ok=True)
     app.config.update(
         SQLALCHEMY_DATABASE_URI=database_uri
-        or os.environ.get("DEMO_DATABASE_URI", f"sqlite:///{os.path.join(app.instance_path, 'demo.sqlite')}"),
+        or os.environ.get(
+            "DEMO_DATABASE_URI", f"sqlite:///{os.path.join(app.instance_path, 'demo.sqlite')}"
+        ),
         RATELIMIT_STORAGE_URI=os.environ.get("DEMO_RATELIMIT_STORAGE_URI", "memory://"),
         SECRET_KEY=os.environ.get("DEMO_SECRET_KEY", "demo-only-secret"),
         FLOWPILOT_ANALYTICS_TARGET_SECONDS=900,  # the demo team's response target: 15 minutes
     )
     db.init_app(app)
     configure_telemetry()
-    # --- flowpilot_analytics: register -------------------------------------------------------------
+    # --- flowpilot_analytics: register ------------------------------------------------------------
     analytics.init_app(app, db=db, identity_loader=load_identity)
-    # -------------------------------------------------------------------------------------------------
+    # ----------------------------------------------------------------------------------------------
 
     @app.get("/")
     def dashboard() -> t.Any:
@@ -194,17 +214,23 @@ def create_app(database_uri: str | None = None) -> Flask:
     @app.get("/demo/users")
     def demo_users() -> list[dict[str, t.Any]]:
         """The demo credentials, for the page's user switch."""
-        return [{"token": token, "role": who.role, "account_id": who.account_id} for token, who in TOKENS.items()]
+        return [
+            {"token": token, "role": who.role, "account_id": who.account_id}
+            for token, who in TOKENS.items()
+        ]
 
     @app.post("/demo/sessions/<int:session_id>/push")
     def push(session_id: int) -> dict[str, t.Any]:
-        """The host's own "push documentation" action; the wrapped service records the activities."""
+        """The host's own "push documentation" action; the wrapped service records the
+        activities."""
         identity = load_identity()
         session = db.session.get(AISession, session_id)
         if identity is None or session is None or session.account_id != identity.account_id:
             abort(404)
         note = psa_documentation_service.push_note(session, "Resolved with FlowPilot")
-        entry = psa_documentation_service.push_time_entry(session, float(request.args.get("minutes", 15)))
+        entry = psa_documentation_service.push_time_entry(
+            session, float(request.args.get("minutes", 15))
+        )
         db.session.commit()
         return {"note": note, "time_entry": entry}
 

@@ -1,4 +1,5 @@
-"""Drive the demo page in headless Chromium (Debian's ``chromium`` + ``chromium-driver``, never a download)."""
+"""Drive the demo page in headless Chromium (Debian's ``chromium`` + ``chromium-driver``, never a
+download)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import typing as t
 from werkzeug.serving import make_server
 
 CHROMIUM = os.environ.get("CHROMIUM_BINARY", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("CHROMEDRIVER", shutil.which("chromedriver") or "/usr/bin/chromedriver")
+CHROMEDRIVER = os.environ.get(
+    "CHROMEDRIVER", shutil.which("chromedriver") or "/usr/bin/chromedriver"
+)
 
 
 def chromium_available() -> str | None:

@@ -1,6 +1,7 @@
-"""Business hours, pure: validating a calendar version, holidays from the holidays package and from an iCalendar
-feed, the version in effect, and business seconds checked against a deliberately simple reference (the rules
-read literally: every boundary instant made with zoneinfo, and the calendar asked at each segment's start)."""
+"""Business hours, pure: validating a calendar version, holidays from the holidays package and from
+an iCalendar feed, the version in effect, and business seconds checked against a deliberately simple
+reference (the rules read literally: every boundary instant made with zoneinfo, and the calendar
+asked at each segment's start)."""
 
 from __future__ import annotations
 
@@ -22,23 +23,32 @@ ROUND_THE_CLOCK = {day: [["00:00", "24:00"]] for day in bh.DAYS}
 
 
 def version(
-    zone: str, weekly: t.Mapping[str, t.Any], holidays: t.Sequence[str] = (), start: str = "2026-01-01"
+    zone: str,
+    weekly: t.Mapping[str, t.Any],
+    holidays: t.Sequence[str] = (),
+    start: str = "2026-01-01",
 ) -> bh.CalendarVersion:
-    return parse_version({"timezone": zone, "effective_from": start, "weekly": weekly, "holidays": list(holidays)})
+    return parse_version(
+        {"timezone": zone, "effective_from": start, "weekly": weekly, "holidays": list(holidays)}
+    )
 
 
-# -- the reference --------------------------------------------------------------------------------------------
+# -- the reference ---------------------------------------------------------------------------------
 
 
 class Reference:
-    """Business time from the rules as written: a weekday's interval ``[s, e)`` is open from the instant of
-    wall time ``day s`` to that of ``day e`` (or ``day+1 e`` when ``e <= s``), with ``fold=0``; a holiday
-    closes ``[its 00:00, the next day's 00:00)``; overlaps are simply both open."""
+    """Business time from the rules as written: a weekday's interval ``[s, e)`` is open from the
+    instant of wall time ``day s`` to that of ``day e`` (or ``day+1 e`` when ``e <= s``), with
+    ``fold=0``; a holiday closes ``[its 00:00, the next day's 00:00)``; overlaps are simply both
+    open."""
 
-    def __init__(self, zone: str, weekly: t.Mapping[str, t.Any], holidays: t.Sequence[str] = ()) -> None:
+    def __init__(
+        self, zone: str, weekly: t.Mapping[str, t.Any], holidays: t.Sequence[str] = ()
+    ) -> None:
         self.zone = ZoneInfo(zone)
         self.weekly = {
-            bh.DAYS.index(day): [(self.minutes(s), self.minutes(e)) for s, e in pairs] for day, pairs in weekly.items()
+            bh.DAYS.index(day): [(self.minutes(s), self.minutes(e)) for s, e in pairs]
+            for day, pairs in weekly.items()
         }
         self.holidays = {date.fromisoformat(day) for day in holidays}
 
@@ -49,17 +59,26 @@ class Reference:
 
     @functools.cache  # noqa: B019 (a test's few instances)
     def wall(self, day: date, minutes: int) -> datetime:
-        return (datetime.combine(day, time()) + timedelta(minutes=minutes)).replace(tzinfo=self.zone).astimezone(UTC)
+        return (
+            (datetime.combine(day, time()) + timedelta(minutes=minutes))
+            .replace(tzinfo=self.zone)
+            .astimezone(UTC)
+        )
 
     def shifts(self, day: date) -> list[tuple[datetime, datetime]]:
         return [
-            (self.wall(day, s), self.wall(day, e if e > s else e + 1440)) for s, e in self.weekly.get(day.weekday(), [])
+            (self.wall(day, s), self.wall(day, e if e > s else e + 1440))
+            for s, e in self.weekly.get(day.weekday(), [])
         ]
 
     def is_open(self, moment: datetime) -> bool:
         local = moment.astimezone(self.zone).date()
         near = [local + timedelta(days=k) for k in range(-2, 2)]
-        if any(self.wall(d, 0) <= moment < self.wall(d + timedelta(days=1), 0) for d in near if d in self.holidays):
+        if any(
+            self.wall(d, 0) <= moment < self.wall(d + timedelta(days=1), 0)
+            for d in near
+            if d in self.holidays
+        ):
             return False
         return any(low <= moment < high for d in near for low, high in self.shifts(d))
 
@@ -79,9 +98,11 @@ class Reference:
         return total.total_seconds()
 
 
-def handoffs(rng: random.Random, ref: Reference, start: datetime, days: int, n: int) -> list[tuple[datetime, datetime]]:
-    """Random claims in ``[start, start + days]``, a quarter of them on an interval's edge (to the microsecond),
-    and gaps from negative to four days."""
+def handoffs(
+    rng: random.Random, ref: Reference, start: datetime, days: int, n: int
+) -> list[tuple[datetime, datetime]]:
+    """Random claims in ``[start, start + days]``, a quarter of them on an interval's edge (to the
+    microsecond), and gaps from negative to four days."""
     pairs = []
     for _ in range(n):
         claim = start + timedelta(microseconds=rng.randrange(days * 86_400_000_000))
@@ -104,7 +125,13 @@ def handoffs(rng: random.Random, ref: Reference, start: datetime, days: int, n: 
 
 SCENARIOS = {
     # US Eastern office hours, Thanksgiving, across the November DST change
-    "new_york_9_to_5": ("America/New_York", NINE_TO_FIVE, ["2026-11-26"], datetime(2026, 10, 20, tzinfo=UTC), 50),
+    "new_york_9_to_5": (
+        "America/New_York",
+        NINE_TO_FIVE,
+        ["2026-11-26"],
+        datetime(2026, 10, 20, tzinfo=UTC),
+        50,
+    ),
     # a split shift six days a week in a zone with a half-hour offset and no DST
     "kolkata_split": (
         "Asia/Kolkata",
@@ -113,7 +140,8 @@ SCENARIOS = {
         datetime(2026, 9, 20, tzinfo=UTC),
         30,
     ),
-    # nights Monday to Friday, the October DST change, and Christmas cutting Thursday night's shift at 00:00
+    # nights Monday to Friday, the October DST change, and Christmas cutting Thursday night's shift
+    # at 00:00
     "london_nights": (
         "Europe/London",
         {day: [["22:00", "06:00"]] for day in WEEKDAYS},
@@ -121,12 +149,18 @@ SCENARIOS = {
         datetime(2026, 10, 15, tzinfo=UTC),
         75,
     ),
-    # intervals in and around the 02:00 changes (a gap in March, an overlap in November), overlapping ones, 24:00
+    # intervals in and around the 02:00 changes (a gap in March, an overlap in November),
+    # overlapping ones, 24:00
     **{
         f"new_york_dst_{month}": (
             "America/New_York",
             {
-                "sun": [["01:30", "02:30"], ["02:15", "03:15"], ["02:40", "03:05"], ["23:00", "24:00"]],
+                "sun": [
+                    ["01:30", "02:30"],
+                    ["02:15", "03:15"],
+                    ["02:40", "03:05"],
+                    ["23:00", "24:00"],
+                ],
                 "mon": [["00:00", "01:45"]],
             },
             [],
@@ -148,7 +182,9 @@ def test_business_seconds_match_the_reference(name: str) -> None:
     calendar = version(zone, weekly, holidays)
     pairs = handoffs(random.Random(name), ref, start, days, 120)
     expected = [ref.seconds(c, a) for c, a in pairs]
-    assert bh.business_seconds_many(calendar, [c for c, _ in pairs], [a for _, a in pairs]) == expected
+    assert (
+        bh.business_seconds_many(calendar, [c for c, _ in pairs], [a for _, a in pairs]) == expected
+    )
     assert [bh.business_seconds(calendar, c, a) for c, a in pairs[:20]] == expected[:20]
     assert sum(1 for value in expected if value > 0) > 20  # the data does measure something
 
@@ -158,16 +194,28 @@ def test_the_worked_examples() -> None:
     new_york = ZoneInfo("America/New_York")
     friday_evening = datetime(2026, 11, 13, 17, 50, tzinfo=new_york)
     monday_morning = datetime(2026, 11, 16, 8, 10, tzinfo=new_york)
-    assert (monday_morning - friday_evening).total_seconds() == 224_400  # 62 h 20 min on the wall clock
-    assert bh.business_seconds(calendar, friday_evening, monday_morning) == 0.0  # closed all the way
+    assert (
+        monday_morning - friday_evening
+    ).total_seconds() == 224_400  # 62 h 20 min on the wall clock
+    assert (
+        bh.business_seconds(calendar, friday_evening, monday_morning) == 0.0
+    )  # closed all the way
     # 10 min on Friday and 10 min on Monday
-    friday, monday = datetime(2026, 11, 13, 16, 50, tzinfo=new_york), datetime(2026, 11, 16, 9, 10, tzinfo=new_york)
+    friday, monday = (
+        datetime(2026, 11, 13, 16, 50, tzinfo=new_york),
+        datetime(2026, 11, 16, 9, 10, tzinfo=new_york),
+    )
     assert bh.business_seconds(calendar, friday, monday) == 1200.0
     # Wednesday 16:00 to Monday 10:00 over Thanksgiving: 1 h + 0 + 8 h + 1 h
-    wednesday, next_monday = datetime(2026, 11, 25, 16, tzinfo=new_york), datetime(2026, 11, 30, 10, tzinfo=new_york)
+    wednesday, next_monday = (
+        datetime(2026, 11, 25, 16, tzinfo=new_york),
+        datetime(2026, 11, 30, 10, tzinfo=new_york),
+    )
     assert bh.business_seconds(calendar, wednesday, next_monday) == 36_000.0
     # a claim outside hours starts counting at the next opening; the interval is half-open
-    assert bh.business_seconds(calendar, datetime(2026, 11, 16, 7, tzinfo=new_york), monday) == 600.0
+    assert (
+        bh.business_seconds(calendar, datetime(2026, 11, 16, 7, tzinfo=new_york), monday) == 600.0
+    )
     opening = datetime(2026, 11, 16, 9, tzinfo=new_york)
     assert bh.business_seconds(calendar, opening, opening + timedelta(microseconds=1)) == 1e-6
     closing = datetime(2026, 11, 16, 17, tzinfo=new_york)
@@ -176,10 +224,16 @@ def test_the_worked_examples() -> None:
 
 
 def test_a_holiday_cuts_the_night_shift_before_it_but_not_its_own_into_the_next_day() -> None:
-    calendar = version("Europe/London", {day: [["22:00", "06:00"]] for day in WEEKDAYS}, ["2026-12-25"])
+    calendar = version(
+        "Europe/London", {day: [["22:00", "06:00"]] for day in WEEKDAYS}, ["2026-12-25"]
+    )
     london = ZoneInfo("Europe/London")
-    # Thursday 24th 22:00-24:00 (Christmas cuts 00:00-06:00), Friday's night: only Saturday 00:00-06:00
-    claim, action = datetime(2026, 12, 24, 20, tzinfo=london), datetime(2026, 12, 26, 12, tzinfo=london)
+    # Thursday 24th 22:00-24:00 (Christmas cuts 00:00-06:00), Friday's night: only Saturday
+    # 00:00-06:00
+    claim, action = (
+        datetime(2026, 12, 24, 20, tzinfo=london),
+        datetime(2026, 12, 26, 12, tzinfo=london),
+    )
     assert bh.business_seconds(calendar, claim, action) == 8 * 3600.0
 
 
@@ -194,7 +248,9 @@ def test_round_the_clock_is_the_wall_clock_across_dst() -> None:
     pairs = []
     for around in (datetime(2026, 3, 8, 7, tzinfo=UTC), datetime(2026, 11, 1, 6, tzinfo=UTC)):
         for _ in range(200):
-            claim = around + timedelta(microseconds=rng.randrange(-3 * 86_400_000_000, 86_400_000_000))
+            claim = around + timedelta(
+                microseconds=rng.randrange(-3 * 86_400_000_000, 86_400_000_000)
+            )
             pairs.append((claim, claim + timedelta(microseconds=rng.randrange(3 * 86_400_000_000))))
     measured = bh.business_seconds_many(calendar, [c for c, _ in pairs], [a for _, a in pairs])
     assert measured == [(a - c).total_seconds() for c, a in pairs]
@@ -205,10 +261,13 @@ def test_a_round_the_clock_span_of_decades_is_one_interval() -> None:
     clock = bh.BusinessClock(version("Europe/Berlin", ROUND_THE_CLOCK), start, end)
     assert clock.count == 1
     assert clock.seconds(start, end) == (end - start).total_seconds()
-    # overnight shifts every night merge across midnight too; weekdays only leave one interval a week
+    # overnight shifts every night merge across midnight too; weekdays only leave one interval a
+    # week
     nights = {day: [["00:00", "06:00"], ["18:00", "24:00"]] for day in bh.DAYS}
     assert bh.BusinessClock(version("UTC", nights), start, start + timedelta(days=10)).count == 11
-    office = bh.BusinessClock(version("UTC", {day: [["00:00", "24:00"]] for day in WEEKDAYS}), start, end)
+    office = bh.BusinessClock(
+        version("UTC", {day: [["00:00", "24:00"]] for day in WEEKDAYS}), start, end
+    )
     assert 2600 < office.count < 2612  # one per week over 50 years
 
 
@@ -216,13 +275,17 @@ def test_naive_datetimes_are_utc_and_a_clock_refuses_what_it_does_not_cover() ->
     calendar = version("UTC", NINE_TO_FIVE)
     naive = datetime(2026, 11, 16, 8)
     assert bh.business_seconds(calendar, naive, naive + timedelta(hours=2)) == 3600.0
-    clock = bh.BusinessClock(calendar, datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 11, 17, tzinfo=UTC))
+    clock = bh.BusinessClock(
+        calendar, datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 11, 17, tzinfo=UTC)
+    )
     with pytest.raises(ValueError, match="span"):
         clock.seconds(datetime(2026, 11, 16, 8, tzinfo=UTC), datetime(2026, 11, 18, tzinfo=UTC))
-    assert clock.seconds(datetime(2026, 11, 18, tzinfo=UTC), datetime(2026, 11, 16, tzinfo=UTC)) == 0.0
+    assert (
+        clock.seconds(datetime(2026, 11, 18, tzinfo=UTC), datetime(2026, 11, 16, tzinfo=UTC)) == 0.0
+    )
 
 
-# -- the version in effect ------------------------------------------------------------------------------------
+# -- the version in effect -------------------------------------------------------------------------
 
 
 def test_two_versions_each_handoff_on_the_one_in_effect_at_its_claim() -> None:
@@ -233,12 +296,17 @@ def test_two_versions_each_handoff_on_the_one_in_effect_at_its_claim() -> None:
         version("Europe/Berlin", ROUND_THE_CLOCK, start="2026-01-01"),
         version("America/Chicago", weekly, ["2026-11-11"], start=changed.isoformat()),
     ]
-    refs = [Reference("Europe/Berlin", ROUND_THE_CLOCK), Reference("America/Chicago", weekly, ["2026-11-11"])]
+    refs = [
+        Reference("Europe/Berlin", ROUND_THE_CLOCK),
+        Reference("America/Chicago", weekly, ["2026-11-11"]),
+    ]
     change = datetime.combine(changed, time(), tzinfo=ZoneInfo("America/Chicago"))
     assert versions[1].start == change
     rng = random.Random(20)
     pairs = handoffs(rng, refs[1], now - timedelta(days=40), 40, 150)
-    pairs.append((change - timedelta(days=1), change + timedelta(days=1)))  # spans the change: the old clock
+    pairs.append(
+        (change - timedelta(days=1), change + timedelta(days=1))
+    )  # spans the change: the old clock
     measured = bh.business_seconds_in_effect(versions, [c for c, _ in pairs], [a for _, a in pairs])
     expected_index = [0 if claim < change else 1 for claim, _ in pairs]
     assert measured.version_indexes == expected_index
@@ -252,7 +320,9 @@ def test_version_at_latest_start_then_newest_created_then_earliest() -> None:
     versions = [
         version(berlin, NINE_TO_FIVE, start="2026-03-01"),
         version(tokyo, NINE_TO_FIVE, start="2026-06-01"),
-        version(berlin, ROUND_THE_CLOCK, start="2026-03-01"),  # same start as the first, created later
+        version(
+            berlin, ROUND_THE_CLOCK, start="2026-03-01"
+        ),  # same start as the first, created later
         version(berlin, NINE_TO_FIVE, start="2026-01-01"),  # created last, starts first
     ]
     march = datetime(2026, 3, 1, tzinfo=ZoneInfo(berlin))
@@ -261,13 +331,17 @@ def test_version_at_latest_start_then_newest_created_then_earliest() -> None:
     assert bh.version_index_at(versions, march) == 2
     assert bh.version_index_at(versions, june_tokyo - timedelta(microseconds=1)) == 2
     assert bh.version_index_at(versions, june_tokyo) == 1
-    assert bh.version_index_at(versions, datetime(2020, 1, 1, tzinfo=UTC)) == 3  # before every start
-    assert bh.version_index_at(versions[:3], datetime(2020, 1, 1, tzinfo=UTC)) == 2  # earliest, newest of a tie
+    assert (
+        bh.version_index_at(versions, datetime(2020, 1, 1, tzinfo=UTC)) == 3
+    )  # before every start
+    assert (
+        bh.version_index_at(versions[:3], datetime(2020, 1, 1, tzinfo=UTC)) == 2
+    )  # earliest, newest of a tie
     assert bh.version_at(versions, june_tokyo) is versions[1]
     assert bh.version_at([], june_tokyo) is None
 
 
-# -- validation -----------------------------------------------------------------------------------------------
+# -- validation ------------------------------------------------------------------------------------
 
 
 def test_the_canonical_form_echoes_seven_days_sorted_and_sorted_holidays() -> None:
@@ -301,12 +375,20 @@ def test_the_canonical_form_echoes_seven_days_sorted_and_sorted_holidays() -> No
     }
     assert bh.load_version(calendar.as_dict()) == calendar
     assert calendar.start == datetime(2026, 5, 3, 22, tzinfo=UTC)
-    from_python = parse_version({**data, "effective_from": date(2026, 5, 4), "holidays": [date(2026, 12, 25)]})
-    assert (from_python.effective_from, from_python.holidays) == (date(2026, 5, 4), (date(2026, 12, 25),))
+    from_python = parse_version(
+        {**data, "effective_from": date(2026, 5, 4), "holidays": [date(2026, 12, 25)]}
+    )
+    assert (from_python.effective_from, from_python.holidays) == (
+        date(2026, 5, 4),
+        (date(2026, 12, 25),),
+    )
 
 
 def test_overlapping_and_touching_intervals_merge_as_instants() -> None:
-    weekly = {"mon": [["13:00", "17:00"], ["09:00", "12:00"], ["11:00", "13:30"]], "tue": [["20:00", "02:00"]]}
+    weekly = {
+        "mon": [["13:00", "17:00"], ["09:00", "12:00"], ["11:00", "13:30"]],
+        "tue": [["20:00", "02:00"]],
+    }
     calendar = version("Asia/Kolkata", weekly)
     assert parse_version(calendar.as_dict()) == calendar
     start, end = datetime(2026, 6, 1, tzinfo=UTC), datetime(2026, 6, 10, tzinfo=UTC)
@@ -316,18 +398,28 @@ def test_overlapping_and_touching_intervals_merge_as_instants() -> None:
         (datetime(2026, 6, 1, 9, tzinfo=kolkata), datetime(2026, 6, 1, 17, tzinfo=kolkata)),
         (datetime(2026, 6, 2, 20, tzinfo=kolkata), datetime(2026, 6, 3, 2, tzinfo=kolkata)),
     ]
-    assert clock.seconds(start, end) == Reference("Asia/Kolkata", weekly).seconds(start, end) == 2 * 14 * 3600.0
+    assert (
+        clock.seconds(start, end)
+        == Reference("Asia/Kolkata", weekly).seconds(start, end)
+        == 2 * 14 * 3600.0
+    )
 
 
 def test_an_interval_ending_in_the_spring_gap_is_not_merged_as_wall_times() -> None:
     weekly = {"sun": [["01:30", "02:30"], ["02:15", "03:15"], ["02:40", "03:05"]]}
     new_york = ZoneInfo("America/New_York")
     day = datetime(2026, 3, 8, tzinfo=new_york)
-    # 02:30 does not exist: with fold=0 it is 03:30 EDT, so the first interval is an hour long, the second
-    # (02:15 read as 03:15 EDT, to 03:15) is empty and the third (03:40 EDT to 03:05) is less than empty;
-    # merged as wall times they would last 45 minutes
-    measured = bh.business_seconds(version("America/New_York", weekly), day, day + timedelta(days=1))
-    assert measured == Reference("America/New_York", weekly).seconds(day, day + timedelta(days=1)) == 3600.0
+    # 02:30 does not exist: with fold=0 it is 03:30 EDT, so the first interval is an hour long, the
+    # second (02:15 read as 03:15 EDT, to 03:15) is empty and the third (03:40 EDT to 03:05) is less
+    # than empty; merged as wall times they would last 45 minutes
+    measured = bh.business_seconds(
+        version("America/New_York", weekly), day, day + timedelta(days=1)
+    )
+    assert (
+        measured
+        == Reference("America/New_York", weekly).seconds(day, day + timedelta(days=1))
+        == 3600.0
+    )
 
 
 def test_the_holiday_calendar_is_expanded_once_for_ten_years() -> None:
@@ -344,11 +436,19 @@ def test_the_holiday_calendar_is_expanded_once_for_ten_years() -> None:
     assert min(days) == date(2026, 1, 1) and max(days) < date(2036, 1, 1)
     assert list(calendar.holidays) == sorted(days)  # sorted, Thanksgiving 2026 once
     assert date(2026, 2, 12) in days  # Lincoln's Birthday: New York's, not the nation's
-    assert date(2026, 2, 12) not in parse_version({**data, "holiday_calendar": {"country": "US"}}).holidays
+    assert (
+        date(2026, 2, 12)
+        not in parse_version({**data, "holiday_calendar": {"country": "US"}}).holidays
+    )
     stored = calendar.as_dict()
     assert stored["holiday_calendar"] == {"country": "US", "subdivision": "NY"}
-    assert bh.load_version({**stored, "holidays": []}).holidays == ()  # a stored version is never re-expanded
-    gone = {**stored, "holiday_calendar": {"country": "XX"}}  # nor broken by a package that dropped a code
+    assert (
+        bh.load_version({**stored, "holidays": []}).holidays == ()
+    )  # a stored version is never re-expanded
+    gone = {
+        **stored,
+        "holiday_calendar": {"country": "XX"},
+    }  # nor broken by a package that dropped a code
     assert bh.load_version(gone).holiday_calendar == bh.HolidayCalendar("XX")
 
 
@@ -359,7 +459,11 @@ def test_iana_zones_are_the_ones_tz_accepts() -> None:
     assert "Europe/Berlin" in bh.iana_zones() and "CET" not in bh.iana_zones()
 
 
-BASE: dict[str, t.Any] = {"timezone": "America/New_York", "effective_from": "2026-01-01", "weekly": NINE_TO_FIVE}
+BASE: dict[str, t.Any] = {
+    "timezone": "America/New_York",
+    "effective_from": "2026-01-01",
+    "weekly": NINE_TO_FIVE,
+}
 
 
 _DROP = object()
@@ -402,12 +506,20 @@ def _with(**changes: t.Any) -> dict[str, t.Any]:
         (_with(holidays="2026-12-25"), "holidays"),
         (_with(holidays=["2026-12-25", "2026-13-01"]), "holidays[1]"),
         (_with(holidays=["2026-12-25", 20261226]), "holidays[1]"),
-        (_with(holidays=[(date(2026, 1, 1) + timedelta(days=i)).isoformat() for i in range(5001)]), "holidays"),
+        (
+            _with(
+                holidays=[(date(2026, 1, 1) + timedelta(days=i)).isoformat() for i in range(5001)]
+            ),
+            "holidays",
+        ),
         (_with(holiday_calendar="US"), "holiday_calendar"),
         (_with(holiday_calendar={"country": "XX"}), "holiday_calendar.country"),
         (_with(holiday_calendar={"country": "us"}), "holiday_calendar.country"),
         (_with(holiday_calendar={"subdivision": "NY"}), "holiday_calendar.country"),
-        (_with(holiday_calendar={"country": "US", "subdivision": "ZZ"}), "holiday_calendar.subdivision"),
+        (
+            _with(holiday_calendar={"country": "US", "subdivision": "ZZ"}),
+            "holiday_calendar.subdivision",
+        ),
         (_with(holiday_calendar={"country": "US", "region": "NY"}), "holiday_calendar.region"),
     ],
 )
@@ -428,13 +540,15 @@ def test_the_holiday_limit_counts_the_expanded_dates() -> None:
 
 def test_ten_intervals_a_day_and_24_00_as_an_end_are_fine() -> None:
     ten = [[f"{h:02d}:00", f"{h:02d}:30"] for h in range(10)]
-    calendar = parse_version(_with(weekly={"sun": ten, "mon": [["18:00", "24:00"]], "tue": [["00:00", "24:00"]]}))
+    calendar = parse_version(
+        _with(weekly={"sun": ten, "mon": [["18:00", "24:00"]], "tue": [["00:00", "24:00"]]})
+    )
     assert len(calendar.weekly[6]) == 10
     assert calendar.as_dict()["weekly"]["mon"] == [["18:00", "24:00"]]
     assert calendar.weekly[1] == ((0, 1440),)
 
 
-# -- iCalendar feeds ------------------------------------------------------------------------------------------
+# -- iCalendar feeds -------------------------------------------------------------------------------
 
 FEED = b"""BEGIN:VCALENDAR
 VERSION:2.0
@@ -478,7 +592,10 @@ def test_an_ics_feed_gives_its_all_day_events_recurring_ones_expanded() -> None:
     days = bh.holidays_from_ics(FEED.replace(b"\n", b"\r\n"), start, end)
     fourths = [date(year, 7, 4) for year in range(2026, 2036) if year != 2028]
     assert days == sorted([*fourths, date(2026, 12, 24), date(2026, 12, 25), date(2026, 12, 26)])
-    assert bh.holidays_from_ics(FEED, date(2026, 12, 25), date(2027, 1, 1)) == [date(2026, 12, 25), date(2026, 12, 26)]
+    assert bh.holidays_from_ics(FEED, date(2026, 12, 25), date(2027, 1, 1)) == [
+        date(2026, 12, 25),
+        date(2026, 12, 26),
+    ]
     calendar = parse_version(_with(holidays=[day.isoformat() for day in days]))
     assert len(calendar.holidays) == 12
 

@@ -1,4 +1,5 @@
-"""The deadline runner: calls bounded in time, and a queue bounded in length while helper threads hang."""
+"""The deadline runner: calls bounded in time, and a queue bounded in length while helper threads
+hang."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The pure functions, without a database or an app: statistics, buckets, windows, payload checks, redaction,
-the cache's bound and keys, CSV cells, the deadline runner, schema validation."""
+"""The pure functions, without a database or an app: statistics, buckets, windows, payload checks,
+redaction, the cache's bound and keys, CSV cells, the deadline runner, schema validation."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import random
 import re
 import threading
 import time
+import types
 import typing as t
 import weakref
 from datetime import datetime, timedelta, timezone
@@ -15,18 +16,18 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 import pytest
 
-from flowpilot_analytics import activities, escalations, periods, storage
+from flowpilot_analytics import activities, escalations, periods, replica, storage
 from flowpilot_analytics.cache import ResponseCache, _MemoryBackend
 from flowpilot_analytics.deadline import DeadlineExceeded, DeadlineRunner
 from flowpilot_analytics.ratelimit import RouteLimits
 from flowpilot_analytics.routes import neutralise
-from flowpilot_analytics.schemas import HandoffsArgs, PsaMetricsArgs
+from flowpilot_analytics.schemas import EscalationStats, HandoffsArgs, PsaMetricsArgs
 from flowpilot_analytics.timeutil import Backend, as_utc, naive_utc
 
 EDGES = (60.0, 300.0, 900.0, 3600.0, 14400.0)
 NOW = datetime(2026, 11, 15, 12, tzinfo=timezone.utc)
 
-# -- the escalation metric ----------------------------------------------------------------------------------
+# -- the escalation metric -------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -34,7 +35,9 @@ def test_percentile_is_numpys_linear_interpolation(seed: int) -> None:
     rng = random.Random(seed)
     values = sorted(rng.uniform(0, 10_000) for _ in range(rng.randint(1, 200)))
     for q in (0.0, 0.5, 0.95, 1.0):
-        assert escalations.percentile(values, q) == pytest.approx(float(np.percentile(values, q * 100)))
+        assert escalations.percentile(values, q) == pytest.approx(
+            float(np.percentile(values, q * 100))
+        )
 
 
 def test_buckets_are_half_open_and_the_last_is_unbounded() -> None:
@@ -46,12 +49,19 @@ def test_buckets_are_half_open_and_the_last_is_unbounded() -> None:
         (3600.0, 14400.0),
         (14400.0, None),
     ]
-    assert [escalations.bucket_index(d, EDGES) for d in (0, 59.999, 60, 14399, 14400, 10**9)] == [0, 0, 1, 4, 5, 5]
+    assert [escalations.bucket_index(d, EDGES) for d in (0, 59.999, 60, 14399, 14400, 10**9)] == [
+        0,
+        0,
+        1,
+        4,
+        5,
+        5,
+    ]
 
 
 def test_fold_counts_no_action_and_statistics() -> None:
     result = escalations.fold([30.0, 90.0, 600.0], claimed=5, edges=EDGES)
-    assert result.figures() == {
+    assert EscalationStats().dump(result) == {
         "n_handoffs_claimed": 5,
         "n_handoffs_with_action": 3,
         "avg_seconds": 240.0,
@@ -59,14 +69,17 @@ def test_fold_counts_no_action_and_statistics() -> None:
         "p95_seconds": pytest.approx(549.0),
         "target": None,
     }
-    assert result.distribution(EDGES)["no_action"] == 2
-    assert [b["count"] for b in result.distribution(EDGES)["buckets"]] == [1, 1, 1, 0, 0, 0]
-    assert escalations.empty(EDGES).figures()["median_seconds"] is None
+    assert escalations.distribution(result, EDGES).no_action == 2
+    assert [b.count for b in escalations.distribution(result, EDGES).buckets] == [1, 1, 1, 0, 0, 0]
+    assert EscalationStats().dump(escalations.empty(EDGES))["median_seconds"] is None
     assert escalations.fold([], claimed=2, edges=EDGES).no_action == 2
 
 
 def test_deltas_floor_at_zero_and_read_sqlite_text() -> None:
-    assert escalations.delta_seconds("2026-11-15 12:00:00.000000", "2026-11-15 12:01:30.500000") == 90.5
+    assert (
+        escalations.delta_seconds("2026-11-15 12:00:00.000000", "2026-11-15 12:01:30.500000")
+        == 90.5
+    )
     assert escalations.delta_seconds(NOW, NOW - timedelta(seconds=5)) == 0.0
     assert escalations.delta_seconds(NOW, None) is None
 
@@ -76,12 +89,19 @@ def test_engineers_sort_by_id_with_nobody_last() -> None:
 
 
 def test_fold_rows_groups_by_engineer() -> None:
-    rows = [(NOW, NOW + timedelta(seconds=10), 7), (NOW, None, 7), (NOW, NOW + timedelta(seconds=30), 9)]
+    rows = [
+        (NOW, NOW + timedelta(seconds=10), 7),
+        (NOW, None, 7),
+        (NOW, NOW + timedelta(seconds=30), 9),
+    ]
     groups = escalations.fold_rows(rows, EDGES, None)
-    assert {k: (v.n_handoffs_claimed, v.n_handoffs_with_action) for k, v in groups.items()} == {7: (2, 1), 9: (1, 1)}
+    assert {k: (v.n_handoffs_claimed, v.n_handoffs_with_action) for k, v in groups.items()} == {
+        7: (2, 1),
+        9: (1, 1),
+    }
 
 
-# -- windows and time ---------------------------------------------------------------------------------------
+# -- windows and time ------------------------------------------------------------------------------
 
 
 def test_windows_are_closed_and_the_previous_one_touches_nothing() -> None:
@@ -90,8 +110,8 @@ def test_windows_are_closed_and_the_previous_one_touches_nothing() -> None:
     before = periods.previous_window(window)
     assert before.end == window.start - timedelta(microseconds=1)
     assert before.end - before.start == window.end - window.start
-    custom = periods.window_from_args({"since": NOW - timedelta(days=2), "until": NOW}, NOW)
-    assert custom.period == "custom"
+    custom = periods.Span(None, NOW - timedelta(days=2), NOW).window(NOW)
+    assert custom.period == "custom" and custom.end == NOW
 
 
 def test_timestamps_read_as_utc() -> None:
@@ -99,10 +119,13 @@ def test_timestamps_read_as_utc() -> None:
     assert as_utc("2026-11-15T12:00:00Z") == NOW
     assert as_utc(datetime(2026, 11, 15, 12)) == NOW
     assert naive_utc("2026-11-15 12:00:00.000000") == datetime(2026, 11, 15, 12)
-    assert Backend.for_dialect("postgresql").aggregates_in_sql and Backend.for_dialect("sqlite").timestamps_as_text
+    assert (
+        Backend.for_dialect("postgresql").aggregates_in_sql
+        and Backend.for_dialect("sqlite").timestamps_as_text
+    )
 
 
-# -- activities ---------------------------------------------------------------------------------------------
+# -- activities ------------------------------------------------------------------------------------
 
 GOOD = {"account_id": 1, "activity_type": "time_entry_posted", "minutes": "15", "created_at": NOW}
 
@@ -119,16 +142,20 @@ GOOD = {"account_id": 1, "activity_type": "time_entry_posted", "minutes": "15", 
         ({"created_at": None}, "created_at"),
     ],
 )
-def test_payloads_are_checked_as_the_hook_and_the_replay_check_them(change: dict[str, t.Any], message: str) -> None:
+def test_payloads_are_checked_as_the_hook_and_the_replay_check_them(
+    change: dict[str, t.Any], message: str
+) -> None:
     with pytest.raises(ValueError, match=message):
         activities.validate_payload({**GOOD, **change})
 
 
 def test_payloads_are_normalised_and_legacy_keys_are_stable() -> None:
-    row = activities.validate_payload(GOOD)
+    row = activities.validate_payload(GOOD).row()
     assert row["minutes"] == 15.0 and set(row) == set(activities.PAYLOAD_FIELDS)
     assert (
-        activities.legacy_key(row) == activities.legacy_key(dict(row)) != activities.legacy_key({**row, "minutes": 1})
+        activities.legacy_key(row)
+        == activities.legacy_key(dict(row))
+        != activities.legacy_key({**row, "minutes": 1})
     )
 
 
@@ -137,7 +164,7 @@ def test_log_lines_describe_ids_only() -> None:
     assert "secret" not in text and "token" not in text and '"account_id": 1' in text
 
 
-# -- storage: redaction and back-off -------------------------------------------------------------------------
+# -- storage: redaction and back-off ---------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -164,14 +191,23 @@ def test_storage_uris_are_logged_without_passwords(uri: str, logged: str) -> Non
         ("redis://h/0?db=1&PassWord=Pw-S3cret&ssl=true", "redis://h/0?db=1&PassWord=***&ssl=true"),
         ("rediss://Tok-S3cret@h:6380/0", "rediss://***@h:6380/0"),
         ("redis://:Pw-S3cret@h", "redis://:***@h"),
-        ("redis+unix:///run/r.sock?password=Pw-S3cret&db=2", "redis+unix:///run/r.sock?password=***&db=2"),
+        (
+            "redis+unix:///run/r.sock?password=Pw-S3cret&db=2",
+            "redis+unix:///run/r.sock?password=***&db=2",
+        ),
         (
             "redis+sentinel://u:Pw-S3cret@h1:1,h2:2/svc?sentinel_password=Pw-S3cret",
             "redis+sentinel://u:***@h1:1,h2:2/svc?sentinel_password=***",
         ),
-        ("mongodb://h/?authSource=admin&access_key=Pw-S3cret", "mongodb://h/?authSource=***&access_key=***"),
+        (
+            "mongodb://h/?authSource=admin&access_key=Pw-S3cret",
+            "mongodb://h/?authSource=***&access_key=***",
+        ),
         ("x?token=Pw-S3cret&pwd=Pw-S3cret&pass=Pw-S3cret".replace("x", "memcached://h:1"), None),
-        ("s3://h/b?X-Amz-Signature=Pw-S3cret&X-Amz-Credential=Pw-S3cret&secret=Pw-S3cret&api_key=Pw-S3cret", None),
+        (
+            "s3://h/b?X-Amz-Signature=Pw-S3cret&X-Amz-Credential=Pw-S3cret&secret=Pw-S3cret&api_key=Pw-S3cret",
+            None,
+        ),
         ("redis://:Pw-S3cret?x@h/0", "redis://:***@h/0"),  # a password holding an unencoded "?"
         ("redis://h/0?client_name=ops@example", "redis://h/0?client_name=ops@example"),
         ("redis://:Pw%2FS3cret@h/0", "redis://:***@h/0"),
@@ -179,14 +215,18 @@ def test_storage_uris_are_logged_without_passwords(uri: str, logged: str) -> Non
     ],
 )
 def test_every_credential_a_uri_can_carry_is_redacted(uri: str, logged: str | None) -> None:
-    """Userinfo (``user:password@``, a bare ``token@``) and credential-like query parameters, in a URI alone or
-    in a client's error that quotes it, the password also decoded."""
+    """Userinfo (``user:password@``, a bare ``token@``) and credential-like query parameters, in a
+    URI alone or in a client's error that quotes it, the password also decoded."""
     if logged is not None:
         assert storage.redact_uri(uri) == logged
     assert "S3cret" not in storage.redact_uri(uri)
-    for secret in re.findall(r"[\w-]+/?S3cret", unquote(uri)):  # as a client might print it, decoded
+    for secret in re.findall(
+        r"[\w-]+/?S3cret", unquote(uri)
+    ):  # as a client might print it, decoded
         error = f"Error connecting to {uri} ({unquote(uri)}): AUTH {secret} failed"
-        assert "S3cret" not in storage.redact(error, uri) and "AUTH *** failed" in storage.redact(error, uri)
+        assert "S3cret" not in storage.redact(error, uri) and "AUTH *** failed" in storage.redact(
+            error, uri
+        )
 
 
 def test_backoff_says_down_until_the_interval_passes() -> None:
@@ -197,15 +237,19 @@ def test_backoff_says_down_until_the_interval_passes() -> None:
     assert storage.is_redis("rediss://h") and not storage.is_redis("memory://")
 
 
-# -- the in-process cache ---------------------------------------------------------------------------------------
+# -- the in-process cache --------------------------------------------------------------------------
 
 
-def test_the_memory_cache_stays_within_its_bytes_and_frees_expired_entries(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_memory_cache_stays_within_its_bytes_and_frees_expired_entries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     backend = _MemoryBackend(max_bytes=20_000)
     for i in range(200):
         backend.set(f"key-{i}", b"x" * 500, ttl=60)
     assert 0 < backend.bytes <= 20_000 and len(backend) < 200
-    assert backend.get("key-199") == b"x" * 500 and backend.get("key-0") is None  # the oldest went first
+    assert (
+        backend.get("key-199") == b"x" * 500 and backend.get("key-0") is None
+    )  # the oldest went first
     kept = len(backend)
     backend.set("huge", b"x" * 50_000, ttl=60)  # could never fit: nothing is evicted for it
     assert len(backend) == kept and backend.get("huge") is None
@@ -217,7 +261,10 @@ def test_the_memory_cache_stays_within_its_bytes_and_frees_expired_entries(monke
 
 def test_cache_keys_separate_accounts_whatever_their_ids() -> None:
     cache = ResponseCache(60, "memory://", namespace="ns")
-    keys = {cache.key("escalations", account, {"period": "7d"}) for account in ("a:1", "a", "a%3A1", "a/1")}
+    keys = {
+        cache.key("escalations", account, {"period": "7d"})
+        for account in ("a:1", "a", "a%3A1", "a/1")
+    }
     assert len(keys) == 4
 
 
@@ -226,7 +273,7 @@ def test_rate_limit_keys_never_collide() -> None:
     assert ids("psa_metrics", "a/b", "c") != ids("psa_metrics", "a", "b/c")
 
 
-# -- CSV cells --------------------------------------------------------------------------------------------------
+# -- CSV cells -------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("cell", ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx"])
@@ -238,7 +285,7 @@ def test_plain_cells_and_numbers_stay() -> None:
     assert [neutralise(c) for c in ("abc", -5, 3.5, "", None)] == ["abc", -5, 3.5, "", None]
 
 
-# -- the deadline runner ---------------------------------------------------------------------------------------
+# -- the deadline runner ---------------------------------------------------------------------------
 
 
 def test_the_runner_returns_results_and_raises_errors() -> None:
@@ -281,7 +328,7 @@ def test_idle_helper_threads_end_and_hold_nothing() -> None:
     assert alive() is None
 
 
-# -- query schemas ---------------------------------------------------------------------------------------------
+# -- query schemas ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("bucket", ["9" * 4400, "6", "-1", "1.0", "٣", "no-action"])
@@ -292,9 +339,9 @@ def test_bucket_values_outside_the_buckets_are_refused(bucket: str) -> None:
 
 def test_bucket_and_limit_values_load() -> None:
     schema = HandoffsArgs(bucket_count=6)
-    assert schema.load({"bucket": "5"})["bucket"] == 5
-    assert schema.load({"bucket": "no_action"})["bucket"] == "no_action"
-    assert schema.load({})["limit"] == 50
+    assert schema.load({"bucket": "5"}).bucket == 5
+    assert schema.load({"bucket": "no_action"}).bucket == "no_action"
+    assert schema.load({}).limit == 50
 
 
 def test_cursors_are_decoded_by_the_apps_codec() -> None:
@@ -304,17 +351,22 @@ def test_cursors_are_decoded_by_the_apps_codec() -> None:
         return ("k", "1")
 
     schema = HandoffsArgs(decode_cursor=decode)
-    assert schema.load({"cursor": "good"})["cursor"] == ("k", "1")
+    assert schema.load({"cursor": "good"}).cursor == ("k", "1")
     assert "cursor" in schema.validate({"cursor": "edited"})
     assert "cursor" in schema.validate({"cursor": "x" * 2000})
 
 
 def test_zones_and_ranges() -> None:
-    schema = PsaMetricsArgs(max_range_days=30)
-    assert schema.load({"tz": "Asia/Kolkata"})["tz"] == "Asia/Kolkata"
+    schema = PsaMetricsArgs()
+    assert schema.load({"tz": "Asia/Kolkata"}).tz == "Asia/Kolkata"
     assert "tz" in schema.validate({"tz": "localtime"})
-    assert "until" in schema.validate({"since": "2026-01-01T00:00:00", "until": "2026-03-01T00:00:00"})
-    assert "period" in schema.validate({"period": "7d", "since": "2026-01-01", "until": "2026-01-02"})
+    assert "until" in schema.validate(
+        {"since": "2026-01-01T00:00:00", "until": "2027-01-03T00:00:00"}
+    )
+    assert schema.validate({"since": "2026-01-01T00:00:00", "until": "2027-01-02T00:00:00"}) == {}
+    assert "period" in schema.validate(
+        {"period": "7d", "since": "2026-01-01", "until": "2026-01-02"}
+    )
 
 
 def test_the_required_replica_position_only_moves_forward() -> None:
@@ -322,6 +374,41 @@ def test_the_required_replica_position_only_moves_forward() -> None:
     backend.bump("gen", 0x3000200)
     backend.bump("gen", 0x3000100)  # an older announcement arriving late
     assert backend.position("gen") == 0x3000200
+
+
+class _Standby:
+    """A connection whose server has replayed up to ``position`` (``None``: a primary)."""
+
+    def __init__(self, position: str | None, dialect: str = "postgresql") -> None:
+        self.dialect = types.SimpleNamespace(name=dialect)
+        self.position = position
+
+    def exec_driver_sql(self, statement: str) -> t.Any:
+        assert "pg_last_wal_replay_lsn" in statement
+        return types.SimpleNamespace(scalar=lambda: self.position)
+
+
+def test_a_report_is_fresh_only_if_its_oldest_read_saw_the_required_position() -> None:
+    assert replica.wal_position("16/B374D848") == (0x16 << 32) + 0xB374D848
+    reads = replica.Reads()
+    assert reads.caught_up(None) and reads.caught_up(
+        10**12
+    )  # no read on a standby: nothing to wait for
+    for position in (
+        "3/200",
+        "3/100",
+        None,
+        "3/300",
+    ):  # the oldest standby position bounds the report
+        reads.observe(t.cast(t.Any, _Standby(position)))
+    assert reads.oldest == replica.wal_position("3/100")
+    assert reads.caught_up(replica.wal_position("3/100")) and not reads.caught_up(
+        replica.wal_position("3/101")
+    )
+    assert reads.caught_up(None)  # nothing recorded since the cache was filled
+    on_sqlite = replica.Reads()
+    on_sqlite.observe(t.cast(t.Any, _Standby("9/0", dialect="sqlite")))
+    assert on_sqlite.oldest is None
 
 
 def test_a_target_judges_claims_to_the_microsecond() -> None:

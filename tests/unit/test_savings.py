@@ -1,5 +1,6 @@
-"""The savings claim's statistics, without a database or an app: the interval's coverage by simulation, the
-figures against numpy, determinism, the claims refused, the words, and a speed figure."""
+"""The savings claim's statistics, without a database or an app: the interval's coverage by
+simulation, the figures against numpy, determinism, the claims refused, the words, and a speed
+figure."""
 
 from __future__ import annotations
 
@@ -20,15 +21,18 @@ def lognormal(rng: np.random.Generator, median: float, sigma: float, n: int) -> 
     return [float(value) for value in rng.lognormal(math.log(median), sigma, n)]
 
 
-# -- coverage -----------------------------------------------------------------------------------------------
+# -- coverage --------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("baseline_sigma", [0.6, 1.0])
 def test_the_intervals_cover_the_true_differences(baseline_sigma: float) -> None:
-    """400 trials from known lognormal populations: 20-40 baseline samples, 50-500 in-product handoffs."""
+    """400 trials from known lognormal populations: 20-40 baseline samples, 50-500 in-product
+    handoffs."""
     product_sigma, trials = 1.0, 400
     true_median = BASELINE_MEDIAN - PRODUCT_MEDIAN
-    true_mean = BASELINE_MEDIAN * math.exp(baseline_sigma**2 / 2) - PRODUCT_MEDIAN * math.exp(product_sigma**2 / 2)
+    true_mean = BASELINE_MEDIAN * math.exp(baseline_sigma**2 / 2) - PRODUCT_MEDIAN * math.exp(
+        product_sigma**2 / 2
+    )
     rng = np.random.default_rng(2026)
     estimates: dict[str, list[float]] = {"median": [], "mean": []}
     widths: dict[str, list[float]] = {"median": [], "mean": []}
@@ -47,16 +51,21 @@ def test_the_intervals_cover_the_true_differences(baseline_sigma: float) -> None
             covered[name] += low <= truth <= high
     for name, widest in (("median", 1.5), ("mean", 2.0)):
         coverage = covered[name] / trials
-        # the width a 95 % interval needs if the estimate were normal with its true (simulated) spread
+        # the width a 95 % interval needs if the estimate were normal with its true (simulated)
+        # spread
         needed = 2 * 1.96 * float(np.std(estimates[name]))
         ratio = float(np.mean(widths[name])) / needed
-        print(f"sigma {baseline_sigma}: {name} coverage {coverage:.3f}, mean width {ratio:.2f} x needed")
+        print(
+            f"sigma {baseline_sigma}: {name} coverage {coverage:.3f}, "
+            f"mean width {ratio:.2f} x needed"
+        )
         assert 0.90 <= coverage <= 0.99, (name, coverage)
         assert 0.5 < ratio < widest, (name, ratio)
 
 
 def test_bootstrap_medians_follow_the_exact_resampling_distribution() -> None:
-    """Every resample of 3 and of 4 values enumerated: the order-statistics draws match its probabilities."""
+    """Every resample of 3 and of 4 values enumerated: the order-statistics draws match its
+    probabilities."""
     rng = np.random.default_rng(1)
     for values in ([10.0, 20.0, 40.0], [10.0, 20.0, 40.0, 80.0]):
         resamples = list(itertools.product(values, repeat=len(values)))
@@ -64,12 +73,19 @@ def test_bootstrap_medians_follow_the_exact_resampling_distribution() -> None:
         drawn = Counter(sv.bootstrap_medians(np.array(values), 200_000, rng).tolist())
         assert set(drawn) <= set(exact)
         for median, count in exact.items():
-            assert drawn[median] / 200_000 == pytest.approx(count / len(resamples), abs=0.005), median
+            assert drawn[median] / 200_000 == pytest.approx(count / len(resamples), abs=0.005), (
+                median
+            )
 
 
-def test_the_normal_limit_of_a_large_in_product_mean_matches_resampling(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_normal_limit_of_a_large_in_product_mean_matches_resampling(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     rng = np.random.default_rng(5)
-    baseline, in_product = lognormal(rng, BASELINE_MEDIAN, 0.7, 30), lognormal(rng, PRODUCT_MEDIAN, 1.0, 5_000)
+    baseline, in_product = (
+        lognormal(rng, BASELINE_MEDIAN, 0.7, 30),
+        lognormal(rng, PRODUCT_MEDIAN, 1.0, 5_000),
+    )
     limit = sv.savings(baseline, in_product).difference
     monkeypatch.setattr(sv, "EXACT_MEAN_LIMIT", 10_000)
     resampled = sv.savings(baseline, in_product).difference
@@ -78,12 +94,15 @@ def test_the_normal_limit_of_a_large_in_product_mean_matches_resampling(monkeypa
     assert limit.mean_interval == pytest.approx(resampled.mean_interval, rel=0.05)
 
 
-# -- figures ------------------------------------------------------------------------------------------------
+# -- figures ---------------------------------------------------------------------------------------
 
 
 def test_figures_match_a_numpy_reference() -> None:
     rng = np.random.default_rng(11)
-    baseline, in_product = lognormal(rng, BASELINE_MEDIAN, 0.7, 24), lognormal(rng, PRODUCT_MEDIAN, 1.0, 301)
+    baseline, in_product = (
+        lognormal(rng, BASELINE_MEDIAN, 0.7, 24),
+        lognormal(rng, PRODUCT_MEDIAN, 1.0, 301),
+    )
     result = sv.savings(baseline, in_product)
     b, p = np.array(baseline), np.array(in_product)
     for sample, values in ((result.baseline, b), (result.in_product, p)):
@@ -103,7 +122,9 @@ def test_figures_match_a_numpy_reference() -> None:
         assert low < point < high
     assert extrapolated.handoffs == 301
     assert extrapolated.total_seconds == pytest.approx((b.mean() - p.mean()) * 301)
-    assert extrapolated.total_interval == pytest.approx(tuple(end * 301 for end in difference.mean_interval))
+    assert extrapolated.total_interval == pytest.approx(
+        tuple(end * 301 for end in difference.mean_interval)
+    )
     as_dict = result.as_dict()
     assert as_dict["difference"]["median_interval"] == list(difference.median_interval)
     assert as_dict["extrapolated"]["total_interval"] == list(extrapolated.total_interval)
@@ -119,27 +140,43 @@ def test_medians_interpolate_like_percentile_cont() -> None:
 
 def test_a_wider_confidence_gives_a_wider_interval() -> None:
     rng = np.random.default_rng(3)
-    baseline, in_product = lognormal(rng, BASELINE_MEDIAN, 0.7, 30), lognormal(rng, PRODUCT_MEDIAN, 1.0, 200)
+    baseline, in_product = (
+        lognormal(rng, BASELINE_MEDIAN, 0.7, 30),
+        lognormal(rng, PRODUCT_MEDIAN, 1.0, 200),
+    )
     narrow = sv.savings(baseline, in_product, confidence=0.9).difference
     wide = sv.savings(baseline, in_product, confidence=0.99).difference
     assert narrow is not None and wide is not None
-    assert wide.median_interval[0] <= narrow.median_interval[0] < narrow.median_interval[1] <= wide.median_interval[1]
-    assert wide.mean_interval[0] < narrow.mean_interval[0] < narrow.mean_interval[1] < wide.mean_interval[1]
+    assert (
+        wide.median_interval[0]
+        <= narrow.median_interval[0]
+        < narrow.median_interval[1]
+        <= wide.median_interval[1]
+    )
+    assert (
+        wide.mean_interval[0]
+        < narrow.mean_interval[0]
+        < narrow.mean_interval[1]
+        < wide.mean_interval[1]
+    )
     assert "90 % interval" in (sv.savings(baseline, in_product, confidence=0.9).claim or "")
 
 
-# -- determinism --------------------------------------------------------------------------------------------
+# -- determinism -----------------------------------------------------------------------------------
 
 
 def test_the_same_data_gives_the_same_interval_in_any_order() -> None:
     rng = np.random.default_rng(8)
-    baseline, in_product = lognormal(rng, BASELINE_MEDIAN, 0.7, 25), lognormal(rng, PRODUCT_MEDIAN, 1.0, 3_000)
+    baseline, in_product = (
+        lognormal(rng, BASELINE_MEDIAN, 0.7, 25),
+        lognormal(rng, PRODUCT_MEDIAN, 1.0, 3_000),
+    )
     first = sv.savings(baseline, in_product)
     assert sv.savings(baseline, in_product) == first
     assert sv.savings(baseline[::-1], rng.permutation(in_product).tolist()) == first
 
 
-# -- claims refused -----------------------------------------------------------------------------------------
+# -- claims refused --------------------------------------------------------------------------------
 
 
 def test_no_difference_below_the_minimum_and_the_reason_names_both_numbers() -> None:
@@ -151,7 +188,9 @@ def test_no_difference_below_the_minimum_and_the_reason_names_both_numbers() -> 
     assert result.baseline.n == 7 and result.baseline.median_seconds is not None
     assert result.in_product.n == 100
     custom = sv.savings(lognormal(rng, BASELINE_MEDIAN, 0.7, 25), in_product, min_samples=30)
-    assert custom.reason == "needs at least 30 baseline samples; has 25" and custom.difference is None
+    assert (
+        custom.reason == "needs at least 30 baseline samples; has 25" and custom.difference is None
+    )
     empty = sv.savings([], in_product)
     assert empty.baseline == sv.Sample(0, None, None)
     assert empty.reason == "needs at least 20 baseline samples; has 0"
@@ -164,7 +203,9 @@ def test_no_difference_without_an_in_product_handoff() -> None:
     assert (result.difference, result.extrapolated, result.claim) == (None, None, None)
     assert result.reason == "no handoff with a first action in this window"
     both = sv.savings(baseline[:3], [])
-    assert both.reason == "needs at least 20 baseline samples; has 3; no handoff with a first action in this window"
+    assert both.reason == (
+        "needs at least 20 baseline samples; has 3; no handoff with a first action in this window"
+    )
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -184,7 +225,10 @@ def test_no_claim_when_the_interval_includes_zero(seed: int) -> None:
 
 def test_a_claim_states_both_medians_sizes_and_interval_and_labels_the_total_extrapolated() -> None:
     rng = np.random.default_rng(12)
-    baseline, in_product = lognormal(rng, BASELINE_MEDIAN, 0.7, 25), lognormal(rng, PRODUCT_MEDIAN, 1.0, 1_234)
+    baseline, in_product = (
+        lognormal(rng, BASELINE_MEDIAN, 0.7, 25),
+        lognormal(rng, PRODUCT_MEDIAN, 1.0, 1_234),
+    )
     result = sv.savings(baseline, in_product)
     claim = result.claim
     assert claim is not None and result.reason is None
@@ -198,9 +242,15 @@ def test_a_claim_states_both_medians_sizes_and_interval_and_labels_the_total_ext
 
 def test_a_slower_product_is_claimed_as_longer() -> None:
     rng = np.random.default_rng(13)
-    result = sv.savings(lognormal(rng, PRODUCT_MEDIAN, 0.5, 30), lognormal(rng, BASELINE_MEDIAN, 0.5, 300))
+    result = sv.savings(
+        lognormal(rng, PRODUCT_MEDIAN, 0.5, 30), lognormal(rng, BASELINE_MEDIAN, 0.5, 300)
+    )
     assert result.difference is not None and result.difference.median_interval[1] < 0
-    assert result.claim is not None and "longer" in result.claim and "recovered" not in result.claim.lower()
+    assert (
+        result.claim is not None
+        and "longer" in result.claim
+        and "recovered" not in result.claim.lower()
+    )
 
 
 def test_bad_input_is_refused() -> None:
@@ -217,10 +267,13 @@ def test_bad_input_is_refused() -> None:
 def test_tied_samples_give_finite_intervals() -> None:
     result = sv.savings([600.0] * 18 + [660.0, 900.0], [120.0])
     assert result.difference is not None
-    assert all(math.isfinite(end) for end in (*result.difference.median_interval, *result.difference.mean_interval))
+    assert all(
+        math.isfinite(end)
+        for end in (*result.difference.median_interval, *result.difference.mean_interval)
+    )
 
 
-# -- words --------------------------------------------------------------------------------------------------
+# -- words -----------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -241,13 +294,16 @@ def test_durations_read_like_a_person_wrote_them(seconds: float, words: str) -> 
     assert sv.duration(seconds) == words
 
 
-# -- speed --------------------------------------------------------------------------------------------------
+# -- speed -----------------------------------------------------------------------------------------
 
 
 def test_speed_with_20000_handoffs_and_1000_samples() -> None:
     """A figure to read (pytest -s), not a timed test: the bound only catches a hang."""
     rng = np.random.default_rng(0)
-    baseline, in_product = lognormal(rng, BASELINE_MEDIAN, 0.7, 1_000), lognormal(rng, PRODUCT_MEDIAN, 1.0, 20_000)
+    baseline, in_product = (
+        lognormal(rng, BASELINE_MEDIAN, 0.7, 1_000),
+        lognormal(rng, PRODUCT_MEDIAN, 1.0, 20_000),
+    )
     started = time.perf_counter()
     result = sv.savings(baseline, in_product)
     elapsed = time.perf_counter() - started

@@ -1,4 +1,5 @@
-"""Every setting: defaults, validation with messages that name the key, normalisation, removed keys."""
+"""Every setting: defaults, validation with messages that name the key, normalisation, removed
+keys."""
 
 from __future__ import annotations
 
@@ -32,21 +33,33 @@ def settings(**config: t.Any) -> Settings:
         ({"FLOWPILOT_ANALYTICS_CLOCK_SKEW_SECONDS": True}, "seconds"),
         ({"FLOWPILOT_ANALYTICS_TABLES": {"tickets": "x"}}, "unknown keys"),
         ({"FLOWPILOT_ANALYTICS_COLUMNS": {"handoffs.owner": "x"}}, "is not"),
-        ({"FLOWPILOT_ANALYTICS_ROLES": ["a", "b"], "FLOWPILOT_ANALYTICS_ROUTE_ROLES": {"escalations": "a"}}, "not in"),
+        (
+            {
+                "FLOWPILOT_ANALYTICS_ROLES": ["a", "b"],
+                "FLOWPILOT_ANALYTICS_ROUTE_ROLES": {"escalations": "a"},
+            },
+            "not in",
+        ),
         ({"FLOWPILOT_ANALYTICS_ROUTE_ROLES": {"psa-metrics": "admin"}}, "unknown routes"),
         ({"FLOWPILOT_ANALYTICS_BUCKET_EDGES_SECONDS": [60, 30]}, "increasing"),
         ({"FLOWPILOT_ANALYTICS_BUCKET_EDGES_SECONDS": []}, "increasing"),
         ({"FLOWPILOT_ANALYTICS_CACHE_TTL": -5}, "CACHE_TTL"),
-        ({"FLOWPILOT_ANALYTICS_CACHE_MAX_BYTES": 0}, "CACHE_MAX_BYTES"),
         ({"FLOWPILOT_ANALYTICS_HOOK_TIMEOUT_MS": 0}, "HOOK_TIMEOUT_MS"),
-        ({"FLOWPILOT_ANALYTICS_MAX_RANGE_DAYS": 0}, "MAX_RANGE_DAYS"),
-        ({"FLOWPILOT_ANALYTICS_PSA_METRICS_LIMIT": "lots"}, "PSA_METRICS_LIMIT"),
-        ({"FLOWPILOT_ANALYTICS_ESCALATIONS_LIMIT": 5}, "ESCALATIONS_LIMIT"),
+        ({"FLOWPILOT_ANALYTICS_LIMITS": {"psa_metrics": "lots"}}, r"LIMITS\['psa_metrics'\]"),
+        ({"FLOWPILOT_ANALYTICS_LIMITS": {"escalations": 5}}, r"LIMITS\['escalations'\]"),
+        ({"FLOWPILOT_ANALYTICS_LIMITS": "15 per minute"}, "LIMITS must be a mapping"),
+        (
+            {"FLOWPILOT_ANALYTICS_CACHE_TTLS": 5},
+            "CACHE_TTLS \\(did you mean FLOWPILOT_ANALYTICS_CACHE_TTL\\?\\)",
+        ),
         ({"FLOWPILOT_ANALYTICS_VARY_HEADERS": "Cookie"}, "VARY_HEADERS"),
         ({"FLOWPILOT_ANALYTICS_TENANT_SETTING": "nodot"}, "TENANT_SETTING"),
         ({"FLOWPILOT_ANALYTICS_ID_TYPE": "bigint"}, "ID_TYPE"),
         ({"FLOWPILOT_ANALYTICS_URL_PREFIX": "api"}, "URL_PREFIX"),
-        ({"FLOWPILOT_ANALYTICS_BIND": "replica", "SQLALCHEMY_BINDS": {"reports": "sqlite://"}}, "SQLALCHEMY_BINDS"),
+        (
+            {"FLOWPILOT_ANALYTICS_BIND": "replica", "SQLALCHEMY_BINDS": {"reports": "sqlite://"}},
+            "SQLALCHEMY_BINDS",
+        ),
     ],
 )
 def test_a_bad_setting_is_refused_with_its_name(config: dict[str, t.Any], message: str) -> None:
@@ -56,9 +69,24 @@ def test_a_bad_setting_is_refused_with_its_name(config: dict[str, t.Any], messag
 
 @pytest.mark.parametrize(
     ("key", "replacement"),
-    [("FLOWPILOT_ANALYTICS_PSA_SERVICE_METHODS", "methods="), ("FLOWPILOT_ANALYTICS_SQLITE_TEXT_OFFSETS", "UTC text")],
+    [
+        ("FLOWPILOT_ANALYTICS_PSA_SERVICE_METHODS", "methods="),
+        ("FLOWPILOT_ANALYTICS_SQLITE_TEXT_OFFSETS", "UTC text"),
+        ("FLOWPILOT_ANALYTICS_PSA_METRICS_LIMIT", "FLOWPILOT_ANALYTICS_LIMITS = {'psa_metrics'"),
+        ("FLOWPILOT_ANALYTICS_ESCALATIONS_LIMIT", "FLOWPILOT_ANALYTICS_LIMITS = {'escalations'"),
+        (
+            "FLOWPILOT_ANALYTICS_HANDOFFS_LIMIT",
+            "FLOWPILOT_ANALYTICS_LIMITS = {'escalation_handoffs'",
+        ),
+        ("FLOWPILOT_ANALYTICS_CURSOR_SECRET", "SECRET_KEY_FALLBACKS"),
+        ("FLOWPILOT_ANALYTICS_CACHE_MAX_BYTES", "32 MiB"),
+        ("FLOWPILOT_ANALYTICS_DEAD_LETTER_TABLE", "DEAD_LETTER_PATH"),
+        ("FLOWPILOT_ANALYTICS_MAX_RANGE_DAYS", "366 days"),
+    ],
 )
-def test_a_removed_setting_still_set_is_a_startup_error_naming_the_replacement(key: str, replacement: str) -> None:
+def test_a_removed_setting_still_set_is_a_startup_error_naming_the_replacement(
+    key: str, replacement: str
+) -> None:
     app = Flask("old_host")
     app.config.update({**SECRET, key: {"note_posted": "post"} if "METHODS" in key else True})
     with pytest.raises(ValueError, match=replacement) as raised:
@@ -75,11 +103,11 @@ def test_bad_settings_fail_at_init_app_not_at_the_first_request() -> None:
 
 
 def test_a_cursor_key_is_required_and_other_mistakes_are_named_first() -> None:
-    with pytest.raises(ValueError, match="SECRET_KEY or FLOWPILOT_ANALYTICS_CURSOR_SECRET"):
+    with pytest.raises(ValueError, match="set the app's SECRET_KEY"):
         Settings.from_config({})
     with pytest.raises(ValueError, match="BUCKET_EDGES"):
         Settings.from_config({"FLOWPILOT_ANALYTICS_BUCKET_EDGES_SECONDS": [5, 1]})
-    assert Settings.from_config({"FLOWPILOT_ANALYTICS_CURSOR_SECRET": "c"}).cursor_secret == "c"
+    assert Settings.from_config({"SECRET_KEY": "c"}).cursor_secret == "c"
     assert "s3cret" not in repr(Settings.from_config({"SECRET_KEY": "s3cret"}))  # never printed
 
 
@@ -89,12 +117,12 @@ def test_a_cursor_lifetime_is_a_whole_number_of_seconds(max_age: t.Any) -> None:
         settings(FLOWPILOT_ANALYTICS_CURSOR_MAX_AGE=max_age)
 
 
-def test_cursor_keys_follow_flasks_rotation_unless_the_plugin_has_its_own() -> None:
+def test_cursor_keys_follow_flasks_rotation() -> None:
     assert settings().cursor_max_age == 86400  # a day
-    rotated = Settings.from_config({"SECRET_KEY": "new", "SECRET_KEY_FALLBACKS": ["older", b"oldest"]})
+    rotated = Settings.from_config(
+        {"SECRET_KEY": "new", "SECRET_KEY_FALLBACKS": ["older", b"oldest"]}
+    )
     assert (rotated.cursor_secret, rotated.cursor_fallbacks) == ("new", ("older", b"oldest"))
-    own = settings(SECRET_KEY_FALLBACKS=["older"], FLOWPILOT_ANALYTICS_CURSOR_SECRET="cursor-key")
-    assert (own.cursor_secret, own.cursor_fallbacks) == ("cursor-key", ())
     assert settings(SECRET_KEY_FALLBACKS=None).cursor_fallbacks == ()
     assert "older" not in repr(rotated)  # never printed
     for bad in ("older", ["older", ""], [1], 5):
@@ -105,16 +133,25 @@ def test_cursor_keys_follow_flasks_rotation_unless_the_plugin_has_its_own() -> N
 def test_defaults_and_normalisation() -> None:
     s = settings()
     assert s.route_roles == {"escalations": "engineer", "psa_metrics": "team_admin"}
-    assert s.tables == {"sessions": "ai_sessions", "steps": "ai_session_steps", "handoffs": "session_handoffs"}
+    assert s.tables == {
+        "sessions": "ai_sessions",
+        "steps": "ai_session_steps",
+        "handoffs": "session_handoffs",
+    }
     assert s.bucket_edges == (60.0, 300.0, 900.0, 3600.0, 14400.0)
     assert (s.cache_storage_uri, s.ratelimit_storage_uri) == ("memory://", "memory://")
     assert s.dead_letter_path.endswith("flowpilot_analytics_dead_letters.jsonl")
-    merged = settings(FLOWPILOT_ANALYTICS_ROUTE_ROLES={"psa_metrics": "admin"}, RATELIMIT_STORAGE_URI="redis://r:1/0")
+    merged = settings(
+        FLOWPILOT_ANALYTICS_ROUTE_ROLES={"psa_metrics": "admin"},
+        RATELIMIT_STORAGE_URI="redis://r:1/0",
+    )
     assert merged.route_roles == {"escalations": "engineer", "psa_metrics": "admin"}
     assert merged.ratelimit_storage_uri == "redis://r:1/0"  # the host's limiter storage, as before
     assert merged.cache_storage_uri == "memory://"  # no longer inferred from the limiter's
     assert (
-        settings(FLOWPILOT_ANALYTICS_COLUMNS={"handoffs.claimed_at": "accepted"}).host_column("handoffs", "claimed_at")
+        settings(FLOWPILOT_ANALYTICS_COLUMNS={"handoffs.claimed_at": "accepted"}).host_column(
+            "handoffs", "claimed_at"
+        )
         == "accepted"
     )
 
@@ -135,12 +172,14 @@ def test_settings_are_frozen_and_apps_never_share_a_default_object() -> None:
 
 def test_settings_are_filled_with_setdefault_and_touch_nothing_else() -> None:
     app = Flask("host")
-    app.config.update({**SECRET, "FLOWPILOT_ANALYTICS_CACHE_TTL": 5, "SQLALCHEMY_DATABASE_URI": "sqlite://"})
+    app.config.update(
+        {**SECRET, "FLOWPILOT_ANALYTICS_CACHE_TTL": 5, "SQLALCHEMY_DATABASE_URI": "sqlite://"}
+    )
     db.init_app(app)
     FlowpilotAnalytics().init_app(app, db=db, identity_loader=load_identity)
     assert app.config["FLOWPILOT_ANALYTICS_URL_PREFIX"] == "/api/v1"
     assert app.config["FLOWPILOT_ANALYTICS_CACHE_TTL"] == 5
-    assert app.config["FLOWPILOT_ANALYTICS_PSA_METRICS_LIMIT"] == "15 per minute"
+    assert app.config["FLOWPILOT_ANALYTICS_LIMITS"] == {}  # the routes declare the defaults
     assert not [key for key in app.config if key.startswith("RATELIMIT_")]
     assert {key for key in app.config if key.startswith("FLOWPILOT_ANALYTICS_")} == set(DEFAULTS)
 
@@ -148,13 +187,29 @@ def test_settings_are_filled_with_setdefault_and_touch_nothing_else() -> None:
 def test_every_setting_is_documented_and_named_once() -> None:
     keys = [s.key for s in SETTINGS]
     assert len(keys) == len(set(keys)) and all(s.doc.strip() for s in SETTINGS)
+    assert len(keys) <= 20  # a setting nobody would set is a constant
+
+
+def test_each_declaration_fills_one_field_and_every_field_has_one() -> None:
+    from dataclasses import fields
+
+    from_flask = {
+        "cursor_secret",
+        "cursor_fallbacks",
+    }  # SECRET_KEY and SECRET_KEY_FALLBACKS, Flask's own
+    declared = [s.field for s in SETTINGS]
+    assert len(declared) == len(set(declared))
+    assert set(declared) | from_flask == {f.name for f in fields(Settings)}
+    assert not set(declared) & from_flask
 
 
 def test_the_configuration_reference_is_generated_from_the_code_and_written_once() -> None:
     import pathlib
 
     root = pathlib.Path(__file__).parents[2]
-    assert "{include} _generated/settings.md" in (root / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert "{include} _generated/settings.md" in (root / "docs" / "configuration.md").read_text(
+        encoding="utf-8"
+    )
     assert "settings_table()" in (root / "docs" / "conf.py").read_text(encoding="utf-8")
     readme = (root / "README.md").read_text(encoding="utf-8")
     assert "| key | default | meaning |" not in readme  # one place: the generated page
