@@ -158,14 +158,28 @@ def _roles(roles: t.Any, ctx: Context) -> tuple[str, ...]:
     return tuple(roles)
 
 
-def _route_roles(value: t.Any, ctx: Context) -> Mapping[str, str]:
-    given = dict(value)
-    unknown = set(given) - set(DEFAULT_ROUTE_ROLES)
+def _mapping(value: object, ctx: Context) -> dict[str, object]:
+    """A setting's mapping, refused naming the key when it is not one."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{ctx.key} must be a mapping, got a {type(value).__name__}")
+    return {str(k): v for k, v in value.items()}
+
+
+def _merged_over(
+    defaults: Mapping[str, str], noun: str, value: object, ctx: Context
+) -> dict[str, str]:
+    """The host's mapping over ``defaults``; a key they lack is refused, naming them."""
+    given = _mapping(value, ctx)
+    unknown = set(given) - set(defaults)
     if unknown:
         raise ValueError(
-            f"{ctx.key} has unknown routes {sorted(unknown)}; known: {sorted(DEFAULT_ROUTE_ROLES)}"
+            f"{ctx.key} has unknown {noun} {sorted(unknown)}; known: {sorted(defaults)}"
         )
-    merged = {**DEFAULT_ROUTE_ROLES, **given}
+    return {**defaults, **{k: str(v) for k, v in given.items()}}
+
+
+def _route_roles(value: object, ctx: Context) -> Mapping[str, str]:
+    merged = _merged_over(DEFAULT_ROUTE_ROLES, "routes", value, ctx)
     roles = t.cast("tuple[str, ...]", ctx.checked["roles"])
     for route, minimum in merged.items():
         if minimum not in roles:
@@ -175,18 +189,12 @@ def _route_roles(value: t.Any, ctx: Context) -> Mapping[str, str]:
     return MappingProxyType(merged)
 
 
-def _tables(value: t.Any, ctx: Context) -> Mapping[str, str]:
-    given = dict(value)
-    unknown = set(given) - set(DEFAULT_TABLES)
-    if unknown:
-        raise ValueError(
-            f"{ctx.key} has unknown keys {sorted(unknown)}; known: {sorted(DEFAULT_TABLES)}"
-        )
-    return MappingProxyType({**DEFAULT_TABLES, **given})
+def _tables(value: object, ctx: Context) -> Mapping[str, str]:
+    return MappingProxyType(_merged_over(DEFAULT_TABLES, "keys", value, ctx))
 
 
-def _columns(value: t.Any, ctx: Context) -> Mapping[str, str]:
-    given = dict(value)
+def _columns(value: object, ctx: Context) -> Mapping[str, str]:
+    given = _mapping(value, ctx)
     for key in given:
         table, _, column = str(key).partition(".")
         if column not in HOST_COLUMNS.get(table, ()) + OPTIONAL_HOST_COLUMNS.get(table, ()):

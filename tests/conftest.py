@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import os
 import typing as t
-import uuid
 
 import pytest
-import sqlalchemy as sa
 
 from . import host
-from .helpers import install_telemetry_sdk, load_demo_module, unavailable
+from .helpers import install_telemetry_sdk, load_demo_module, throwaway_database, unavailable
 
 PG_ADMIN_URL = os.environ.get(
     "FLOWPILOT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -25,21 +23,8 @@ BACKENDS = [
 @pytest.fixture(scope="session")
 def postgres_database() -> t.Iterator[str]:
     """A throwaway PostgreSQL database for this test run, dropped at the end."""
-    name = f"fpa_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        unavailable("PostgreSQL", exc)
-    url = sa.engine.make_url(PG_ADMIN_URL).set(database=name)
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    with throwaway_database(PG_ADMIN_URL, "fpa_test") as url:
+        yield url
 
 
 @pytest.fixture(params=BACKENDS)

@@ -3,8 +3,10 @@ replay command, dead letters as the hook keeps them, and the bound a push must r
 
 from __future__ import annotations
 
+import contextlib
 import os
 import typing as t
+import uuid
 
 import pytest
 import sqlalchemy as sa
@@ -118,3 +120,23 @@ def dead_letter_entries(count: int) -> list[dict[str, t.Any]]:
         }
         for i in range(count)
     ]
+
+
+@contextlib.contextmanager
+def throwaway_database(admin_url: str, prefix: str) -> t.Iterator[str]:
+    """A PostgreSQL database of its own on the shared server (its URL), dropped afterwards with its
+    connections cut; an unreachable server skips (fails in CI)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        unavailable("PostgreSQL", exc)
+    try:
+        yield sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()

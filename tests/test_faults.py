@@ -22,7 +22,6 @@ import threading
 import time
 import types
 import typing as t
-import uuid
 from collections import Counter
 
 import pytest
@@ -32,7 +31,7 @@ from flowpilot_analytics import registration
 
 from . import host
 from .conftest import PG_ADMIN_URL
-from .helpers import unavailable
+from .helpers import throwaway_database, unavailable
 from .host import NOW, AISession, db
 from .services import PG_BIN, PrivateCluster, free_port, private_cluster
 
@@ -45,26 +44,9 @@ CEILING_MS = 450
 
 @pytest.fixture
 def pg_database() -> t.Iterator[str]:
-    """A PostgreSQL database of this test's own on the shared server; dropped afterwards,
-    connections cut."""
-    name = f"fpa_fault_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        unavailable("PostgreSQL", exc)
-    try:
-        yield (
-            sa.engine.make_url(PG_ADMIN_URL)
-            .set(database=name)
-            .render_as_string(hide_password=False)
-        )
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    """A PostgreSQL database of this test's own on the shared server; dropped afterwards."""
+    with throwaway_database(PG_ADMIN_URL, "fpa_fault") as url:
+        yield url
 
 
 class FreezableProxy:

@@ -32,6 +32,8 @@ def settings(**config: t.Any) -> Settings:
         ({"FLOWPILOT_ANALYTICS_CLOCK_SKEW_SECONDS": 1e20}, "seconds"),
         ({"FLOWPILOT_ANALYTICS_CLOCK_SKEW_SECONDS": True}, "seconds"),
         ({"FLOWPILOT_ANALYTICS_TABLES": {"tickets": "x"}}, "unknown keys"),
+        ({"FLOWPILOT_ANALYTICS_TABLES": "ai_sessions"}, "TABLES must be a mapping"),
+        ({"FLOWPILOT_ANALYTICS_ROUTE_ROLES": ["engineer"]}, "ROUTE_ROLES must be a mapping"),
         ({"FLOWPILOT_ANALYTICS_COLUMNS": {"handoffs.owner": "x"}}, "is not"),
         (
             {
