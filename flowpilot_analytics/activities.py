@@ -119,7 +119,7 @@ def _number(value: object) -> float:
     if not isinstance(value, bool) and isinstance(value, (numbers.Real, decimal.Decimal, str)):
         try:
             return float(value)
-        except ValueError:
+        except (ValueError, OverflowError):
             pass
     raise ValueError(f"minutes must be a number, got a {type(value).__name__} that is not one")
 

@@ -122,11 +122,18 @@ def _limits(value: object, ctx: Context) -> Mapping[str, str]:
     checked: dict[str, str] = {}
     for name, limit in value.items():
         try:
-            limits.parse(limit)
+            parsed = limits.parse_many(limit)
         except (ValueError, TypeError):
             raise ValueError(
                 f"{ctx.key}[{name!r}] = {limit!r} is not a rate limit such as '15 per minute'"
             ) from None
+        if len(parsed) != 1:
+            raise ValueError(
+                f"{ctx.key}[{name!r}] = {limit!r} gives {len(parsed)} limits: "
+                "one rate limit per key"
+            )
+        if parsed[0].amount < 1:
+            raise ValueError(f"{ctx.key}[{name!r}] = {limit!r} allows no request: the amount is 0")
         checked[str(name)] = str(limit)
     return MappingProxyType(checked)
 

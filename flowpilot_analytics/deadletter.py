@@ -57,6 +57,10 @@ SETTING = "FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH"
 #: its size after this process's last compaction, so a large backlog is not rewritten at every
 #: settle).
 COMPACT_BYTES = 64 * 1024
+#: ... but never once it is past this one: a push would wait for the rewrite of a large backlog
+#: (real dead letters, after an outage), and other pushes for the lock. The replay, which rewrites
+#: the file anyway, cleans it up then (and ``doctor`` says to run one).
+COMPACT_MAX_BYTES = 1024 * 1024
 #: Seconds :meth:`DeadLetterFile.settle` waits for the file's lock unless told otherwise.
 SETTLE_TIMEOUT = 1.0
 #: Seconds a reader (the backlog gauge, ``doctor``) waits for the file's lock.
@@ -342,18 +346,23 @@ class _Lines:
         return self
 
     def current(self) -> list[bool]:
-        """Per item, whether it is the last entry with its key: the hook journals an activity before
-        reading the pushed object, then again, complete, under the same key; the later entry
-        supersedes the earlier."""
-        last = {
-            value.get("idempotency_key"): i
-            for i, (kind, _, value) in enumerate(self.items)
-            if kind == "entry"
-        }
+        """Per item, whether it is the entry that counts for its key: the hook journals an activity
+        before reading the pushed object (``"partial": true``), then again, complete, under the same
+        key. The last complete entry counts, wherever a partial one lands (a replay re-appends what
+        it keeps); only a key with partial entries alone counts its last one."""
+        last: dict[object, int] = {}
+        complete: dict[object, int] = {}
+        for i, (kind, _, value) in enumerate(self.items):
+            if kind == "entry":
+                key = value.get("idempotency_key")
+                last[key] = i
+                if value.get("partial") is not True:
+                    complete[key] = i
+        chosen = {**last, **complete}
         return [
             kind != "entry"
             or value.get("idempotency_key") is None
-            or last[value.get("idempotency_key")] == i
+            or chosen[value.get("idempotency_key")] == i
             for i, (kind, _, value) in enumerate(self.items)
         ]
 
@@ -492,12 +501,15 @@ class DeadLetterFile:
 
     def settle(self, key: str, timeout: float = SETTLE_TIMEOUT) -> None:
         """Mark the journal entry ``key`` written (no fsync: a lost settle line only means a replay
-        finds the row present); past the compaction threshold, rewrite the file without what is
-        settled."""
+        finds the row present); past the compaction threshold (and below :data:`COMPACT_MAX_BYTES`),
+        rewrite the file without what is settled."""
         data = (json.dumps({"settled": key}) + "\n").encode("utf-8")
         with self._appending(timeout) as descriptor:
             size = _append_to(descriptor, data)
-            if size > max(COMPACT_BYTES, 2 * self._compacted_size):
+            before = size - len(data)
+            if before < self._compacted_size:  # rewritten smaller since (a replay): grow from there
+                self._compacted_size = before
+            if COMPACT_BYTES < size <= COMPACT_MAX_BYTES and size > 2 * self._compacted_size:
                 try:
                     self._compact(descriptor)
                 except OSError as exc:  # the file stays complete; tried again once it has doubled

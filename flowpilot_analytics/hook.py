@@ -208,6 +208,8 @@ class Recording:
     activity: Activity
     deadline: float
     journaled: bool = False
+    #: A partial entry under the same key was journaled before the pushed object was read.
+    preliminary: bool = False
 
     @property
     def kind(self) -> dict[str, str]:
@@ -218,12 +220,15 @@ class Recording:
         """Seconds left of the push's budget."""
         return max(0.0, self.deadline - time.monotonic())
 
-    def journal(self, durable: bool) -> None:
+    def journal(self, durable: bool, partial: bool = False) -> None:
         """Journal the activity before its write, so that a process killed meanwhile leaves a dead
         letter; a journal that fails is logged and the write goes on (the activity is then kept only
-        if the write fails)."""
+        if the write fails). The lock wait takes at most a share of the budget, so the write keeps
+        time. A ``partial`` entry (before the pushed object was read) yields to a complete one."""
+        row = {**self.activity.row(), "partial": True} if partial else self.activity.row()
+        budget = self.state.settings.hook_timeout_ms / 1000.0
         try:
-            self.state.dead_letters.journal(self.activity.row(), timeout=self.left())
+            self.state.dead_letters.journal(row, timeout=min(self.left(), budget * JOURNAL_SHARE))
             if durable:
                 self.state.dead_letters.sync()
         except Exception as exc:
@@ -278,6 +283,8 @@ class Recording:
         return "dead_lettered"
 
 
+#: Of the push's budget, the longest the journal may wait for the dead-letter file's lock.
+JOURNAL_SHARE = 0.4
 #: Of the push's budget, what the write leaves for keeping the activity when the write fails (a
 #: fsync).
 KEEP_SHARE, KEEP_MAX_SECONDS = 0.2, 0.05
@@ -300,7 +307,7 @@ def _write_or_keep(recording: Recording) -> str:
                 lambda done: _late(recording, t.cast("Future[Written]", done))
             )
         return recording.keep(error_text(exc))
-    if recording.journaled:
+    if recording.journaled or recording.preliminary:
         recording.settle()
     if not written.recorded:
         telemetry.duplicates.add(1, recording.kind)
@@ -327,41 +334,12 @@ def _late(recording: Recording, done: Future[Written]) -> None:
         _announce(recording.app, recording.state, recording.activity, done.result().position)
 
 
-def _as_account(state: AnalyticsState, value: object) -> object:
-    """An account id found as text (a tenant setting) as a value of the activity table's account
-    column."""
-    if not isinstance(value, str):
-        return value
-    try:
-        python_type = state.activity_io.c.account_id.type.python_type
-    except NotImplementedError:
-        return value
-    try:
-        return python_type(value) if python_type in (int, uuid.UUID) else value
-    except ValueError:
-        return None
-
-
-def _known_account(
-    state: AnalyticsState, fields: Mapping[str, object], session: sa.orm.Session
-) -> object:
+def _known_account(state: AnalyticsState, fields: Mapping[str, object]) -> object:
     """The account the push belongs to, as known without reading the pushed object: its loaded
-    ``account_id``; else the tenant the host set on its open transaction (row-level security); else
-    the request's identity."""
+    ``account_id``, else the request's identity. (Never the host's connection: a query there could
+    begin the host's transaction or wait past the deadline.)"""
     if fields.get("account_id") is not None:
         return fields["account_id"]
-    setting = state.settings.tenant_setting
-    if (
-        setting is not None
-        and state.write_engine.dialect.name == "postgresql"
-        and session.in_transaction()
-    ):
-        try:  # the host's own transaction is open already: reading a setting begins nothing
-            tenant = session.connection().scalar(sa.select(sa.func.current_setting(setting, True)))
-        except Exception:
-            tenant = None
-        if tenant:
-            return _as_account(state, tenant)
     if has_request_context():
         try:
             return getattr(state.identity_loader(), "account_id", None)
@@ -427,7 +405,7 @@ def record(
             type(exc).__name__,
         )
         return
-    account = _known_account(state, fields, session)
+    account = _known_account(state, fields)
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     payload = build_payload(
         activity_type, {**fields, "account_id": fields.get("account_id") or account}, state
@@ -441,7 +419,7 @@ def record(
         except (ValueError, TypeError) as exc:
             _refuse(activity_type, str(exc))
             return
-        first.journal(durable=False)
+        first.journal(durable=False, partial=True)
     unknown = _complete(deadline, state, fields, account)
     if fields.get("account_id") is None:
         fields["account_id"] = account
@@ -466,7 +444,9 @@ def record(
     except (ValueError, TypeError) as exc:
         _refuse(activity_type, str(exc), first)
         return
-    recording = Recording(app, state, activity, deadline)
+    recording = Recording(
+        app, state, activity, deadline, preliminary=bool(first and first.journaled)
+    )
     if state.write_engine.dialect.name == "sqlite" and session.in_transaction():
         # one writer: a write now would wait on the host's own open transaction; write when it ends
         recording.journal(durable=True)
@@ -475,7 +455,6 @@ def record(
     recording.journal(
         durable=False
     )  # the write follows at once; it, or the dead letter's fsync, makes it durable
-    recording.journaled = recording.journaled or (first is not None and first.journaled)
     _record_now(recording)
 
 
@@ -486,6 +465,26 @@ def _checked(payload: Mapping[str, object], state: AnalyticsState) -> Activity:
         return validate_payload(payload, state.activity_io)
     except NoAccount as exc:
         return exc.activity
+
+
+def _record_safely(
+    activity_type: str,
+    extract: Extract,
+    args: tuple[object, ...],
+    kwargs: dict[str, object],
+    result: object,
+) -> None:
+    """:func:`record`, and whatever it did not foresee logged (its type only), never raised: the PSA
+    call succeeded, so the push must return as it is."""
+    try:
+        record(activity_type, extract, args, kwargs, result)
+    except Exception as exc:
+        telemetry.failed.add(1, {"activity_type": activity_type, "reason": "unexpected"})
+        logger.error(
+            "recording a %s activity failed unexpectedly (%s); not recorded",
+            activity_type,
+            type(exc).__name__,
+        )
 
 
 def _refuse(activity_type: str, reason: str, journaled: Recording | None = None) -> None:
@@ -540,7 +539,7 @@ def psa_activity(activity_type: str, extract: Extract | None = None) -> t.Callab
             @functools.wraps(fn)
             async def async_wrapper(*args: object, **kwargs: object) -> object:
                 result = await t.cast(t.Callable[..., t.Awaitable[object]], fn)(*args, **kwargs)
-                record(activity_type, reader, args, kwargs, result)
+                _record_safely(activity_type, reader, args, kwargs, result)
                 return result
 
             setattr(async_wrapper, WRAPPED_MARK, activity_type)
@@ -549,7 +548,7 @@ def psa_activity(activity_type: str, extract: Extract | None = None) -> t.Callab
         @functools.wraps(fn)
         def wrapper(*args: object, **kwargs: object) -> object:
             result = fn(*args, **kwargs)
-            record(activity_type, reader, args, kwargs, result)
+            _record_safely(activity_type, reader, args, kwargs, result)
             return result
 
         setattr(wrapper, WRAPPED_MARK, activity_type)

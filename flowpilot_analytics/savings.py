@@ -49,8 +49,8 @@ SEED = 20
 #: Above this many in-product handoffs, the resampled in-product mean is drawn from its normal
 #: limit.
 EXACT_MEAN_LIMIT = 2_000
-#: Default least number of baseline samples for a difference
-#: (``FLOWPILOT_ANALYTICS_BASELINE_MIN_SAMPLES``).
+#: Default least number of baseline samples for a difference (the route will pass its own
+#: minimum, from a future setting).
 MIN_SAMPLES = 20
 #: Default confidence of the intervals.
 CONFIDENCE = 0.95

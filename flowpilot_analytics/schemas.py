@@ -141,7 +141,12 @@ def _target() -> fields.Float:
 
 class CursorField(fields.Field[Cursor]):
     """A signed ``next_cursor``, decoded by the schema's
-    ``decode_cursor`` (which raises ``ValueError``)."""
+    ``decode_cursor`` (which raises ``ValueError``). It documents as a string: apispec maps only
+    the fields it knows, so the type is given in the metadata (a ``fields.String`` subclass could
+    not return a :class:`Cursor`)."""
+
+    def __init__(self, **kwargs: t.Any) -> None:
+        super().__init__(**{**kwargs, "metadata": {"type": "string", **kwargs.get("metadata", {})}})
 
     def _deserialize(
         self, value: object, attr: str | None, data: t.Mapping[str, object] | None, **kwargs: object

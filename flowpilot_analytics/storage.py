@@ -73,12 +73,30 @@ def _split(rest: str) -> tuple[str | None, str, str]:
     )
 
 
+def _leading_userinfo(text: str) -> tuple[str, str, str] | None:
+    """``text``'s ``scheme://``, userinfo and what follows its ``@``, when ``text`` starts with a
+    URI whose userinfo may hold white space (``redis://default:hunter two@h/0``): the userinfo runs
+    up to the last ``@`` before the first ``/``, ``?``, ``#`` or line break, so an ``@`` after one
+    of those (``redis://h/0?client_name=ops@example``) is not the userinfo's."""
+    match = _URI.match(text)
+    if not match:
+        return None
+    rest = text[match.end("scheme") :]
+    head = re.split(r"[/?#\r\n]", rest, maxsplit=1)[0]
+    at = head.rfind("@")
+    return None if at < 0 else (match.group("scheme"), rest[:at], rest[at + 1 :])
+
+
+def _mask_userinfo(userinfo: str) -> str:
+    user, colon, _ = userinfo.partition(":")
+    return f"{user}:{MASK}@" if colon else f"{MASK}@"  # a bare ``token@`` is a credential too
+
+
 def _redact_one(match: re.Match[str]) -> str:
     userinfo, location, query = _split(match.group("rest"))
     text = match.group("scheme")
     if userinfo:
-        user, colon, _ = userinfo.partition(":")
-        text += f"{user}:{MASK}@" if colon else f"{MASK}@"  # a bare ``token@`` is a credential too
+        text += _mask_userinfo(userinfo)
     elif userinfo is not None:
         text += "@"
     text += location
@@ -97,15 +115,24 @@ def redact_uri(uri: str | None) -> str:
 
     That is the userinfo's password (``user:password@``, the user kept), a bare ``token@``, and the
     value of each query parameter whose name looks like a credential (``password``,
-    ``sentinel_password``, ``token``...).
+    ``sentinel_password``, ``token``...). When the text starts with a URI, its userinfo may hold
+    white space (``redis://default:hunter two@h/0``).
     """
-    return _URI.sub(_redact_one, uri or "")
+    text = uri or ""
+    leading = _leading_userinfo(text)
+    if leading and leading[1]:
+        text = leading[0] + _mask_userinfo(leading[1]) + leading[2]
+    return _URI.sub(_redact_one, text)
 
 
 def secrets_of(uri: str | None) -> list[str]:
     """The credentials ``uri`` carries (as written and decoded), longest first: what :func:`redact`
     removes."""
     found: set[str] = set()
+    leading = _leading_userinfo(uri or "")
+    if leading and leading[1]:  # a userinfo holding white space, which ``_URI`` cuts
+        user, colon, password = leading[1].partition(":")
+        found.add(password if colon else user)
     for match in _URI.finditer(uri or ""):
         userinfo, _, query = _split(match.group("rest"))
         if userinfo:

@@ -471,3 +471,18 @@ def test_a_later_entry_with_the_same_key_supersedes_the_earlier(app: Flask) -> N
         (complete["account_id"], "T")
     ]
     assert store.pending() == []
+
+
+def test_a_complete_entry_wins_over_a_later_partial_one(app: Flask) -> None:
+    """A replay may re-append a kept partial entry after the complete one written meanwhile: the
+    complete one still counts, and "partial" never reaches the database."""
+    store = registration(app).dead_letters
+    complete = dead_letter_entries(1)[0]
+    store.journal(complete)
+    store.journal({**complete, "account_id": None, "psa_ticket_id": None, "partial": True})
+    assert store.pending() == [{**complete, "created_at": NOW.isoformat()}]
+    assert "written 1, already present 0" in replay(app).output
+    assert [(r["account_id"], r["psa_ticket_id"]) for r in activity_rows()] == [
+        (complete["account_id"], "T")
+    ]
+    assert store.pending() == []

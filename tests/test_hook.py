@@ -556,6 +556,10 @@ def test_a_coroutine_service_is_recorded_after_a_successful_await(
             (types.SimpleNamespace(id=1, account_id=1, psa_ticket_id="T"), "secret fifteen"),
             "minutes must be a number",
         ),
+        (
+            (types.SimpleNamespace(id=1, account_id=1, psa_ticket_id="T"), 10**400),
+            "minutes must be a number",
+        ),
     ],
 )
 def test_values_no_column_could_hold_are_refused_at_push_time_naming_the_field(
@@ -638,3 +642,21 @@ def test_an_expired_object_is_journaled_before_it_is_read_and_completed_after(
     assert [(r["session_id"], r["psa_ticket_id"]) for r in committed_rows()] == [
         (session_id, "T-1")
     ]
+
+
+def test_a_failure_recording_did_not_foresee_never_reaches_the_push(
+    app: t.Any,
+    psa: FakePsaService,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flowpilot_analytics import hook
+
+    def broken(*args: t.Any, **kwargs: t.Any) -> t.NoReturn:
+        raise RuntimeError("an unforeseen host value: secret")
+
+    monkeypatch.setattr(hook, "build_payload", broken)
+    with caplog.at_level(logging.ERROR, logger="flowpilot_analytics"):
+        assert psa.push_note(ticket_session(), "x")["id"] == "1000"
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "failed unexpectedly (RuntimeError)" in text and "secret" not in text

@@ -55,6 +55,7 @@ def test_document_is_served_without_identity_and_is_valid_openapi(client: t.Any)
     assert period["schema"]["enum"] == ["7d", "30d", "90d"] and period["schema"]["default"] == "30d"
     assert parameter("/escalations", "group_by")["schema"]["enum"] == ["engineer"]
     assert parameter("/psa-metrics", "since")["schema"]["format"] == "date-time"
+    assert parameter("/escalations/handoffs", "cursor")["schema"]["type"] == "string"
     for path in ("/psa-metrics", "/escalations/trend"):  # the zone list, once, as a component
         assert parameter(path, "tz")["schema"]["allOf"] == [{"$ref": "#/components/schemas/Zone"}]
     zones = document["components"]["schemas"]["Zone"]["enum"]

@@ -229,6 +229,25 @@ def test_every_credential_a_uri_can_carry_is_redacted(uri: str, logged: str | No
         )
 
 
+@pytest.mark.parametrize(
+    ("uri", "logged"),
+    [
+        ("redis://default:hunter two@127.0.0.1:1/0", "redis://default:***@127.0.0.1:1/0"),
+        ("redis://hunter two@127.0.0.1:1/0", "redis://***@127.0.0.1:1/0"),
+        ("redis://:hunter two@x@127.0.0.1:1/0?db=1", "redis://:***@127.0.0.1:1/0?db=1"),
+        ("redis://h/0?client_name=ops two@example", "redis://h/0?client_name=ops two@example"),
+    ],
+)
+def test_a_password_holding_a_space_is_redacted(uri: str, logged: str) -> None:
+    """``_URI`` stops at white space; a text starting with a URI takes its userinfo up to the last
+    ``@`` before the first ``/``, ``?`` or ``#``."""
+    assert storage.redact_uri(uri) == logged
+    secret = urlsplit(uri).password or urlsplit(uri).username
+    if secret and "hunter" in secret:  # a client's error that repeats it is cleaned too
+        error = f"Error connecting to {uri}: AUTH {secret} failed"
+        assert "hunter" not in storage.redact(error, uri)
+
+
 def test_backoff_says_down_until_the_interval_passes() -> None:
     backoff = storage.Backoff(interval=3600)
     assert not backoff.down

@@ -49,6 +49,14 @@ def settings(**config: t.Any) -> Settings:
         ({"FLOWPILOT_ANALYTICS_HOOK_TIMEOUT_MS": 0}, "HOOK_TIMEOUT_MS"),
         ({"FLOWPILOT_ANALYTICS_LIMITS": {"psa_metrics": "lots"}}, r"LIMITS\['psa_metrics'\]"),
         ({"FLOWPILOT_ANALYTICS_LIMITS": {"escalations": 5}}, r"LIMITS\['escalations'\]"),
+        (
+            {"FLOWPILOT_ANALYTICS_LIMITS": {"psa_metrics": "100/hour;2/minute"}},
+            r"LIMITS\['psa_metrics'\].*one rate limit per key",
+        ),
+        (
+            {"FLOWPILOT_ANALYTICS_LIMITS": {"escalations": "0/minute"}},
+            r"LIMITS\['escalations'\].*the amount is 0",
+        ),
         ({"FLOWPILOT_ANALYTICS_LIMITS": "15 per minute"}, "LIMITS must be a mapping"),
         (
             {"FLOWPILOT_ANALYTICS_CACHE_TTLS": 5},
