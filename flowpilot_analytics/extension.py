@@ -107,14 +107,22 @@ class FlowpilotAnalytics:
         app.extensions[EXTENSION_KEY] = state
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix)
 
-    def wrap_psa_service(self, service: S, *, methods: Mapping[str, str] | None = None) -> S:
+    def wrap_psa_service(
+        self,
+        service: S,
+        *,
+        methods: Mapping[str, str] | None = None,
+        account_of: hook.AccountOf | None = None,
+    ) -> S:
         """Wrap, in place, a PSA documentation service (module or object) so each successful push is
         recorded.
 
         ``methods`` maps activity type to function name (default ``push_note`` and
-        ``push_time_entry``). Wrapping twice records once. Returns ``service``.
+        ``push_time_entry``). ``account_of(session)`` names the pushed session's account when the
+        object has none loaded and no request is being served (a background job under row-level
+        security). Wrapping twice records once. Returns ``service``.
         """
-        hook.wrap_service(service, methods or hook.DEFAULT_METHODS)
+        hook.wrap_service(service, methods or hook.DEFAULT_METHODS, account_of)
         return service
 
     def psa_activity(

@@ -107,9 +107,14 @@ def read_attributes(obj: object, names: Mapping[str, str]) -> dict[str, object]:
     return values
 
 
-def default_extract(activity_type: str) -> Extract:
+#: The host's way to name a pushed session's account without the database (e.g. a background job's
+#: tenant), used when the object does not have it loaded.
+AccountOf = t.Callable[[object], object]
+
+
+def default_extract(activity_type: str, account_of: AccountOf | None = None) -> Extract:
     """Read ``session`` (first positional or ``session=``), ``minutes`` (second or ``minutes=``),
-    result ``id``."""
+    result ``id``; the account from ``account_of(session)`` when the object has none loaded."""
 
     def extract(
         args: tuple[object, ...], kwargs: dict[str, object], result: object
@@ -120,6 +125,8 @@ def default_extract(activity_type: str) -> Extract:
             {"account_id": "account_id", "session_id": "id", "psa_ticket_id": "psa_ticket_id"},
         )
         fields["external_id"] = _field(result, "id")
+        if fields.get("account_id") is None and account_of is not None:
+            fields["account_id"] = account_of(session)
         if activity_type == "time_entry_posted":
             fields["minutes"] = kwargs["minutes"] if "minutes" in kwargs else args[1]
         return fields
@@ -557,7 +564,9 @@ def psa_activity(activity_type: str, extract: Extract | None = None) -> t.Callab
     return decorator
 
 
-def wrap_service(service: Service, methods: Mapping[str, str]) -> Service:
+def wrap_service(
+    service: Service, methods: Mapping[str, str], account_of: AccountOf | None = None
+) -> Service:
     """Replace, in place, each named push function of a module or object with its recording
     wrapper."""
     found = [name for name in methods.values() if callable(getattr(service, name, None))]
@@ -568,5 +577,9 @@ def wrap_service(service: Service, methods: Mapping[str, str]) -> Service:
     for activity_type, name in methods.items():
         fn = getattr(service, name, None)
         if callable(fn):
-            setattr(service, name, psa_activity(activity_type)(fn))
+            setattr(
+                service,
+                name,
+                psa_activity(activity_type, default_extract(activity_type, account_of))(fn),
+            )
     return service

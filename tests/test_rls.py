@@ -316,3 +316,26 @@ def test_recording_and_reading_leave_the_hosts_tenant_as_it_was(
     assert client.get(ESCALATIONS, headers=as_user(7)).status_code == 200
     assert seen in ([None], [""])
     assert [(r["account_id"], r["external_id"]) for r in activity_rows()] == [(2, "1000")]
+
+
+def test_a_background_job_names_the_account_and_its_pushes_are_recorded_under_rls(
+    tenant_app: t.Any,
+) -> None:
+    sid = f.session(2, f.at(days=1), ticket="T-2").id
+    f.commit()
+    job_tenant = 2  # the job knows whose work it does (reading the expired object would load it)
+    service = tenant_app.extensions["test_analytics"].wrap_psa_service(
+        CommittingPsa(), account_of=lambda session: job_tenant
+    )
+    with tenant_app.app_context():  # no request, no identity
+        hook = _scoped_to_tenant(2)
+        sa.event.listen(db.session(), "after_begin", hook)
+        service.push_note(db.session.get(AISession, sid), "from a job, committed before it returns")
+        sa.event.remove(db.session(), "after_begin", hook)
+        db.session.remove()
+        assert registration(tenant_app).dead_letters.pending() == []
+    with db.engine.connect() as conn:  # as the owner
+        got = conn.execute(
+            sa.text("SELECT account_id, session_id, psa_ticket_id FROM psa_activity_logs")
+        )
+        assert [tuple(r) for r in got] == [(2, sid, "T-2")]
