@@ -10,8 +10,9 @@ Definition (:data:`METRIC_DEFINITION` is the text every response carries):
   claim, less the clock-skew allowance (``FLOWPILOT_ANALYTICS_CLOCK_SKEW_SECONDS``); the handoff's
   delta is ``max(0, first_step - claimed_at)`` in seconds. A handoff with no such step counts as
   claimed only.
-- **Statistics.** Average, median and p95 over the deltas, with linear interpolation between closest
-  ranks (PostgreSQL's ``percentile_cont``, numpy's default); ``None`` when there is no delta.
+- **Statistics.** Average, median, p90 and p95 over the deltas, with linear interpolation between
+  closest ranks (PostgreSQL's ``percentile_cont``, numpy's default); ``None`` when there is no
+  delta.
 - **Distribution.** Deltas counted in buckets ``[edge[i-1], edge[i])``
   (``FLOWPILOT_ANALYTICS_BUCKET_EDGES_SECONDS``), the last one open, plus the handoffs with no
   action.
@@ -19,7 +20,9 @@ Definition (:data:`METRIC_DEFINITION` is the text every response carries):
 - **Response target** (optional, ``target_seconds``). Over the claimed handoffs: *within* has a
   first action with delta <= target; *breached* has one with delta > target, or none while ``now -
   claimed_at >= target``; *pending* has none and is younger than the target. ``attainment = within /
-  (within + breached)``, ``None`` when that is 0 (Zendesk's SLA achievement, pending apart).
+  (within + breached)``, ``None`` when that is 0 (Zendesk's SLA achievement, pending apart), with
+  its 95 % Wilson score interval (:func:`wilson_interval`); *overdue* are the breached ones with no
+  action (still open).
 - **Over time.** The same figures per local day (or ISO week, keyed by its Monday) of ``claimed_at``
   in the caller's zone, one point for every day or week of the window, none skipped; the points add
   up to the window's figures.
@@ -59,7 +62,7 @@ METRIC_DEFINITION = (
     "Time to first action after an escalation claim: for each session handoff claimed in the "
     "window, the seconds from claimed_at to the first AI session step recorded on the same "
     "session at or after the claim (negative gaps from clock drift count as 0). avg_seconds, "
-    "median_seconds and p95_seconds are taken over the handoffs that have such a step "
+    "median_seconds, p90_seconds and p95_seconds are taken over the handoffs that have such a step "
     "(n_handoffs_with_action); claimed handoffs with no step yet count only in "
     "n_handoffs_claimed. This is NOT 'minutes recovered' and not a time saving: any savings "
     "claim must pair it with the manual baseline (the verbal-handoff stopwatch)."
@@ -86,11 +89,40 @@ class TargetResult:
     n_within: int
     n_breached: int
     n_pending: int
+    #: The breached ones with no action yet (still open at the report's "now").
+    n_overdue: int
 
     @property
     def attainment(self) -> float | None:
         decided = self.n_within + self.n_breached
         return self.n_within / decided if decided else None
+
+    @property
+    def attainment_interval(self) -> tuple[float, float] | None:
+        """The 95 % Wilson score interval of :attr:`attainment`; ``None`` when that is."""
+        decided = self.n_within + self.n_breached
+        return wilson_interval(self.n_within, decided) if decided else None
+
+
+#: The two-sided 95 % normal quantile.
+Z95 = 1.959963984540054
+
+
+def wilson_interval(successes: int, trials: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval ``(low, high)`` of a proportion ``successes / trials`` (``trials >
+    0``): the proportions ``p`` with ``|successes / trials - p| <= z * sqrt(p (1 - p) / trials)``.
+    Unlike the normal approximation it stays inside [0, 1], and is not empty at 0 or at all
+    successes."""
+    if trials <= 0 or not 0 <= successes <= trials:
+        raise ValueError(f"need 0 <= successes <= trials and trials > 0: {successes}/{trials}")
+    p = successes / trials
+    z2 = z * z
+    denominator = 1 + z2 / trials
+    centre = (p + z2 / (2 * trials)) / denominator
+    half = z * math.sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials)) / denominator
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == trials else min(1.0, centre + half)
+    return low, high
 
 
 @dataclass(frozen=True)
@@ -131,6 +163,7 @@ class EscalationResult:
     n_handoffs_with_action: int
     avg_seconds: float | None
     median_seconds: float | None
+    p90_seconds: float | None
     p95_seconds: float | None
     #: Handoffs per time-to-first-action bucket (``len(edges) + 1`` counts; none for trend points).
     buckets: tuple[int, ...]
@@ -169,7 +202,7 @@ def distribution(result: EscalationResult, edges: Edges) -> Distribution:
 
 def empty(edges: Edges, target: Target | None = None) -> EscalationResult:
     """The result of a group with no handoff in scope (an aggregate over no rows)."""
-    return fold([], 0, edges, None if target is None else TargetResult(target.seconds, 0, 0, 0))
+    return fold([], 0, edges, None if target is None else TargetResult(target.seconds, 0, 0, 0, 0))
 
 
 def bucket_bounds(edges: Edges) -> list[tuple[float, float | None]]:
@@ -217,6 +250,7 @@ def fold(
         n_handoffs_with_action=len(deltas),
         avg_seconds=math.fsum(deltas) / len(deltas) if deltas else None,
         median_seconds=percentile(deltas, 0.5) if deltas else None,
+        p90_seconds=percentile(deltas, 0.9) if deltas else None,
         p95_seconds=percentile(deltas, 0.95) if deltas else None,
         buckets=tuple(buckets),
         no_action=claimed - len(deltas),
@@ -230,17 +264,21 @@ def fold_handoffs(
     """The figures of handoffs given as ``(claimed_at as naive UTC, delta or None)``."""
     deltas: list[float] = []
     judged = {"within": 0, "breached": 0, "pending": 0}
+    overdue = 0
     claimed = 0
     for claimed_at, delta in handoffs:
         claimed += 1
         if delta is not None:
             deltas.append(delta)
         if target is not None:
-            judged[target.judge(claimed_at, delta)] += 1
+            verdict = target.judge(claimed_at, delta)
+            judged[verdict] += 1
+            if delta is None and verdict == "breached":
+                overdue += 1
     attained = None
     if target is not None:
         attained = TargetResult(
-            target.seconds, judged["within"], judged["breached"], judged["pending"]
+            target.seconds, judged["within"], judged["breached"], judged["pending"], overdue
         )
     return fold(deltas, claimed, edges, attained)
 
@@ -299,8 +337,8 @@ def _lateral_delta(
 
 
 def _aggregates(delta: Expr, claimed_at: Expr) -> list[Expr]:
-    """Counts, average, median, p95, and the target's within and breached counts (zeros with no
-    target).
+    """Counts, average, median, p90, p95, and the target's within, breached and overdue counts
+    (zeros with no target).
 
     Bound parameters besides the scope's: ``target_seconds`` and ``overdue_before`` (both ``NULL``
     without one).
@@ -312,11 +350,13 @@ def _aggregates(delta: Expr, claimed_at: Expr) -> list[Expr]:
         sa.func.count(delta),
         sa.func.avg(delta),
         sa.func.percentile_cont(0.5).within_group(delta),
+        sa.func.percentile_cont(0.9).within_group(delta),
         sa.func.percentile_cont(0.95).within_group(delta),
         sa.func.count().filter(delta <= target),
         sa.func.count().filter(
             sa.or_(delta > target, sa.and_(delta.is_(None), claimed_at <= overdue))
         ),
+        sa.func.count().filter(sa.and_(delta.is_(None), claimed_at <= overdue)),
     ]
 
 
@@ -367,16 +407,19 @@ def trend_query(tables: HostTables, backend: Backend, skew_seconds: float, week:
 
 def _aggregated(row: Row, target: Target | None) -> EscalationResult:
     """An :class:`EscalationResult` from :func:`_aggregates`' columns followed by bucket counts."""
-    claimed, with_action, avg, median, p95, within, breached, *buckets = row
+    claimed, with_action, avg, median, p90, p95, within, breached, overdue, *buckets = row
     attained = None
     if target is not None:
         decided = int(within) + int(breached)
-        attained = TargetResult(target.seconds, int(within), int(breached), int(claimed) - decided)
+        attained = TargetResult(
+            target.seconds, int(within), int(breached), int(claimed) - decided, int(overdue)
+        )
     return EscalationResult(
         n_handoffs_claimed=int(claimed),
         n_handoffs_with_action=int(with_action),
         avg_seconds=_float(avg),
         median_seconds=_float(median),
+        p90_seconds=_float(p90),
         p95_seconds=_float(p95),
         buckets=tuple(int(b) for b in buckets),
         no_action=int(claimed) - int(with_action),

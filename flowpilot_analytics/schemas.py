@@ -406,10 +406,29 @@ class TargetAttainment(_Body):
     n_pending = fields.Integer(
         required=True, metadata={"description": "No action yet, younger than the target."}
     )
+    n_overdue = fields.Integer(
+        required=True,
+        metadata={
+            "description": "The breached ones with no action yet (the target passed at the "
+            "report's now): the still-open part of n_breached."
+        },
+    )
     attainment = fields.Float(
         required=True,
         allow_none=True,
         metadata={"description": "n_within / (n_within + n_breached); null if 0."},
+    )
+    attainment_interval = fields.List(
+        fields.Float(),
+        required=True,
+        allow_none=True,
+        validate=validate.Length(equal=2),
+        metadata={
+            "description": "[low, high]: the 95 % Wilson score interval of attainment over "
+            "n_within + n_breached handoffs; null when attainment is.",
+            # flattened into ``attainment_interval_low`` and ``_high`` (CSV, CLI tables)
+            "columns": ["low", "high"],
+        },
     )
 
 
@@ -421,6 +440,7 @@ class EscalationStats(_Body):
     n_handoffs_with_action = fields.Integer(required=True)
     avg_seconds = fields.Float(required=True, allow_none=True)
     median_seconds = fields.Float(required=True, allow_none=True)
+    p90_seconds = fields.Float(required=True, allow_none=True)
     p95_seconds = fields.Float(required=True, allow_none=True)
     target = fields.Nested(
         TargetAttainment,
@@ -541,13 +561,25 @@ def query_args(args: MultiDict[str, str]) -> dict[str, str | list[str]]:
     return {key: values[0] if len(values) == 1 else values for key, values in args.lists()}
 
 
+def _list_columns(field: fields.Field[t.Any]) -> list[str] | None:
+    """The column names of a fixed-size list of scalars (its ``columns`` metadata), or ``None``."""
+    if isinstance(field, fields.List) and not isinstance(field.inner, fields.Nested):
+        columns = field.metadata.get("columns")
+        return list(columns) if columns else None
+    return None
+
+
 def flat_columns(schema: Schema, sep: str = "_") -> list[str]:
     """A body part's scalar fields in order, a nested part's joined to its name with ``sep``
-    (``target_seconds``); lists are left out."""
+    (``target_seconds``), a fixed-size list's items likewise (``attainment_interval_low``, from its
+    ``columns`` metadata); other lists are left out."""
     names: list[str] = []
     for name, field in schema.fields.items():
+        listed = _list_columns(field)
         if isinstance(field, fields.Nested):
             names += [f"{name}{sep}{inner}" for inner in flat_columns(field.schema, sep)]
+        elif listed is not None:
+            names += [f"{name}{sep}{item}" for item in listed]
         elif not isinstance(field, fields.List):
             names.append(name)
     return names
@@ -559,6 +591,7 @@ def flat_values(schema: Schema, dumped: t.Mapping[str, object]) -> list[object]:
     values: list[object] = []
     for name, field in schema.fields.items():
         value = dumped.get(name)
+        listed = _list_columns(field)
         if isinstance(field, fields.Nested):
             inner = field.schema
             values += (
@@ -566,6 +599,9 @@ def flat_values(schema: Schema, dumped: t.Mapping[str, object]) -> list[object]:
                 if isinstance(value, t.Mapping)
                 else [None] * len(flat_columns(inner))
             )
+        elif listed is not None:
+            items = list(value) if isinstance(value, (list, tuple)) else []
+            values += items + [None] * (len(listed) - len(items))
         elif not isinstance(field, fields.List):
             values.append(value)
     return values

@@ -53,9 +53,14 @@ def reference(
     ]
     deltas = sorted(r[3] for r in picked if r[3] is not None)
     stats = (
-        (float(np.mean(deltas)), float(np.percentile(deltas, 50)), float(np.percentile(deltas, 95)))
+        (
+            float(np.mean(deltas)),
+            float(np.percentile(deltas, 50)),
+            float(np.percentile(deltas, 95)),
+            float(np.percentile(deltas, 90)),
+        )
         if deltas
-        else (None, None, None)
+        else (None, None, None, None)
     )
     buckets = [0] * (len(EDGES) + 1)
     for delta in deltas:
@@ -66,9 +71,22 @@ def reference(
         "avg_seconds": stats[0],
         "median_seconds": stats[1],
         "p95_seconds": stats[2],
+        "p90_seconds": stats[3],
         "buckets": buckets,
         "no_action": len(picked) - len(deltas),
     }
+
+
+def wilson(successes: int, trials: int) -> list[float] | None:
+    """The 95 % Wilson score interval the obvious way: the two roots ``p`` of
+    ``(successes / trials - p) ** 2 = z ** 2 * p * (1 - p) / trials`` (``None`` with no trial)."""
+    if not trials:
+        return None
+    z2 = 1.959963984540054**2
+    share = successes / trials
+    roots = np.roots([1 + z2 / trials, -(2 * share + z2 / trials), share * share])
+    low, high = sorted(float(np.real(r)) for r in roots)
+    return [min(max(low, 0.0), 1.0), min(max(high, 0.0), 1.0)]
 
 
 def same(body: t.Mapping[str, t.Any], expected: t.Mapping[str, t.Any]) -> None:
@@ -78,6 +96,7 @@ def same(body: t.Mapping[str, t.Any], expected: t.Mapping[str, t.Any]) -> None:
         "avg_seconds",
         "median_seconds",
         "p95_seconds",
+        "p90_seconds",
     ):
         want = expected[key]
         assert body[key] == (pytest.approx(want, abs=1e-6) if want is not None else None), key

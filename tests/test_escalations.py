@@ -39,6 +39,7 @@ def test_happy_path(client: t.Any) -> None:
     assert body["avg_seconds"] == pytest.approx(260.0)
     assert body["median_seconds"] == pytest.approx(120.0)
     assert body["p95_seconds"] == pytest.approx(120 + (600 - 120) * 0.9)
+    assert body["p90_seconds"] == pytest.approx(120 + (600 - 120) * 0.8)
     assert body["metric_definition"] == METRIC_DEFINITION
 
 
@@ -50,6 +51,7 @@ def test_zero_data_gives_null_statistics_not_zero(client: t.Any) -> None:
         body["avg_seconds"] is None
         and body["median_seconds"] is None
         and body["p95_seconds"] is None
+        and body["p90_seconds"] is None
     )
     assert "NOT 'minutes recovered'" in body["metric_definition"]
     assert "baseline" in body["metric_definition"]
@@ -121,6 +123,7 @@ def test_each_handoff_of_a_session_gets_its_own_first_step(client: t.Any) -> Non
     assert body["n_handoffs_with_action"] == 2
     assert body["avg_seconds"] == pytest.approx(55.0)
     assert body["p95_seconds"] == pytest.approx(10 + 90 * 0.95)
+    assert body["p90_seconds"] == pytest.approx(10 + 90 * 0.9)
 
 
 def test_accounts_never_see_each_other(client: t.Any) -> None:
@@ -291,9 +294,14 @@ def reference(
         if after:
             deltas.append(max(0.0, (min(after) - claimed_at).total_seconds()))
     stats = (
-        (float(np.mean(deltas)), float(np.percentile(deltas, 50)), float(np.percentile(deltas, 95)))
+        (
+            float(np.mean(deltas)),
+            float(np.percentile(deltas, 50)),
+            float(np.percentile(deltas, 95)),
+            float(np.percentile(deltas, 90)),
+        )
         if deltas
-        else (None, None, None)
+        else (None, None, None, None)
     )
     return {
         "n_handoffs_claimed": claimed,
@@ -301,6 +309,7 @@ def reference(
         "avg_seconds": stats[0],
         "median_seconds": stats[1],
         "p95_seconds": stats[2],
+        "p90_seconds": stats[3],
     }
 
 

@@ -86,6 +86,7 @@ def test_every_real_response_validates_against_the_document(client: t.Any) -> No
         seen.add((op.path.rsplit("/", 1)[1], response.status_code))
 
     check(escalations, "", as_user(1))
+    check(escalations, "?target_seconds=45&group_by=engineer&compare=previous", as_user(1))
     check(escalations, "?period=bad", as_user(1))
     check(operation(schema, "/escalations/handoffs"), "?limit=2&period=90d", as_user(1))
     check(operation(schema, "/escalations/handoffs"), "?cursor=zzz", as_user(1))

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from . import factories as f
+from .escalation_reference import wilson
 from .helpers import ESCALATIONS, as_user
 from .host import NOW
 
@@ -75,6 +76,7 @@ def reference(
             "avg_seconds": float(np.mean(deltas)) if deltas else None,
             "median_seconds": float(np.percentile(deltas, 50)) if deltas else None,
             "p95_seconds": float(np.percentile(deltas, 95)) if deltas else None,
+            "p90_seconds": float(np.percentile(deltas, 90)) if deltas else None,
             "target": None,
         }
         if target is not None:
@@ -86,12 +88,15 @@ def reference(
                 or (d is None and (NOW - c).total_seconds() >= target)
             )
             pending = len(group) - within - breached
+            overdue = sum(1 for c, d in group if d is None and (NOW - c).total_seconds() >= target)
             point["target"] = {
                 "seconds": target,
                 "n_within": within,
                 "n_breached": breached,
                 "n_pending": pending,
                 "attainment": within / (within + breached) if within + breached else None,
+                "n_overdue": overdue,
+                "attainment_interval": wilson(within, within + breached),
             }
         points.append(point)
     return points
@@ -157,7 +162,7 @@ def test_points_match_the_reference_and_add_up_to_the_headline(
         == headline["n_handoffs_with_action"]
     )
     if target:
-        for key in ("n_within", "n_breached", "n_pending"):
+        for key in ("n_within", "n_breached", "n_pending", "n_overdue"):
             assert sum(p["target"][key] for p in body["points"]) == headline["target"][key]
     else:
         assert headline["target"] is None and all(p["target"] is None for p in body["points"])
@@ -192,6 +197,8 @@ def test_pending_handoffs_near_now_and_the_target_setting(client: t.Any, make_ap
         "n_breached": 2,
         "n_pending": 1,
         "attainment": pytest.approx(1 / 3),
+        "n_overdue": 1,
+        "attainment_interval": [pytest.approx(a) for a in wilson(1, 3)],
     }
     assert client.get(ESCALATIONS, headers=as_user(1)).get_json()["target"] is None
     grouped = client.get(
@@ -256,6 +263,26 @@ def test_csv_cache_and_cli_agree_with_the_json(app: t.Any, client: t.Any) -> Non
     assert export.status_code == 200 and export.mimetype == "text/csv"
     table = list(csv.reader(io.StringIO(export.get_data(as_text=True))))
     assert table[0][0] == "week (Asia/Kolkata)" and len(table) == len(body["points"]) + 1
+    assert table[0][1:] == [
+        "n_handoffs_claimed",
+        "n_handoffs_with_action",
+        "avg_seconds",
+        "median_seconds",
+        "p90_seconds",
+        "p95_seconds",
+        "target_seconds",
+        "target_n_within",
+        "target_n_breached",
+        "target_n_pending",
+        "target_n_overdue",
+        "target_attainment",
+        "target_attainment_interval_low",
+        "target_attainment_interval_high",
+    ]
+    for row, point in zip(table[1:], body["points"]):
+        interval = point["target"]["attainment_interval"]
+        cells = [float(cell) if cell else None for cell in row[-2:]]
+        assert cells == (interval if interval is not None else [None, None])
     assert [row[0] for row in table[1:]] == [p["start"] for p in body["points"]]
     assert [int(row[1]) for row in table[1:]] == [p["n_handoffs_claimed"] for p in body["points"]]
     first = client.get(TREND + query, headers=as_user(1))

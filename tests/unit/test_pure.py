@@ -21,7 +21,14 @@ from flowpilot_analytics.cache import ResponseCache, _MemoryBackend
 from flowpilot_analytics.deadline import DeadlineExceeded, DeadlineRunner
 from flowpilot_analytics.ratelimit import RouteLimits
 from flowpilot_analytics.routes import neutralise
-from flowpilot_analytics.schemas import EscalationStats, HandoffsArgs, PsaMetricsArgs
+from flowpilot_analytics.schemas import (
+    EscalationStats,
+    HandoffsArgs,
+    PsaMetricsArgs,
+    TargetAttainment,
+    flat_columns,
+    flat_values,
+)
 from flowpilot_analytics.timeutil import Backend, as_utc, naive_utc
 
 EDGES = (60.0, 300.0, 900.0, 3600.0, 14400.0)
@@ -34,7 +41,7 @@ NOW = datetime(2026, 11, 15, 12, tzinfo=timezone.utc)
 def test_percentile_is_numpys_linear_interpolation(seed: int) -> None:
     rng = random.Random(seed)
     values = sorted(rng.uniform(0, 10_000) for _ in range(rng.randint(1, 200)))
-    for q in (0.0, 0.5, 0.95, 1.0):
+    for q in (0.0, 0.5, 0.9, 0.95, 1.0):
         assert escalations.percentile(values, q) == pytest.approx(
             float(np.percentile(values, q * 100))
         )
@@ -66,6 +73,7 @@ def test_fold_counts_no_action_and_statistics() -> None:
         "n_handoffs_with_action": 3,
         "avg_seconds": 240.0,
         "median_seconds": 90.0,
+        "p90_seconds": pytest.approx(498.0),
         "p95_seconds": pytest.approx(549.0),
         "target": None,
     }
@@ -437,3 +445,92 @@ def test_a_target_judges_claims_to_the_microsecond() -> None:
     whole = escalations.Target.at(300, NOW)
     assert whole.judge(exactly, None) == "breached" and whole.judge(exactly, 300.0) == "within"
     assert whole.judge(exactly + timedelta(microseconds=1), None) == "pending"
+
+
+def test_overdue_is_the_open_part_of_breached() -> None:
+    target = escalations.Target.at(300, NOW)
+    claims = [
+        (NOW - timedelta(seconds=100), None),  # pending
+        (NOW - timedelta(seconds=400), None),  # breached, overdue
+        (NOW - timedelta(seconds=300), None),  # breached (exactly the target old), overdue
+        (NOW - timedelta(seconds=5000), 200.0),  # within
+        (NOW - timedelta(seconds=5000), 301.0),  # breached, acted on
+    ]
+    handoffs = [(claimed.replace(tzinfo=None), delta) for claimed, delta in claims]
+    result = escalations.fold_handoffs(handoffs, EDGES, target).target
+    assert result is not None
+    dumped = TargetAttainment().dump(result)
+    assert {k: v for k, v in dumped.items() if k != "attainment_interval"} == {
+        "seconds": 300.0,
+        "n_within": 1,
+        "n_breached": 3,
+        "n_pending": 1,
+        "n_overdue": 2,
+        "attainment": 0.25,
+    }
+    assert dumped["attainment_interval"] == pytest.approx(list(escalations.wilson_interval(1, 4)))
+    assert TargetAttainment().dump(escalations.empty(EDGES, target).target) == {
+        "seconds": 300.0,
+        "n_within": 0,
+        "n_breached": 0,
+        "n_pending": 0,
+        "n_overdue": 0,
+        "attainment": None,
+        "attainment_interval": None,
+    }
+
+
+def test_a_fixed_size_list_flattens_into_named_columns() -> None:
+    columns = flat_columns(TargetAttainment())
+    assert columns[-2:] == ["attainment_interval_low", "attainment_interval_high"]
+    target = escalations.TargetResult(60.0, 8, 2, 0, 1)
+    values = flat_values(TargetAttainment(), TargetAttainment().dump(target))
+    assert values[-2:] == pytest.approx(list(escalations.wilson_interval(8, 10)))
+    nothing = escalations.TargetResult(60.0, 0, 0, 3, 0)
+    assert flat_values(TargetAttainment(), TargetAttainment().dump(nothing))[-2:] == [None, None]
+
+
+def test_wilson_interval_known_values() -> None:
+    # 8 of 10 at 95 %: the textbook (0.4902, 0.9433)
+    low, high = escalations.wilson_interval(8, 10)
+    assert (low, high) == (pytest.approx(0.490162, abs=1e-6), pytest.approx(0.943318, abs=1e-6))
+    # the roots of (p_hat - p)^2 = z^2 p (1 - p) / n, for every count of a few sizes
+    z = 1.959963984540054
+    for n in (1, 2, 7, 30, 199):
+        for k in range(n + 1):
+            p_hat, z2 = k / n, z * z
+            roots = sorted(np.real(np.roots([1 + z2 / n, -(2 * p_hat + z2 / n), p_hat**2])))
+            assert escalations.wilson_interval(k, n) == (
+                pytest.approx(max(0.0, roots[0]), abs=1e-9),
+                pytest.approx(min(1.0, roots[1]), abs=1e-9),
+            ), (k, n)
+    assert escalations.wilson_interval(0, 5)[0] == 0.0
+    assert escalations.wilson_interval(5, 5)[1] == 1.0
+    assert escalations.wilson_interval(0, 1) == pytest.approx((0.0, z * z / (1 + z * z)))
+    # z = 0 shrinks to the point estimate; a wider z widens the interval
+    assert escalations.wilson_interval(3, 4, z=0.0) == (0.75, 0.75)
+    wide = escalations.wilson_interval(8, 10, z=2.575829)
+    assert wide[0] < low and wide[1] > high
+    for bad in ((1, 0), (-1, 3), (4, 3)):
+        with pytest.raises(ValueError):
+            escalations.wilson_interval(*bad)
+
+
+@pytest.mark.parametrize(
+    ("p", "n"),
+    [(0.1, 50), (0.1, 200), (0.5, 5), (0.5, 30), (0.8, 20), (0.9, 100), (0.95, 40), (0.95, 200)],
+)
+def test_wilson_interval_covers_the_true_share_about_95_percent_of_the_time(
+    p: float, n: int
+) -> None:
+    rng = np.random.default_rng(int(p * 1000) * 1000 + n)
+    trials = 2000
+    successes = rng.binomial(n, p, size=trials)
+    covered = 0
+    for k in successes:
+        low, high = escalations.wilson_interval(int(k), n)
+        assert 0.0 <= low <= k / n <= high <= 1.0
+        covered += low <= p <= high
+    coverage = covered / trials
+    print(f"wilson coverage p={p} n={n}: {coverage:.4f}")
+    assert 0.90 <= coverage <= 0.99, (p, n, coverage)
