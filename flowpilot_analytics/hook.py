@@ -474,17 +474,11 @@ def _checked(payload: Mapping[str, object], state: AnalyticsState) -> Activity:
         return exc.activity
 
 
-def _record_safely(
-    activity_type: str,
-    extract: Extract,
-    args: tuple[object, ...],
-    kwargs: dict[str, object],
-    result: object,
-) -> None:
-    """:func:`record`, and whatever it did not foresee logged (its type only), never raised: the PSA
-    call succeeded, so the push must return as it is."""
+def _never_raise(activity_type: str, recording: t.Callable[[], None]) -> None:
+    """Run ``recording``; whatever it did not foresee is logged (its type only), never raised: the
+    PSA call succeeded, so the push must return as it is."""
     try:
-        record(activity_type, extract, args, kwargs, result)
+        recording()
     except Exception as exc:
         telemetry.failed.add(1, {"activity_type": activity_type, "reason": "unexpected"})
         logger.error(
@@ -546,7 +540,9 @@ def psa_activity(activity_type: str, extract: Extract | None = None) -> t.Callab
             @functools.wraps(fn)
             async def async_wrapper(*args: object, **kwargs: object) -> object:
                 result = await t.cast(t.Callable[..., t.Awaitable[object]], fn)(*args, **kwargs)
-                _record_safely(activity_type, reader, args, kwargs, result)
+                _never_raise(
+                    activity_type, lambda: record(activity_type, reader, args, kwargs, result)
+                )
                 return result
 
             setattr(async_wrapper, WRAPPED_MARK, activity_type)
@@ -555,7 +551,7 @@ def psa_activity(activity_type: str, extract: Extract | None = None) -> t.Callab
         @functools.wraps(fn)
         def wrapper(*args: object, **kwargs: object) -> object:
             result = fn(*args, **kwargs)
-            _record_safely(activity_type, reader, args, kwargs, result)
+            _never_raise(activity_type, lambda: record(activity_type, reader, args, kwargs, result))
             return result
 
         setattr(wrapper, WRAPPED_MARK, activity_type)

@@ -207,6 +207,15 @@ class CommittingPsa(FakePsaService):
         return super().push_note(session, text, **kw)
 
 
+@pytest.fixture
+def committing(tenant_app: t.Any) -> tuple[int, t.Any, t.Any]:
+    """Account 2's session with ticket T-2, the registration, and a committing service wrapped."""
+    sid = f.session(2, f.at(days=1), ticket="T-2").id
+    f.commit()
+    service = tenant_app.extensions["test_analytics"].wrap_psa_service(CommittingPsa())
+    return sid, registration(tenant_app), service
+
+
 def _scoped_to_tenant(account: int) -> t.Callable[..., None]:
     """The host's own tenant scoping: every transaction of its session sets the tenant first."""
 
@@ -217,12 +226,9 @@ def _scoped_to_tenant(account: int) -> t.Callable[..., None]:
 
 
 def test_committed_orm_sessions_are_recorded_under_the_tenant_known_at_push_time(
-    tenant_app: t.Any,
+    tenant_app: t.Any, committing: tuple[int, t.Any, t.Any]
 ) -> None:
-    sid = f.session(2, f.at(days=1), ticket="T-2").id
-    f.commit()
-    state = registration(tenant_app)
-    service = tenant_app.extensions["test_analytics"].wrap_psa_service(CommittingPsa())
+    sid, state, service = committing
     # in a request: the caller's identity gives the tenant; the expired columns are read under it
     with tenant_app.test_request_context(headers=as_user(2)):
         hook = _scoped_to_tenant(2)
@@ -254,12 +260,9 @@ def test_committed_orm_sessions_are_recorded_under_the_tenant_known_at_push_time
 
 
 def test_a_database_failure_at_push_time_keeps_the_account_for_the_replay(
-    tenant_app: t.Any,
+    tenant_app: t.Any, committing: tuple[int, t.Any, t.Any]
 ) -> None:
-    sid = f.session(2, f.at(days=1), ticket="T-2").id
-    f.commit()
-    state = registration(tenant_app)
-    service = tenant_app.extensions["test_analytics"].wrap_psa_service(CommittingPsa())
+    sid, state, service = committing
 
     def fail(conn: t.Any, cursor: t.Any, statement: str, *args: t.Any) -> None:
         if (
