@@ -23,7 +23,7 @@ from .storage import Backoff, client_options, is_redis, redact, redact_uri
 
 logger = logging.getLogger(__name__)
 
-PREFIX = "flowpilot_analytics:cache:v3"
+PREFIX = "flowpilot_analytics:cache:v4"
 #: How long (seconds) Redis keeps the WAL position a standby must reach; a standby further behind
 #: than this is an outage, not lag.
 POSITION_SECONDS = 600

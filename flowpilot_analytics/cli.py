@@ -19,12 +19,21 @@ from marshmallow import Schema, ValidationError, fields, missing, validate
 
 from . import reports, telemetry
 from .activities import error_text
+from .business_hours import CalendarError, holiday_span, holidays_from_ics
 from .config import HOST_COLUMNS, Settings
 from .deadletter import DeadLetterStore, replay_one
 from .errors import AnalyticsError
 from .identity import AccountId
 from .reports import ReportContext, Route
-from .schemas import Query, flat_columns, flat_values
+from .schemas import (
+    BusinessHoursVersions,
+    CalendarVersionBody,
+    NewCalendarVersion,
+    NoArgs,
+    Query,
+    flat_columns,
+    flat_values,
+)
 from .state import AnalyticsState, current_state
 from .tables import RECOMMENDED_INDEXES, split_name
 
@@ -146,7 +155,10 @@ def _check_plugin_table(
 
 
 def diagnose(
-    engine: sa.Engine, settings: Settings, activity_table: sa.Table, write_engine: sa.Engine
+    engine: sa.Engine,
+    settings: Settings,
+    plugin_tables: t.Sequence[sa.Table],
+    write_engine: sa.Engine,
 ) -> tuple[list[str], list[str]]:
     """Check the host's tables (read engine) and the plugin's own (primary); return (report lines,
     statements)."""
@@ -154,7 +166,8 @@ def diagnose(
     fixes: list[str] = []
     for logical in settings.tables:
         _check_host_table(engine, settings, logical, lines, fixes)
-    _check_plugin_table(write_engine, activity_table, lines, fixes)
+    for table in plugin_tables:
+        _check_plugin_table(write_engine, table, lines, fixes)
     return lines, fixes
 
 
@@ -348,11 +361,103 @@ def _report_command(blueprint: Blueprint, route: Route, state: AnalyticsState) -
     blueprint.cli.command(route.command, params=params, help=text)(run)
 
 
+def _read_json(file: t.IO[bytes]) -> dict[str, object]:
+    try:
+        data = json.loads(file.read())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="FILE") from None
+    if not isinstance(data, dict):
+        raise click.BadParameter("a calendar version is a JSON object", param_hint="FILE")
+    return data
+
+
+def _load_version(data: t.Mapping[str, object]) -> NewCalendarVersion:
+    try:
+        return t.cast(NewCalendarVersion, CalendarVersionBody().load(data))
+    except ValidationError as exc:
+        messages = exc.normalized_messages()  # type: ignore[no-untyped-call]
+        problems = "; ".join(f"{field}: {' '.join(text)}" for field, text in messages.items())
+        raise click.UsageError(f"invalid calendar version (nothing stored): {problems}") from None
+
+
+def _with_feed(data: dict[str, object], feed: t.IO[bytes]) -> dict[str, object]:
+    """``data`` with the all-day events of an iCalendar feed added to its holidays, over the years a
+    holiday calendar is expanded for."""
+    first = _load_version(data).version  # the version must be valid before its feed is read
+    try:
+        days = holidays_from_ics(feed.read(), *holiday_span(first.effective_from))
+    except CalendarError as exc:
+        raise click.BadParameter(exc.message, param_hint="--holidays-ics") from None
+    given = data.get("holidays") or []
+    listed = list(given) if isinstance(given, list) else []
+    return {**data, "holidays": listed + [day.isoformat() for day in days]}
+
+
+def _business_hours_commands(blueprint: Blueprint, state: AnalyticsState) -> None:
+    """``flask flowpilot-analytics business-hours show|add``."""
+
+    @blueprint.cli.group("business-hours")
+    def business_hours() -> None:
+        """An account's business-hours calendar: append-only versions (a correction is a new
+        version)."""
+
+    @business_hours.command("show")
+    @click.option("--account", required=True, help="The account whose calendar to show.")
+    @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON body.")
+    def show(account: str, as_json: bool) -> None:
+        """The account's versions in creation order, and the one in effect now."""
+        with _reporting():
+            context = ReportContext.start(current_state(), _account(state, account))
+            dumped = BusinessHoursVersions().dump(reports.business_hours(context, NoArgs()))
+        if as_json:
+            click.echo(json.dumps(dumped, indent=2, sort_keys=True, default=str))
+            return
+        if not dumped["versions"]:
+            click.echo(f"Account {account} has no business hours (clock=business answers 409).")
+            return
+        in_effect = (dumped["in_effect"] or {}).get("id")
+        for version in dumped["versions"]:
+            mark = "  (in effect now)" if version["id"] == in_effect else ""
+            click.echo(
+                f"version {version['id']}: from {version['effective_from']} in "
+                f"{version['timezone']}, created {version['created_at']}{mark}"
+            )
+            for day, intervals in version["weekly"].items():
+                shown = ", ".join(f"{start}-{end}" for start, end in intervals) or "closed"
+                click.echo(f"  {day}  {shown}")
+            holidays = version["holidays"]
+            span = f" ({holidays[0]} .. {holidays[-1]})" if holidays else ""
+            click.echo(f"  holidays: {len(holidays)}{span}")
+
+    @business_hours.command("add")
+    @click.option("--account", required=True, help="The account the version belongs to.")
+    @click.argument("file", type=click.File("rb"))
+    @click.option(
+        "--holidays-ics",
+        type=click.File("rb"),
+        help="An iCalendar feed: its all-day events (recurring ones expanded) become holidays.",
+    )
+    def add(account: str, file: t.IO[bytes], holidays_ics: t.IO[bytes] | None) -> None:
+        """Append the calendar version in FILE (JSON, as POST business-hours takes it)."""
+        data = _read_json(file)
+        if holidays_ics is not None:
+            data = _with_feed(data, holidays_ics)
+        args = _load_version(data)
+        with _reporting():
+            context = ReportContext.start(current_state(), _account(state, account))
+            added = reports.add_business_hours(context, args)
+        click.echo(
+            f"added version {added.id} for account {account}: from {added.effective_from} in "
+            f"{added.timezone}, {len(added.holidays)} holidays"
+        )
+
+
 def register_commands(blueprint: Blueprint, state: AnalyticsState) -> None:
     """Attach the commands to the blueprint's CLI group."""
     for route in reports.REPORT_ROUTES:
         if route.command is not None:
             _report_command(blueprint, route, state)
+    _business_hours_commands(blueprint, state)
 
     @blueprint.cli.command("replay-activities")
     @click.option(
@@ -431,7 +536,7 @@ def register_commands(blueprint: Blueprint, state: AnalyticsState) -> None:
         state = current_state()
         store = state.dead_letters
         lines, fixes = diagnose(
-            state.read_engine, state.settings, state.activity_table, state.write_engine
+            state.read_engine, state.settings, state.plugin_tables, state.write_engine
         )
         for line in lines:
             click.echo(line)
@@ -468,8 +573,8 @@ def register_commands(blueprint: Blueprint, state: AnalyticsState) -> None:
         help="postgresql, sqlite, mysql...; default: the app's database.",
     )
     def ddl(dialect_name: str | None) -> None:
-        """Print the DDL of the plugin's own table, for hosts that manage their schema with
-        migrations."""
+        """Print the DDL of the plugin's own tables (activities, business hours), for hosts that
+        manage their schema with migrations."""
         state = current_state()
         if dialect_name:
             try:
@@ -480,5 +585,6 @@ def register_commands(blueprint: Blueprint, state: AnalyticsState) -> None:
                 ) from None
         else:
             dialect = state.write_engine.dialect
-        for statement in ddl_statements(state.activity_table, dialect):
-            click.echo(statement + ";\n")
+        for table in state.plugin_tables:
+            for statement in ddl_statements(table, dialect):
+                click.echo(statement + ";\n")

@@ -44,6 +44,12 @@ OPTIONAL_HOST_COLUMNS: Mapping[str, tuple[str, ...]] = MappingProxyType(
 DEFAULT_ROUTE_ROLES: Mapping[str, str] = MappingProxyType(
     {"escalations": "engineer", "psa_metrics": "team_admin"}
 )
+#: Route-role keys whose minimum, unless the host sets it, is that of another key: reading the
+#: calendar follows the escalation report, adding a version follows the PSA report (``team_admin``
+#: by default), so a host's own role ladder keeps working unchanged.
+ROUTE_ROLE_FOLLOWS: Mapping[str, str] = MappingProxyType(
+    {"business_hours": "escalations", "business_hours_write": "psa_metrics"}
+)
 DEAD_LETTER_FILENAME = "flowpilot_analytics_dead_letters.jsonl"
 ID_TYPES = ("integer", "string", "uuid")
 #: What ``CACHE_STORAGE_URI`` may name: process memory, or Redis (a server, over TLS, on a socket,
@@ -186,7 +192,10 @@ def _merged_over(
 
 
 def _route_roles(value: object, ctx: Context) -> Mapping[str, str]:
-    merged = _merged_over(DEFAULT_ROUTE_ROLES, "routes", value, ctx)
+    known = {**DEFAULT_ROUTE_ROLES, **dict.fromkeys(ROUTE_ROLE_FOLLOWS, "")}
+    merged = _merged_over(known, "routes", value, ctx)
+    for key, leader in ROUTE_ROLE_FOLLOWS.items():
+        merged[key] = merged[key] or merged[leader]
     roles = t.cast("tuple[str, ...]", ctx.checked["roles"])
     for route, minimum in merged.items():
         if minimum not in roles:
@@ -481,8 +490,10 @@ SETTINGS: tuple[Setting, ...] = (
         "route_roles",
         {},
         _route_roles,
-        "Minimum role per route, merged over `escalations: engineer`, `psa_metrics: team_admin` "
-        "(the drill-down and the trend follow `escalations`).",
+        "Minimum role per route, merged over `escalations: engineer`, `psa_metrics: team_admin`; "
+        "the drill-down and the trend follow `escalations`; `business_hours` (reading the "
+        "calendar) follows `escalations` and `business_hours_write` (adding a version) follows "
+        "`psa_metrics` unless set.",
     ),
     Setting(
         "TABLES",
@@ -503,7 +514,8 @@ SETTINGS: tuple[Setting, ...] = (
         "Per-user rate limits (`limits` notation) by route limit key, merged over "
         "`escalations: 120 per minute` (escalations and the trend, each counted apart), "
         "`escalation_handoffs: 120 per minute` (the drill-down, JSON and CSV), "
-        "`psa_metrics: 15 per minute`.",
+        "`psa_metrics: 15 per minute`, `business_hours: 60 per minute` (reading the calendar), "
+        "`business_hours_write: 30 per minute` (adding a version).",
     ),
     Setting(
         "RATELIMIT_STORAGE_URI",

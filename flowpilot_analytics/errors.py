@@ -52,6 +52,33 @@ class InvalidQuery(AnalyticsError):
         return cls(message, details={"fields": {name: [problem]}})
 
 
+class NotFound(AnalyticsError):
+    """What the request names does not exist for the caller's account (another account's is the
+    same)."""
+
+    code = "not_found"
+
+
+class Conflict(AnalyticsError):
+    """The request is valid but the account's state cannot answer it (e.g. ``clock=business``
+    without business hours)."""
+
+    code = "conflict"
+
+
+class MethodNotAllowed(AnalyticsError):
+    """The route exists but not with this method (a calendar version is never edited in place)."""
+
+    code = "method_not_allowed"
+
+    def __init__(self, method: str, allowed: t.Sequence[str], why: str = "") -> None:
+        super().__init__(
+            f"{method} is not allowed here; allowed: {', '.join(allowed)}. {why}".rstrip(),
+            details={"allowed": list(allowed)},
+        )
+        self.allowed = tuple(allowed)
+
+
 class RateLimited(AnalyticsError):
     """Over the caller's per-user limit; ``retry_after`` seconds until it resets."""
 

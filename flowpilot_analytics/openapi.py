@@ -7,6 +7,7 @@ import typing as t
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
+from apispec.ext.marshmallow.common import make_schema_key, resolve_schema_instance
 from apispec.ext.marshmallow.field_converter import FieldConverterMixin
 from marshmallow import Schema, fields
 
@@ -63,29 +64,51 @@ def _operations(route: Route, minimum_role: str) -> Part:
     content: Part = {"application/json": {"schema": route.body.__name__}}
     if route.csv is not None:
         content["text/csv"] = {"schema": {"type": "string"}}
-    responses: Part = {
-        "200": {
-            "description": "The report.",
-            "content": content,
-            "headers": {
-                "ETag": {"schema": {"type": "string"}},
-                "Cache-Control": {"schema": {"type": "string"}},
-            },
-        },
-        "304": {"description": "Not modified: the `If-None-Match` ETag still matches."},
-        **{code: _error(text) for code, text in _ERRORS.items()},
-        "429": {
-            **_error("Over the per-user rate limit (`rate_limited`)."),
-            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
-        },
+    success: Part = {"description": "Created." if route.status == 201 else "The report."}
+    success["content"] = content
+    if route.cached:
+        success["headers"] = {
+            "ETag": {"schema": {"type": "string"}},
+            "Cache-Control": {"schema": {"type": "string"}},
+        }
+    responses: Part = {str(route.status): success}
+    if route.cached:
+        responses["304"] = {"description": "Not modified: the `If-None-Match` ETag still matches."}
+    responses.update({code: _error(text) for code, text in _ERRORS.items()})
+    if route.calendar:
+        responses["409"] = _error(
+            "clock=business for an account with no business-hours version (`no_business_hours`)."
+        )
+    responses["429"] = {
+        **_error("Over the per-user rate limit (`rate_limited`)."),
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
     }
-    operation = {
+    operation: Part = {
         "summary": route.summary,
         "description": f"Needs the role `{minimum_role}` or above.",
-        "parameters": [{"in": "query", "schema": route.args}],
         "responses": responses,
     }
+    if route.source == "json":
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": route.args}},
+        }
+        responses["400"] = _error(
+            "The body is not a valid JSON object for this route (`invalid_body`; "
+            "`details.fields` names each bad field); nothing was stored."
+        )
+    elif route.args.__name__ != "NoArgsSchema":
+        operation["parameters"] = [{"in": "query", "schema": route.args}]
     return {method.lower(): operation for method in route.methods}
+
+
+def _refused(route: Route) -> Part:
+    """The methods a route refuses for good, documented as ``405``."""
+    operation = {
+        "summary": f"Not allowed: {route.refused_why}",
+        "responses": {"405": _error("Never allowed here (`method_not_allowed`); see `Allow`.")},
+    }
+    return {method.lower(): operation for method in route.refused}
 
 
 def build_document(url_prefix: str, route_roles: t.Mapping[str, str]) -> Part:
@@ -115,13 +138,17 @@ def build_document(url_prefix: str, route_roles: t.Mapping[str, str]) -> Part:
         *(route.body for route in reports.REPORT_ROUTES),
         ErrorEnvelope,
     ]
-    for schema in components:
-        spec.components.schema(schema.__name__, schema=schema)
+    for schema in dict.fromkeys(components):  # each once, in order
+        if make_schema_key(resolve_schema_instance(schema)) not in plugin.converter.refs:
+            spec.components.schema(schema.__name__, schema=schema)
     base = url_prefix.rstrip("/") + "/analytics/flowpilot"
+    paths: dict[str, Part] = {}
     for route in reports.REPORT_ROUTES:
-        spec.path(
-            path=f"{base}/{route.path}", operations=_operations(route, route_roles[route.role_key])
-        )
+        operations = paths.setdefault(route.path, {})
+        operations.update(_operations(route, route_roles[route.role_key]))
+        operations.update(_refused(route))
+    for path, operations in paths.items():
+        spec.path(path=f"{base}/{path}", operations=operations)
     spec.path(
         path=f"{base}/openapi.json",
         operations={

@@ -13,6 +13,7 @@ response schemas dump as they are. Errors are the domain's (:mod:`.errors`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import typing as t
 import uuid
@@ -24,9 +25,11 @@ from itsdangerous import BadSignature, SignatureExpired
 from marshmallow import Schema
 
 from . import schemas
-from .errors import InvalidQuery
+from .calendars import Calendar, StoredVersion
+from .errors import Conflict, InvalidQuery
 from .escalations import (
     METRIC_DEFINITION,
+    ClockedHandoffs,
     Distribution,
     EngineerId,
     EscalationResult,
@@ -35,8 +38,11 @@ from .escalations import (
     Row,
     Statement,
     Target,
+    bucket_index,
     distribution,
     engineer_order,
+    fold_clocked,
+    measure_business,
     target_params,
     unsupported_grouping,
 )
@@ -44,9 +50,18 @@ from .identity import AccountId, UserId
 from .periods import Window, previous_window
 from .psa_metrics import PsaResult
 from .replica import Reads
-from .schemas import Cursor, EscalationQuery, HandoffQuery, PsaQuery, Query, TrendQuery
+from .schemas import (
+    Args,
+    Cursor,
+    EscalationQuery,
+    HandoffQuery,
+    NewCalendarVersion,
+    NoArgs,
+    PsaQuery,
+    TrendQuery,
+)
 from .state import AnalyticsState
-from .timeutil import Expr
+from .timeutil import Expr, local_days
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +72,7 @@ MAX_SCAN_ROWS = 5000
 #: Rows fetched per statement while scanning a bucket-filtered drill-down or a CSV export.
 SCAN_CHUNK = 500
 
-Q = t.TypeVar("Q", bound=Query)
+Q = t.TypeVar("Q", bound=Args)
 
 
 @dataclass(frozen=True)
@@ -95,6 +110,63 @@ class ReportContext:
         }
         return self.state.read_all(statements, bound, self.reads)
 
+    def calendar(self) -> Calendar:
+        """The account's business hours; without a version, the ``409 no_business_hours`` error
+        (raised before any other read)."""
+        calendar = self.state.calendar(self.account_id, self.reads)
+        if calendar is None:
+            raise no_business_hours(self.state.settings.route_roles["business_hours_write"])
+        return calendar
+
+
+def no_business_hours(minimum_role: str) -> Conflict:
+    """The error of ``clock=business`` for an account with no business-hours version."""
+    return Conflict(
+        "This account has no business hours yet, so nothing can be measured on the business "
+        f"clock: POST a calendar version to business-hours (role {minimum_role} or above) or use "
+        "clock=wall.",
+        code="no_business_hours",
+        details={"route": "business-hours"},
+    )
+
+
+@dataclass(frozen=True)
+class BusinessHoursUsed:
+    """``business_hours`` of a business-clock report: the versions its handoffs were measured on."""
+
+    version_ids: tuple[int, ...]
+
+
+class _Clocked:
+    """The handoffs of one report on the business clock: the calendar, read once, and every version
+    its handoffs used (``None`` on the wall clock)."""
+
+    def __init__(self, ctx: ReportContext, clock: str) -> None:
+        self.ctx = ctx
+        self.calendar = ctx.calendar() if clock == "business" else None
+        self.used: set[int] = set()
+
+    def handoffs(
+        self, window: Window, by_engineer: bool, tz: str | None = None, week: bool = False
+    ) -> ClockedHandoffs:
+        """The window's handoffs in business seconds; with ``tz`` (a trend), each claim's local day
+        or week."""
+        assert self.calendar is not None
+        metric = self.ctx.state.prepared().escalations
+        if tz is None:
+            rows = self.ctx.read(metric.business_statement(by_engineer), window)
+        else:
+            rows = self.ctx.read(metric.business_statement(False, week), window, tz=tz)
+        zone = None if tz is None else ZoneInfo(tz)
+        handoffs = measure_business(rows, self.calendar, self.ctx.now, zone=zone, week=week)
+        self.used |= handoffs.used
+        return handoffs
+
+    def described(self) -> BusinessHoursUsed | None:
+        if self.calendar is None:
+            return None
+        return BusinessHoursUsed(tuple(self.calendar.ids(self.used)))
+
 
 # -- escalations -----------------------------------------------------------------------------------
 
@@ -127,6 +199,8 @@ class EscalationReport(WindowFigures):
 
     period: str
     metric_definition: str = METRIC_DEFINITION
+    clock: str = "wall"
+    business_hours: BusinessHoursUsed | None = None
     distribution: Distribution
     previous: WindowFigures | None = None
     groups: tuple[EngineerFigures, ...] | None = None
@@ -142,6 +216,8 @@ class TrendReport:
     timezone: str
     interval: str
     metric_definition: str = METRIC_DEFINITION
+    clock: str = "wall"
+    business_hours: BusinessHoursUsed | None = None
     points: tuple[PointFigures, ...]
 
 
@@ -166,24 +242,49 @@ def _overall(ctx: ReportContext, window: Window, target: Target | None) -> Escal
     )
 
 
+def _business_figures(
+    clocked: _Clocked, window: Window, by_engineer: bool, target: Target | None
+) -> tuple[EscalationResult, dict[EngineerId, EscalationResult]]:
+    """The window's figures on the business clock, and per engineer (from the same rows)."""
+    edges = clocked.ctx.state.prepared().escalations.edges
+    seconds = None if target is None else target.seconds
+    handoffs = clocked.handoffs(window, by_engineer)
+    groups = {}
+    if by_engineer:
+        groups = {
+            engineer: fold_clocked(found, edges, seconds)
+            for engineer, found in handoffs.groups(handoffs.engineers).items()
+        }
+    return fold_clocked(handoffs, edges, seconds), groups
+
+
 def escalation_report(ctx: ReportContext, query: EscalationQuery) -> EscalationReport:
-    """The escalation metric of the account over the query's window."""
+    """The escalation metric of the account over the query's window, on the query's clock."""
     metric = ctx.state.prepared().escalations
     by_engineer = query.group_by == "engineer"
     if by_engineer and not metric.can_group_by_engineer:  # refused before any work
         raise unsupported_grouping()
+    clocked = _Clocked(ctx, query.clock)
     window = query.span.window(ctx.now)
     target = _target(ctx, query.target_seconds)
-    overall = _overall(ctx, window, target)
+    found: dict[EngineerId, EscalationResult] = {}
+    if clocked.calendar is None:
+        overall = _overall(ctx, window, target)
+        if by_engineer:
+            found = _groups(ctx, window, True, target)
+    else:
+        overall, found = _business_figures(clocked, window, by_engineer, target)
     previous = None
     if query.compare == "previous":
         before = previous_window(window)
-        previous = WindowFigures(
-            **vars(_overall(ctx, before, target)), window_start=before.start, window_end=before.end
+        figures = (
+            _overall(ctx, before, target)
+            if clocked.calendar is None
+            else _business_figures(clocked, before, False, target)[0]
         )
+        previous = WindowFigures(**vars(figures), window_start=before.start, window_end=before.end)
     groups = None
     if by_engineer:
-        found = _groups(ctx, window, True, target)
         groups = tuple(
             EngineerFigures(**vars(found[engineer]), engineer=engineer)
             for engineer in sorted(found, key=engineer_order)
@@ -193,6 +294,8 @@ def escalation_report(ctx: ReportContext, query: EscalationQuery) -> EscalationR
         window_start=window.start,
         window_end=window.end,
         period=window.period,
+        clock=query.clock,
+        business_hours=clocked.described(),
         distribution=distribution(overall, metric.edges),
         previous=previous,
         groups=groups,
@@ -201,18 +304,28 @@ def escalation_report(ctx: ReportContext, query: EscalationQuery) -> EscalationR
 
 def escalation_trend(ctx: ReportContext, query: TrendQuery) -> TrendReport:
     """The escalation metric per local day or ISO week of the window, none skipped."""
+    clocked = _Clocked(ctx, query.clock)
     window = query.span.window(ctx.now)
     target = _target(ctx, query.target_seconds)
     week = query.interval == "week"
     metric = ctx.state.prepared().escalations
-    rows = ctx.read(metric.trend_statement(week), window, tz=query.tz, **target_params(target))
-    points = metric.trend(rows, window.start, window.end, ZoneInfo(query.tz), week, target)
+    zone = ZoneInfo(query.tz)
+    if clocked.calendar is None:
+        rows = ctx.read(metric.trend_statement(week), window, tz=query.tz, **target_params(target))
+        points = metric.trend(rows, window.start, window.end, zone, week, target)
+    else:
+        handoffs = clocked.handoffs(window, False, tz=query.tz, week=week)
+        seconds = None if target is None else target.seconds
+        days = local_days(window.start, window.end, zone, week=week)
+        points = metric.business_trend(handoffs, days, seconds)
     return TrendReport(
         period=window.period,
         window_start=window.start,
         window_end=window.end,
         timezone=query.tz,
         interval=query.interval,
+        clock=query.clock,
+        business_hours=clocked.described(),
         points=tuple(PointFigures(**vars(result), start=day) for day, result in points),
     )
 
@@ -282,6 +395,8 @@ class HandoffPageReport:
     period: str
     window_start: datetime
     window_end: datetime
+    clock: str
+    business_hours: BusinessHoursUsed | None
     items: tuple[HandoffItem, ...]
     next_cursor: str | None
 
@@ -371,9 +486,8 @@ def id_value(column: Expr, value: object) -> object:
 
 def _scan(
     ctx: ReportContext, window: Window, after: tuple[datetime | str, object] | None, chunk: int
-) -> t.Iterator[HandoffRow]:
-    """Every handoff in scope after the keyset ``after``,
-    newest first, fetched ``chunk`` rows at a time."""
+) -> t.Iterator[list[HandoffRow]]:
+    """Every handoff in scope after the keyset ``after``, newest first, ``chunk`` rows at a time."""
     metric = ctx.state.prepared().escalations
     while True:
         keyset = {} if after is None else {"after_key": after[0], "after_id": after[1]}
@@ -381,10 +495,34 @@ def _scan(
         rows = [
             HandoffRow._make(row) for row in ctx.read(statement, window, page_size=chunk, **keyset)
         ]
-        yield from rows
+        if rows:
+            yield rows
         if len(rows) < chunk:
             return
         after = (rows[-1].sort_key, rows[-1].handoff_id)
+
+
+def _describe(clocked: _Clocked, rows: list[HandoffRow]) -> list[tuple[HandoffItem, int | None]]:
+    """The drill-down items of ``rows`` on the report's clock (``wall_seconds`` always wall), each
+    with the position of the calendar version it was measured on (``None`` on the wall clock)."""
+    edges = clocked.ctx.state.settings.bucket_edges
+    items = [row.describe(edges) for row in rows]
+    if clocked.calendar is None:
+        return [(item, None) for item in items]
+    # a handoff with no action is measured over nothing: only the version it falls under counts
+    measured = clocked.calendar.measure(
+        [row.claimed_at for row in rows],
+        [row.first_action_at or row.claimed_at for row in rows],
+    )
+    return [
+        (
+            item
+            if item.seconds is None
+            else dataclasses.replace(item, seconds=seconds, bucket=bucket_index(seconds, edges)),
+            version,
+        )
+        for item, seconds, version in zip(items, measured.seconds, measured.version_indexes)
+    ]
 
 
 def _matches(item: HandoffItem, wanted: schemas.BucketFilter) -> bool:
@@ -393,16 +531,22 @@ def _matches(item: HandoffItem, wanted: schemas.BucketFilter) -> bool:
 
 
 def iter_handoffs(ctx: ReportContext, query: HandoffQuery) -> t.Iterator[HandoffItem]:
-    """Every handoff in scope that passes the bucket filter, newest first (the CSV export)."""
-    edges = ctx.state.settings.bucket_edges
+    """Every handoff in scope that passes the bucket filter, newest first, on the query's clock (the
+    CSV export); a missing calendar is refused now, not when the first row is asked for."""
+    clocked = _Clocked(ctx, query.clock)
     window = query.span.window(ctx.now)
-    items = (row.describe(edges) for row in _scan(ctx, window, None, SCAN_CHUNK))
-    return (item for item in items if _matches(item, query.bucket))
+    chunks = _scan(ctx, window, None, SCAN_CHUNK)
+    return (
+        item
+        for rows in chunks
+        for item, _ in _describe(clocked, rows)
+        if _matches(item, query.bucket)
+    )
 
 
 def handoff_page(ctx: ReportContext, query: HandoffQuery) -> HandoffPageReport:
     """Up to ``limit`` handoffs behind the number and the cursor of the next page (``None`` at the
-    end).
+    end), on the query's clock.
 
     A page examines at most :data:`MAX_SCAN_ROWS` handoffs; when a bucket filter leaves it short, it
     ends early with fewer items (maybe none) and a ``next_cursor`` that continues after the last one
@@ -416,33 +560,106 @@ def handoff_page(ctx: ReportContext, query: HandoffQuery) -> HandoffPageReport:
             "Not a cursor this API returned to you.",
             "The cursor was issued to another user.",
         )
+    clocked = _Clocked(ctx, query.clock)
     window = query.span.window(ctx.now)
-    edges = ctx.state.settings.bucket_edges
     after = None if cursor is None else (cursor.key, cursor.handoff_id)
     chunk = SCAN_CHUNK if query.bucket is not None else query.limit + 1
     items: list[HandoffItem] = []
     last: HandoffRow | None = None
     exhausted = True
-    for scanned, row in enumerate(_scan(ctx, window, after, chunk), start=1):
-        item = row.describe(edges)
-        if _matches(item, query.bucket):
-            if len(items) == query.limit:  # one more exists: the page is full
+    scanned = 0
+    for rows in _scan(ctx, window, after, chunk):
+        for row, (item, version) in zip(rows, _describe(clocked, rows)):
+            scanned += 1
+            if _matches(item, query.bucket):
+                if len(items) == query.limit:  # one more exists: the page is full
+                    exhausted = False
+                    break
+                items.append(item)
+                if version is not None:  # the versions of the items listed, no others
+                    clocked.used.add(version)
+            last = row
+            if scanned >= MAX_SCAN_ROWS:
                 exhausted = False
                 break
-            items.append(item)
-        last = row
-        if scanned >= MAX_SCAN_ROWS:
-            exhausted = False
+        if not exhausted:
             break
     return HandoffPageReport(
         period=window.period,
         window_start=window.start,
         window_end=window.end,
+        clock=query.clock,
+        business_hours=clocked.described(),
         items=tuple(items),
         next_cursor=None
         if exhausted or last is None
         else cursors.encode(ctx.account_id, ctx.user_id, last),
     )
+
+
+# -- business hours --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VersionView:
+    """A stored calendar version as ``StoredCalendarVersion`` dumps it."""
+
+    id: int
+    created_at: datetime
+    timezone: str
+    effective_from: date
+    weekly: t.Mapping[str, object]
+    holidays: tuple[date, ...]
+    holiday_calendar: t.Mapping[str, object] | None
+
+    @classmethod
+    def of(cls, stored: StoredVersion) -> VersionView:
+        version = stored.version
+        canonical = version.as_dict()
+        return cls(
+            id=stored.id,
+            created_at=stored.created_at,
+            timezone=version.timezone,
+            effective_from=version.effective_from,
+            weekly=t.cast(t.Mapping[str, object], canonical["weekly"]),
+            holidays=version.holidays,
+            holiday_calendar=t.cast("t.Mapping[str, object] | None", canonical["holiday_calendar"]),
+        )
+
+
+@dataclass(frozen=True)
+class BusinessHoursListing:
+    """The body of ``GET business-hours`` (``BusinessHoursVersions``)."""
+
+    versions: tuple[VersionView, ...]
+    in_effect: VersionView | None
+
+
+def business_hours(ctx: ReportContext, args: NoArgs) -> BusinessHoursListing:
+    """The account's versions in creation order, and the one in effect at the report's now."""
+    calendar = ctx.state.calendar(ctx.account_id, ctx.reads)
+    if calendar is None:
+        return BusinessHoursListing((), None)
+    in_effect = calendar.in_effect(ctx.now)
+    return BusinessHoursListing(
+        tuple(VersionView.of(v) for v in calendar.versions), VersionView.of(in_effect)
+    )
+
+
+def add_business_hours(ctx: ReportContext, args: NewCalendarVersion) -> VersionView:
+    """Append a version to the account's calendar, then make every cached answer that depends on the
+    calendar unreachable, on every worker (the cache's generations)."""
+    stored, position = ctx.state.append_version(ctx.account_id, args.version, ctx.now, ctx.user_id)
+    for route in REPORT_ROUTES:
+        if route.calendar:
+            ctx.state.cache.invalidate(route.endpoint, ctx.account_id, position)
+    logger.info(
+        "account %s: business-hours version %s added (effective %s)",
+        ctx.account_id,
+        stored.id,
+        stored.version.effective_from,
+    )
+    return VersionView.of(stored)
 
 
 # -- CSV exports -----------------------------------------------------------------------------------
@@ -476,7 +693,8 @@ def trend_csv(ctx: ReportContext, query: TrendQuery) -> CsvTable:
     """The trend's points, one row each."""
     points = escalation_trend(ctx, query).points
     label = f"{query.interval} ({query.tz})"
-    filename = f"escalation_trend_{query.interval}.csv"
+    suffix = "" if query.clock == "wall" else f"_{query.clock}"
+    filename = f"escalation_trend_{query.interval}{suffix}.csv"
     return _dumped_table(filename, schemas.TrendPoint(), "start", label, points)
 
 
@@ -500,6 +718,8 @@ def handoffs_csv(ctx: ReportContext, query: HandoffQuery) -> CsvTable:
         "first_action_at_utc",
         "seconds",
         "bucket",
+        "wall_seconds",
+        "clock",
     ]
     rows = (
         [
@@ -509,10 +729,13 @@ def handoffs_csv(ctx: ReportContext, query: HandoffQuery) -> CsvTable:
             _iso(item.first_action_at),
             "" if item.seconds is None else item.seconds,
             "no_action" if item.bucket is None else item.bucket,
+            "" if item.wall_seconds is None else item.wall_seconds,
+            query.clock,
         ]
         for item in iter_handoffs(ctx, query)
     )
-    return CsvTable("escalation_handoffs.csv", header, rows)
+    suffix = "" if query.clock == "wall" else f"_{query.clock}"
+    return CsvTable(f"escalation_handoffs{suffix}.csv", header, rows)
 
 
 # -- the declarations ------------------------------------------------------------------------------
@@ -545,6 +768,17 @@ class ReportRoute(t.Generic[Q]):
     methods: tuple[str, ...] = ("GET",)
     #: The app's instance of ``args`` when it depends on the app (its settings, its cursor codec).
     bind_args: t.Callable[[AnalyticsState], Schema] | None = None
+    #: Where ``args`` reads from: the query string, or a JSON body (a write).
+    source: t.Literal["query", "json"] = "query"
+    #: The status of a success (``201`` for a write).
+    status: int = 200
+    #: Whether answers are cached (a write, or a listing that must show a write at once, is not).
+    cached: bool = True
+    #: Whether answers depend on the account's business hours: a new version invalidates them.
+    calendar: bool = False
+    #: Methods answered with a ``405`` that says why (the route exists, the method never will).
+    refused: tuple[str, ...] = ()
+    refused_why: str = ""
 
     def args_schema(self, state: AnalyticsState) -> Schema:
         """The query schema for one app's registration."""
@@ -555,6 +789,12 @@ def _handoffs_args(state: AnalyticsState) -> Schema:
     buckets = len(state.settings.bucket_edges) + 1
     return schemas.HandoffsArgs(bucket_count=buckets, decode_cursor=CursorCodec(state).decode)
 
+
+_NEVER_EDITED = ("PUT", "PATCH", "DELETE")
+_APPEND_ONLY = (
+    "Business-hours versions are never edited or deleted: POST a new version. It measures every "
+    "claim from its effective_from on; claims before that keep the version they were measured on."
+)
 
 #: A declaration, whatever its query type.
 Route: t.TypeAlias = "ReportRoute[t.Any]"
@@ -570,6 +810,7 @@ REPORT_ROUTES: tuple[Route, ...] = (
         compute=escalation_report,
         summary="Time from an escalation claim to the first action after it",
         command="escalations",
+        calendar=True,
     ),
     ReportRoute(
         path="escalations/trend",
@@ -584,6 +825,7 @@ REPORT_ROUTES: tuple[Route, ...] = (
             "The escalation metric per local day or ISO week, with attainment of a response target"
         ),
         command="escalation-trend",
+        calendar=True,
     ),
     ReportRoute(
         path="escalations/handoffs",
@@ -597,6 +839,7 @@ REPORT_ROUTES: tuple[Route, ...] = (
         csv=handoffs_csv,
         per_user=True,
         summary="The handoffs behind the escalation number, newest claim first (paged, or CSV)",
+        calendar=True,
     ),
     ReportRoute(
         path="psa-metrics",
@@ -609,5 +852,32 @@ REPORT_ROUTES: tuple[Route, ...] = (
         csv=psa_csv,
         summary="Time entries, documentation funnel and daily trend",
         command="psa-metrics",
+    ),
+    ReportRoute(
+        path="business-hours",
+        endpoint="business_hours",
+        role_key="business_hours",
+        limit=("business_hours", "60 per minute"),
+        args=schemas.NoArgsSchema,
+        body=schemas.BusinessHoursVersions,
+        compute=business_hours,
+        cached=False,
+        summary="The account's business-hours versions, and the one in effect now",
+        refused=_NEVER_EDITED,
+        refused_why=_APPEND_ONLY,
+    ),
+    ReportRoute(
+        path="business-hours",
+        endpoint="add_business_hours",
+        role_key="business_hours_write",
+        limit=("business_hours_write", "30 per minute"),
+        args=schemas.CalendarVersionBody,
+        body=schemas.StoredCalendarVersion,
+        compute=add_business_hours,
+        methods=("POST",),
+        source="json",
+        status=201,
+        cached=False,
+        summary="Append a business-hours version to the account's calendar (never edited)",
     ),
 )

@@ -16,12 +16,12 @@ from flask import Blueprint, Response, current_app, jsonify, request, stream_wit
 from marshmallow import Schema, ValidationError
 
 from . import reports, telemetry
-from .errors import InvalidQuery
+from .errors import InvalidQuery, MethodNotAllowed
 from .openapi import build_document
 from .periods import PERIODS
 from .replica import Reads
 from .reports import CsvTable, ReportContext, Route
-from .schemas import Query, query_args
+from .schemas import Args, query_args
 from .state import AnalyticsState, current_state
 
 logger = logging.getLogger(__name__)
@@ -32,14 +32,14 @@ BASE = "/analytics/flowpilot"
 #: with one of these (OWASP's CSV injection list).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 #: The query parts a report's span carries as attributes.
-SPAN_ATTRIBUTES = ("period", "interval", "group_by", "compare")
+SPAN_ATTRIBUTES = ("period", "interval", "group_by", "compare", "clock")
 
 
-def load_query(schema: Schema) -> Query:
+def load_query(schema: Schema) -> Args:
     """Validate the query string; an :class:`~.errors.InvalidQuery`
     lists what is wrong and what is allowed."""
     try:
-        return t.cast(Query, schema.load(query_args(request.args)))
+        return t.cast(Args, schema.load(query_args(request.args)))
     except ValidationError as exc:
         raise InvalidQuery(
             "The query string is not valid.",
@@ -47,6 +47,36 @@ def load_query(schema: Schema) -> Query:
                 "fields": exc.normalized_messages(),  # type: ignore[no-untyped-call]
                 "allowed_periods": list(PERIODS),
             },
+        ) from None
+
+
+#: Largest JSON body a write route reads (a calendar version with 5,000 holidays is ~75 KB).
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def load_body(schema: Schema) -> Args:
+    """Validate a JSON object body; anything else (not JSON, not an object, too large) is an
+    :class:`~.errors.InvalidQuery` naming what is wrong. Nothing is stored unless this passes."""
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        raise InvalidQuery(
+            f"The body is larger than {MAX_BODY_BYTES} bytes; nothing was stored.",
+            code="invalid_body",
+            details={"fields": {"_schema": [f"At most {MAX_BODY_BYTES} bytes."]}},
+        )
+    data = request.get_json(silent=True, force=True)
+    if not isinstance(data, dict):
+        raise InvalidQuery(
+            "The body must be a JSON object (Content-Type: application/json).",
+            code="invalid_body",
+            details={"fields": {"_schema": ["Not a JSON object."]}},
+        )
+    try:
+        return t.cast(Args, schema.load(data))
+    except ValidationError as exc:
+        raise InvalidQuery(
+            "The body is not valid; nothing was stored.",
+            code="invalid_body",
+            details={"fields": exc.normalized_messages()},  # type: ignore[no-untyped-call]
         ) from None
 
 
@@ -147,9 +177,17 @@ def report_view(route: Route, args: Schema, body: Schema) -> t.Callable[[], Resp
     def view() -> Response:
         state = current_state()
         identity = state.authorize(route.role_key, limit=route.endpoint)
-        query = load_query(args)
+        query = load_body(args) if route.source == "json" else load_query(args)
         parts = query.parts()
         context = ReportContext.start(state, identity.account_id, identity.user_id)
+        if not route.cached:
+            text = json.dumps(
+                body.dump(route.compute(context, query)), allow_nan=False, default=str
+            )
+            response = current_app.response_class(text + "\n", mimetype="application/json")
+            response.status_code = route.status
+            response.headers["Cache-Control"] = "private, no-store"
+            return response
         if route.csv is not None and wants_csv(parts.get("format")):
             with telemetry.report_span(
                 route.endpoint, state.prepared().backend.name, {"format": "csv"}
@@ -165,6 +203,22 @@ def report_view(route: Route, args: Schema, body: Schema) -> t.Callable[[], Resp
     return view
 
 
+def _by_path(routes: t.Iterable[Route]) -> dict[str, list[Route]]:
+    grouped: dict[str, list[Route]] = {}
+    for route in routes:
+        grouped.setdefault(route.path, []).append(route)
+    return grouped
+
+
+def _refuse(allowed: t.Sequence[str], why: str) -> t.Callable[[], Response]:
+    """A view that answers a method the route will never take with a JSON ``405`` and ``Allow``."""
+
+    def view() -> Response:
+        raise MethodNotAllowed(request.method, allowed, why)
+
+    return view
+
+
 def create_blueprint(state: AnalyticsState) -> Blueprint:
     """A fresh blueprint per registration, so that apps never share views, schemas or state."""
     blueprint = Blueprint("flowpilot_analytics", __name__, cli_group="flowpilot-analytics")
@@ -175,6 +229,17 @@ def create_blueprint(state: AnalyticsState) -> Blueprint:
             view_func=report_view(route, route.args_schema(state), route.body()),
             methods=list(route.methods),
         )
+    for path, routes in _by_path(reports.REPORT_ROUTES).items():
+        refused = sorted({method for route in routes for method in route.refused})
+        if refused:
+            allowed = sorted({method for route in routes for method in route.methods})
+            why = next(route.refused_why for route in routes if route.refused)
+            blueprint.add_url_rule(
+                f"{BASE}/{path}",
+                endpoint=f"refused_{path.replace('/', '_').replace('-', '_')}",
+                view_func=_refuse(allowed, why),
+                methods=refused,
+            )
     settings = state.settings
     document = functools.cache(lambda: build_document(settings.url_prefix, settings.route_roles))
     blueprint.add_url_rule(

@@ -26,8 +26,8 @@ from marshmallow import (
 )
 from werkzeug.datastructures import MultiDict
 
-from .business_hours import iana_zones
-from .escalations import MAX_TARGET_SECONDS
+from .business_hours import DAYS, CalendarError, CalendarVersion, iana_zones, parse_version
+from .escalations import CLOCKS, MAX_TARGET_SECONDS, Clock
 from .periods import DEFAULT_PERIOD, MAX_RANGE_DAYS, PERIODS, Span
 
 #: What marshmallow hands a schema's hooks: the fields loaded so far, by name.
@@ -50,7 +50,16 @@ class Cursor(t.NamedTuple):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Query:
+class Args:
+    """What a route's validated input loads into (its query string, or its JSON body)."""
+
+    def parts(self) -> dict[str, object]:
+        """The values by name (cache keys, span attributes)."""
+        return dict(vars(self))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Query(Args):
     """What every report's query has: the window it asks for."""
 
     span: Span
@@ -63,12 +72,25 @@ class Query:
 
 
 @dataclass(frozen=True, kw_only=True)
+class NoArgs(Args):
+    """A route that takes no parameters (``GET business-hours``)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewCalendarVersion(Args):
+    """``POST business-hours``: the validated version (its holiday calendar expanded)."""
+
+    version: CalendarVersion
+
+
+@dataclass(frozen=True, kw_only=True)
 class EscalationQuery(Query):
     """``GET escalations``: the window, the previous one, per engineer, a response target."""
 
     compare: t.Literal["previous"] | None = None
     group_by: t.Literal["engineer"] | None = None
     target_seconds: float | None = None
+    clock: Clock = "wall"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,6 +102,7 @@ class TrendQuery(Query):
     interval: t.Literal["day", "week"] = "day"
     target_seconds: float | None = None
     format: Format | None = None
+    clock: Clock = "wall"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,6 +113,7 @@ class HandoffQuery(Query):
     limit: int = 50
     cursor: Cursor | None = None
     format: Format | None = None
+    clock: Clock = "wall"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -139,6 +163,17 @@ def _target() -> fields.Float:
     )
 
 
+def _clock() -> fields.String:
+    return fields.String(
+        load_default="wall",
+        validate=validate.OneOf(list(CLOCKS)),
+        metadata={
+            "description": "wall (default): wall-clock seconds. business: business seconds on the "
+            "account's business hours (409 no_business_hours without a calendar)."
+        },
+    )
+
+
 class CursorField(fields.Field[Cursor]):
     """A signed ``next_cursor``, decoded by the schema's
     ``decode_cursor`` (which raises ``ValueError``). It documents as a string: apispec maps only
@@ -168,6 +203,14 @@ class CursorField(fields.Field[Cursor]):
 class _Args(Schema):
     class Meta:
         unknown = EXCLUDE  # ignored, so that e.g. ``account_id=`` can never change the scope
+
+
+class NoArgsSchema(_Args):
+    """A route without parameters."""
+
+    @post_load
+    def _args(self, data: Loaded, **kwargs: object) -> NoArgs:
+        return NoArgs()
 
 
 class PeriodArgs(_Args):
@@ -236,6 +279,7 @@ class EscalationArgs(PeriodArgs):
     ``group_by=engineer`` and ``target_seconds``."""
 
     target_seconds = _target()
+    clock = _clock()
     group_by = fields.String(
         validate=validate.OneOf(["engineer"]),
         metadata={
@@ -250,6 +294,7 @@ class EscalationArgs(PeriodArgs):
             compare=data.get("compare"),
             group_by=data.get("group_by"),
             target_seconds=data.get("target_seconds"),
+            clock=data["clock"],
         )
 
 
@@ -268,6 +313,7 @@ class TrendArgs(PeriodArgs):
         metadata={"description": "day, or week (ISO weeks, keyed by their Monday)."},
     )
     target_seconds = _target()
+    clock = _clock()
     format = _format("csv: one row per point (Accept: text/csv works too).")
 
     @post_load
@@ -278,6 +324,7 @@ class TrendArgs(PeriodArgs):
             interval=data["interval"],
             target_seconds=data.get("target_seconds"),
             format=data.get("format"),
+            clock=data["clock"],
         )
 
 
@@ -300,6 +347,7 @@ class HandoffsArgs(PeriodArgs):
         }
     )
     format = _format("csv streams every matching handoff (no paging); Accept: text/csv works too.")
+    clock = _clock()
 
     def __init__(
         self, *, bucket_count: int = 6, decode_cursor: t.Callable[[str], Cursor] | None = None
@@ -325,6 +373,7 @@ class HandoffsArgs(PeriodArgs):
             limit=data["limit"],
             cursor=data.get("cursor"),
             format=data.get("format"),
+            clock=data["clock"],
         )
 
 
@@ -362,10 +411,41 @@ class HandoffItem(_Body):
     session_id = fields.Raw(required=True)
     claimed_at = fields.AwareDateTime(format="iso", required=True)
     first_action_at = fields.AwareDateTime(format="iso", required=True, allow_none=True)
-    seconds = fields.Float(required=True, allow_none=True)
-    bucket = fields.Integer(
-        required=True, allow_none=True, metadata={"description": "null: no action yet."}
+    seconds = fields.Float(
+        required=True,
+        allow_none=True,
+        metadata={"description": "Claim to first action on the requested clock; null: no action."},
     )
+    wall_seconds = fields.Float(
+        required=True,
+        allow_none=True,
+        metadata={"description": "The same on the wall clock, whatever the clock asked for."},
+    )
+    bucket = fields.Integer(
+        required=True,
+        allow_none=True,
+        metadata={"description": "The distribution bucket of seconds; null: no action yet."},
+    )
+
+
+class BusinessHoursUsed(_Body):
+    """The calendar versions the figures were measured on (``clock=business``)."""
+
+    version_ids = fields.List(fields.Integer(), required=True)
+
+
+def _clock_fields() -> tuple[fields.String, fields.Nested]:
+    clock = fields.String(required=True, metadata={"description": "wall or business."})
+    used = fields.Nested(
+        BusinessHoursUsed,
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "The business-hours versions the counted handoffs used, each on the "
+            "version in effect at its claim; null on the wall clock."
+        },
+    )
+    return clock, used
 
 
 class HandoffPage(_Body):
@@ -374,6 +454,7 @@ class HandoffPage(_Body):
     period = fields.String(required=True)
     window_start = fields.AwareDateTime(format="iso", required=True)
     window_end = fields.AwareDateTime(format="iso", required=True)
+    clock, business_hours = _clock_fields()
     items = fields.List(fields.Nested(HandoffItem), required=True)
     next_cursor = fields.String(required=True, allow_none=True)
 
@@ -466,6 +547,7 @@ class EscalationMetrics(EscalationFigures):
 
     period = fields.String(required=True)
     metric_definition = fields.String(required=True)
+    clock, business_hours = _clock_fields()
     distribution = fields.Nested(Distribution)
     previous = fields.Nested(EscalationFigures, metadata={"description": "With compare=previous."})
     groups = fields.List(
@@ -489,6 +571,7 @@ class EscalationTrend(_Body):
     timezone = fields.String(required=True)
     interval = fields.String(required=True)
     metric_definition = fields.String(required=True)
+    clock, business_hours = _clock_fields()
     points = fields.List(fields.Nested(TrendPoint), required=True)
 
 
@@ -537,6 +620,129 @@ class EnhancedPsaMetrics(PsaFigures):
     daily_trend = fields.List(fields.Nested(PsaDailyTrend), required=True)
     previous = fields.Nested(
         PsaFigures, metadata={"description": "With compare=previous (no trend)."}
+    )
+
+
+# -- business hours --------------------------------------------------------------------------------
+
+
+_INTERVALS = {
+    "type": "array",
+    "items": {
+        "type": "array",
+        "items": {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$"},
+        "minItems": 2,
+        "maxItems": 2,
+    },
+    "maxItems": 10,
+}
+
+
+class HolidayCalendarCodes(_Body):
+    country = fields.String(
+        required=True, metadata={"description": "ISO 3166-1 alpha-2 code, e.g. US."}
+    )
+    subdivision = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "A subdivision code of the country, e.g. NY; null: none."},
+    )
+
+
+class WeeklyHours(Schema):
+    """Each weekday's open intervals ``["HH:MM", "HH:MM"]``; an end before its start runs past
+    midnight (an end equal to its start is refused); ``24:00`` is allowed as an end; a missing day
+    is closed."""
+
+    mon, tue, wed, thu, fri, sat, sun = (
+        fields.List(fields.List(fields.String()), metadata=dict(_INTERVALS)) for _ in DAYS
+    )
+
+
+class CalendarVersionBody(Schema):
+    """``POST business-hours``: one calendar version. Validated whole by
+    :func:`~.business_hours.parse_version` (a 400 names the bad field; nothing is stored)."""
+
+    class Meta:
+        unknown = RAISE
+
+    timezone = fields.Raw(
+        required=True,
+        metadata={
+            "type": "string",
+            "description": "An IANA time zone name, e.g. America/New_York.",
+        },
+    )
+    effective_from = fields.Raw(
+        required=True,
+        metadata={
+            "type": "string",
+            "format": "date",
+            "description": "The version takes effect at 00:00 of this date in its zone.",
+        },
+    )
+    weekly = fields.Raw(
+        required=True,
+        metadata={"type": "object", "properties": {day: dict(_INTERVALS) for day in DAYS}},
+    )
+    holidays = fields.Raw(
+        allow_none=True,
+        metadata={
+            "type": "array",
+            "items": {"type": "string", "format": "date"},
+            "maxItems": 5000,
+            "description": "Whole local days (00:00-24:00) closed.",
+        },
+    )
+    holiday_calendar = fields.Raw(
+        allow_none=True,
+        metadata={
+            "type": "object",
+            "properties": {
+                "country": {"type": "string"},
+                "subdivision": {"type": "string", "nullable": True},
+            },
+            "required": ["country"],
+            "description": "Expanded once, at creation, into explicit holidays for ten years "
+            "from effective_from's year (the holidays package).",
+        },
+    )
+
+    @post_load(pass_original=True)
+    def _version(self, data: Loaded, original: object, **kwargs: object) -> NewCalendarVersion:
+        try:
+            version = parse_version(t.cast(t.Mapping[str, object], original))
+        except CalendarError as exc:
+            raise ValidationError(exc.message, exc.field) from None
+        return NewCalendarVersion(version=version)
+
+
+class StoredCalendarVersion(_Body):
+    """A stored calendar version: all seven days, the holidays sorted (expanded from the holiday
+    calendar, if one was given)."""
+
+    id = fields.Integer(required=True)
+    created_at = fields.AwareDateTime(format="iso", required=True)
+    timezone = fields.String(required=True)
+    effective_from = fields.Date(required=True)
+    weekly = fields.Nested(WeeklyHours, required=True)
+    holidays = fields.List(fields.Date(), required=True)
+    holiday_calendar = fields.Nested(HolidayCalendarCodes, required=True, allow_none=True)
+
+
+class BusinessHoursVersions(_Body):
+    """Response of ``GET business-hours``."""
+
+    versions = fields.List(
+        fields.Nested(StoredCalendarVersion),
+        required=True,
+        metadata={"description": "The account's versions, in creation order."},
+    )
+    in_effect = fields.Nested(
+        StoredCalendarVersion,
+        required=True,
+        allow_none=True,
+        metadata={"description": "The version in effect now; null without one."},
     )
 
 

@@ -22,7 +22,15 @@ from flask_sqlalchemy import SQLAlchemy
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer, want_bytes
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
+from .business_hours import CalendarVersion
 from .cache import ResponseCache
+from .calendars import (
+    Calendar,
+    StoredVersion,
+    calendar_of,
+    insert_values,
+    versions_query,
+)
 from .config import Settings
 from .deadletter import DeadLetterFile, DeadLetterStore
 from .deadline import DeadlineRunner
@@ -30,8 +38,15 @@ from .escalations import Escalations, Row, Statement
 from .identity import IdentityLike, require_role
 from .psa_metrics import PsaMetrics
 from .ratelimit import RouteLimits
-from .replica import Reads
-from .tables import HostTables, activity_io_table, activity_table, reflect_host_tables, set_tenant
+from .replica import Reads, insert_position
+from .tables import (
+    HostTables,
+    activity_io_table,
+    activity_table,
+    business_hours_table,
+    reflect_host_tables,
+    set_tenant,
+)
 from .telemetry import watch_backlog
 from .timeutil import Backend
 
@@ -79,6 +94,10 @@ class AnalyticsState:
         #: ... and the plugin's own view of it for reads and
         #: writes (UTC timestamps in the column's kind).
         self.activity_io = activity_io_table(self.activity_table)
+        #: The calendar table (business hours), declared and viewed the same way.
+        self.business_hours_table = business_hours_table(db.metadata, settings.id_type)
+        self.business_hours_io = activity_io_table(self.business_hours_table)
+        self._versions = versions_query(self.business_hours_io)
         self.limits = limits
         self.cache = ResponseCache(
             settings.cache_ttl,
@@ -161,6 +180,30 @@ class AnalyticsState:
             if reads is not None:
                 reads.observe(connection)
             return [list(connection.execute(statement, params).all()) for statement in statements]
+
+    @property
+    def plugin_tables(self) -> tuple[sa.Table, ...]:
+        """The tables the plugin owns, as declared in the host's metadata (``doctor``, ``ddl``)."""
+        return (self.activity_table, self.business_hours_table)
+
+    def calendar(self, account_id: object, reads: Reads | None) -> Calendar | None:
+        """The account's business-hours versions, or ``None`` without one."""
+        rows = self.read_all([self._versions], {"account_id": account_id}, reads)[0]
+        return calendar_of(rows)
+
+    def append_version(
+        self, account_id: object, version: CalendarVersion, now: datetime, user_id: object
+    ) -> tuple[StoredVersion, str | None]:
+        """Store a new calendar version on the primary; return it and, with a read replica, the
+        WAL position a standby must replay to see it."""
+        table = self.business_hours_io
+        values = insert_values(account_id, version, now, user_id)
+        with self.write_engine.begin() as connection:
+            set_tenant(connection, self.settings.tenant_setting, account_id)
+            result = connection.execute(sa.insert(table).values(**values))
+            new_id = int(t.cast(t.Sequence[int], result.inserted_primary_key)[0])
+            position = insert_position(connection) if self.settings.bind is not None else None
+        return StoredVersion(new_id, now.astimezone(timezone.utc), version), position
 
     @contextlib.contextmanager
     def _reading(self) -> t.Iterator[sa.Connection]:

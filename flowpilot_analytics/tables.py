@@ -83,6 +83,16 @@ ID_TYPES: dict[str, t.Callable[[], sa.types.TypeEngine[t.Any]]] = {
 }
 
 
+def _serial_id() -> sa.Column[int]:
+    """A plugin table's key: a 64-bit serial (SQLite's rowid integer there)."""
+    return sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    )
+
+
 def activity_io_table(declared: sa.Table) -> sa.Table:
     """The plugin's view of the activity table for its own reads and writes: the same columns, with
     ``created_at`` read and bound as UTC in the column's own kind (even when the host declared
@@ -117,12 +127,7 @@ def activity_table(metadata: sa.MetaData, name: str, id_type: str) -> sa.Table:
     return sa.Table(
         name,
         metadata,
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            primary_key=True,
-            autoincrement=True,
-        ),
+        _serial_id(),
         sa.Column("account_id", ids(), nullable=False),
         sa.Column("session_id", ids(), nullable=True),
         sa.Column("activity_type", sa.String(64), nullable=False),
@@ -144,6 +149,37 @@ def activity_table(metadata: sa.MetaData, name: str, id_type: str) -> sa.Table:
             unique=True,
         ),
         sa.Index(f"uq_{name}_idempotency_key", "idempotency_key", unique=True),
+    )
+
+
+#: The plugin's calendar table: every business-hours version of every account, append-only.
+BUSINESS_HOURS_TABLE = "flowpilot_business_hours"
+
+
+def business_hours_table(metadata: sa.MetaData, id_type: str) -> sa.Table:
+    """The plugin's own calendar table (one row per version, never updated or deleted); reuses a
+    table the host already declared under that name.
+
+    ``definition`` is the version's canonical JSON (``CalendarVersion.as_dict``, its holidays
+    expanded): what a report measures with, whatever package version reads it later.
+    ``timezone`` and ``effective_from`` repeat it for people reading the table.
+    """
+    if BUSINESS_HOURS_TABLE in metadata.tables:
+        return metadata.tables[BUSINESS_HOURS_TABLE]
+    name = BUSINESS_HOURS_TABLE
+    return sa.Table(
+        name,
+        metadata,
+        _serial_id(),
+        sa.Column("account_id", ID_TYPES[id_type](), nullable=False),
+        #: A client's own calendar (per-client business hours); NULL: the account's.
+        sa.Column("client_id", sa.String(255), nullable=True),
+        sa.Column("timezone", sa.String(64), nullable=False),
+        sa.Column("effective_from", sa.Date(), nullable=False),
+        sa.Column("definition", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("created_by", sa.String(255), nullable=True),
+        sa.Index(f"ix_{name}_account_id", "account_id", "id"),
     )
 
 

@@ -15,7 +15,16 @@ from flask import Blueprint, Response, current_app, got_request_exception, jsoni
 from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
-from .errors import AnalyticsError, Forbidden, InvalidQuery, NotSignedIn, RateLimited
+from .errors import (
+    AnalyticsError,
+    Conflict,
+    Forbidden,
+    InvalidQuery,
+    MethodNotAllowed,
+    NotFound,
+    NotSignedIn,
+    RateLimited,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +33,9 @@ STATUS: dict[type[AnalyticsError], int] = {
     InvalidQuery: 400,
     NotSignedIn: 401,
     Forbidden: 403,
+    NotFound: 404,
+    MethodNotAllowed: 405,
+    Conflict: 409,
     RateLimited: 429,
 }
 
@@ -60,7 +72,11 @@ def error_response(
 
 def _domain_error(error: AnalyticsError) -> Response:
     status = next((STATUS[kind] for kind in type(error).__mro__ if kind in STATUS), 500)
-    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, RateLimited) else None
+    headers = None
+    if isinstance(error, RateLimited):
+        headers = {"Retry-After": str(error.retry_after)}
+    elif isinstance(error, MethodNotAllowed):
+        headers = {"Allow": ", ".join(error.allowed)}
     return error_response(status, error.code, error.message, error.details, headers)
 
 
@@ -100,7 +116,7 @@ def _database_error(exc: sa_exc.SQLAlchemyError) -> Response:
             (
                 f"The database has no readable {missing}. Run `flask flowpilot-analytics doctor` "
                 f"to see what is missing; `flask flowpilot-analytics ddl` prints the plugin's own "
-                f"table, and FLOWPILOT_ANALYTICS_TABLES / FLOWPILOT_ANALYTICS_COLUMNS map the "
+                f"tables, and FLOWPILOT_ANALYTICS_TABLES / FLOWPILOT_ANALYTICS_COLUMNS map the "
                 f"host's."
             ),
             details={"table": missing, "command": "flask flowpilot-analytics doctor"},

@@ -174,7 +174,7 @@ def test_workers_share_the_cache_through_redis(make_app: t.Any, redis_url: str) 
         f.commit()
     assert second.test_client().get(ESCALATIONS, headers=as_user(account)).get_data() == body
     client = redis.Redis.from_url(redis_url)
-    keys = client.keys(f"flowpilot_analytics:cache:v3:*:{account}*")
+    keys = client.keys(f"flowpilot_analytics:cache:v4:*:{account}*")
     assert keys
     client.delete(*keys)
     client.close()

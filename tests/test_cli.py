@@ -142,3 +142,189 @@ def test_an_old_activity_table_is_upgraded_by_the_statements_doctor_prints(app: 
     assert done.exit_code == 0 and "ok      no dead letters" in done.output, done.output
     psa.push_note(types.SimpleNamespace(id=1, account_id=1, psa_ticket_id="T"), "after")
     assert [r["external_id"] for r in activity_rows()] == ["1000", "1001"]
+
+
+# -- business hours --------------------------------------------------------------------------------
+
+CALENDAR = {
+    "timezone": "America/New_York",
+    "effective_from": "2026-01-01",
+    "weekly": {day: [["09:00", "17:00"]] for day in ("mon", "tue", "wed", "thu", "fri")},
+    "holidays": ["2026-12-24"],
+}
+
+#: An iCalendar feed: a yearly all-day event, a two-day event, a timed meeting and a cancelled day.
+FEED = b"""BEGIN:VCALENDAR
+VERSION:2.0
+PRODID:-//test//feed//EN
+BEGIN:VEVENT
+UID:a
+DTSTART;VALUE=DATE:20260704
+DTEND;VALUE=DATE:20260705
+RRULE:FREQ=YEARLY
+SUMMARY:Independence Day
+END:VEVENT
+BEGIN:VEVENT
+UID:b
+DTSTART;VALUE=DATE:20261224
+DTEND;VALUE=DATE:20261226
+SUMMARY:Christmas
+END:VEVENT
+BEGIN:VEVENT
+UID:c
+DTSTART:20260310T100000Z
+DTEND:20260310T110000Z
+SUMMARY:Meeting
+END:VEVENT
+BEGIN:VEVENT
+UID:d
+DTSTART;VALUE=DATE:20260601
+STATUS:CANCELLED
+SUMMARY:Cancelled
+END:VEVENT
+END:VCALENDAR
+"""
+
+
+def _write(tmp_path: t.Any, name: str, content: bytes) -> str:
+    path = tmp_path / name
+    path.write_bytes(content)
+    return str(path)
+
+
+def test_business_hours_add_and_show(app: Flask, tmp_path: t.Any) -> None:
+    import json
+
+    runner = app.test_cli_runner()
+    empty = runner.invoke(args=["flowpilot-analytics", "business-hours", "show", "--account", "1"])
+    assert empty.exit_code == 0 and "no business hours" in empty.output
+    calendar = _write(tmp_path, "calendar.json", json.dumps(CALENDAR).encode())
+    feed = _write(tmp_path, "feed.ics", FEED)
+    added = runner.invoke(
+        args=[
+            "flowpilot-analytics",
+            "business-hours",
+            "add",
+            "--account",
+            "1",
+            calendar,
+            "--holidays-ics",
+            feed,
+        ]
+    )
+    assert added.exit_code == 0, added.output
+    assert "added version 1 for account 1" in added.output
+    shown = runner.invoke(
+        args=["flowpilot-analytics", "business-hours", "show", "--account", "1", "--json"]
+    )
+    body = json.loads(shown.output)
+    version = body["versions"][0]
+    assert body["in_effect"]["id"] == version["id"] == 1
+    # ten years of 4 July (2026-2035) and Christmas Eve and Day; the meeting and the cancelled day
+    # are not holidays, and 2026-12-24 given twice is kept once
+    july = [f"{year}-07-04" for year in range(2026, 2036)]
+    assert version["holidays"] == sorted([*july, "2026-12-24", "2026-12-25"])
+    table = runner.invoke(args=["flowpilot-analytics", "business-hours", "show", "--account", "1"])
+    assert "version 1: from 2026-01-01 in America/New_York" in table.output
+    assert "mon  09:00-17:00" in table.output and "sat  closed" in table.output
+    assert "holidays: 12" in table.output
+    other = runner.invoke(args=["flowpilot-analytics", "business-hours", "show", "--account", "2"])
+    assert "no business hours" in other.output
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"{not json", "not JSON"),
+        (b"[]", "a calendar version is a JSON object"),
+        (b'{"timezone": "CET", "effective_from": "2026-01-01", "weekly": {}}', "timezone:"),
+        (
+            b'{"timezone": "UTC", "effective_from": "2026-01-01", "weekly": {"mon": [["9", "5"]]}}',
+            "weekly.mon[0][0]:",
+        ),
+    ],
+)
+def test_business_hours_add_refuses_a_bad_file_and_stores_nothing(
+    app: Flask, tmp_path: t.Any, content: bytes, message: str
+) -> None:
+    runner = app.test_cli_runner()
+    path = _write(tmp_path, "bad.json", content)
+    result = runner.invoke(
+        args=["flowpilot-analytics", "business-hours", "add", "--account", "1", path]
+    )
+    assert result.exit_code == 2 and message in result.output
+    shown = runner.invoke(args=["flowpilot-analytics", "business-hours", "show", "--account", "1"])
+    assert "no business hours" in shown.output
+
+
+def test_business_hours_add_refuses_an_unreadable_feed(app: Flask, tmp_path: t.Any) -> None:
+    import json
+
+    calendar = _write(tmp_path, "calendar.json", json.dumps(CALENDAR).encode())
+    feed = _write(tmp_path, "feed.ics", b"this is not a calendar")
+    result = app.test_cli_runner().invoke(
+        args=[
+            "flowpilot-analytics",
+            "business-hours",
+            "add",
+            "--account",
+            "1",
+            calendar,
+            "--holidays-ics",
+            feed,
+        ]
+    )
+    assert result.exit_code == 2 and "--holidays-ics" in result.output
+
+
+def test_report_commands_take_the_clock(app: Flask, tmp_path: t.Any) -> None:
+    import json
+    from datetime import timedelta
+
+    from . import factories as f
+
+    sess = f.session(1)
+    claimed = f.at(days=3)  # 2026-11-12 12:00 UTC, 07:00 in New York: before opening
+    f.handoff(sess, claimed)
+    f.step(sess, claimed + timedelta(hours=5))  # 12:00 in New York: 3 business hours
+    db.session.commit()
+    runner = app.test_cli_runner()
+    refused = runner.invoke(
+        args=["flowpilot-analytics", "escalations", "--account", "1", "--clock", "business"]
+    )
+    assert refused.exit_code == 2 and "no business hours" in refused.output
+    calendar = _write(tmp_path, "calendar.json", json.dumps(CALENDAR).encode())
+    runner.invoke(args=["flowpilot-analytics", "business-hours", "add", "--account", "1", calendar])
+    for clock, seconds in (("wall", 18000.0), ("business", 10800.0)):
+        result = runner.invoke(
+            args=[
+                "flowpilot-analytics",
+                "escalations",
+                "--account",
+                "1",
+                "--clock",
+                clock,
+                "--json",
+            ]
+        )
+        body = json.loads(result.output)
+        assert body["clock"] == clock and body["median_seconds"] == seconds
+    table = runner.invoke(
+        args=["flowpilot-analytics", "escalation-trend", "--account", "1", "--clock", "business"]
+    )
+    assert table.exit_code == 0 and "business" in table.output
+    bad = runner.invoke(
+        args=["flowpilot-analytics", "escalations", "--account", "1", "--clock", "x"]
+    )
+    assert bad.exit_code == 2
+
+
+def test_doctor_reports_a_missing_calendar_table(app: Flask) -> None:
+    db.session.rollback()
+    db.metadata.tables["flowpilot_business_hours"].drop(db.engine)
+    result = app.test_cli_runner().invoke(args=["flowpilot-analytics", "doctor"])
+    assert result.exit_code == 1
+    assert "MISSING table flowpilot_business_hours (plugin)" in result.output
+    assert "CREATE TABLE flowpilot_business_hours" in result.output
+    ddl = app.test_cli_runner().invoke(args=["flowpilot-analytics", "ddl"])
+    assert "CREATE TABLE flowpilot_business_hours" in ddl.output

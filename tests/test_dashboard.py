@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import typing as t
 import urllib.error
@@ -52,6 +53,47 @@ def card(driver: t.Any, name: str) -> t.Any:
 def raw(driver: t.Any, element_id: str) -> float | None:
     value = driver.find_element("id", element_id).get_attribute("data-raw")
     return float(value) if value else None
+
+
+Point = tuple[str, float | None, float | None, int]
+
+
+def chart(driver: t.Any) -> list[Point]:
+    """The escalation trend as drawn: each point's start, median, p95 and handoffs claimed."""
+
+    def number(text: str | None) -> float | None:
+        return float(text) if text else None
+
+    return [
+        (
+            c.get_attribute("data-start"),
+            number(c.get_attribute("data-median")),
+            number(c.get_attribute("data-p95")),
+            int(c.get_attribute("data-claimed")),
+        )
+        for c in driver.find_elements("css selector", "#escalation-trend circle.point")
+    ]
+
+
+def expected(url: str, query: str, token: str = "acme-engineer") -> list[Point]:
+    """The same from the API."""
+    _, trend = api(url, "escalations/trend?" + query, token)
+    return [
+        (p["start"], p["median_seconds"], p["p95_seconds"], p["n_handoffs_claimed"])
+        for p in trend["points"]
+    ]
+
+
+def close(a: list[Point], b: list[Point]) -> bool:
+    return len(a) == len(b) and all(
+        x[0] == y[0]
+        and x[3] == y[3]
+        and all(
+            (u is None and v is None) or (u is not None and v is not None and abs(u - v) < 1e-6)
+            for u, v in zip(x[1:3], y[1:3])
+        )
+        for x, y in zip(a, b)
+    )
 
 
 def test_page_shows_the_apis_numbers_and_switches_period(
@@ -129,46 +171,90 @@ def test_trend_chart_follows_the_api_and_the_switches(page: tuple[t.Any, str]) -
     assert body["target"]["seconds"] == 900.0  # the demo sets a 15-minute target
     assert raw(driver, "attainment") == pytest.approx(body["target"]["attainment"])
 
-    def chart() -> list[tuple[str, float | None, float | None, int]]:
-        def number(text: str | None) -> float | None:
-            return float(text) if text else None
-
-        return [
-            (
-                c.get_attribute("data-start"),
-                number(c.get_attribute("data-median")),
-                number(c.get_attribute("data-p95")),
-                int(c.get_attribute("data-claimed")),
-            )
-            for c in driver.find_elements("css selector", "#escalation-trend circle.point")
-        ]
-
-    def expected(query: str) -> list[tuple[str, float | None, float | None, int]]:
-        _, trend = api(url, "escalations/trend?" + query, "acme-engineer")
-        return [
-            (p["start"], p["median_seconds"], p["p95_seconds"], p["n_handoffs_claimed"])
-            for p in trend["points"]
-        ]
-
-    def close(a: list[t.Any], b: list[t.Any]) -> bool:
-        return len(a) == len(b) and all(
-            x[0] == y[0]
-            and x[3] == y[3]
-            and all(
-                (u is None and v is None) or (u is not None and v is not None and abs(u - v) < 1e-6)
-                for u, v in zip(x[1:3], y[1:3])
-            )
-            for x, y in zip(a, b)
-        )
-
-    assert close(chart(), expected("period=30d&tz=UTC&interval=day"))
+    assert close(chart(driver), expected(url, "period=30d&tz=UTC&interval=day"))
     driver.find_element("css selector", "[data-interval='week']").click()
     wait_loaded(driver, 2)
-    assert close(chart(), expected("period=30d&tz=UTC&interval=week"))
+    assert close(chart(driver), expected(url, "period=30d&tz=UTC&interval=week"))
     from selenium.webdriver.support.ui import Select
 
     Select(driver.find_element("id", "zone")).select_by_visible_text("Asia/Kolkata")
     wait_loaded(driver, 3)
     driver.find_element("css selector", "[data-period='90d']").click()
     wait_loaded(driver, 4)
-    assert close(chart(), expected("period=90d&tz=Asia/Kolkata&interval=week"))
+    assert close(chart(driver), expected(url, "period=90d&tz=Asia/Kolkata&interval=week"))
+
+
+def drilldown(driver: t.Any) -> list[tuple[int, float | None, float | None]]:
+    """The drill-down table's rows: handoff id, seconds on the shown clock, wall seconds."""
+
+    def number(text: str | None) -> float | None:
+        return float(text) if text else None
+
+    return [
+        (
+            int(row.get_attribute("data-handoff")),
+            number(row.get_attribute("data-seconds")),
+            number(row.get_attribute("data-wall-seconds")),
+        )
+        for row in driver.find_elements("css selector", "#handoffs tbody tr")
+    ]
+
+
+def test_clock_switch_refetches_everything_on_business_hours_and_explains_a_409(
+    page: tuple[t.Any, str],
+) -> None:
+    driver, url = page
+    driver.get(url + "/?user=acme-engineer")
+    wait_loaded(driver, 1)
+    escalations = card(driver, "escalations")
+    assert escalations.get_attribute("data-clock") == "wall"
+    _, wall = api(url, "escalations?period=30d", "acme-engineer")
+    low, high = wall["target"]["attainment_interval"]
+    interval = driver.find_element("id", "attainment-interval")
+    assert float(interval.get_attribute("data-low")) == pytest.approx(low)
+    assert float(interval.get_attribute("data-high")) == pytest.approx(high)
+    assert f"95 % CI {math.floor(low * 100)}–{math.ceil(high * 100)} %" in interval.text
+    _, wall_page = api(url, "escalations/handoffs?period=30d&limit=10", "acme-engineer")
+    assert [row[0] for row in drilldown(driver)] == [i["handoff_id"] for i in wall_page["items"]]
+
+    business_button = driver.find_element("css selector", "#clock-switch [data-clock='business']")
+    business_button.click()
+    wait_loaded(driver, 2)
+    assert business_button.get_attribute("aria-pressed") == "true"
+    assert escalations.get_attribute("data-state") == "ok"
+    assert escalations.get_attribute("data-clock") == "business"
+    shown = driver.find_element("id", "clock-shown")
+    assert shown.get_attribute("data-clock") == "business" and "business clock" in shown.text
+    _, business = api(url, "escalations?period=30d&clock=business", "acme-engineer")
+    assert raw(driver, "median") == pytest.approx(business["median_seconds"])
+    assert raw(driver, "avg") == pytest.approx(business["avg_seconds"]) != wall["avg_seconds"]
+    assert raw(driver, "attainment") == pytest.approx(business["target"]["attainment"])
+    low, high = business["target"]["attainment_interval"]
+    assert f"95 % CI {math.floor(low * 100)}–{math.ceil(high * 100)} %" in interval.text
+    assert driver.find_element("id", "escalation-trend").get_attribute("data-clock") == "business"
+    assert close(chart(driver), expected(url, "period=30d&tz=UTC&interval=day&clock=business"))
+    _, business_page = api(
+        url, "escalations/handoffs?period=30d&limit=10&clock=business", "acme-engineer"
+    )
+    assert drilldown(driver) == [
+        (item["handoff_id"], item["seconds"], item["wall_seconds"])
+        for item in business_page["items"]
+    ]  # the page writes the API's numbers back as they came (String(number) round-trips)
+
+    from selenium.webdriver.support.ui import Select
+
+    Select(driver.find_element("id", "user")).select_by_value("globex-engineer")
+    wait_loaded(driver, 3)
+    assert escalations.get_attribute("data-state") == "no_business_hours"
+    message = driver.find_element("id", "escalations-message").text
+    assert message.startswith("409") and "no business hours" in message
+    assert driver.find_element("id", "median").text == "–"  # acme's figures are gone
+    assert driver.find_element("id", "escalation-trend").get_attribute("data-points") == "0"
+    assert driver.find_element("id", "handoffs").get_attribute("data-rows") == "0"
+
+    driver.find_element("css selector", "#clock-switch [data-clock='wall']").click()
+    wait_loaded(driver, 4)
+    assert escalations.get_attribute("data-state") == "ok"
+    assert escalations.get_attribute("data-clock") == "wall"
+    _, globex = api(url, "escalations?period=30d", "globex-engineer")
+    assert raw(driver, "claimed") == globex["n_handoffs_claimed"]

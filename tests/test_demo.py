@@ -1,10 +1,15 @@
-"""The demo host starts, seeds itself and answers with its demo credentials."""
+"""The demo host starts, seeds itself (acme's business hours included) and answers with its demo
+credentials."""
 
 from __future__ import annotations
 
+import re
 import typing as t
+from datetime import date, datetime, timedelta, timezone
 
 from flowpilot_analytics import registration
+
+from .helpers import load_demo_module
 
 
 def test_demo_seeds_and_answers(demo: t.Any) -> None:
@@ -60,3 +65,104 @@ def test_demo_psa_metrics_and_live_push(demo: t.Any) -> None:
         == body["time_entries"]["total_minutes"] + 30
     )
     assert registration(demo).dead_letters.pending() == []  # rows, not dead letters
+
+
+API = "/api/v1/analytics/flowpilot/"
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri")
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_the_demo_account_has_business_hours(demo: t.Any, tmp_path: t.Any) -> None:
+    """acme's calendar: 09:00-17:00 New York on weekdays, US holidays, in effect before any demo
+    data; globex and initech have none; a restart on the same database adds no second version."""
+    client = demo.test_client()
+    body = client.get(API + "business-hours", headers=bearer("acme-engineer")).get_json()
+    (version,) = body["versions"]
+    assert body["in_effect"] == version
+    assert version["timezone"] == "America/New_York"
+    assert version["weekly"] == {
+        **{day: [["09:00", "17:00"]] for day in WEEKDAYS},
+        "sat": [],
+        "sun": [],
+    }
+    assert version["holiday_calendar"] == {"country": "US", "subdivision": None}
+    today = datetime.now(timezone.utc).date()
+    assert {f"{today.year}-07-04", f"{today.year}-12-25"} <= set(version["holidays"])
+    assert date.fromisoformat(version["effective_from"]) <= today - timedelta(days=91)
+    for other in ("globex-engineer", "initech-engineer"):
+        listed = client.get(API + "business-hours", headers=bearer(other)).get_json()
+        assert listed == {"versions": [], "in_effect": None}
+
+    module = load_demo_module("app")
+    again = module.create_app(f"sqlite:///{tmp_path / 'demo.sqlite'}")
+    try:
+        listed = again.test_client().get(API + "business-hours", headers=bearer("acme-engineer"))
+        assert [v["id"] for v in listed.get_json()["versions"]] == [version["id"]]
+    finally:
+        with again.app_context():
+            module.db.engine.dispose()
+
+
+def test_the_business_clock_gives_other_figures(demo: t.Any) -> None:
+    client = demo.test_client()
+    acme = bearer("acme-engineer")
+    listed = client.get(API + "business-hours", headers=acme).get_json()
+    used = {"version_ids": [v["id"] for v in listed["versions"]]}
+
+    wall = client.get(API + "escalations?period=30d", headers=acme).get_json()
+    answer = client.get(API + "escalations?period=30d&clock=business", headers=acme)
+    assert answer.status_code == 200
+    business = answer.get_json()
+    assert (wall["clock"], wall["business_hours"]) == ("wall", None)
+    assert (business["clock"], business["business_hours"]) == ("business", used)
+    # the same handoffs, measured in fewer seconds: after-hours time no longer counts
+    assert business["n_handoffs_claimed"] == wall["n_handoffs_claimed"] > 50
+    assert business["avg_seconds"] < wall["avg_seconds"]
+    assert business["median_seconds"] < wall["median_seconds"]
+    assert business["target"]["n_within"] > wall["target"]["n_within"]
+    for figures in (wall, business):
+        target = figures["target"]
+        low, high = target["attainment_interval"]
+        assert 0 <= low <= target["attainment"] <= high <= 1
+
+    query = "escalations/trend?period=30d&tz=America/New_York&interval=week"
+    wall_trend = client.get(API + query, headers=acme).get_json()
+    business_trend = client.get(API + query + "&clock=business", headers=acme).get_json()
+    assert (business_trend["clock"], business_trend["business_hours"]) == ("business", used)
+    assert [(p["start"], p["n_handoffs_claimed"]) for p in business_trend["points"]] == [
+        (p["start"], p["n_handoffs_claimed"]) for p in wall_trend["points"]
+    ]
+    assert [p["avg_seconds"] for p in business_trend["points"]] != [
+        p["avg_seconds"] for p in wall_trend["points"]
+    ]
+
+    page = client.get(
+        API + "escalations/handoffs?period=30d&limit=500&clock=business", headers=acme
+    ).get_json()
+    assert (page["clock"], page["business_hours"]) == ("business", used)
+    timed = [i for i in page["items"] if i["seconds"] is not None]
+    assert timed and all(i["seconds"] <= i["wall_seconds"] + 1e-6 for i in timed)
+    assert any(i["seconds"] < i["wall_seconds"] for i in timed)
+    assert any(i["seconds"] == i["wall_seconds"] > 0 for i in timed)  # inside office hours
+
+
+def test_without_business_hours_the_business_clock_is_a_409(demo: t.Any) -> None:
+    client = demo.test_client()
+    globex = bearer("globex-engineer")
+    for route in ("escalations", "escalations/trend", "escalations/handoffs"):
+        refused = client.get(f"{API}{route}?clock=business", headers=globex)
+        assert refused.status_code == 409, route
+        assert refused.get_json()["error"]["code"] == "no_business_hours"
+        assert client.get(f"{API}{route}?clock=wall", headers=globex).status_code == 200
+
+
+def test_the_page_has_the_clock_switch_and_no_inline_script(demo: t.Any) -> None:
+    with demo.test_client().get("/") as page:  # a file response: closed, not left to the GC
+        html = page.get_data(as_text=True)
+    assert 'id="clock-switch"' in html
+    assert 'data-clock="wall"' in html and 'data-clock="business"' in html
+    assert re.findall(r"<script\b[^>]*>", html) == ['<script src="/static/dashboard.js">']
+    assert not re.search(r"\son[a-z]+\s*=", html, re.IGNORECASE)  # no inline event handlers

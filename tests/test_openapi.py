@@ -43,8 +43,14 @@ def test_document_is_served_without_identity_and_is_valid_openapi(client: t.Any)
         BASE + "/escalations/trend",
         BASE + "/escalations/handoffs",
         BASE + "/psa-metrics",
+        BASE + "/business-hours",
         DOC,
     }
+    calendar = document["paths"][BASE + "/business-hours"]
+    assert set(calendar) == {"get", "post", "put", "patch", "delete"}
+    assert set(calendar["put"]["responses"]) == {"405"}
+    assert "201" in calendar["post"]["responses"] and "requestBody" in calendar["post"]
+    assert "409" in document["paths"][BASE + "/escalations"]["get"]["responses"]
 
     def parameter(path: str, name: str) -> dict[str, t.Any]:
         return next(
@@ -87,6 +93,24 @@ def test_every_real_response_validates_against_the_document(client: t.Any) -> No
 
     check(escalations, "", as_user(1))
     check(escalations, "?target_seconds=45&group_by=engineer&compare=previous", as_user(1))
+    check(escalations, "?clock=business", as_user(1))
+    calendar = schema[BASE + "/business-hours"]
+    added = client.post(
+        BASE + "/business-hours",
+        json={
+            "timezone": "UTC",
+            "effective_from": "2026-01-01",
+            "weekly": {"mon": [["09:00", "17:00"]]},
+        },
+        headers=as_user(1, "team_admin"),
+    )
+    calendar["POST"].validate_response(added)
+    bad = client.post(BASE + "/business-hours", json={"timezone": "x"}, headers=as_user(1, "admin"))
+    calendar["POST"].validate_response(bad)
+    calendar["GET"].validate_response(client.get(BASE + "/business-hours", headers=as_user(1)))
+    calendar["PUT"].validate_response(client.put(BASE + "/business-hours", headers=as_user(1)))
+    check(escalations, "?clock=business&target_seconds=60", as_user(1))
+    check(operation(schema, "/escalations/handoffs"), "?clock=business", as_user(1))
     check(escalations, "?period=bad", as_user(1))
     check(operation(schema, "/escalations/handoffs"), "?limit=2&period=90d", as_user(1))
     check(operation(schema, "/escalations/handoffs"), "?cursor=zzz", as_user(1))
@@ -123,6 +147,7 @@ def test_every_real_response_validates_against_the_document(client: t.Any) -> No
         ("psa-metrics", 400),
         ("psa-metrics", 429),
         ("escalations", 304),
+        ("escalations", 409),
         ("psa-metrics", 503),
         ("escalations", 500),
     }
@@ -149,7 +174,8 @@ def test_fuzzing_finds_no_server_error_and_no_off_contract_response(
     statuses: Counter[int] = Counter()
     for result in schema.get_all_operations():
         op = result.ok()
-        parameterless = op.path.endswith("openapi.json")  # nothing to make invalid there
+        raw = op.definition.raw
+        parameterless = not raw.get("parameters") and "requestBody" not in raw  # nothing to break
         modes = (
             (GenerationMode.POSITIVE,)
             if parameterless
@@ -166,7 +192,14 @@ def test_fuzzing_finds_no_server_error_and_no_off_contract_response(
             )
             @hypothesis.given(case=op.as_strategy(generation_mode=mode))
             def run(case: t.Any) -> None:
-                response = client.get(case.formatted_path, query_string=case.query, headers=headers)
+                body = case.body if isinstance(case.body, (dict, list, str, int, float)) else None
+                response = client.open(
+                    case.formatted_path,
+                    method=case.method,
+                    query_string=case.query,
+                    json=body,
+                    headers=headers,
+                )
                 statuses[response.status_code] += 1
                 assert response.status_code < 500, (case.query, response.get_data(as_text=True))
                 # since/until must come together, in order, within the maximum span: rules OpenAPI

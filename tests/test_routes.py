@@ -29,6 +29,25 @@ def _url(route: ReportRoute[t.Any]) -> str:
     return f"{BASE}/{route.path}"
 
 
+#: A valid body for each declared write route.
+BODIES = {
+    "add_business_hours": {
+        "timezone": "UTC",
+        "effective_from": "2026-01-01",
+        "weekly": {"mon": [["09:00", "17:00"]]},
+    }
+}
+SUCCESS = {route.endpoint: route.status for route in REPORT_ROUTES}
+
+
+def _call(client: t.Any, route: ReportRoute[t.Any], headers: dict[str, str] | None = None) -> t.Any:
+    """One request of the route's own method (a write sends its valid body)."""
+    method = route.methods[0]
+    if method == "GET":
+        return client.get(_url(route), headers=headers)
+    return client.open(_url(route), method=method, json=BODIES[route.endpoint], headers=headers)
+
+
 @pytest.mark.parametrize("route", REPORT_ROUTES, ids=lambda route: route.endpoint)
 def test_every_declared_route_is_role_gated(
     app: Flask, client: t.Any, route: ReportRoute[t.Any]
@@ -36,10 +55,10 @@ def test_every_declared_route_is_role_gated(
     minimum = registration(app).settings.route_roles[route.role_key]
     assert minimum != ROLES[0]  # so that some role is below it
     below = ROLES[ROLES.index(minimum) - 1]
-    refused = client.get(_url(route), headers=as_user(1, below))
+    refused = _call(client, route, as_user(1, below))
     assert refused.status_code == 403 and refused.get_json()["error"]["code"] == "forbidden"
-    assert client.get(_url(route), headers=as_user(1, minimum)).status_code == 200
-    assert client.get(_url(route)).status_code == 401
+    assert _call(client, route, as_user(1, minimum)).status_code == SUCCESS[route.endpoint]
+    assert _call(client, route).status_code == 401
 
 
 @pytest.mark.parametrize("app_config", [{"FLOWPILOT_ANALYTICS_LIMITS": ONE_PER_MINUTE}])
@@ -48,11 +67,11 @@ def test_every_declared_route_is_limited_by_its_limit_key(
     client: t.Any, route: ReportRoute[t.Any]
 ) -> None:
     admin = as_user(1, "admin")
-    assert client.get(_url(route), headers=admin).status_code == 200
-    limited = client.get(_url(route), headers=admin)
+    assert _call(client, route, admin).status_code == SUCCESS[route.endpoint]
+    limited = _call(client, route, admin)
     assert limited.status_code == 429 and limited.get_json()["error"]["code"] == "rate_limited"
     assert (
-        client.get(_url(route), headers=as_user(1, "admin", user=2)).status_code == 200
+        _call(client, route, as_user(1, "admin", user=2)).status_code == SUCCESS[route.endpoint]
     )  # per user
 
 
@@ -76,11 +95,16 @@ def test_declared_defaults_are_the_limits(app: Flask) -> None:
         "escalation_trend": "120 per 1 minute",
         "escalation_handoffs": "120 per 1 minute",
         "psa_metrics": "15 per 1 minute",
+        "business_hours": "60 per 1 minute",
+        "add_business_hours": "30 per 1 minute",
     }
 
 
 def test_a_limit_key_no_route_declares_is_refused_at_init_app(make_app: t.Any) -> None:
-    known = "known: ['escalation_handoffs', 'escalations', 'psa_metrics']"
+    known = (
+        "known: ['business_hours', 'business_hours_write', 'escalation_handoffs', 'escalations', "
+        "'psa_metrics']"
+    )
     with pytest.raises(ValueError, match=re.escape(f"unknown keys ['escalation']; {known}")):
         make_app(FLOWPILOT_ANALYTICS_LIMITS={"escalation": "5 per minute"})
 
@@ -91,9 +115,10 @@ def test_every_declared_route_is_documented_and_every_command_exists(
     document = client.get(OPENAPI).get_json()
     assert set(document["paths"]) == {_url(route) for route in REPORT_ROUTES} | {OPENAPI}
     for route in REPORT_ROUTES:
-        operation = document["paths"][_url(route)]["get"]
+        operation = document["paths"][_url(route)][route.methods[0].lower()]
         assert operation["summary"] == route.summary
-        assert ("text/csv" in operation["responses"]["200"]["content"]) == (route.csv is not None)
+        content = operation["responses"][str(route.status)]["content"]
+        assert ("text/csv" in content) == (route.csv is not None)
     declared = {route.command for route in REPORT_ROUTES if route.command}
     assert declared == {"escalations", "escalation-trend", "psa-metrics"}
     listed = app.test_cli_runner().invoke(args=["flowpilot-analytics", "--help"]).output

@@ -1,9 +1,10 @@
 """Demo host: a tiny FlowPilot-like app on SQLite that registers flowpilot_analytics.
 
 Run it with ``bash examples/demo/run.sh`` (or ``flask --app examples/demo/app.py run``). The
-database is created and seeded on first start. Every request is signed in with a demo bearer token,
-e.g. ``curl -H 'Authorization: Bearer acme-engineer'
-localhost:5000/api/v1/analytics/flowpilot/escalations``.
+database is created and seeded on first start, and acme (account 1) gets business hours then
+(:func:`ensure_business_hours`; globex and initech have none, so their business clock answers 409).
+Every request is signed in with a demo bearer token, e.g. ``curl -H 'Authorization: Bearer
+acme-engineer' localhost:5000/api/v1/analytics/flowpilot/escalations``.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import itertools
 import os
 import random
 import typing as t
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from flask import Flask, abort, request
 from flask_sqlalchemy import SQLAlchemy
 
-from flowpilot_analytics import FlowpilotAnalytics, Identity, sqlite_transactional
+from flowpilot_analytics import FlowpilotAnalytics, Identity, registration, sqlite_transactional
 
 db = SQLAlchemy()
 analytics = FlowpilotAnalytics()
@@ -31,6 +33,13 @@ TOKENS = {
     for account, name in ACCOUNTS.items()
     for i, role in enumerate(ROLES)
 }
+
+
+#: The account with business hours (acme): the page's business clock works for it, and answers
+#: ``409 no_business_hours`` for the others.
+CALENDAR_ACCOUNT = 1
+#: acme's office zone (the page's trend zone is the viewer's choice, UTC by default).
+CALENDAR_ZONE = "America/New_York"
 
 
 class AISession(db.Model):
@@ -106,14 +115,28 @@ def load_identity() -> Identity | None:
     )
 
 
+def opening(naive_now: datetime, rng: random.Random) -> datetime:
+    """When a seeded session opens (naive UTC): within the last six weeks, four in five during
+    office hours (09:00-17:00 New York, Monday to Friday), the rest at any time."""
+    office = ZoneInfo(CALENDAR_ZONE)
+    opened = naive_now - timedelta(days=rng.uniform(0, 42))
+    if rng.random() < 0.8:
+        for _ in range(200):  # about one draw in four lands in office hours
+            local = opened.replace(tzinfo=timezone.utc).astimezone(office)
+            if local.weekday() < 5 and 9 <= local.hour < 17:
+                break
+            opened = naive_now - timedelta(days=rng.uniform(0, 42))
+    return opened
+
+
 def seed(now: datetime, rng: random.Random) -> None:
     """Six weeks of sessions, steps, handoffs and PSA activity for three accounts of different
-    sizes."""
+    sizes, mostly in office hours (:func:`opening`)."""
     naive_now = now.replace(tzinfo=None)
     activities = db.metadata.tables["psa_activity_logs"]
     for account, size in ((1, 900), (2, 300), (3, 60)):
         for n in range(size):
-            opened = naive_now - timedelta(days=rng.uniform(0, 42))
+            opened = opening(naive_now, rng)
             session = AISession(
                 account_id=account,
                 created_at=opened,
@@ -179,6 +202,42 @@ def seed(now: datetime, rng: random.Random) -> None:
     db.session.commit()
 
 
+def demo_business_hours(today: date) -> dict[str, t.Any]:
+    """acme's calendar version, as ``POST business-hours`` takes it: 09:00-17:00 Monday to Friday in
+    New York, closed on US public holidays. It takes effect on January 1 of last year, before any
+    demo data (the seed spans six weeks, the longest period 90 days); the holidays package expands
+    the US holidays for ten years from then."""
+    return {
+        "timezone": CALENDAR_ZONE,
+        "effective_from": date(today.year - 1, 1, 1).isoformat(),
+        "weekly": {day: [["09:00", "17:00"]] for day in ("mon", "tue", "wed", "thu", "fri")},
+        "holidays": [],
+        "holiday_calendar": {"country": "US", "subdivision": None},
+    }
+
+
+def ensure_business_hours(app: Flask, today: date) -> None:
+    """Give acme its business hours once, as its team admin would: through the plugin's own route
+    (``GET`` to see whether it has a version, else ``POST business-hours``). A version is never
+    edited, so a demo database that has one keeps it."""
+    token = next(
+        token
+        for token, who in TOKENS.items()
+        if who.account_id == CALENDAR_ACCOUNT and who.role == "team_admin"
+    )
+    url = f"{registration(app).settings.url_prefix}/analytics/flowpilot/business-hours"
+    headers = {"Authorization": f"Bearer {token}"}
+    client = app.test_client()
+    listed = client.get(url, headers=headers)
+    if listed.status_code != 200:
+        raise RuntimeError(f"GET business-hours answered {listed.status_code}: {listed.text}")
+    if listed.get_json()["versions"]:
+        return
+    added = client.post(url, json=demo_business_hours(today), headers=headers)
+    if added.status_code != 201:
+        raise RuntimeError(f"POST business-hours answered {added.status_code}: {added.text}")
+
+
 def create_app(database_uri: str | None = None) -> Flask:
     """The host's app factory; the three lines marked below are all the plugin needs."""
     here = os.path.dirname(os.path.abspath(__file__))
@@ -240,4 +299,6 @@ def create_app(database_uri: str | None = None) -> Flask:
         db.create_all()
         if db.session.scalar(sa.select(sa.func.count()).select_from(AISession)) == 0:
             seed(datetime.now(timezone.utc), random.Random(42))
+    # last, since a request (even the test client's) ends the app's setup: no route can follow
+    ensure_business_hours(app, datetime.now(timezone.utc).date())
     return app

@@ -14,6 +14,9 @@ Try:
   curl -s -H 'Authorization: Bearer acme-engineer' 'http://127.0.0.1:${PORT}/api/v1/analytics/flowpilot/escalations?period=30d'
   curl -s -H 'Authorization: Bearer acme-team_admin' 'http://127.0.0.1:${PORT}/api/v1/analytics/flowpilot/psa-metrics?period=30d&tz=Europe/Berlin'
   curl -s -H 'Authorization: Bearer acme-viewer' 'http://127.0.0.1:${PORT}/api/v1/analytics/flowpilot/escalations'   # 403
+  curl -s -H 'Authorization: Bearer acme-engineer' 'http://127.0.0.1:${PORT}/api/v1/analytics/flowpilot/business-hours'   # acme's calendar
+  curl -s -H 'Authorization: Bearer acme-engineer' 'http://127.0.0.1:${PORT}/api/v1/analytics/flowpilot/escalations?period=30d&clock=business'
+  curl -s -H 'Authorization: Bearer globex-engineer' 'http://127.0.0.1:${PORT}/api/v1/analytics/flowpilot/escalations?clock=business'   # 409: no business hours
   curl -s -X POST -H 'Authorization: Bearer acme-engineer' 'http://127.0.0.1:${PORT}/demo/sessions/1/push?minutes=30'   # the hook records 2 activities
   .venv/bin/flask --app examples/demo/app.py:create_app flowpilot-analytics ddl   # the plugin table's DDL
 Tokens: <acme|globex|initech>-<viewer|engineer|team_admin|admin>

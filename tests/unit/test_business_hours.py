@@ -315,6 +315,40 @@ def test_two_versions_each_handoff_on_the_one_in_effect_at_its_claim() -> None:
     assert measured.seconds[-1] == 2 * 86400.0
 
 
+def test_the_vectorised_measure_equals_the_reference_to_the_microsecond() -> None:
+    """The arrays the reports measure with (:func:`bh.in_effect_micros`) give what the day-by-day
+    reference gives, each handoff on its version, including claims before every version and
+    actions at or before their claim."""
+    import numpy as np
+
+    now = datetime(2026, 11, 20, 15, tzinfo=UTC)
+    changed = (now - timedelta(days=20)).date()
+    night = {day: [["22:00", "06:00"]] for day in bh.DAYS}
+    versions = [
+        version("Europe/London", night, ["2026-10-25"], start="2026-09-01"),
+        version("Asia/Kolkata", NINE_TO_FIVE, start=changed.isoformat()),
+    ]
+    refs = [
+        Reference("Europe/London", night, ["2026-10-25"]),
+        Reference("Asia/Kolkata", NINE_TO_FIVE),
+    ]
+    rng = random.Random(7)
+    pairs = handoffs(rng, refs[0], now - timedelta(days=90), 90, 300)
+    pairs += [(claim, claim - timedelta(minutes=5)) for claim, _ in pairs[:20]]
+    claims = np.array([bh.micros(c) for c, _ in pairs], dtype=np.int64)
+    actions = np.array([bh.micros(a) for _, a in pairs], dtype=np.int64)
+    measured, used = bh.in_effect_micros(versions, claims, actions)
+    starts = [v.start for v in versions]
+    expected_index = [0 if claim < starts[1] else 1 for claim, _ in pairs]
+    assert used.tolist() == expected_index
+    expected = [
+        round(refs[i].seconds(c, a) * 1_000_000) for i, (c, a) in zip(expected_index, pairs)
+    ]
+    assert measured.tolist() == expected
+    listed = bh.business_seconds_in_effect(versions, [c for c, _ in pairs], [a for _, a in pairs])
+    assert listed.seconds == [m / 1_000_000 for m in expected]
+
+
 def test_version_at_latest_start_then_newest_created_then_earliest() -> None:
     berlin, tokyo = "Europe/Berlin", "Asia/Tokyo"
     versions = [
@@ -490,6 +524,8 @@ def _with(**changes: t.Any) -> dict[str, t.Any]:
         (_with(effective_from="0999-01-01"), "effective_from"),
         (_with(effective_from=_DROP), "effective_from"),
         (_with(weekly=[["09:00", "17:00"]]), "weekly"),
+        (_with(weekly={}), "weekly"),
+        (_with(weekly={"mon": [], "sat": None}), "weekly"),
         (_with(weekly={"monday": [["09:00", "17:00"]]}), "weekly.monday"),
         (_with(weekly={"mon": "09:00-17:00"}), "weekly.mon"),
         (_with(weekly={"mon": ["09:00-17:00"]}), "weekly.mon[0]"),

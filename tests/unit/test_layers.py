@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
     "identity": 1,
     "tables": 2,
     "activities": 3,
+    "calendars": 3,
     "escalations": 4,
     "psa_metrics": 4,
     "schemas": 5,

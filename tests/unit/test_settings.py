@@ -142,7 +142,12 @@ def test_cursor_keys_follow_flasks_rotation() -> None:
 
 def test_defaults_and_normalisation() -> None:
     s = settings()
-    assert s.route_roles == {"escalations": "engineer", "psa_metrics": "team_admin"}
+    assert s.route_roles == {
+        "escalations": "engineer",
+        "psa_metrics": "team_admin",
+        "business_hours": "engineer",
+        "business_hours_write": "team_admin",
+    }
     assert s.tables == {
         "sessions": "ai_sessions",
         "steps": "ai_session_steps",
@@ -155,7 +160,16 @@ def test_defaults_and_normalisation() -> None:
         FLOWPILOT_ANALYTICS_ROUTE_ROLES={"psa_metrics": "admin"},
         RATELIMIT_STORAGE_URI="redis://r:1/0",
     )
-    assert merged.route_roles == {"escalations": "engineer", "psa_metrics": "admin"}
+    # the calendar's keys follow the reports' unless set: a custom ladder keeps working unchanged
+    assert merged.route_roles == {
+        "escalations": "engineer",
+        "psa_metrics": "admin",
+        "business_hours": "engineer",
+        "business_hours_write": "admin",
+    }
+    own = settings(FLOWPILOT_ANALYTICS_ROUTE_ROLES={"business_hours_write": "admin"})
+    assert own.route_roles["business_hours_write"] == "admin"
+    assert own.route_roles["psa_metrics"] == "team_admin"
     assert merged.ratelimit_storage_uri == "redis://r:1/0"  # the host's limiter storage, as before
     assert merged.cache_storage_uri == "memory://"  # no longer inferred from the limiter's
     assert (

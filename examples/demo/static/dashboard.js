@@ -1,7 +1,8 @@
 // The demo's analytics page: it calls the plugin's real JSON API with the chosen demo user's token.
 "use strict";
 const API = "/api/v1/analytics/flowpilot";
-const state = { period: "30d", zone: "UTC", interval: "day", user: null };
+const state = { period: "30d", zone: "UTC", interval: "day", clock: "wall", user: null };
+const CLOCKS = { wall: "wall clock", business: "business hours" };
 
 function formatSeconds(value) {
   if (value === null || value === undefined) return "–";
@@ -9,6 +10,18 @@ function formatSeconds(value) {
   if (value < 3600) return `${Math.floor(value / 60)} min ${Math.round(value % 60)} s`;
   return `${Math.floor(value / 3600)} h ${Math.round((value % 3600) / 60)} min`;
 }
+
+function percent(share, digits) {
+  return `${(share * 100).toFixed(digits)} %`;
+}
+
+function formatInterval(interval) {
+  // Whole percents, rounded outwards so that the shown interval contains the computed one.
+  return `95 % CI ${Math.floor(interval[0] * 100)}–${Math.ceil(interval[1] * 100)} %`;
+}
+
+const localTime = (zone) => new Intl.DateTimeFormat("sv-SE", { timeZone: zone, year: "numeric",
+  month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit" });
 
 function setValue(id, text, raw) {
   const element = document.getElementById(id);
@@ -28,17 +41,61 @@ async function call(path) {
 function showError(card, result) {
   const code = (result.body.error && result.body.error.code) || "error";
   const states = { 401: "unauthenticated", 403: "forbidden", 429: "rate_limited" };
-  card.dataset.state = states[result.status] || "error";
+  card.dataset.state = code === "no_business_hours" ? code : states[result.status] || "error";
   let text = `${result.status}: ${(result.body.error && result.body.error.message) || "Request failed."}`;
   if (result.status === 429) text += ` Retry in ${result.retryAfter} s.`;
+  if (code === "no_business_hours") {
+    text = `${result.status}: This account has no business hours yet, so there is nothing to show on the ` +
+      "business clock. Switch back to the wall clock, or ask a team admin to add the account's business " +
+      "hours (POST business-hours).";
+  }
   card.querySelector(".state-message").textContent = text;
   card.dataset.code = code;
 }
 
+function showClock(clock, businessHours) {
+  // Which clock the figures below are on: the answer's own `clock`, not the switch's.
+  const shown = document.getElementById("clock-shown");
+  shown.dataset.clock = clock || "";
+  if (clock === "business") {
+    const ids = businessHours ? businessHours.version_ids : [];
+    const versions = ids.length ? `calendar version ${ids.join(", ")}` : "no handoff in this period";
+    shown.textContent = `Shown on the business clock: only the seconds inside the account's business ` +
+      `hours count (${versions}).`;
+  } else if (clock === "wall") {
+    shown.textContent = "Shown on the wall clock: every second from claim to first action counts, " +
+      "nights, weekends and holidays included.";
+  } else {
+    shown.textContent = `Requested: ${CLOCKS[state.clock]}.`;
+  }
+}
+
+function clearEscalations() {
+  // An error leaves no figure of an earlier answer (another clock, user or period) on the card.
+  for (const id of ["median", "p95", "avg", "claimed", "with-action", "attainment"]) setValue(id, "–", null);
+  showAttainmentInterval(null);
+  document.getElementById("target-label").textContent = "Within target";
+  document.getElementById("target-open").textContent = "";
+  showClock(null, null);
+}
+
+function showAttainmentInterval(interval) {
+  const element = document.getElementById("attainment-interval");
+  element.textContent = interval ? `(${formatInterval(interval)})` : "";
+  element.title = interval ? "95 % Wilson score interval of the attainment" : "";
+  element.dataset.low = interval ? String(interval[0]) : "";
+  element.dataset.high = interval ? String(interval[1]) : "";
+}
+
 async function loadEscalations() {
   const card = document.getElementById("escalations");
-  const result = await call(`escalations?period=${state.period}`);
-  if (result.status !== 200) return showError(card, result);
+  card.dataset.clockRequested = state.clock;
+  const result = await call(`escalations?period=${state.period}&clock=${state.clock}`);
+  if (result.status !== 200) {
+    clearEscalations();
+    card.dataset.clock = "";
+    return showError(card, result);
+  }
   const data = result.body;
   setValue("median", formatSeconds(data.median_seconds), data.median_seconds);
   setValue("p95", formatSeconds(data.p95_seconds), data.p95_seconds);
@@ -46,12 +103,18 @@ async function loadEscalations() {
   setValue("claimed", String(data.n_handoffs_claimed), data.n_handoffs_claimed);
   setValue("with-action", String(data.n_handoffs_with_action), data.n_handoffs_with_action);
   const target = data.target;
-  setValue("attainment", target && target.attainment !== null ? `${(target.attainment * 100).toFixed(1)} %` : "–",
+  setValue("attainment", target && target.attainment !== null ? percent(target.attainment, 1) : "–",
     target ? target.attainment : null);
-  document.getElementById("target-label").textContent =
-    target ? `Within ${formatSeconds(target.seconds)} (${target.n_pending} pending)` : "No response target";
+  showAttainmentInterval(target ? target.attainment_interval : null);
+  document.getElementById("target-label").textContent = target
+    ? `Within ${formatSeconds(target.seconds)}${data.clock === "business" ? " of business time" : ""}`
+    : "No response target";
+  document.getElementById("target-open").textContent =
+    target ? `${target.n_pending} pending, ${target.n_overdue} overdue` : "";
   document.getElementById("metric-definition").textContent = data.metric_definition;
+  showClock(data.clock, data.business_hours);
   card.dataset.period = data.period;
+  card.dataset.clock = data.clock;
   card.dataset.state = "ok";
 }
 
@@ -73,7 +136,8 @@ function drawEscalationTrend(points) {
       .filter((s) => s !== null);
     return `<polyline class="${cls}" points="${segments.join(" ")}"/>`;
   };
-  const marks = points.map((p, i) => `<circle class="point" r="2.5" cx="${x(i).toFixed(1)}"` +
+  const marks = points.map((p, i) => `<circle class="point${p.median_seconds === null ? " empty" : ""}"` +
+    ` r="2.5" cx="${x(i).toFixed(1)}"` +
     ` cy="${ySeconds(p.median_seconds || 0).toFixed(1)}" data-start="${p.start}"` +
     ` data-median="${p.median_seconds === null ? "" : p.median_seconds}"` +
     ` data-p95="${p.p95_seconds === null ? "" : p.p95_seconds}" data-claimed="${p.n_handoffs_claimed}">` +
@@ -87,13 +151,58 @@ function drawEscalationTrend(points) {
 }
 
 async function loadEscalationTrend() {
+  const svg = document.getElementById("escalation-trend");
   const result = await call(`escalations/trend?period=${state.period}&tz=${encodeURIComponent(state.zone)}` +
-    `&interval=${state.interval}`);
-  if (result.status !== 200) return;
+    `&interval=${state.interval}&clock=${state.clock}`);
+  if (result.status !== 200) {  // the card's message (from the figures' call) says why
+    svg.innerHTML = "";
+    svg.dataset.points = "0";
+    svg.dataset.clock = "";
+    document.getElementById("escalation-trend-zone").textContent = "";
+    return;
+  }
   drawEscalationTrend(result.body.points);
   document.getElementById("escalation-trend-zone").textContent =
-    `(per ${result.body.interval}, ${result.body.timezone})`;
-  document.getElementById("escalation-trend").dataset.interval = result.body.interval;
+    `(per ${result.body.interval}, ${result.body.timezone}, ${CLOCKS[result.body.clock]})`;
+  svg.dataset.interval = result.body.interval;
+  svg.dataset.clock = result.body.clock;
+}
+
+function cell(row, text) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  row.appendChild(td);
+}
+
+async function loadHandoffs() {
+  // The drill-down: the newest claims behind the figures, on the same clock.
+  const table = document.getElementById("handoffs");
+  const body = table.querySelector("tbody");
+  const result = await call(`escalations/handoffs?period=${state.period}&limit=10&clock=${state.clock}`);
+  body.replaceChildren();
+  const caption = document.getElementById("handoffs-clock");
+  if (result.status !== 200) {
+    table.dataset.rows = "0";
+    table.dataset.clock = "";
+    caption.textContent = "";
+    return;
+  }
+  const format = localTime(state.zone);
+  for (const item of result.body.items) {
+    const row = document.createElement("tr");
+    row.dataset.handoff = String(item.handoff_id);
+    row.dataset.seconds = item.seconds === null ? "" : String(item.seconds);
+    row.dataset.wallSeconds = item.wall_seconds === null ? "" : String(item.wall_seconds);
+    cell(row, format.format(new Date(item.claimed_at)));
+    cell(row, item.first_action_at ? format.format(new Date(item.first_action_at)) : "no action yet");
+    cell(row, formatSeconds(item.seconds));
+    cell(row, formatSeconds(item.wall_seconds));
+    if (item.seconds !== null && item.seconds !== item.wall_seconds) row.classList.add("discounted");
+    body.appendChild(row);
+  }
+  table.dataset.rows = String(result.body.items.length);
+  table.dataset.clock = result.body.clock;
+  caption.textContent = `(newest claims, ${CLOCKS[result.body.clock]}, times in ${state.zone})`;
 }
 
 function drawFunnel(funnel) {
@@ -143,7 +252,7 @@ async function loadPsa() {
 
 async function refresh() {
   for (const id of ["escalations", "psa"]) document.getElementById(id).dataset.state = "loading";
-  await Promise.all([loadEscalations(), loadEscalationTrend(), loadPsa()]);
+  await Promise.all([loadEscalations(), loadEscalationTrend(), loadHandoffs(), loadPsa()]);
   document.body.dataset.loaded = String(Number(document.body.dataset.loaded || 0) + 1);
 }
 
@@ -151,9 +260,25 @@ async function start() {
   const users = await (await fetch("/demo/users")).json();
   const select = document.getElementById("user");
   select.innerHTML = users.map((u) => `<option value="${u.token}">${u.token}</option>`).join("");
-  const wanted = new URLSearchParams(location.search).get("user");
+  const query = new URLSearchParams(location.search);
+  const wanted = query.get("user");
   state.user = users.some((u) => u.token === wanted) ? wanted : "acme-admin";
   select.value = state.user;
+  state.clock = Object.hasOwn(CLOCKS, query.get("clock") || "") ? query.get("clock") : "wall";
+  document.getElementById("controls").addEventListener("submit", (e) => e.preventDefault());
+  const clockButtons = document.querySelectorAll("#clock-switch [data-clock]");
+  const showSwitch = () => clockButtons.forEach((b) => {
+    b.classList.toggle("active", b.dataset.clock === state.clock);
+    b.setAttribute("aria-pressed", String(b.dataset.clock === state.clock));
+  });
+  showSwitch();
+  for (const button of clockButtons) {
+    button.addEventListener("click", () => {
+      state.clock = button.dataset.clock;
+      showSwitch();
+      refresh();
+    });
+  }
   select.addEventListener("change", () => { state.user = select.value; refresh(); });
   document.getElementById("zone").addEventListener("change", (e) => { state.zone = e.target.value; refresh(); });
   document.getElementById("refresh").addEventListener("click", refresh);
