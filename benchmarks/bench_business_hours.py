@@ -236,7 +236,7 @@ def business_request(app: Flask, report: str, phases: Phases) -> tuple[int, str]
         clock.lap(SQL_PHASES[0])
         window = query.span.window(ctx.now)
         trend = report != "escalations"
-        statement = metric.business_statement(False, False if trend else None)
+        statement = metric.per_handoff_statement(False, False if trend else None)
         params = {"tz": TZ} if trend else {}
         inner = statement.subquery()
         # counting both columns keeps the first-step probe (an unused column would be planned away)

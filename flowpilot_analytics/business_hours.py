@@ -316,7 +316,14 @@ def _expand(calendar: HolidayCalendar, first_year: int) -> set[date]:
         )
     except NotImplementedError as exc:  # the package's "not available" for a country or subdivision
         raise CalendarError("holiday_calendar", str(exc)) from exc
-    return set(found)
+    days = set(found)
+    if not days:  # e.g. years past the package's data (2100 today): never silently none at all
+        raise CalendarError(
+            "holiday_calendar",
+            f"The holidays package has no {calendar.country} holidays for {years[0]}-{years[-1]}; "
+            "give them as explicit holidays instead.",
+        )
+    return days
 
 
 def holidays_from_ics(data: bytes, start: date, end: date) -> list[date]:

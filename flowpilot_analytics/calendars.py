@@ -19,6 +19,7 @@ import numpy.typing as npt
 import sqlalchemy as sa
 
 from .business_hours import (
+    CalendarError,
     CalendarVersion,
     Measured,
     Micros,
@@ -27,6 +28,7 @@ from .business_hours import (
     load_version,
     version_index_at,
 )
+from .errors import Conflict
 from .timeutil import as_utc
 
 
@@ -76,15 +78,25 @@ def versions_query(table: sa.Table) -> sa.Select[t.Any]:
 
 
 def stored_versions(rows: t.Iterable[t.Sequence[t.Any]]) -> list[StoredVersion]:
-    """:func:`versions_query`'s rows as stored versions (the definition read back as stored)."""
-    return [
-        StoredVersion(
-            int(row[0]),
-            t.cast(datetime, as_utc(row[1])),
-            load_version(json.loads(row[2])),
-        )
-        for row in rows
-    ]
+    """:func:`versions_query`'s rows as stored versions (the definition read back as stored).
+
+    A stored version this server cannot read (its zone missing from an older time zone database
+    than the one that accepted it) is a ``409 calendar_unreadable`` naming the version and the
+    remedy, never a silent re-measure on another calendar."""
+    versions = []
+    for row in rows:
+        try:
+            version = load_version(json.loads(row[2]))
+        except (CalendarError, ValueError) as exc:
+            raise Conflict(
+                f"Business-hours version {row[0]} cannot be read on this server ({exc}). If its "
+                "time zone is missing, upgrade the tzdata package to the version the other "
+                "servers run.",
+                code="calendar_unreadable",
+                details={"version_id": int(row[0])},
+            ) from None
+        versions.append(StoredVersion(int(row[0]), t.cast(datetime, as_utc(row[1])), version))
+    return versions
 
 
 def calendar_of(rows: t.Iterable[t.Sequence[t.Any]]) -> Calendar | None:

@@ -7,8 +7,11 @@ Domain errors become click usage errors here, in one place (:func:`_reporting`).
 from __future__ import annotations
 
 import contextlib
+import csv
 import functools
+import io
 import json
+import re
 import sys
 import typing as t
 
@@ -19,6 +22,7 @@ from marshmallow import Schema, ValidationError, fields, missing, validate
 
 from . import reports, telemetry
 from .activities import error_text
+from .baselines import MAX_SAMPLES_PER_REQUEST
 from .business_hours import CalendarError, holiday_span, holidays_from_ics
 from .config import HOST_COLUMNS, Settings
 from .deadletter import DeadLetterStore, replay_one
@@ -26,8 +30,11 @@ from .errors import AnalyticsError
 from .identity import AccountId
 from .reports import ReportContext, Route
 from .schemas import (
+    BaselineBody,
+    BaselineSampleBody,
     BusinessHoursVersions,
     CalendarVersionBody,
+    NewBaseline,
     NewCalendarVersion,
     NoArgs,
     Query,
@@ -36,6 +43,7 @@ from .schemas import (
 )
 from .state import AnalyticsState, current_state
 from .tables import RECOMMENDED_INDEXES, split_name
+from .web import schema_problem
 
 
 class Wanted(t.NamedTuple):
@@ -278,11 +286,23 @@ def _query(schema: Schema, options: t.Mapping[str, object]) -> Query:
 
 @contextlib.contextmanager
 def _reporting() -> t.Iterator[None]:
-    """A domain error (e.g. an unsupported grouping) is a usage error on the command line."""
+    """A domain error (e.g. an unsupported grouping) is a usage error on the command line; a
+    missing table or a database failure is a short error that says what to do, not a
+    traceback."""
     try:
         yield
     except AnalyticsError as exc:
         raise click.UsageError(exc.message) from None
+    except sa.exc.SQLAlchemyError as exc:
+        missing = schema_problem(exc)
+        if missing is not None:
+            raise click.ClickException(
+                f"the database has no readable {missing}: run `flask flowpilot-analytics doctor`, "
+                "which prints the statements that create it"
+            ) from None
+        raise click.ClickException(
+            f"the database failed ({exc.__class__.__name__}); nothing was changed"
+        ) from None
 
 
 def _cell(value: object) -> str:
@@ -309,7 +329,7 @@ def _print_body(schema: Schema, body: t.Mapping[str, object], title: str = "") -
     """A body as the API returns it, for reading: its scalars as a table, then each nested part and
     each list under its name, then long texts (the metric's definition)."""
     scalars: list[tuple[str, object]] = []
-    texts: list[str] = []
+    texts: list[tuple[str, str]] = []
     below: list[t.Callable[[], None]] = []
     for name, field in schema.fields.items():
         value = body.get(name)
@@ -322,7 +342,7 @@ def _print_body(schema: Schema, body: t.Mapping[str, object], title: str = "") -
             items = value if isinstance(value, list) else []
             below.append(functools.partial(_print_rows, path, field.inner.schema, items))
         elif isinstance(value, str) and len(value) > 100:
-            texts.append(value)
+            texts.append((path, value))
         else:
             scalars.append((name, value))
     if title:
@@ -330,8 +350,8 @@ def _print_body(schema: Schema, body: t.Mapping[str, object], title: str = "") -
     _print_table(scalars)
     for part in below:
         part()
-    for text in texts:
-        click.echo("\n" + text)
+    for name, text in texts:
+        click.echo(f"\n{name}:\n{text}")
 
 
 def _report_command(blueprint: Blueprint, route: Route, state: AnalyticsState) -> None:
@@ -366,6 +386,8 @@ def _read_json(file: t.IO[bytes]) -> dict[str, object]:
         data = json.loads(file.read())
     except (ValueError, UnicodeDecodeError) as exc:
         raise click.BadParameter(f"not JSON: {exc}", param_hint="FILE") from None
+    except RecursionError:
+        raise click.BadParameter("the JSON nests too deeply", param_hint="FILE") from None
     if not isinstance(data, dict):
         raise click.BadParameter("a calendar version is a JSON object", param_hint="FILE")
     return data
@@ -452,12 +474,92 @@ def _business_hours_commands(blueprint: Blueprint, state: AnalyticsState) -> Non
         )
 
 
+#: A decimal number as a CSV cell holds one (no ``1_000``, ``nan`` or ``inf``).
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+#: The columns of a baseline CSV, in order (``note`` may be left out or empty).
+BASELINE_COLUMNS = ("seconds", "measured_at", "note")
+
+
+def _baseline_rows(file: t.IO[str]) -> list[dict[str, object]]:
+    """The samples of a baseline CSV as the route takes them; a usage error names the first bad
+    line."""
+    try:
+        text = file.read()
+    except UnicodeDecodeError as exc:
+        raise click.UsageError(
+            f"the file is not UTF-8 text (byte {exc.start}): save it as UTF-8 CSV; nothing stored"
+        ) from None
+    # the csv module splits records itself, so a quoted note keeps its line breaks
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = [cell.strip() for cell in next(reader, [])]
+    if tuple(header) not in (BASELINE_COLUMNS, BASELINE_COLUMNS[:2]):
+        raise click.UsageError(
+            f"line 1: the header must be {','.join(BASELINE_COLUMNS)} (note optional); "
+            "nothing stored"
+        )
+    samples: list[dict[str, object]] = []
+    for cells in reader:
+        number = reader.line_num  # the record's last line: a quoted note may span several
+        if not any(cell.strip() for cell in cells):
+            continue
+        if len(cells) > len(header):
+            raise click.UsageError(f"line {number}: {len(cells)} cells for {len(header)} columns")
+        values = dict(zip(header, cells))
+        text = values.get("seconds", "").strip()
+        # a plain decimal number; anything else goes to the schema as text, which refuses it by name
+        seconds: object = float(text) if _DECIMAL.fullmatch(text) else text
+        note = values.get("note") or None
+        sample = {"seconds": seconds, "measured_at": values.get("measured_at"), "note": note}
+        try:
+            BaselineSampleBody().load(sample)
+        except ValidationError as exc:
+            messages = exc.normalized_messages()  # type: ignore[no-untyped-call]
+            problems = "; ".join(f"{field}: {' '.join(text)}" for field, text in messages.items())
+            raise click.UsageError(f"line {number}: {problems}; nothing stored") from None
+        samples.append(sample)
+    return samples
+
+
+def _baseline_commands(blueprint: Blueprint, state: AnalyticsState) -> None:
+    """``flask flowpilot-analytics baseline import``."""
+
+    @blueprint.cli.group("baseline")
+    def baseline() -> None:
+        """The stopwatch baseline a savings claim is paired with."""
+
+    @baseline.command("import")
+    @click.option("--account", required=True, help="The account the samples belong to.")
+    @click.argument("file", type=click.Path(exists=True, dir_okay=False))
+    def import_samples(account: str, file: str) -> None:
+        """Add the samples of a CSV with the columns seconds,measured_at,note (all or none)."""
+        # newline="": the csv module sees a quoted note's line breaks as they are
+        with open(file, encoding="utf-8-sig", newline="") as opened:
+            samples = _baseline_rows(opened)
+        if not 1 <= len(samples) <= MAX_SAMPLES_PER_REQUEST:
+            raise click.UsageError(
+                f"the file has {len(samples):,} samples; import 1 to {MAX_SAMPLES_PER_REQUEST:,} "
+                "at a time (split a larger file); nothing stored"
+            )
+        try:
+            args = t.cast(NewBaseline, BaselineBody().load({"samples": samples}))
+        except ValidationError as exc:
+            messages = exc.normalized_messages()  # type: ignore[no-untyped-call]
+            raise click.UsageError(f"invalid samples (nothing stored): {messages}") from None
+        with _reporting():
+            context = ReportContext.start(current_state(), _account(state, account))
+            added = reports.add_baseline(context, args)
+        count = len(added.samples)
+        noun = "sample" if count == 1 else "samples"
+        click.echo(f"imported {count} baseline {noun} for account {account}")
+
+
 def register_commands(blueprint: Blueprint, state: AnalyticsState) -> None:
     """Attach the commands to the blueprint's CLI group."""
     for route in reports.REPORT_ROUTES:
         if route.command is not None:
             _report_command(blueprint, route, state)
     _business_hours_commands(blueprint, state)
+    _baseline_commands(blueprint, state)
 
     @blueprint.cli.command("replay-activities")
     @click.option(

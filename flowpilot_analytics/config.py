@@ -48,7 +48,13 @@ DEFAULT_ROUTE_ROLES: Mapping[str, str] = MappingProxyType(
 #: calendar follows the escalation report, adding a version follows the PSA report (``team_admin``
 #: by default), so a host's own role ladder keeps working unchanged.
 ROUTE_ROLE_FOLLOWS: Mapping[str, str] = MappingProxyType(
-    {"business_hours": "escalations", "business_hours_write": "psa_metrics"}
+    {
+        "business_hours": "escalations",
+        "business_hours_write": "psa_metrics",
+        "baseline": "psa_metrics",
+        "baseline_write": "psa_metrics",
+        "savings": "psa_metrics",
+    }
 )
 DEAD_LETTER_FILENAME = "flowpilot_analytics_dead_letters.jsonl"
 ID_TYPES = ("integer", "string", "uuid")
@@ -93,6 +99,19 @@ def _whole(minimum: int) -> Check:
     def check(value: object, ctx: Context) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ValueError(f"{ctx.key} must be a whole number >= {minimum}, got {value!r}")
+        return value
+
+    return check
+
+
+def _whole_between(minimum: int, maximum: int) -> Check:
+    """A check for a whole number in ``[minimum, maximum]``."""
+
+    def check(value: object, ctx: Context) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+            raise ValueError(
+                f"{ctx.key} must be a whole number from {minimum} to {maximum}, got {value!r}"
+            )
         return value
 
     return check
@@ -491,9 +510,10 @@ SETTINGS: tuple[Setting, ...] = (
         {},
         _route_roles,
         "Minimum role per route, merged over `escalations: engineer`, `psa_metrics: team_admin`; "
-        "the drill-down and the trend follow `escalations`; `business_hours` (reading the "
-        "calendar) follows `escalations` and `business_hours_write` (adding a version) follows "
-        "`psa_metrics` unless set.",
+        "the drill-down and the trend follow `escalations`; unless set, `business_hours` (reading "
+        "the calendar) follows `escalations`, and `business_hours_write` (adding a version), "
+        "`baseline` (reading the stopwatch baseline), `baseline_write` (adding or deleting "
+        "samples) and `savings` follow `psa_metrics`.",
     ),
     Setting(
         "TABLES",
@@ -515,7 +535,9 @@ SETTINGS: tuple[Setting, ...] = (
         "`escalations: 120 per minute` (escalations and the trend, each counted apart), "
         "`escalation_handoffs: 120 per minute` (the drill-down, JSON and CSV), "
         "`psa_metrics: 15 per minute`, `business_hours: 60 per minute` (reading the calendar), "
-        "`business_hours_write: 30 per minute` (adding a version).",
+        "`business_hours_write: 30 per minute` (adding a version), `baseline: 60 per minute`, "
+        "`baseline_write: 30 per minute` (adding and deleting samples, counted apart), "
+        "`savings: 30 per minute`.",
     ),
     Setting(
         "RATELIMIT_STORAGE_URI",
@@ -599,6 +621,14 @@ SETTINGS: tuple[Setting, ...] = (
         "Response target, in seconds from claim to first action (at most 7 days), reported as "
         "`target` on the escalation reports when a request gives no `target_seconds`; `None` = no "
         "target.",
+    ),
+    Setting(
+        "BASELINE_MIN_SAMPLES",
+        "baseline_min_samples",
+        20,
+        _whole_between(2, 1000),
+        "Least number of stopwatch baseline samples before `escalations/savings` computes a "
+        "difference (and so may make a claim); 2-1000.",
     ),
     Setting(
         "TENANT_SETTING",
@@ -713,6 +743,7 @@ class Settings:
     dead_letter_path: str
     bucket_edges: tuple[float, ...]
     target_seconds: float | None
+    baseline_min_samples: int
     tenant_setting: str | None
     activity_table: str
     id_type: str

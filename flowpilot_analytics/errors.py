@@ -79,6 +79,12 @@ class MethodNotAllowed(AnalyticsError):
         self.allowed = tuple(allowed)
 
 
+class UnsupportedMediaType(AnalyticsError):
+    """A write whose body is not declared JSON (a cross-site form can send ``text/plain``)."""
+
+    code = "unsupported_media_type"
+
+
 class RateLimited(AnalyticsError):
     """Over the caller's per-user limit; ``retry_after`` seconds until it resets."""
 

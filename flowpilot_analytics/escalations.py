@@ -363,7 +363,7 @@ def measure_business(
     zone: tzinfo | None = None,
     week: bool = False,
 ) -> ClockedHandoffs:
-    """The rows of :meth:`Escalations.business_statement` measured in business seconds on
+    """The rows of :meth:`Escalations.per_handoff_statement` measured in business seconds on
     ``calendar``, each on the version in effect at its claim; a handoff with no action is measured
     to ``now``. With ``zone`` (a trend), each claim's local day, or its week's Monday: from the
     row's fourth column where the database computed it, else here."""
@@ -400,6 +400,22 @@ def _local_day(claim: int, zone: tzinfo, week: bool) -> int:
     """The local day (or its week's Monday) of an instant, as days since 1970-01-01."""
     local = (_EPOCH + timedelta(microseconds=claim)).astimezone(zone).date()
     return ((monday(local) if week else local) - _DAY_ZERO).days
+
+
+def wall_deltas(rows: t.Iterable[Row]) -> list[float]:
+    """The wall-clock delta of each handoff with a first action among
+    :meth:`Escalations.per_handoff_statement`'s rows (microseconds on PostgreSQL, stored timestamps
+    elsewhere), floored at 0 as everywhere."""
+    deltas = []
+    for row in rows:
+        claim, first = row[0], row[1]
+        if first is None:
+            continue
+        if isinstance(claim, int) and isinstance(first, int):
+            deltas.append(max(0, first - claim) / _MICROS)
+        else:
+            deltas.append(t.cast(float, delta_seconds(claim, first)))
+    return deltas
 
 
 def fold_clocked(
@@ -478,12 +494,16 @@ def _lateral_delta(
     tables: HostTables, backend: Backend, skew_seconds: float
 ) -> tuple[FromClause, Expr]:
     """PostgreSQL: a LATERAL probe for each handoff's first step (an index probe on ``(account_id,
-    session_id, created_at)``) that computes its delta once (double precision, floored at 0); and
-    that delta column."""
+    session_id, created_at)``) that computes its delta once (floored at 0); and that delta column.
+    ``extract`` gives the interval's exact seconds (``date_part`` adds days and time in double
+    precision and misses the last bit from a day on), then one correctly rounded ``float8``, the
+    value Python computes from the same microseconds."""
     claimed, first = _first_step(tables, backend, skew_seconds)
     step_at = first.selected_columns[0]
     lateral = first.add_columns(
-        sa.func.greatest(0.0, sa.func.date_part("epoch", step_at - claimed)).label("delta")
+        sa.func.greatest(
+            0.0, sa.cast(sa.extract("epoch", step_at - claimed), sa.Float(precision=53))
+        ).label("delta")
     ).lateral("first_step")
     return lateral, lateral.c.delta
 
@@ -640,6 +660,20 @@ def micros_rows_query(
     return sa.select(*columns).where(*_in_scope(tables))
 
 
+def deltas_query(tables: HostTables, backend: Backend, skew_seconds: float) -> Statement:
+    """PostgreSQL: one row, the array of the deltas (seconds, floored at 0) of the handoffs in
+    scope that have a first action, computed as :func:`aggregate_query` computes them (so the
+    savings report's in-product sample is exactly the escalation report's). Bound parameters:
+    ``account_id``, ``window_start``, ``window_end``."""
+    h = tables.handoffs
+    lateral, delta = _lateral_delta(tables, backend, skew_seconds)
+    return (
+        sa.select(sa.func.array_agg(delta))
+        .select_from(h.join(lateral, sa.true()))
+        .where(*_in_scope(tables))
+    )
+
+
 def fold_rows(
     rows: t.Iterable[Row], edges: Edges, target: Target | None
 ) -> dict[EngineerId, EscalationResult]:
@@ -781,6 +815,12 @@ class Escalations:
                     if backend.aggregates_in_sql
                     else rows_query(tables, backend, skew_seconds, by_engineer)
                 )
+        #: The deltas of the handoffs with an action: an array on PostgreSQL, rows elsewhere.
+        self._deltas = (
+            deltas_query(tables, backend, skew_seconds)
+            if backend.aggregates_in_sql
+            else self._business[False, None]
+        )
         self.first_page = handoffs_query(tables, backend, skew_seconds, after=False)
         self.next_page = handoffs_query(tables, backend, skew_seconds, after=True)
 
@@ -793,13 +833,24 @@ class Escalations:
             raise unsupported_grouping()
         return self._by_engineer
 
-    def business_statement(self, by_engineer: bool, point: bool | None = None) -> Statement:
+    def per_handoff_statement(self, by_engineer: bool, point: bool | None = None) -> Statement:
         """One row per handoff, the business clock's input (:func:`measure_business`): microseconds
         on PostgreSQL (:func:`micros_rows_query`, with the local ``point`` of a trend, ``tz``
         bound), the stored timestamps elsewhere (:func:`rows_query`)."""
         if by_engineer and (True, None) not in self._business:
             raise unsupported_grouping()
         return self._business[by_engineer, point]
+
+    def deltas_statement(self) -> Statement:
+        """The statement behind :meth:`deltas`."""
+        return self._deltas
+
+    def deltas(self, rows: t.Sequence[Row]) -> list[float]:
+        """The wall-clock deltas of the window's handoffs with a first action, from
+        :meth:`deltas_statement`'s rows."""
+        if self.backend.aggregates_in_sql:
+            return [float(delta) for delta in (rows[0][0] or [])] if rows else []
+        return wall_deltas(rows)
 
     def fold(
         self, rows: t.Iterable[Row], target: Target | None

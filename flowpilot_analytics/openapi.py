@@ -3,6 +3,7 @@ marshmallow schemas with apispec."""
 
 from __future__ import annotations
 
+import re
 import typing as t
 
 from apispec import APISpec
@@ -13,7 +14,7 @@ from marshmallow import Schema, fields
 
 from . import reports
 from .business_hours import iana_zones
-from .reports import Route
+from .reports import CALENDAR, Route
 from .schemas import ErrorEnvelope, ZoneField
 
 try:
@@ -40,6 +41,8 @@ _ERRORS = {
     ),
     "503": "The database failed (`database_unavailable`); logged.",
 }
+#: A Flask path part ``<name>``, written ``{name}`` in OpenAPI.
+_PATH_PART = re.compile(r"<(\w+)>")
 #: The IANA zone names, once: every ``tz`` parameter refers to this component.
 ZONE = "Zone"
 
@@ -64,8 +67,10 @@ def _operations(route: Route, minimum_role: str) -> Part:
     content: Part = {"application/json": {"schema": route.body.__name__}}
     if route.csv is not None:
         content["text/csv"] = {"schema": {"type": "string"}}
-    success: Part = {"description": "Created." if route.status == 201 else "The report."}
-    success["content"] = content
+    descriptions = {201: "Created.", 204: "Done; no body."}
+    success: Part = {"description": descriptions.get(route.status, "The report.")}
+    if route.status != 204:
+        success["content"] = content
     if route.cached:
         success["headers"] = {
             "ETag": {"schema": {"type": "string"}},
@@ -75,7 +80,7 @@ def _operations(route: Route, minimum_role: str) -> Part:
     if route.cached:
         responses["304"] = {"description": "Not modified: the `If-None-Match` ETag still matches."}
     responses.update({code: _error(text) for code, text in _ERRORS.items()})
-    if route.calendar:
+    if CALENDAR in route.depends_on:
         responses["409"] = _error(
             "clock=business for an account with no business-hours version (`no_business_hours`)."
         )
@@ -97,6 +102,13 @@ def _operations(route: Route, minimum_role: str) -> Part:
             "The body is not a valid JSON object for this route (`invalid_body`; "
             "`details.fields` names each bad field); nothing was stored."
         )
+        responses["415"] = _error(
+            "The body is not sent as `Content-Type: application/json` (`unsupported_media_type`)."
+        )
+    elif route.source == "path":
+        operation["parameters"] = [{"in": "path", "schema": route.args}]
+        del responses["400"]  # a path that names nothing is a 404
+        responses["404"] = _error("No such item of the caller's account (`not_found`).")
     elif route.args.__name__ != "NoArgsSchema":
         operation["parameters"] = [{"in": "query", "schema": route.args}]
     return {method.lower(): operation for method in route.methods}
@@ -148,7 +160,7 @@ def build_document(url_prefix: str, route_roles: t.Mapping[str, str]) -> Part:
         operations.update(_operations(route, route_roles[route.role_key]))
         operations.update(_refused(route))
     for path, operations in paths.items():
-        spec.path(path=f"{base}/{path}", operations=operations)
+        spec.path(path=base + "/" + _PATH_PART.sub(r"{\1}", path), operations=operations)
     spec.path(
         path=f"{base}/openapi.json",
         operations={

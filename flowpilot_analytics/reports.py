@@ -24,9 +24,10 @@ from zoneinfo import ZoneInfo
 from itsdangerous import BadSignature, SignatureExpired
 from marshmallow import Schema
 
-from . import schemas
+from . import savings, schemas
+from .baselines import StoredSample
 from .calendars import Calendar, StoredVersion
-from .errors import Conflict, InvalidQuery
+from .errors import Conflict, InvalidQuery, NotFound
 from .escalations import (
     METRIC_DEFINITION,
     ClockedHandoffs,
@@ -55,9 +56,12 @@ from .schemas import (
     Cursor,
     EscalationQuery,
     HandoffQuery,
+    NewBaseline,
     NewCalendarVersion,
     NoArgs,
     PsaQuery,
+    SampleRef,
+    SavingsQuery,
     TrendQuery,
 )
 from .state import AnalyticsState
@@ -154,9 +158,9 @@ class _Clocked:
         assert self.calendar is not None
         metric = self.ctx.state.prepared().escalations
         if tz is None:
-            rows = self.ctx.read(metric.business_statement(by_engineer), window)
+            rows = self.ctx.read(metric.per_handoff_statement(by_engineer), window)
         else:
-            rows = self.ctx.read(metric.business_statement(False, week), window, tz=tz)
+            rows = self.ctx.read(metric.per_handoff_statement(False, week), window, tz=tz)
         zone = None if tz is None else ZoneInfo(tz)
         handoffs = measure_business(rows, self.calendar, self.ctx.now, zone=zone, week=week)
         self.used |= handoffs.used
@@ -599,6 +603,19 @@ def handoff_page(ctx: ReportContext, query: HandoffQuery) -> HandoffPageReport:
 
 # -- business hours --------------------------------------------------------------------------------
 
+#: What a report's answers may depend on besides the host's data (``ReportRoute.depends_on``).
+CALENDAR = "calendar"
+BASELINE = "baseline"
+
+
+def _invalidate(ctx: ReportContext, changed: str, position: str | None) -> None:
+    """Make the account's cached answers of every route that depends on ``changed`` unreachable,
+    on every worker (the cache's generations); with a read replica, not cached again until the
+    standby has replayed ``position``."""
+    for route in REPORT_ROUTES:
+        if changed in route.depends_on:
+            ctx.state.cache.invalidate(route.endpoint, ctx.account_id, position)
+
 
 @dataclass(frozen=True)
 class VersionView:
@@ -650,9 +667,7 @@ def add_business_hours(ctx: ReportContext, args: NewCalendarVersion) -> VersionV
     """Append a version to the account's calendar, then make every cached answer that depends on the
     calendar unreachable, on every worker (the cache's generations)."""
     stored, position = ctx.state.append_version(ctx.account_id, args.version, ctx.now, ctx.user_id)
-    for route in REPORT_ROUTES:
-        if route.calendar:
-            ctx.state.cache.invalidate(route.endpoint, ctx.account_id, position)
+    _invalidate(ctx, CALENDAR, position)
     logger.info(
         "account %s: business-hours version %s added (effective %s)",
         ctx.account_id,
@@ -660,6 +675,104 @@ def add_business_hours(ctx: ReportContext, args: NewCalendarVersion) -> VersionV
         stored.version.effective_from,
     )
     return VersionView.of(stored)
+
+
+# -- the savings claim -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BaselineListing:
+    """The body of ``GET`` and ``POST escalations/baseline`` (``BaselineSamples``)."""
+
+    samples: tuple[StoredSample, ...]
+
+
+def baseline_samples(ctx: ReportContext, args: NoArgs) -> BaselineListing:
+    """The account's stopwatch samples, oldest measurement first."""
+    return BaselineListing(tuple(ctx.state.baseline(ctx.account_id, ctx.reads)))
+
+
+def add_baseline(ctx: ReportContext, args: NewBaseline) -> BaselineListing:
+    """Store the samples, all or none, then make the account's cached savings answers
+    unreachable."""
+    added, position = ctx.state.add_samples(ctx.account_id, args.samples, ctx.now, ctx.user_id)
+    _invalidate(ctx, BASELINE, position)
+    logger.info("account %s: %d baseline samples added", ctx.account_id, len(added))
+    return BaselineListing(tuple(added))
+
+
+def delete_baseline(ctx: ReportContext, args: SampleRef) -> None:
+    """Delete one of the account's samples; an unknown id, or another account's, is not found."""
+    found, position = (
+        (False, None)
+        if args.sample_id is None
+        else ctx.state.delete_sample(ctx.account_id, args.sample_id)
+    )
+    if not found:
+        raise NotFound(
+            "No baseline sample of this account has that id.",
+            details={"sample_id": args.sample_id},
+        )
+    _invalidate(ctx, BASELINE, position)
+
+
+@dataclass(frozen=True)
+class BaselineSummary:
+    """``baseline`` of the savings report: every sample of the account, whatever the window."""
+
+    n: int
+    median_seconds: float | None
+    mean_seconds: float | None
+    first_measured_at: datetime | None
+    last_measured_at: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SavingsReport:
+    """The body of ``GET escalations/savings`` (``SavingsReport``)."""
+
+    period: str
+    window_start: datetime
+    window_end: datetime
+    metric_definition: str = METRIC_DEFINITION
+    baseline: BaselineSummary
+    in_product: savings.Sample
+    difference: savings.Difference | None
+    extrapolated: savings.Extrapolated | None
+    claim: str | None
+    reason: str | None
+
+
+def savings_report(ctx: ReportContext, query: SavingsQuery) -> SavingsReport:
+    """The stopwatch baseline against the window's in-product time to first action (wall clock:
+    the stopwatch measured wall time), and the claim they support, or why there is none."""
+    window = query.span.window(ctx.now)
+    samples = ctx.state.baseline(ctx.account_id, ctx.reads)
+    metric = ctx.state.prepared().escalations
+    deltas = metric.deltas(ctx.read(metric.deltas_statement(), window))
+    found = savings.savings(
+        [sample.seconds for sample in samples],
+        deltas,
+        min_samples=ctx.state.settings.baseline_min_samples,
+    )
+    measured = [sample.measured_at for sample in samples]
+    return SavingsReport(
+        period=window.period,
+        window_start=window.start,
+        window_end=window.end,
+        baseline=BaselineSummary(
+            n=found.baseline.n,
+            median_seconds=found.baseline.median_seconds,
+            mean_seconds=found.baseline.mean_seconds,
+            first_measured_at=min(measured, default=None),
+            last_measured_at=max(measured, default=None),
+        ),
+        in_product=found.in_product,
+        difference=found.difference,
+        extrapolated=found.extrapolated,
+        claim=found.claim,
+        reason=found.reason,
+    )
 
 
 # -- CSV exports -----------------------------------------------------------------------------------
@@ -768,14 +881,16 @@ class ReportRoute(t.Generic[Q]):
     methods: tuple[str, ...] = ("GET",)
     #: The app's instance of ``args`` when it depends on the app (its settings, its cursor codec).
     bind_args: t.Callable[[AnalyticsState], Schema] | None = None
-    #: Where ``args`` reads from: the query string, or a JSON body (a write).
-    source: t.Literal["query", "json"] = "query"
+    #: Where ``args`` reads from: the query string, a JSON body (a write), or the path's
+    #: ``<parts>``.
+    source: t.Literal["query", "json", "path"] = "query"
     #: The status of a success (``201`` for a write).
     status: int = 200
     #: Whether answers are cached (a write, or a listing that must show a write at once, is not).
     cached: bool = True
-    #: Whether answers depend on the account's business hours: a new version invalidates them.
-    calendar: bool = False
+    #: What stored by the plugin its answers depend on (:data:`CALENDAR`, :data:`BASELINE`): a
+    #: write to it makes the account's cached answers unreachable on every worker.
+    depends_on: frozenset[str] = frozenset()
     #: Methods answered with a ``405`` that says why (the route exists, the method never will).
     refused: tuple[str, ...] = ()
     refused_why: str = ""
@@ -796,6 +911,11 @@ _APPEND_ONLY = (
     "claim from its effective_from on; claims before that keep the version they were measured on."
 )
 
+_NEVER_EDITED_SAMPLE = (
+    "Baseline samples are deleted one at a time (DELETE escalations/baseline/<id>) and never "
+    "edited: delete a wrong one and POST it again."
+)
+
 #: A declaration, whatever its query type.
 Route: t.TypeAlias = "ReportRoute[t.Any]"
 
@@ -810,7 +930,7 @@ REPORT_ROUTES: tuple[Route, ...] = (
         compute=escalation_report,
         summary="Time from an escalation claim to the first action after it",
         command="escalations",
-        calendar=True,
+        depends_on=frozenset({CALENDAR}),
     ),
     ReportRoute(
         path="escalations/trend",
@@ -825,7 +945,7 @@ REPORT_ROUTES: tuple[Route, ...] = (
             "The escalation metric per local day or ISO week, with attainment of a response target"
         ),
         command="escalation-trend",
-        calendar=True,
+        depends_on=frozenset({CALENDAR}),
     ),
     ReportRoute(
         path="escalations/handoffs",
@@ -839,7 +959,7 @@ REPORT_ROUTES: tuple[Route, ...] = (
         csv=handoffs_csv,
         per_user=True,
         summary="The handoffs behind the escalation number, newest claim first (paged, or CSV)",
-        calendar=True,
+        depends_on=frozenset({CALENDAR}),
     ),
     ReportRoute(
         path="psa-metrics",
@@ -879,5 +999,61 @@ REPORT_ROUTES: tuple[Route, ...] = (
         status=201,
         cached=False,
         summary="Append a business-hours version to the account's calendar (never edited)",
+    ),
+    ReportRoute(
+        path="escalations/baseline",
+        endpoint="baseline",
+        role_key="baseline",
+        limit=("baseline", "60 per minute"),
+        args=schemas.NoArgsSchema,
+        body=schemas.BaselineSamples,
+        compute=baseline_samples,
+        cached=False,
+        summary="The account's stopwatch baseline samples, oldest measurement first",
+        refused=("PUT", "PATCH", "DELETE"),
+        refused_why=_NEVER_EDITED_SAMPLE,
+    ),
+    ReportRoute(
+        path="escalations/baseline",
+        endpoint="add_baseline",
+        role_key="baseline_write",
+        limit=("baseline_write", "30 per minute"),
+        args=schemas.BaselineBody,
+        body=schemas.BaselineSamples,
+        compute=add_baseline,
+        methods=("POST",),
+        source="json",
+        status=201,
+        cached=False,
+        summary="Add stopwatch baseline samples (1 to 1,000, all or none)",
+    ),
+    ReportRoute(
+        path="escalations/baseline/<sample_id>",
+        endpoint="delete_baseline",
+        role_key="baseline_write",
+        limit=("baseline_write", "30 per minute"),
+        args=schemas.SampleIdArgs,
+        body=schemas.BaselineSamples,
+        compute=delete_baseline,
+        methods=("DELETE",),
+        source="path",
+        status=204,
+        cached=False,
+        summary="Delete one stopwatch baseline sample",
+    ),
+    ReportRoute(
+        path="escalations/savings",
+        endpoint="savings",
+        role_key="savings",
+        limit=("savings", "30 per minute"),
+        args=schemas.SavingsArgs,
+        body=schemas.SavingsReport,
+        compute=savings_report,
+        summary=(
+            "The in-product time to first action against the stopwatch baseline: the savings "
+            "claim, with its interval, or why there is none"
+        ),
+        command="savings",
+        depends_on=frozenset({BASELINE}),
     ),
 )

@@ -16,7 +16,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, stream_wit
 from marshmallow import Schema, ValidationError
 
 from . import reports, telemetry
-from .errors import InvalidQuery, MethodNotAllowed
+from .errors import InvalidQuery, MethodNotAllowed, UnsupportedMediaType
 from .openapi import build_document
 from .periods import PERIODS
 from .replica import Reads
@@ -55,18 +55,34 @@ MAX_BODY_BYTES = 1024 * 1024
 
 
 def load_body(schema: Schema) -> Args:
-    """Validate a JSON object body; anything else (not JSON, not an object, too large) is an
-    :class:`~.errors.InvalidQuery` naming what is wrong. Nothing is stored unless this passes."""
-    if (request.content_length or 0) > MAX_BODY_BYTES:
+    """Validate a JSON object body; anything else is an error that says what is wrong, and nothing
+    is stored unless this passes.
+
+    The body must be declared ``application/json`` (a cross-site form can only send
+    ``text/plain``, ``multipart/form-data`` or ``application/x-www-form-urlencoded``: refusing them
+    keeps another site from writing with a signed-in user's cookie), is read up to
+    :data:`MAX_BODY_BYTES` whatever ``Content-Length`` says (a chunked upload has none), and may
+    nest only as deep as the parser can go.
+    """
+    if not request.is_json:
+        raise UnsupportedMediaType(
+            "The body must be sent as Content-Type: application/json; nothing was stored.",
+            details={"content_type": request.mimetype or None},
+        )
+    raw = request.stream.read(MAX_BODY_BYTES + 1)
+    if len(raw) > MAX_BODY_BYTES:
         raise InvalidQuery(
             f"The body is larger than {MAX_BODY_BYTES} bytes; nothing was stored.",
             code="invalid_body",
             details={"fields": {"_schema": [f"At most {MAX_BODY_BYTES} bytes."]}},
         )
-    data = request.get_json(silent=True, force=True)
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past the parser
+        data = None
     if not isinstance(data, dict):
         raise InvalidQuery(
-            "The body must be a JSON object (Content-Type: application/json).",
+            "The body must be a JSON object.",
             code="invalid_body",
             details={"fields": {"_schema": ["Not a JSON object."]}},
         )
@@ -77,6 +93,12 @@ def load_body(schema: Schema) -> Args:
             "The body is not valid; nothing was stored.",
             code="invalid_body",
             details={"fields": exc.normalized_messages()},  # type: ignore[no-untyped-call]
+        ) from None
+    except RecursionError:
+        raise InvalidQuery(
+            "The body nests too deeply; nothing was stored.",
+            code="invalid_body",
+            details={"fields": {"_schema": ["Nested too deeply."]}},
         ) from None
 
 
@@ -170,22 +192,36 @@ def csv_response(table: CsvTable) -> Response:
     return response
 
 
-def report_view(route: Route, args: Schema, body: Schema) -> t.Callable[[], Response]:
+def report_view(route: Route, args: Schema, body: Schema) -> t.Callable[..., Response]:
     """A report route: authorize (the role of its role
     key, its own limit), validate, then JSON or CSV."""
 
-    def view() -> Response:
+    def view(**path: str) -> Response:
         state = current_state()
         identity = state.authorize(route.role_key, limit=route.endpoint)
-        query = load_body(args) if route.source == "json" else load_query(args)
+        if route.source == "json":
+            query = load_body(args)
+        elif route.source == "path":
+            query = t.cast(Args, args.load(path))
+        else:
+            query = load_query(args)
         parts = query.parts()
         context = ReportContext.start(state, identity.account_id, identity.user_id)
         if not route.cached:
-            text = json.dumps(
-                body.dump(route.compute(context, query)), allow_nan=False, default=str
-            )
-            response = current_app.response_class(text + "\n", mimetype="application/json")
-            response.status_code = route.status
+            result = route.compute(context, query)
+            if route.status == 204:
+                response = current_app.response_class(status=204)
+                del response.headers["Content-Type"]
+            else:
+                text = json.dumps(
+                    body.dump(result),
+                    allow_nan=False,
+                    separators=(",", ":"),
+                    sort_keys=True,
+                    default=str,
+                )
+                response = current_app.response_class(text + "\n", mimetype="application/json")
+                response.status_code = route.status
             response.headers["Cache-Control"] = "private, no-store"
             return response
         if route.csv is not None and wants_csv(parts.get("format")):

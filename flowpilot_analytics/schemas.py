@@ -26,6 +26,7 @@ from marshmallow import (
 )
 from werkzeug.datastructures import MultiDict
 
+from .baselines import MAX_NOTE_LENGTH, MAX_SAMPLE_SECONDS, MAX_SAMPLES_PER_REQUEST, NewSample
 from .business_hours import DAYS, CalendarError, CalendarVersion, iana_zones, parse_version
 from .escalations import CLOCKS, MAX_TARGET_SECONDS, Clock
 from .periods import DEFAULT_PERIOD, MAX_RANGE_DAYS, PERIODS, Span
@@ -74,6 +75,25 @@ class Query(Args):
 @dataclass(frozen=True, kw_only=True)
 class NoArgs(Args):
     """A route that takes no parameters (``GET business-hours``)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewBaseline(Args):
+    """``POST escalations/baseline``: the validated samples, all of them."""
+
+    samples: tuple[NewSample, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SampleRef(Args):
+    """``DELETE escalations/baseline/<id>``: the sample's id, ``None`` when it cannot be one."""
+
+    sample_id: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SavingsQuery(Query):
+    """``GET escalations/savings``: the window of the in-product sample."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -206,7 +226,10 @@ class _Args(Schema):
 
 
 class NoArgsSchema(_Args):
-    """A route without parameters."""
+    """A route without parameters: any parameter is refused."""
+
+    class Meta:
+        unknown = RAISE
 
     @post_load
     def _args(self, data: Loaded, **kwargs: object) -> NoArgs:
@@ -375,6 +398,121 @@ class HandoffsArgs(PeriodArgs):
             format=data.get("format"),
             clock=data["clock"],
         )
+
+
+class SavingsArgs(PeriodArgs):
+    """The savings report's query: the window of the in-product sample; anything else is
+    refused."""
+
+    class Meta:
+        unknown = RAISE
+        exclude = ("compare",)
+
+    @post_load
+    def _query(self, data: Loaded, **kwargs: object) -> SavingsQuery:
+        return SavingsQuery(span=self.span(data))
+
+
+class SampleIdArgs(Schema):
+    """``<id>`` of ``DELETE escalations/baseline/<id>``."""
+
+    class Meta:
+        unknown = RAISE
+
+    sample_id = fields.String(
+        required=True,
+        metadata={
+            "description": "The sample's id; anything else is a 404.",
+            "pattern": "^[0-9]{1,18}$",
+        },
+    )
+
+    @post_load
+    def _ref(self, data: Loaded, **kwargs: object) -> SampleRef:
+        text = data["sample_id"]
+        fits = text.isascii() and text.isdigit() and len(text) <= 18
+        return SampleRef(sample_id=int(text) if fits else None)
+
+
+def _storable(text: str) -> bool:
+    """Text every database stores as given: valid UTF-8 (no lone surrogate) without NUL, which
+    PostgreSQL's text cannot hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError("Not valid Unicode text (a lone surrogate).") from None
+    if "\x00" in text:
+        raise ValidationError("Must not contain the NUL character (U+0000).")
+    return True
+
+
+class JsonNumber(fields.Float):
+    """A JSON number, finite: a string, a boolean or NaN/Infinity is refused (``allow_nan`` off)."""
+
+    def _deserialize(
+        self, value: object, attr: str | None, data: t.Mapping[str, object] | None, **kwargs: object
+    ) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValidationError("Not a number.")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class BaselineSampleBody(Schema):
+    """One stopwatch sample as POSTed."""
+
+    class Meta:
+        unknown = RAISE
+
+    seconds = JsonNumber(
+        required=True,
+        allow_nan=False,
+        validate=validate.Range(min=0, min_inclusive=False, max=MAX_SAMPLE_SECONDS),
+        metadata={
+            "description": "Seconds from handoff to first action in the old process, by "
+            "stopwatch: above 0, at most 7 days."
+        },
+    )
+    measured_at = fields.DateTime(
+        required=True,
+        format="iso",
+        metadata={"description": "When it was measured (ISO 8601; no offset means UTC)."},
+    )
+    note = fields.String(
+        allow_none=True,
+        validate=[validate.Length(max=MAX_NOTE_LENGTH), lambda text: _storable(text)],
+        metadata={"description": "Free text (at most 1,000 characters); stored, never logged."},
+    )
+
+    @validates_schema
+    def _check_year(self, data: Loaded, **kwargs: object) -> None:
+        measured = data.get("measured_at")
+        if measured is not None and not 1970 <= _utc(measured).year <= 9000:
+            raise ValidationError("Must lie between the years 1970 and 9000.", "measured_at")
+
+    @post_load
+    def _sample(self, data: Loaded, **kwargs: object) -> NewSample:
+        return NewSample(
+            seconds=float(data["seconds"]),
+            measured_at=_utc(data["measured_at"]),
+            note=data.get("note"),
+        )
+
+
+class BaselineBody(Schema):
+    """``POST escalations/baseline``: 1 to 1,000 samples, stored all or none."""
+
+    class Meta:
+        unknown = RAISE
+
+    samples = fields.List(
+        fields.Nested(BaselineSampleBody),
+        required=True,
+        validate=validate.Length(min=1, max=MAX_SAMPLES_PER_REQUEST),
+    )
+
+    @post_load
+    def _baseline(self, data: Loaded, **kwargs: object) -> NewBaseline:
+        return NewBaseline(samples=tuple(data["samples"]))
 
 
 class PsaMetricsArgs(PeriodArgs):
@@ -620,6 +758,107 @@ class EnhancedPsaMetrics(PsaFigures):
     daily_trend = fields.List(fields.Nested(PsaDailyTrend), required=True)
     previous = fields.Nested(
         PsaFigures, metadata={"description": "With compare=previous (no trend)."}
+    )
+
+
+# -- the savings claim -----------------------------------------------------------------------------
+
+
+class BaselineSample(_Body):
+    """A stored stopwatch sample."""
+
+    id = fields.Integer(required=True)
+    seconds = fields.Float(required=True)
+    measured_at = fields.AwareDateTime(format="iso", required=True)
+    note = fields.String(required=True, allow_none=True)
+    measured_by = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "Who recorded it: a user id, as text; null from the CLI."},
+    )
+    created_at = fields.AwareDateTime(format="iso", required=True)
+
+
+class BaselineSamples(_Body):
+    """Response of ``GET`` and ``POST escalations/baseline``."""
+
+    samples = fields.List(fields.Nested(BaselineSample), required=True)
+
+
+def _interval(description: str) -> fields.List[t.Any]:
+    return fields.List(
+        fields.Float(),
+        required=True,
+        validate=validate.Length(equal=2),
+        metadata={"description": description, "columns": ["low", "high"]},
+    )
+
+
+class BaselineSummary(_Body):
+    """The account's stopwatch samples, whatever the window."""
+
+    n = fields.Integer(required=True)
+    median_seconds = fields.Float(required=True, allow_none=True)
+    mean_seconds = fields.Float(required=True, allow_none=True)
+    first_measured_at = fields.AwareDateTime(format="iso", required=True, allow_none=True)
+    last_measured_at = fields.AwareDateTime(format="iso", required=True, allow_none=True)
+
+
+class InProductSummary(_Body):
+    """The window's claimed handoffs with a first action, on the wall clock."""
+
+    n = fields.Integer(required=True)
+    median_seconds = fields.Float(required=True, allow_none=True)
+    mean_seconds = fields.Float(required=True, allow_none=True)
+
+
+class SavingsDifference(_Body):
+    """Baseline minus in-product (positive: a first action sooner in FlowPilot)."""
+
+    median_seconds = fields.Float(required=True)
+    median_interval = _interval("[low, high] of the difference of medians (percentile bootstrap).")
+    mean_seconds = fields.Float(required=True)
+    mean_interval = _interval("[low, high] of the difference of means (bootstrap-t).")
+    confidence = fields.Float(required=True)
+    method = fields.String(required=True)
+
+
+class SavingsExtrapolated(_Body):
+    """The mean difference times the window's handoffs: an extrapolation, not a measurement."""
+
+    handoffs = fields.Integer(required=True)
+    total_seconds = fields.Float(required=True)
+    total_interval = _interval("mean_interval times handoffs.")
+
+
+class SavingsReport(_Body):
+    """Response of ``GET /analytics/flowpilot/escalations/savings``."""
+
+    period = fields.String(required=True)
+    window_start = fields.AwareDateTime(format="iso", required=True)
+    window_end = fields.AwareDateTime(format="iso", required=True)
+    metric_definition = fields.String(required=True)
+    baseline = fields.Nested(BaselineSummary, required=True)
+    in_product = fields.Nested(InProductSummary, required=True)
+    difference = fields.Nested(
+        SavingsDifference,
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "null below FLOWPILOT_ANALYTICS_BASELINE_MIN_SAMPLES baseline samples "
+            "or without an in-product handoff with an action."
+        },
+    )
+    extrapolated = fields.Nested(SavingsExtrapolated, required=True, allow_none=True)
+    claim = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "One sentence; null unless median_interval excludes 0."},
+    )
+    reason = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "Why there is no claim; null when there is one."},
     )
 
 

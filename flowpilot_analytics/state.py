@@ -22,6 +22,8 @@ from flask_sqlalchemy import SQLAlchemy
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer, want_bytes
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
+from . import baselines
+from .baselines import NewSample, StoredSample
 from .business_hours import CalendarVersion
 from .cache import ResponseCache
 from .calendars import (
@@ -41,9 +43,10 @@ from .ratelimit import RouteLimits
 from .replica import Reads, insert_position
 from .tables import (
     HostTables,
-    activity_io_table,
     activity_table,
+    baseline_table,
     business_hours_table,
+    plugin_io_table,
     reflect_host_tables,
     set_tenant,
 )
@@ -93,11 +96,16 @@ class AnalyticsState:
         self.activity_table = activity_table(db.metadata, settings.activity_table, settings.id_type)
         #: ... and the plugin's own view of it for reads and
         #: writes (UTC timestamps in the column's kind).
-        self.activity_io = activity_io_table(self.activity_table)
+        self.activity_io = plugin_io_table(self.activity_table)
         #: The calendar table (business hours), declared and viewed the same way.
         self.business_hours_table = business_hours_table(db.metadata, settings.id_type)
-        self.business_hours_io = activity_io_table(self.business_hours_table)
+        self.business_hours_io = plugin_io_table(self.business_hours_table)
         self._versions = versions_query(self.business_hours_io)
+        #: The stopwatch baseline's table, declared and viewed the same way.
+        self.baseline_table = baseline_table(db.metadata, settings.id_type)
+        self.baseline_io = plugin_io_table(self.baseline_table)
+        self._samples = baselines.samples_query(self.baseline_io)
+        self._delete_sample = baselines.delete_statement(self.baseline_io)
         self.limits = limits
         self.cache = ResponseCache(
             settings.cache_ttl,
@@ -184,7 +192,7 @@ class AnalyticsState:
     @property
     def plugin_tables(self) -> tuple[sa.Table, ...]:
         """The tables the plugin owns, as declared in the host's metadata (``doctor``, ``ddl``)."""
-        return (self.activity_table, self.business_hours_table)
+        return (self.activity_table, self.business_hours_table, self.baseline_table)
 
     def calendar(self, account_id: object, reads: Reads | None) -> Calendar | None:
         """The account's business-hours versions, or ``None`` without one."""
@@ -204,6 +212,51 @@ class AnalyticsState:
             new_id = int(t.cast(t.Sequence[int], result.inserted_primary_key)[0])
             position = insert_position(connection) if self.settings.bind is not None else None
         return StoredVersion(new_id, now.astimezone(timezone.utc), version), position
+
+    def baseline(self, account_id: object, reads: Reads | None) -> list[StoredSample]:
+        """The account's stopwatch samples, oldest measurement first."""
+        rows = self.read_all([self._samples], {"account_id": account_id}, reads)[0]
+        return baselines.stored(rows)
+
+    def add_samples(
+        self, account_id: object, samples: t.Sequence[NewSample], now: datetime, user_id: object
+    ) -> tuple[list[StoredSample], str | None]:
+        """Store samples on the primary, all or none, in one transaction; return them (in the order
+        given) and, with a read replica, the WAL position a standby must replay to see them."""
+        table = self.baseline_io
+        rows = [baselines.insert_values(account_id, sample, now, user_id) for sample in samples]
+        inserting = sa.insert(table).returning(table.c.id, sort_by_parameter_order=True)
+        try:
+            with self.write_engine.begin() as connection:
+                set_tenant(connection, self.settings.tenant_setting, account_id)
+                keys = connection.execute(inserting, rows).scalars().all()
+                position = insert_position(connection) if self.settings.bind is not None else None
+        except sa.exc.StatementError as exc:
+            exc.hide_parameters = True  # the notes are the caller's words: never in a log
+            raise
+        added = [
+            StoredSample(
+                int(key),
+                float(sample.seconds),
+                sample.measured_at,
+                sample.note,
+                t.cast("str | None", row["measured_by"]),
+                now.astimezone(timezone.utc),
+            )
+            for key, sample, row in zip(keys, samples, rows)
+        ]
+        return added, position
+
+    def delete_sample(self, account_id: object, sample_id: int) -> tuple[bool, str | None]:
+        """Delete one of the account's samples on the primary; whether it existed, and the WAL
+        position (with a read replica)."""
+        with self.write_engine.begin() as connection:
+            set_tenant(connection, self.settings.tenant_setting, account_id)
+            result = connection.execute(
+                self._delete_sample, {"account_id": account_id, "sample_id": sample_id}
+            )
+            position = insert_position(connection) if self.settings.bind is not None else None
+        return result.rowcount > 0, position
 
     @contextlib.contextmanager
     def _reading(self) -> t.Iterator[sa.Connection]:
@@ -295,6 +348,7 @@ def _cache_namespace(settings: Settings, database_uri: str) -> str:
         settings.activity_table,
         settings.id_type,
         repr(settings.target_seconds),
+        repr(settings.baseline_min_samples),
     ]
     return hashlib.sha256("\x1f".join(facts).encode()).hexdigest()[:16]
 

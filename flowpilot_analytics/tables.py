@@ -93,15 +93,14 @@ def _serial_id() -> sa.Column[int]:
     )
 
 
-def activity_io_table(declared: sa.Table) -> sa.Table:
-    """The plugin's view of the activity table for its own reads and writes: the same columns, with
-    ``created_at`` read and bound as UTC in the column's own kind (even when the host declared
+def plugin_io_table(declared: sa.Table) -> sa.Table:
+    """The plugin's view of one of its tables for its own reads and writes: the same columns, with
+    every timestamp read and bound as UTC in the column's own kind (even when the host declared
     it)."""
-    aware = is_aware(declared.c.created_at)
     columns = [
         sa.Column(
             c.name,
-            UtcDateTime(timezone=aware) if c.key == "created_at" else c.type,
+            UtcDateTime(timezone=is_aware(c)) if isinstance(c.type, sa.DateTime) else c.type,
             key=c.key,
             primary_key=c.primary_key,
         )
@@ -180,6 +179,32 @@ def business_hours_table(metadata: sa.MetaData, id_type: str) -> sa.Table:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("created_by", sa.String(255), nullable=True),
         sa.Index(f"ix_{name}_account_id", "account_id", "id"),
+    )
+
+
+#: The plugin's stopwatch baseline: the manual samples a savings claim is paired with.
+BASELINE_TABLE = "flowpilot_baseline_samples"
+
+
+def baseline_table(metadata: sa.MetaData, id_type: str) -> sa.Table:
+    """The plugin's own table of stopwatch baseline samples (one row per sample; a wrong sample is
+    deleted, never edited); reuses a table the host already declared under that name."""
+    if BASELINE_TABLE in metadata.tables:
+        return metadata.tables[BASELINE_TABLE]
+    name = BASELINE_TABLE
+    return sa.Table(
+        name,
+        metadata,
+        _serial_id(),
+        sa.Column("account_id", ID_TYPES[id_type](), nullable=False),
+        #: Seconds from handoff to first action in the old process, by stopwatch.
+        sa.Column("seconds", sa.Float(precision=53), nullable=False),
+        sa.Column("measured_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("note", sa.String(1000), nullable=True),
+        #: Who recorded it (the caller's user id as text; NULL when imported from the command line).
+        sa.Column("measured_by", sa.String(255), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Index(f"ix_{name}_account_measured", "account_id", "measured_at"),
     )
 
 

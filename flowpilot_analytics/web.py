@@ -24,6 +24,7 @@ from .errors import (
     NotFound,
     NotSignedIn,
     RateLimited,
+    UnsupportedMediaType,
 )
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ STATUS: dict[type[AnalyticsError], int] = {
     NotFound: 404,
     MethodNotAllowed: 405,
     Conflict: 409,
+    UnsupportedMediaType: 415,
     RateLimited: 429,
 }
 

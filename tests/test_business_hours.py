@@ -845,8 +845,10 @@ def test_accounts_never_share_versions_or_handoffs(client: t.Any) -> None:
         "versions": [theirs],
         "in_effect": theirs,
     }
-    sneaky = get_json(client, BUSINESS_HOURS + "?account_id=2", account=1)
-    assert sneaky["versions"] == [own]
+    # a parameter naming another account is refused outright (the listing takes none)
+    sneaky = client.get(BUSINESS_HOURS + "?account_id=2", headers=as_user(1))
+    assert sneaky.status_code == 400
+    assert sneaky.get_json()["error"]["details"]["fields"] == {"account_id": ["Unknown field."]}
     body = get_json(client, ESCALATIONS + "?clock=business&target_seconds=600&group_by=engineer")
     assert body["business_hours"] == {"version_ids": [own["id"]]}
     check_figures(body, measure(mine, Calendar([NY_OFFICE]), NOW), 600.0)

@@ -258,3 +258,102 @@ def test_clock_switch_refetches_everything_on_business_hours_and_explains_a_409(
     assert escalations.get_attribute("data-clock") == "wall"
     _, globex = api(url, "escalations?period=30d", "globex-engineer")
     assert raw(driver, "claimed") == globex["n_handoffs_claimed"]
+
+
+def savings_card(driver: t.Any) -> dict[str, t.Any]:
+    """The savings card as shown: its state, the raw figures behind the text, and the verdict."""
+
+    def interval(element_id: str) -> list[float] | None:
+        element = driver.find_element("id", element_id)
+        low, high = element.get_attribute("data-low"), element.get_attribute("data-high")
+        return [float(low), float(high)] if low and high else None
+
+    element = card(driver, "savings")
+    verdict = driver.find_element("id", "savings-verdict")
+    return {
+        "state": element.get_attribute("data-state"),
+        "period": element.get_attribute("data-period"),
+        "baseline": (raw(driver, "savings-baseline-n"), raw(driver, "savings-baseline-median")),
+        "in_product": (raw(driver, "savings-product-n"), raw(driver, "savings-product-median")),
+        "difference": raw(driver, "savings-difference"),
+        "median_interval": interval("savings-difference-interval"),
+        "total": raw(driver, "savings-total"),
+        "total_interval": interval("savings-total-interval"),
+        "verdict": (verdict.get_attribute("data-kind"), verdict.text),
+    }
+
+
+def from_api(body: dict[str, t.Any]) -> dict[str, t.Any]:
+    """What the card should show for a ``GET escalations/savings`` answer."""
+    difference, extrapolated = body["difference"], body["extrapolated"]
+    return {
+        "state": "ok",
+        "period": body["period"],
+        "baseline": (body["baseline"]["n"], body["baseline"]["median_seconds"]),
+        "in_product": (body["in_product"]["n"], body["in_product"]["median_seconds"]),
+        "difference": difference and difference["median_seconds"],
+        "median_interval": difference and difference["median_interval"],
+        "total": extrapolated and extrapolated["total_seconds"],
+        "total_interval": extrapolated and extrapolated["total_interval"],
+        "verdict": ("claim", body["claim"])
+        if body["claim"] is not None
+        else ("reason", f"No savings claim: {body['reason']}."),
+    }
+
+
+def test_savings_card_shows_the_apis_figures_claim_and_reason(page: tuple[t.Any, str]) -> None:
+    """The same figures as the API (String(number) round-trips), the claim sentence or the reason,
+    the definition; it follows the period and the user, and stays on the wall clock."""
+    driver, url = page
+    driver.get(url + "/?user=acme-admin")
+    wait_loaded(driver, 1)
+    status, body = api(url, "escalations/savings?period=30d", "acme-admin")
+    assert status == 200 and body["claim"]  # about 21 min by stopwatch, under 2 min in FlowPilot
+    assert savings_card(driver) == from_api(body)
+    assert body["baseline"]["n"] == 25
+    assert card(driver, "savings").get_attribute("data-claim") == "yes"
+    definition = driver.find_element("id", "savings-definition").text
+    assert "NOT 'minutes recovered'" in definition and "extrapolated" in definition
+    assert "minutes recovered" not in driver.find_element("id", "savings-verdict").text
+    low, high = body["difference"]["median_interval"]
+    shown = driver.find_element("id", "savings-difference-interval").text
+    assert shown.startswith("95 % CI ") and shown.endswith(" shorter") and 0 < low < high
+    assert "wall clock" in driver.find_element("id", "savings-clock").text
+
+    driver.find_element("css selector", "[data-period='7d']").click()
+    wait_loaded(driver, 2)
+    _, week = api(url, "escalations/savings?period=7d", "acme-admin")
+    assert savings_card(driver) == from_api(week)
+    assert week["in_product"]["n"] != body["in_product"]["n"]
+
+    # the business clock changes the escalation figures, never the savings: a stopwatch is a wall
+    # clock, and the card says so
+    driver.find_element("css selector", "#clock-switch [data-clock='business']").click()
+    wait_loaded(driver, 3)
+    assert card(driver, "escalations").get_attribute("data-clock") == "business"
+    assert savings_card(driver) == from_api(week)
+    note = driver.find_element("id", "savings-clock")
+    assert note.get_attribute("data-clock-requested") == "business"
+    assert "Always on the wall clock" in note.text
+
+    from selenium.webdriver.support.ui import Select
+
+    # globex has no baseline: no claim, and the reason (its escalations card shows the 409)
+    Select(driver.find_element("id", "user")).select_by_value("globex-team_admin")
+    wait_loaded(driver, 4)
+    _, globex = api(url, "escalations/savings?period=7d", "globex-team_admin")
+    assert (
+        globex["claim"] is None and "needs at least 20 baseline samples; has 0" in globex["reason"]
+    )
+    assert savings_card(driver) == from_api(globex)
+    assert card(driver, "savings").get_attribute("data-claim") == "no"
+    assert driver.find_element("id", "savings-difference").text == "–"  # acme's figures are gone
+    assert card(driver, "escalations").get_attribute("data-state") == "no_business_hours"
+
+    # savings follow psa_metrics: an engineer sees the 403 state and no figures
+    Select(driver.find_element("id", "user")).select_by_value("acme-engineer")
+    wait_loaded(driver, 5)
+    assert card(driver, "savings").get_attribute("data-state") == "forbidden"
+    assert driver.find_element("id", "savings-message").text.startswith("403")
+    assert raw(driver, "savings-product-n") is None
+    assert driver.find_element("id", "savings-verdict").text == ""

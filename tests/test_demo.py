@@ -166,3 +166,105 @@ def test_the_page_has_the_clock_switch_and_no_inline_script(demo: t.Any) -> None
     assert 'data-clock="wall"' in html and 'data-clock="business"' in html
     assert re.findall(r"<script\b[^>]*>", html) == ['<script src="/static/dashboard.js">']
     assert not re.search(r"\son[a-z]+\s*=", html, re.IGNORECASE)  # no inline event handlers
+
+
+def test_the_demo_account_has_a_stopwatch_baseline(demo: t.Any, tmp_path: t.Any) -> None:
+    """acme's 25 stopwatch samples of the old, verbal handoff: roughly 10-40 minutes, measured
+    before the demo's sessions, most with a note; globex and initech have none; a restart on the
+    same database adds none."""
+    client = demo.test_client()
+    admin = bearer("acme-team_admin")
+    listed = client.get(API + "escalations/baseline", headers=admin)
+    assert listed.status_code == 200
+    samples = listed.get_json()["samples"]
+    assert len(samples) == 25
+    minutes = sorted(s["seconds"] / 60 for s in samples)
+    assert minutes[0] >= 8 and minutes[-1] <= 50 and 10 <= minutes[12] <= 30
+    measured = [datetime.fromisoformat(s["measured_at"]) for s in samples]
+    assert measured == sorted(measured)  # oldest first
+    assert all(m.utcoffset() == timedelta(0) for m in measured)
+    # over a few weeks, before the first day of the demo's sessions
+    trend = client.get(API + "psa-metrics?period=90d&tz=UTC", headers=admin).get_json()
+    first_day = min(date.fromisoformat(d["date"]) for d in trend["daily_trend"] if d["sessions"])
+    assert measured[-1].date() < first_day - timedelta(days=5)
+    assert timedelta(days=14) < measured[-1] - measured[0] < timedelta(days=28)
+    assert sum(s["note"] is not None for s in samples) > 15
+    module = load_demo_module("app")
+    assert {s["measured_by"] for s in samples} == {str(module.TOKENS["acme-team_admin"].user_id)}
+    for other in ("globex-team_admin", "initech-team_admin"):
+        assert client.get(API + "escalations/baseline", headers=bearer(other)).get_json() == {
+            "samples": []
+        }
+
+    again = module.create_app(f"sqlite:///{tmp_path / 'demo.sqlite'}")
+    try:
+        relisted = again.test_client().get(API + "escalations/baseline", headers=admin)
+        assert relisted.get_json()["samples"] == samples
+    finally:
+        with again.app_context():
+            module.db.engine.dispose()
+
+
+def consistent(body: dict[str, t.Any]) -> None:
+    """A claim exactly when the interval of the difference in medians excludes 0, else a reason."""
+    difference = body["difference"]
+    if difference is None:
+        assert body["claim"] is None and body["extrapolated"] is None and body["reason"]
+        return
+    low, high = difference["median_interval"]
+    assert low <= high
+    if low <= 0 <= high:
+        assert body["claim"] is None and "includes 0" in body["reason"]
+    else:
+        assert body["reason"] is None and body["claim"]
+        assert "minutes recovered" not in body["claim"]
+
+
+def test_savings_claim_for_acme_and_reasons_for_the_others(demo: t.Any) -> None:
+    client = demo.test_client()
+    acme = bearer("acme-team_admin")
+    for period in ("7d", "30d", "90d"):
+        answer = client.get(API + f"escalations/savings?period={period}", headers=acme)
+        assert answer.status_code == 200, period
+        body = answer.get_json()
+        consistent(body)
+        assert body["baseline"]["n"] == 25
+        # the in-product side is the escalation report's, on the wall clock
+        wall = client.get(API + f"escalations?period={period}", headers=acme).get_json()
+        assert body["in_product"]["n"] == wall["n_handoffs_with_action"]
+        assert body["in_product"]["median_seconds"] == wall["median_seconds"]
+        assert body["metric_definition"] == wall["metric_definition"]
+    # about 19 minutes by stopwatch against about a minute and a half: the data support a claim
+    body = client.get(API + "escalations/savings?period=30d", headers=acme).get_json()
+    low, high = body["difference"]["median_interval"]
+    assert 0 < low <= body["difference"]["median_seconds"] <= high
+    assert body["claim"] and body["reason"] is None
+    assert body["extrapolated"]["handoffs"] == body["in_product"]["n"]
+    # the business clock does not apply: savings are always on the wall clock
+    refused = client.get(API + "escalations/savings?period=30d&clock=business", headers=acme)
+    assert refused.status_code == 400
+
+    for other in ("globex-team_admin", "initech-admin"):
+        body = client.get(API + "escalations/savings?period=30d", headers=bearer(other)).get_json()
+        consistent(body)
+        assert body["baseline"] == {
+            "n": 0,
+            "median_seconds": None,
+            "mean_seconds": None,
+            "first_measured_at": None,
+            "last_measured_at": None,
+        }
+        assert body["claim"] is None and body["difference"] is None
+        assert "needs at least 20 baseline samples; has 0" in body["reason"]
+    # savings follow psa_metrics: team admins and admins, not engineers
+    engineer = client.get(API + "escalations/savings", headers=bearer("acme-engineer"))
+    assert engineer.status_code == 403
+
+
+def test_the_page_has_the_savings_card(demo: t.Any) -> None:
+    with demo.test_client().get("/") as page:
+        html = page.get_data(as_text=True)
+    assert 'id="savings"' in html and "Savings, measured" in html
+    definition = re.search(r'id="savings-definition">(.*?)</p>', html, re.DOTALL)
+    assert definition and "NOT 'minutes recovered'" in definition.group(1)
+    assert "extrapolated" in definition.group(1)

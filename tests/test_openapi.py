@@ -44,6 +44,9 @@ def test_document_is_served_without_identity_and_is_valid_openapi(client: t.Any)
         BASE + "/escalations/handoffs",
         BASE + "/psa-metrics",
         BASE + "/business-hours",
+        BASE + "/escalations/baseline",
+        BASE + "/escalations/baseline/{sample_id}",
+        BASE + "/escalations/savings",
         DOC,
     }
     calendar = document["paths"][BASE + "/business-hours"]

@@ -15,6 +15,7 @@ from flask import Flask
 from marshmallow import Schema, fields
 
 from flowpilot_analytics import registration, reports, schemas
+from flowpilot_analytics.baselines import NewSample
 from flowpilot_analytics.reports import REPORT_ROUTES, ReportContext, ReportRoute
 
 from . import factories as f
@@ -35,7 +36,8 @@ BODIES = {
         "timezone": "UTC",
         "effective_from": "2026-01-01",
         "weekly": {"mon": [["09:00", "17:00"]]},
-    }
+    },
+    "add_baseline": {"samples": [{"seconds": 600.0, "measured_at": "2026-06-01T10:00:00Z"}]},
 }
 SUCCESS = {route.endpoint: route.status for route in REPORT_ROUTES}
 
@@ -45,6 +47,12 @@ def _call(client: t.Any, route: ReportRoute[t.Any], headers: dict[str, str] | No
     method = route.methods[0]
     if method == "GET":
         return client.get(_url(route), headers=headers)
+    if route.source == "path":  # a sample of account 1 to delete, stored without a request
+        sample = NewSample(600.0, NOW - timedelta(days=1))
+        with client.application.app_context():
+            added, _ = registration(client.application).add_samples(1, [sample], NOW, None)
+        path = f"{BASE}/{route.path}".replace("<sample_id>", str(added[0].id))
+        return client.open(path, method=method, headers=headers)
     return client.open(_url(route), method=method, json=BODIES[route.endpoint], headers=headers)
 
 
@@ -97,13 +105,17 @@ def test_declared_defaults_are_the_limits(app: Flask) -> None:
         "psa_metrics": "15 per 1 minute",
         "business_hours": "60 per 1 minute",
         "add_business_hours": "30 per 1 minute",
+        "baseline": "60 per 1 minute",
+        "add_baseline": "30 per 1 minute",
+        "delete_baseline": "30 per 1 minute",
+        "savings": "30 per 1 minute",
     }
 
 
 def test_a_limit_key_no_route_declares_is_refused_at_init_app(make_app: t.Any) -> None:
     known = (
-        "known: ['business_hours', 'business_hours_write', 'escalation_handoffs', 'escalations', "
-        "'psa_metrics']"
+        "known: ['baseline', 'baseline_write', 'business_hours', 'business_hours_write', "
+        "'escalation_handoffs', 'escalations', 'psa_metrics', 'savings']"
     )
     with pytest.raises(ValueError, match=re.escape(f"unknown keys ['escalation']; {known}")):
         make_app(FLOWPILOT_ANALYTICS_LIMITS={"escalation": "5 per minute"})
@@ -113,14 +125,16 @@ def test_every_declared_route_is_documented_and_every_command_exists(
     app: Flask, client: t.Any
 ) -> None:
     document = client.get(OPENAPI).get_json()
-    assert set(document["paths"]) == {_url(route) for route in REPORT_ROUTES} | {OPENAPI}
+    documented = {_url(route).replace("<", "{").replace(">", "}") for route in REPORT_ROUTES}
+    assert set(document["paths"]) == documented | {OPENAPI}
     for route in REPORT_ROUTES:
-        operation = document["paths"][_url(route)][route.methods[0].lower()]
+        path = _url(route).replace("<", "{").replace(">", "}")
+        operation = document["paths"][path][route.methods[0].lower()]
         assert operation["summary"] == route.summary
-        content = operation["responses"][str(route.status)]["content"]
+        content = operation["responses"][str(route.status)].get("content", {})
         assert ("text/csv" in content) == (route.csv is not None)
     declared = {route.command for route in REPORT_ROUTES if route.command}
-    assert declared == {"escalations", "escalation-trend", "psa-metrics"}
+    assert declared == {"escalations", "escalation-trend", "psa-metrics", "savings"}
     listed = app.test_cli_runner().invoke(args=["flowpilot-analytics", "--help"]).output
     assert all(f"  {command} " in listed for command in declared)
 

@@ -2,7 +2,9 @@
 
 Run it with ``bash examples/demo/run.sh`` (or ``flask --app examples/demo/app.py run``). The
 database is created and seeded on first start, and acme (account 1) gets business hours then
-(:func:`ensure_business_hours`; globex and initech have none, so their business clock answers 409).
+(:func:`ensure_business_hours`; globex and initech have none, so their business clock answers 409)
+and a stopwatch baseline of the old, verbal handoff (:func:`ensure_baseline`; globex and initech
+have none, so their savings card says why there is no claim).
 Every request is signed in with a demo bearer token, e.g. ``curl -H 'Authorization: Bearer
 acme-engineer' localhost:5000/api/v1/analytics/flowpilot/escalations``.
 """
@@ -10,6 +12,7 @@ acme-engineer' localhost:5000/api/v1/analytics/flowpilot/escalations``.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import random
 import typing as t
@@ -40,6 +43,24 @@ TOKENS = {
 CALENDAR_ACCOUNT = 1
 #: acme's office zone (the page's trend zone is the viewer's choice, UTC by default).
 CALENDAR_ZONE = "America/New_York"
+#: The account with a stopwatch baseline (acme), and how many samples it has: more than the
+#: plugin's default minimum of 20, so its savings card can make a claim; globex and initech have
+#: none, so theirs shows the reason.
+BASELINE_ACCOUNT = 1
+BASELINE_SAMPLES = 25
+#: What the team lead jotted down next to a stopwatch time (``None``: nothing).
+BASELINE_NOTES = (
+    "VPN drop; senior on a call, came over after",
+    "MFA reset, verbal handoff at the desk",
+    "Mailbox permissions; asked in chat, then in person",
+    "Printer queue stuck; senior finishing another ticket",
+    "New starter laptop; explained twice",
+    "Firewall rule; paged the senior, call back",
+    "Shared drive access; waited for the standup to end",
+    "Backup job failed overnight; senior in a meeting",
+    "Licence assignment; handed over by phone",
+    None,
+)
 
 
 class AISession(db.Model):
@@ -216,18 +237,24 @@ def demo_business_hours(today: date) -> dict[str, t.Any]:
     }
 
 
+def team_admin_client(app: Flask, account: int) -> tuple[t.Any, str, dict[str, str]]:
+    """The test client, the plugin's URL prefix and ``account``'s team admin headers: the demo sets
+    its own data up as that admin would, through the plugin's routes."""
+    token = next(
+        token
+        for token, who in TOKENS.items()
+        if who.account_id == account and who.role == "team_admin"
+    )
+    base = f"{registration(app).settings.url_prefix}/analytics/flowpilot"
+    return app.test_client(), base, {"Authorization": f"Bearer {token}"}
+
+
 def ensure_business_hours(app: Flask, today: date) -> None:
     """Give acme its business hours once, as its team admin would: through the plugin's own route
     (``GET`` to see whether it has a version, else ``POST business-hours``). A version is never
     edited, so a demo database that has one keeps it."""
-    token = next(
-        token
-        for token, who in TOKENS.items()
-        if who.account_id == CALENDAR_ACCOUNT and who.role == "team_admin"
-    )
-    url = f"{registration(app).settings.url_prefix}/analytics/flowpilot/business-hours"
-    headers = {"Authorization": f"Bearer {token}"}
-    client = app.test_client()
+    client, base, headers = team_admin_client(app, CALENDAR_ACCOUNT)
+    url = f"{base}/business-hours"
     listed = client.get(url, headers=headers)
     if listed.status_code != 200:
         raise RuntimeError(f"GET business-hours answered {listed.status_code}: {listed.text}")
@@ -236,6 +263,52 @@ def ensure_business_hours(app: Flask, today: date) -> None:
     added = client.post(url, json=demo_business_hours(today), headers=headers)
     if added.status_code != 201:
         raise RuntimeError(f"POST business-hours answered {added.status_code}: {added.text}")
+
+
+def demo_baseline(before: datetime, rng: random.Random) -> list[dict[str, t.Any]]:
+    """acme's stopwatch baseline, as ``POST escalations/baseline`` takes it: how long the old,
+    verbal handoff took from "can you take this?" to the senior's first action, timed by hand
+    before FlowPilot. Whole seconds, lognormal (median 25 min, sigma 0.5, kept within 8-50 min; the
+    same 25 every time: 10 to 42 min, median 21.5 min), measured on weekdays in office hours over
+    four weeks that end a week before ``before`` (the first demo session, naive UTC), most with a
+    short note."""
+    durations: list[int] = []  # drawn first, so they do not depend on the date
+    while len(durations) < BASELINE_SAMPLES:
+        seconds = round(rng.lognormvariate(math.log(1500), 0.5))
+        if 480 <= seconds <= 3000:
+            durations.append(seconds)
+    office = ZoneInfo(CALENDAR_ZONE)
+    start = before.replace(tzinfo=timezone.utc).astimezone(office).date() - timedelta(days=35)
+    weekdays = [start + timedelta(days=n) for n in range(28)]
+    weekdays = [day for day in weekdays if day.weekday() < 5]
+    samples = []
+    for seconds in durations:
+        day = datetime.combine(rng.choice(weekdays), datetime.min.time(), office)
+        measured = day + timedelta(minutes=rng.randrange(9 * 60 + 30, 16 * 60 + 30))
+        samples.append(
+            {
+                "seconds": float(seconds),
+                "measured_at": measured.astimezone(timezone.utc).isoformat(),
+                "note": rng.choice(BASELINE_NOTES),
+            }
+        )
+    return sorted(samples, key=lambda sample: sample["measured_at"])
+
+
+def ensure_baseline(app: Flask, first_session: datetime) -> None:
+    """Give acme its stopwatch baseline once, as its team admin would: through the plugin's own
+    route (``GET escalations/baseline`` to see whether it has samples, else ``POST`` them all), so
+    a restart on a demo database that has them adds none."""
+    client, base, headers = team_admin_client(app, BASELINE_ACCOUNT)
+    listed = client.get(f"{base}/escalations/baseline", headers=headers)
+    if listed.status_code != 200:
+        raise RuntimeError(f"GET escalations/baseline answered {listed.status_code}: {listed.text}")
+    if listed.get_json()["samples"]:
+        return
+    body = {"samples": demo_baseline(first_session, random.Random(20))}
+    added = client.post(f"{base}/escalations/baseline", json=body, headers=headers)
+    if added.status_code != 201:
+        raise RuntimeError(f"POST escalations/baseline answered {added.status_code}: {added.text}")
 
 
 def create_app(database_uri: str | None = None) -> Flask:
@@ -299,6 +372,8 @@ def create_app(database_uri: str | None = None) -> Flask:
         db.create_all()
         if db.session.scalar(sa.select(sa.func.count()).select_from(AISession)) == 0:
             seed(datetime.now(timezone.utc), random.Random(42))
+        first_session = db.session.scalar(sa.select(sa.func.min(AISession.created_at)))
     # last, since a request (even the test client's) ends the app's setup: no route can follow
     ensure_business_hours(app, datetime.now(timezone.utc).date())
+    ensure_baseline(app, first_session)
     return app

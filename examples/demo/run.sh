@@ -17,8 +17,12 @@ Try:
   curl -s -H 'Authorization: Bearer acme-engineer' 'http://127.0.0.1:${PORT}/api/v1/analytics/flowpilot/business-hours'   # acme's calendar
   curl -s -H 'Authorization: Bearer acme-engineer' 'http://127.0.0.1:${PORT}/api/v1/analytics/flowpilot/escalations?period=30d&clock=business'
   curl -s -H 'Authorization: Bearer globex-engineer' 'http://127.0.0.1:${PORT}/api/v1/analytics/flowpilot/escalations?clock=business'   # 409: no business hours
+  curl -s -H 'Authorization: Bearer acme-team_admin' 'http://127.0.0.1:${PORT}/api/v1/analytics/flowpilot/escalations/baseline'   # acme's 25 stopwatch samples
+  curl -s -H 'Authorization: Bearer acme-team_admin' 'http://127.0.0.1:${PORT}/api/v1/analytics/flowpilot/escalations/savings?period=30d'   # the claim, measured
+  curl -s -H 'Authorization: Bearer globex-team_admin' 'http://127.0.0.1:${PORT}/api/v1/analytics/flowpilot/escalations/savings'   # no baseline: why there is no claim
   curl -s -X POST -H 'Authorization: Bearer acme-engineer' 'http://127.0.0.1:${PORT}/demo/sessions/1/push?minutes=30'   # the hook records 2 activities
-  .venv/bin/flask --app examples/demo/app.py:create_app flowpilot-analytics ddl   # the plugin table's DDL
+  .venv/bin/flask --app examples/demo/app.py:create_app flowpilot-analytics ddl   # the plugin tables' DDL
+  .venv/bin/flask --app examples/demo/app.py:create_app flowpilot-analytics savings --account 1 --period 30d
 Tokens: <acme|globex|initech>-<viewer|engineer|team_admin|admin>
 EOT
 exec .venv/bin/flask --app examples/demo/app.py:create_app run --port "$PORT" "$@"

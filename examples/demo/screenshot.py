@@ -1,4 +1,5 @@
-"""Regenerate docs/dashboard.png: ``.venv/bin/python examples/demo/screenshot.py``."""
+"""Regenerate docs/dashboard.png (the whole page as acme's admin sees it):
+``.venv/bin/python examples/demo/screenshot.py``."""
 
 from __future__ import annotations
 
@@ -20,11 +21,16 @@ def main(target: str = os.path.join(HERE, "..", "..", "docs", "dashboard.png")) 
         with browser.serve(application) as url, browser.chromium(1280, 1000) as driver:
             driver.get(url + "/?user=acme-admin")
             WebDriverWait(driver, 30).until(
-                lambda d: (
-                    d.find_element("id", "psa").get_attribute("data-state") == "ok"
-                    and d.find_element("id", "escalations").get_attribute("data-state") == "ok"
+                lambda d: all(
+                    d.find_element("id", card).get_attribute("data-state") == "ok"
+                    for card in ("escalations", "savings", "psa")
                 )
             )
+            # the whole page, the savings card below the escalations included: a window as tall
+            # as the page (its inner height is the window's less the browser's own frame)
+            frame = driver.execute_script("return window.outerHeight - window.innerHeight")
+            height = driver.execute_script("return document.documentElement.scrollHeight")
+            driver.set_window_size(1280, int(height) + int(frame))
             os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
             driver.save_screenshot(os.path.abspath(target))
         with application.app_context():

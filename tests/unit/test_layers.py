@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "tables": 2,
     "activities": 3,
     "calendars": 3,
+    "baselines": 3,
     "escalations": 4,
     "psa_metrics": 4,
     "schemas": 5,

@@ -310,3 +310,25 @@ def test_speed_with_20000_handoffs_and_1000_samples() -> None:
     print(f"savings() with 1,000 baseline samples and 20,000 handoffs: {elapsed * 1000:.1f} ms")
     assert result.claim is not None
     assert elapsed < 10
+
+
+def test_samples_without_spread_give_a_degenerate_interval_not_nan() -> None:
+    """All baseline samples equal and one handoff: every resample is the data, so each interval is
+    the point itself (no 0 / 0)."""
+    found = sv.savings([900.0] * 20, [60.0])
+    assert found.difference is not None
+    assert found.difference.median_interval == (840.0, 840.0)
+    assert found.difference.mean_interval == (840.0, 840.0)
+    assert found.claim is not None and "14 min shorter" in found.claim
+    same = sv.savings([900.0] * 25, [900.0])
+    assert same.claim is None and same.reason is not None and "includes 0" in same.reason
+
+
+def test_the_median_is_computed_as_percentile_cont_computes_it() -> None:
+    """``low + (high - low) * 0.5``, as PostgreSQL and the escalation report compute it: the
+    average ``(low + high) / 2`` differs in the last bit for these two delays."""
+    low, high = 13980.415036, 80335.473887
+    assert (low + high) / 2 != low + (high - low) * 0.5
+    assert sv.savings([low, high], [low, high], min_samples=2).in_product.median_seconds == (
+        low + (high - low) * 0.5
+    )

@@ -5,10 +5,13 @@ const state = { period: "30d", zone: "UTC", interval: "day", clock: "wall", user
 const CLOCKS = { wall: "wall clock", business: "business hours" };
 
 function formatSeconds(value) {
+  // Rounded first, so that 899.7 s reads "15 min 0 s", never "14 min 60 s".
   if (value === null || value === undefined) return "–";
-  if (value < 60) return `${value.toFixed(0)} s`;
-  if (value < 3600) return `${Math.floor(value / 60)} min ${Math.round(value % 60)} s`;
-  return `${Math.floor(value / 3600)} h ${Math.round((value % 3600) / 60)} min`;
+  const seconds = Math.round(value);
+  if (seconds < 60) return `${seconds} s`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ${seconds % 60} s`;
+  const minutes = Math.round(value / 60);
+  return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
 }
 
 function percent(share, digits) {
@@ -205,6 +208,96 @@ async function loadHandoffs() {
   caption.textContent = `(newest claims, ${CLOCKS[result.body.clock]}, times in ${state.zone})`;
 }
 
+function signed(seconds, fewer, more) {
+  // A difference (baseline minus FlowPilot) in words: "17 min 5 s shorter", "2 min 0 s longer".
+  if (seconds === 0) return "no difference";
+  return `${formatSeconds(Math.abs(seconds))} ${seconds > 0 ? fewer : more}`;
+}
+
+function span(interval, fewer, more) {
+  // An interval of a difference in words, the smaller magnitude first when both ends share a sign.
+  const [low, high] = interval;
+  if (low >= 0) return `${formatSeconds(low)} to ${formatSeconds(high)} ${fewer}`;
+  if (high <= 0) return `${formatSeconds(-high)} to ${formatSeconds(-low)} ${more}`;
+  return `from ${formatSeconds(-low)} ${more} to ${formatSeconds(high)} ${fewer}`;
+}
+
+function count(n, noun) {
+  return `${n.toLocaleString("en-US")} ${noun}${n === 1 ? "" : "s"}`;
+}
+
+function showSpan(id, interval, confidence, fewer, more) {
+  const element = document.getElementById(id);
+  const percent = interval ? Number((confidence * 100).toPrecision(10)) : null;
+  element.textContent = interval ? `${percent} % CI ${span(interval, fewer, more)}` : "";
+  element.dataset.low = interval ? String(interval[0]) : "";
+  element.dataset.high = interval ? String(interval[1]) : "";
+}
+
+function showSavingsClock() {
+  // Savings compare with a stopwatch, which ran on the wall clock: the card never follows the switch.
+  const note = document.getElementById("savings-clock");
+  note.dataset.clockRequested = state.clock;
+  note.textContent = state.clock === "business"
+    ? "Always on the wall clock, even with the business clock selected above: the stopwatch baseline " +
+      "was timed on the wall clock, so both sides are compared in wall-clock seconds."
+    : "On the wall clock, like the stopwatch baseline: every second from handoff to first action counts.";
+}
+
+function showVerdict(kind, text) {
+  const verdict = document.getElementById("savings-verdict");
+  verdict.dataset.kind = kind;
+  verdict.textContent = text;
+}
+
+function clearSavings() {
+  // An error leaves no figure of an earlier answer (another user or period) on the card.
+  for (const id of ["savings-baseline-median", "savings-product-median", "savings-difference",
+    "savings-total"]) setValue(id, "–", null);
+  for (const id of ["savings-baseline-n", "savings-product-n"]) setValue(id, "", null);
+  for (const id of ["savings-difference-interval", "savings-total-interval"]) showSpan(id, null);
+  showVerdict("", "");
+  document.getElementById("savings-method").textContent = "";
+}
+
+async function loadSavings() {
+  const card = document.getElementById("savings");
+  showSavingsClock();
+  const result = await call(`escalations/savings?period=${state.period}`);
+  if (result.status !== 200) {
+    clearSavings();
+    card.dataset.claim = "";
+    return showError(card, result);
+  }
+  const data = result.body;
+  const baseline = data.baseline, product = data.in_product;
+  setValue("savings-baseline-median", formatSeconds(baseline.median_seconds), baseline.median_seconds);
+  setValue("savings-baseline-n", baseline.n
+    ? `${count(baseline.n, "stopwatch sample")}, ${baseline.first_measured_at.slice(0, 10)} to ` +
+      baseline.last_measured_at.slice(0, 10)
+    : "no stopwatch sample", baseline.n);
+  setValue("savings-product-median", formatSeconds(product.median_seconds), product.median_seconds);
+  setValue("savings-product-n", `${count(product.n, "handoff")} with a first action, ` +
+    `${data.window_start.slice(0, 10)} to ${data.window_end.slice(0, 10)}`, product.n);
+  const difference = data.difference, extrapolated = data.extrapolated;
+  const confidence = difference ? difference.confidence : null;
+  setValue("savings-difference", difference ? signed(difference.median_seconds, "shorter", "longer") : "–",
+    difference ? difference.median_seconds : null);
+  showSpan("savings-difference-interval", difference ? difference.median_interval : null, confidence,
+    "shorter", "longer");
+  setValue("savings-total", extrapolated ? signed(extrapolated.total_seconds, "less", "more") : "–",
+    extrapolated ? extrapolated.total_seconds : null);
+  showSpan("savings-total-interval", extrapolated ? extrapolated.total_interval : null, confidence,
+    "less", "more");
+  if (data.claim !== null) showVerdict("claim", data.claim);
+  else showVerdict("reason", `No savings claim: ${data.reason}.`);
+  document.getElementById("savings-method").textContent =
+    difference ? `Intervals: ${difference.method}.` : "";
+  card.dataset.claim = data.claim !== null ? "yes" : "no";
+  card.dataset.period = data.period;
+  card.dataset.state = "ok";
+}
+
 function drawFunnel(funnel) {
   const stages = [["sessions", "Sessions", null], ["linked", "Linked to a ticket", "linked_rate"],
     ["doc_pushed", "Documentation pushed", "doc_pushed_rate"],
@@ -251,8 +344,8 @@ async function loadPsa() {
 }
 
 async function refresh() {
-  for (const id of ["escalations", "psa"]) document.getElementById(id).dataset.state = "loading";
-  await Promise.all([loadEscalations(), loadEscalationTrend(), loadHandoffs(), loadPsa()]);
+  for (const id of ["escalations", "savings", "psa"]) document.getElementById(id).dataset.state = "loading";
+  await Promise.all([loadEscalations(), loadEscalationTrend(), loadHandoffs(), loadSavings(), loadPsa()]);
   document.body.dataset.loaded = String(Number(document.body.dataset.loaded || 0) + 1);
 }
 
