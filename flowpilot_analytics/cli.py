@@ -42,7 +42,7 @@ from .schemas import (
     flat_values,
 )
 from .state import AnalyticsState, current_state
-from .tables import RECOMMENDED_INDEXES, split_name
+from .tables import OPTIONAL_INDEXES, RECOMMENDED_INDEXES, split_name
 from .web import schema_problem
 
 
@@ -104,7 +104,12 @@ def _check_host_table(
     needed = {c for w in wanted for c in w.columns} | {
         settings.host_column(logical, c) for c in HOST_COLUMNS[logical]
     }
-    absent = sorted(needed - {c["name"] for c in inspector.get_columns(name, schema=schema)})
+    present = {c["name"] for c in inspector.get_columns(name, schema=schema)}
+    absent = sorted(needed - present)
+    for cols in OPTIONAL_INDEXES.get(logical, ()):  # for an optional column the host has
+        columns = [settings.host_column(logical, c) for c in cols]
+        if set(columns) <= present:
+            wanted.append(Wanted(columns))
     if absent:
         lines.append(
             f"MISSING columns {label}: {', '.join(absent)} "

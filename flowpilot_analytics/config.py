@@ -38,7 +38,7 @@ HOST_COLUMNS: Mapping[str, tuple[str, ...]] = MappingProxyType(
 )
 #: Columns used only by optional features, read when the host has them (``group_by=engineer``).
 OPTIONAL_HOST_COLUMNS: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {"handoffs": ("claimed_by",)}
+    {"handoffs": ("claimed_by",), "sessions": ("client_id",)}
 )
 #: Each report route's minimum role by default.
 DEFAULT_ROUTE_ROLES: Mapping[str, str] = MappingProxyType(

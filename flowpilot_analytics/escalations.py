@@ -481,12 +481,14 @@ def _first_step(
 
 
 def _in_scope(tables: HostTables) -> list[sa.ColumnElement[bool]]:
-    """The caller's handoffs claimed inside the window."""
+    """The caller's handoffs claimed inside the window (of one client's sessions, for tables
+    :meth:`~.tables.HostTables.for_one_client`)."""
     h = tables.handoffs
     return [
         h.c.account_id == sa.bindparam("account_id"),
         h.c.claimed_at.is_not(None),
         *in_window(h.c.claimed_at),
+        *tables.client_scope(h.c.session_id),
     ]
 
 

@@ -29,8 +29,9 @@ Part = dict[str, object]
 
 _ERRORS = {
     "400": (
-        "A query parameter is not valid (`invalid_parameter`), or group_by=engineer on a host "
-        "without a claimer column (`unsupported_grouping`)."
+        "A query parameter is not valid (`invalid_parameter`), group_by=engineer on a host "
+        "without a claimer column (`unsupported_grouping`), or client= on a host whose sessions "
+        "have no client column (`unsupported_filter`)."
     ),
     "401": "Nobody is signed in (`unauthenticated`).",
     "403": "The role is below the route's minimum or unknown (`forbidden`, `unknown_role`).",

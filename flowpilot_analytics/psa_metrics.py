@@ -71,7 +71,7 @@ def sessions_query(tables: HostTables, activities: sa.Table, backend: Backend) -
                 "timed"
             ),
         )
-        .where(s.c.account_id == account, *in_window(s.c.created_at))
+        .where(s.c.account_id == account, *in_window(s.c.created_at), *one_client(tables, s))
         .offset(0)
         .subquery("session_flags")
     )
@@ -84,9 +84,16 @@ def sessions_query(tables: HostTables, activities: sa.Table, backend: Backend) -
     ).group_by(flags.c.bucket)
 
 
-def activities_query(activities: sa.Table, backend: Backend) -> Statement:
+def one_client(tables: HostTables, sessions: sa.Table) -> list[sa.ColumnElement[bool]]:
+    """With tables for one client, the condition that a session row is the bound client's."""
+    if not tables.one_client:
+        return []
+    return [sessions.c.client_id == sa.bindparam("client_id", type_=sessions.c.client_id.type)]
+
+
+def activities_query(tables: HostTables, activities: sa.Table, backend: Backend) -> Statement:
     """The account's note and time-entry activities created in the window, grouped by day and
-    type."""
+    type (for one client: those of its sessions)."""
     a = activities
     bucket = day_bucket(a.c.created_at, backend).label("bucket")
     # NaN (PostgreSQL numeric allows it, and sorts it above every
@@ -105,6 +112,7 @@ def activities_query(activities: sa.Table, backend: Backend) -> Statement:
             a.c.account_id == sa.bindparam("account_id"),
             a.c.activity_type.in_([NOTE_POSTED, TIME_ENTRY_POSTED]),
             *in_window(a.c.created_at),
+            *tables.client_scope(a.c.session_id),
         )
         .group_by(bucket, a.c.activity_type)
     )
@@ -221,7 +229,7 @@ class PsaMetrics:
     def __init__(self, tables: HostTables, activities: sa.Table, backend: Backend) -> None:
         self.statements = (
             sessions_query(tables, activities, backend),
-            activities_query(activities, backend),
+            activities_query(tables, activities, backend),
         )
 
     def fold(self, rows: t.Sequence[t.Sequence[Row]], window: Window, zone: ZoneInfo) -> PsaResult:

@@ -34,6 +34,7 @@ from .escalations import (
     Distribution,
     EngineerId,
     EscalationResult,
+    Escalations,
     HandoffItem,
     HandoffRow,
     Row,
@@ -49,7 +50,7 @@ from .escalations import (
 )
 from .identity import AccountId, UserId
 from .periods import Window, previous_window
-from .psa_metrics import PsaResult
+from .psa_metrics import PsaMetrics, PsaResult
 from .replica import Reads
 from .schemas import (
     Args,
@@ -90,6 +91,8 @@ class ReportContext:
     user_id: UserId | None
     now: datetime
     reads: Reads | None = None
+    #: One client's sessions only (``client=``), as the client column holds it; ``None``: all.
+    client_id: object = None
 
     @classmethod
     def start(
@@ -112,7 +115,36 @@ class ReportContext:
             "window_end": window.end,
             **params,
         }
+        if self.client_id is not None:
+            bound["client_id"] = self.client_id
         return self.state.read_all(statements, bound, self.reads)
+
+    def for_client(self, client: str | None) -> ReportContext:
+        """This report for one client's sessions (``client=``), the value checked against the
+        host's column; ``None``: the whole account."""
+        if client is None:
+            return self
+        tables = self.state.prepared().tables
+        if not tables.has_client:
+            raise unsupported_filter()
+        column = tables.sessions.c.client_id
+        return dataclasses.replace(self, client_id=client_value(column, client))
+
+    def escalations(self) -> Escalations:
+        """The escalation metric's statements for this report's scope (the account, or a client)."""
+        prepared = self.state.prepared()
+        if self.client_id is None:
+            return prepared.escalations
+        assert prepared.client_escalations is not None  # for_client checked the column
+        return prepared.client_escalations
+
+    def psa_metrics(self) -> PsaMetrics:
+        """The PSA metric's statements for this report's scope (the account, or a client)."""
+        prepared = self.state.prepared()
+        if self.client_id is None:
+            return prepared.psa_metrics
+        assert prepared.client_psa_metrics is not None
+        return prepared.client_psa_metrics
 
     def calendar(self) -> Calendar:
         """The account's business hours; without a version, the ``409 no_business_hours`` error
@@ -121,6 +153,41 @@ class ReportContext:
         if calendar is None:
             raise no_business_hours(self.state.settings.route_roles["business_hours_write"])
         return calendar
+
+
+def unsupported_filter() -> InvalidQuery:
+    """The error of ``client=`` on a host whose sessions have no client column."""
+    return InvalidQuery(
+        "client= needs the sessions' client column, which this database does not have. Add "
+        "ai_sessions.client_id, or map yours with FLOWPILOT_ANALYTICS_COLUMNS = "
+        "{'sessions.client_id': '<column>'}.",
+        code="unsupported_filter",
+        details={"setting": "FLOWPILOT_ANALYTICS_COLUMNS", "column": "sessions.client_id"},
+    )
+
+
+def client_value(column: Expr, text: str) -> object:
+    """A ``client=`` value as the client column holds it (integers within 64 bits, text within the
+    column's length), or a 400 naming ``client``: a value the column cannot hold never reaches the
+    database."""
+    try:
+        python_type: type | None = column.type.python_type
+    except NotImplementedError:
+        python_type = None
+    if python_type is int:
+        digits = text[1:] if text.startswith("-") else text
+        if digits.isascii() and digits.isdigit() and -(2**63) <= int(text) < 2**63:
+            return int(text)
+        raise InvalidQuery.field("client", "Not a client id: this host's client ids are integers.")
+    length = getattr(column.type, "length", None)
+    if length is not None and len(text) > length:
+        raise InvalidQuery.field("client", f"Not a client id: at most {length} characters.")
+    if python_type is uuid.UUID:
+        try:
+            return uuid.UUID(text)
+        except ValueError:
+            raise InvalidQuery.field("client", "Not a client id: this host's are UUIDs.") from None
+    return text
 
 
 def no_business_hours(minimum_role: str) -> Conflict:
@@ -156,7 +223,7 @@ class _Clocked:
         """The window's handoffs in business seconds; with ``tz`` (a trend), each claim's local day
         or week."""
         assert self.calendar is not None
-        metric = self.ctx.state.prepared().escalations
+        metric = self.ctx.escalations()
         if tz is None:
             rows = self.ctx.read(metric.per_handoff_statement(by_engineer), window)
         else:
@@ -234,13 +301,13 @@ def _target(ctx: ReportContext, seconds: float | None) -> Target | None:
 def _groups(
     ctx: ReportContext, window: Window, by_engineer: bool, target: Target | None
 ) -> dict[EngineerId, EscalationResult]:
-    metric = ctx.state.prepared().escalations
+    metric = ctx.escalations()
     rows = ctx.read(metric.statement(by_engineer), window, **target_params(target))
     return metric.fold(rows, target)
 
 
 def _overall(ctx: ReportContext, window: Window, target: Target | None) -> EscalationResult:
-    metric = ctx.state.prepared().escalations
+    metric = ctx.escalations()
     return metric.overall(
         ctx.read(metric.statement(False), window, **target_params(target)), target
     )
@@ -250,7 +317,7 @@ def _business_figures(
     clocked: _Clocked, window: Window, by_engineer: bool, target: Target | None
 ) -> tuple[EscalationResult, dict[EngineerId, EscalationResult]]:
     """The window's figures on the business clock, and per engineer (from the same rows)."""
-    edges = clocked.ctx.state.prepared().escalations.edges
+    edges = clocked.ctx.escalations().edges
     seconds = None if target is None else target.seconds
     handoffs = clocked.handoffs(window, by_engineer)
     groups = {}
@@ -263,8 +330,10 @@ def _business_figures(
 
 
 def escalation_report(ctx: ReportContext, query: EscalationQuery) -> EscalationReport:
-    """The escalation metric of the account over the query's window, on the query's clock."""
-    metric = ctx.state.prepared().escalations
+    """The escalation metric of the account (or one client) over the query's window, on the
+    query's clock."""
+    ctx = ctx.for_client(query.client)
+    metric = ctx.escalations()
     by_engineer = query.group_by == "engineer"
     if by_engineer and not metric.can_group_by_engineer:  # refused before any work
         raise unsupported_grouping()
@@ -308,11 +377,12 @@ def escalation_report(ctx: ReportContext, query: EscalationQuery) -> EscalationR
 
 def escalation_trend(ctx: ReportContext, query: TrendQuery) -> TrendReport:
     """The escalation metric per local day or ISO week of the window, none skipped."""
+    ctx = ctx.for_client(query.client)
     clocked = _Clocked(ctx, query.clock)
     window = query.span.window(ctx.now)
     target = _target(ctx, query.target_seconds)
     week = query.interval == "week"
-    metric = ctx.state.prepared().escalations
+    metric = ctx.escalations()
     zone = ZoneInfo(query.tz)
     if clocked.calendar is None:
         rows = ctx.read(metric.trend_statement(week), window, tz=query.tz, **target_params(target))
@@ -355,7 +425,7 @@ class PsaReport(PsaWindow):
 
 
 def _psa(ctx: ReportContext, window: Window, zone_name: str) -> PsaResult:
-    metric = ctx.state.prepared().psa_metrics
+    metric = ctx.psa_metrics()
     result = metric.fold(
         ctx.read_all(metric.statements, window, tz=zone_name), window, ZoneInfo(zone_name)
     )
@@ -370,7 +440,9 @@ def _psa(ctx: ReportContext, window: Window, zone_name: str) -> PsaResult:
 
 
 def psa_report(ctx: ReportContext, query: PsaQuery) -> PsaReport:
-    """Time entries, the documentation funnel and the daily trend of the account over the window."""
+    """Time entries, the documentation funnel and the daily trend of the account (or one client)
+    over the window."""
+    ctx = ctx.for_client(query.client)
     window = query.span.window(ctx.now)
     result = _psa(ctx, window, query.tz)
     previous = None
@@ -492,7 +564,7 @@ def _scan(
     ctx: ReportContext, window: Window, after: tuple[datetime | str, object] | None, chunk: int
 ) -> t.Iterator[list[HandoffRow]]:
     """Every handoff in scope after the keyset ``after``, newest first, ``chunk`` rows at a time."""
-    metric = ctx.state.prepared().escalations
+    metric = ctx.escalations()
     while True:
         keyset = {} if after is None else {"after_key": after[0], "after_id": after[1]}
         statement = metric.first_page if after is None else metric.next_page
@@ -537,6 +609,7 @@ def _matches(item: HandoffItem, wanted: schemas.BucketFilter) -> bool:
 def iter_handoffs(ctx: ReportContext, query: HandoffQuery) -> t.Iterator[HandoffItem]:
     """Every handoff in scope that passes the bucket filter, newest first, on the query's clock (the
     CSV export); a missing calendar is refused now, not when the first row is asked for."""
+    ctx = ctx.for_client(query.client)
     clocked = _Clocked(ctx, query.clock)
     window = query.span.window(ctx.now)
     chunks = _scan(ctx, window, None, SCAN_CHUNK)
@@ -556,6 +629,7 @@ def handoff_page(ctx: ReportContext, query: HandoffQuery) -> HandoffPageReport:
     ends early with fewer items (maybe none) and a ``next_cursor`` that continues after the last one
     examined.
     """
+    ctx = ctx.for_client(query.client)
     cursors = CursorCodec(ctx.state)
     cursor = query.cursor
     if cursor is not None and not cursors.issued_to(cursor, ctx.account_id, ctx.user_id):
@@ -748,7 +822,7 @@ def savings_report(ctx: ReportContext, query: SavingsQuery) -> SavingsReport:
     the stopwatch measured wall time), and the claim they support, or why there is none."""
     window = query.span.window(ctx.now)
     samples = ctx.state.baseline(ctx.account_id, ctx.reads)
-    metric = ctx.state.prepared().escalations
+    metric = ctx.escalations()
     deltas = metric.deltas(ctx.read(metric.deltas_statement(), window))
     found = savings.savings(
         [sample.seconds for sample in samples],
@@ -813,6 +887,7 @@ def trend_csv(ctx: ReportContext, query: TrendQuery) -> CsvTable:
 
 def psa_csv(ctx: ReportContext, query: PsaQuery) -> CsvTable:
     """The daily trend, one row per local day."""
+    ctx = ctx.for_client(query.client)
     days = _psa(ctx, query.span.window(ctx.now), query.tz).daily_trend
     label = f"date ({query.tz})"
     return _dumped_table("psa_daily_trend.csv", schemas.PsaDailyTrend(), "date", label, days)

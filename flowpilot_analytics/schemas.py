@@ -111,6 +111,7 @@ class EscalationQuery(Query):
     group_by: t.Literal["engineer"] | None = None
     target_seconds: float | None = None
     clock: Clock = "wall"
+    client: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,6 +124,7 @@ class TrendQuery(Query):
     target_seconds: float | None = None
     format: Format | None = None
     clock: Clock = "wall"
+    client: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,6 +136,7 @@ class HandoffQuery(Query):
     cursor: Cursor | None = None
     format: Format | None = None
     clock: Clock = "wall"
+    client: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,6 +146,7 @@ class PsaQuery(Query):
     tz: str = "UTC"
     compare: t.Literal["previous"] | None = None
     format: Format | None = None
+    client: str | None = None
 
 
 # -- shared fields ---------------------------------------------------------------------------------
@@ -190,6 +194,16 @@ def _clock() -> fields.String:
         metadata={
             "description": "wall (default): wall-clock seconds. business: business seconds on the "
             "account's business hours (409 no_business_hours without a calendar)."
+        },
+    )
+
+
+def _client() -> fields.String:
+    return fields.String(
+        validate=validate.Length(min=1, max=255),
+        metadata={
+            "description": "Only the sessions of this client (the host's sessions.client_id); a "
+            "host without that column answers 400 unsupported_filter."
         },
     )
 
@@ -303,6 +317,7 @@ class EscalationArgs(PeriodArgs):
 
     target_seconds = _target()
     clock = _clock()
+    client = _client()
     group_by = fields.String(
         validate=validate.OneOf(["engineer"]),
         metadata={
@@ -318,6 +333,7 @@ class EscalationArgs(PeriodArgs):
             group_by=data.get("group_by"),
             target_seconds=data.get("target_seconds"),
             clock=data["clock"],
+            client=data.get("client"),
         )
 
 
@@ -337,6 +353,7 @@ class TrendArgs(PeriodArgs):
     )
     target_seconds = _target()
     clock = _clock()
+    client = _client()
     format = _format("csv: one row per point (Accept: text/csv works too).")
 
     @post_load
@@ -348,6 +365,7 @@ class TrendArgs(PeriodArgs):
             target_seconds=data.get("target_seconds"),
             format=data.get("format"),
             clock=data["clock"],
+            client=data.get("client"),
         )
 
 
@@ -371,6 +389,7 @@ class HandoffsArgs(PeriodArgs):
     )
     format = _format("csv streams every matching handoff (no paging); Accept: text/csv works too.")
     clock = _clock()
+    client = _client()
 
     def __init__(
         self, *, bucket_count: int = 6, decode_cursor: t.Callable[[str], Cursor] | None = None
@@ -397,6 +416,7 @@ class HandoffsArgs(PeriodArgs):
             cursor=data.get("cursor"),
             format=data.get("format"),
             clock=data["clock"],
+            client=data.get("client"),
         )
 
 
@@ -521,6 +541,7 @@ class PsaMetricsArgs(PeriodArgs):
 
     format = _format("csv: the daily trend as CSV (Accept: text/csv works too).")
     tz = _zone()
+    client = _client()
 
     @post_load
     def _query(self, data: Loaded, **kwargs: object) -> PsaQuery:
@@ -529,6 +550,7 @@ class PsaMetricsArgs(PeriodArgs):
             tz=data["tz"],
             compare=data.get("compare"),
             format=data.get("format"),
+            client=data.get("client"),
         )
 
 

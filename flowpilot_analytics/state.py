@@ -73,6 +73,10 @@ class Prepared:
     tables: HostTables
     escalations: Escalations
     psa_metrics: PsaMetrics
+    #: The same metrics restricted to the client bound as ``client_id`` (``None`` when the host's
+    #: sessions have no client column).
+    client_escalations: Escalations | None = None
+    client_psa_metrics: PsaMetrics | None = None
 
 
 class AnalyticsState:
@@ -153,16 +157,21 @@ class AnalyticsState:
                     backend = Backend.for_dialect(engine.dialect.name)
                     with self._reading() as connection:
                         tables = reflect_host_tables(connection, self.settings)
+
+                    def escalations(scope: HostTables) -> Escalations:
+                        skew, edges = self.settings.clock_skew_seconds, self.settings.bucket_edges
+                        return Escalations(scope, backend, skew, edges)
+
+                    one = tables.for_one_client() if tables.has_client else None
                     self._prepared = Prepared(
                         backend=backend,
                         tables=tables,
-                        escalations=Escalations(
-                            tables,
-                            backend,
-                            self.settings.clock_skew_seconds,
-                            self.settings.bucket_edges,
-                        ),
+                        escalations=escalations(tables),
                         psa_metrics=PsaMetrics(tables, self.activity_io, backend),
+                        client_escalations=None if one is None else escalations(one),
+                        client_psa_metrics=None
+                        if one is None
+                        else PsaMetrics(one, self.activity_io, backend),
                     )
         return self._prepared
 

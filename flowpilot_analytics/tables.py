@@ -9,13 +9,14 @@ a view whose ``created_at`` is UTC in the column's own kind.
 
 from __future__ import annotations
 
+import dataclasses
 import typing as t
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 
 from .config import HOST_COLUMNS, OPTIONAL_HOST_COLUMNS, Settings
-from .timeutil import UtcDateTime, is_aware, is_aware_type
+from .timeutil import Expr, UtcDateTime, is_aware, is_aware_type
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,32 @@ class HostTables:
     sessions: sa.Table
     steps: sa.Table
     handoffs: sa.Table
+    #: Whether statements built from these tables keep one client's sessions only (the client
+    #: bound as ``client_id``): :meth:`for_one_client`'s copy.
+    one_client: bool = False
+
+    @property
+    def has_client(self) -> bool:
+        """Whether the host's sessions have a client column (``sessions.client_id``)."""
+        return "client_id" in self.sessions.c
+
+    def for_one_client(self) -> HostTables:
+        """The same tables, for statements restricted to the client bound as ``client_id``."""
+        return dataclasses.replace(self, one_client=True)
+
+    def client_scope(self, session_id: Expr) -> list[sa.ColumnElement[bool]]:
+        """With :attr:`one_client`, the condition that the session ``session_id`` (of the account
+        bound as ``account_id``) is the bound client's; nothing otherwise."""
+        if not self.one_client:
+            return []
+        s = self.sessions
+        return [
+            sa.exists().where(
+                s.c.id == session_id,
+                s.c.account_id == sa.bindparam("account_id"),
+                s.c.client_id == sa.bindparam("client_id", type_=s.c.client_id.type),
+            )
+        ]
 
 
 def split_name(name: str) -> tuple[str | None, str]:
@@ -65,7 +92,7 @@ def reflect_host_tables(connection: sa.Connection, settings: Settings) -> HostTa
             if host_name in reflected:
                 columns.append(sa.Column(host_name, reflected[host_name]["type"], key=column))
         built[logical] = sa.Table(name, metadata, *columns, schema=schema)
-    return HostTables(**built)
+    return HostTables(sessions=built["sessions"], steps=built["steps"], handoffs=built["handoffs"])
 
 
 #: Indexes the plugin's queries need on the host's tables (logical names), checked by ``doctor``:
@@ -74,6 +101,12 @@ RECOMMENDED_INDEXES: dict[str, tuple[tuple[str, ...], ...]] = {
     "steps": (("account_id", "session_id", "created_at"),),
     "handoffs": (("account_id", "claimed_at"),),
     "sessions": (("account_id", "created_at"),),
+}
+
+#: Indexes for optional columns, recommended when the host has the column: ``client=`` on
+#: psa-metrics reads one client's sessions of the window.
+OPTIONAL_INDEXES: dict[str, tuple[tuple[str, ...], ...]] = {
+    "sessions": (("account_id", "client_id", "created_at"),),
 }
 
 ID_TYPES: dict[str, t.Callable[[], sa.types.TypeEngine[t.Any]]] = {

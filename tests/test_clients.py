@@ -1,0 +1,185 @@
+"""``client=``: every escalation route and psa-metrics for one client's sessions (the host's
+``ai_sessions.client_id``), against a reference computed here; values the column cannot hold; a host
+without the column; isolation between accounts."""
+
+from __future__ import annotations
+
+import json
+import random
+import typing as t
+from datetime import timedelta
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from . import factories as f
+from .helpers import ESCALATIONS, HANDOFFS, PSA, as_user
+from .host import db
+
+ADMIN = as_user(1, "team_admin")
+CLIENTS = (101, 202, None)
+
+
+def _add_client_column() -> None:
+    """The host's sessions get a ``client_id`` column (before the first request reflects them)."""
+    db.session.rollback()
+    with db.engine.begin() as connection:
+        connection.execute(sa.text("ALTER TABLE ai_sessions ADD COLUMN client_id INTEGER"))
+
+
+def _set_client(session_id: int, client: int | None) -> None:
+    db.session.execute(
+        sa.text("UPDATE ai_sessions SET client_id = :c WHERE id = :id"),
+        {"c": client, "id": session_id},
+    )
+
+
+def _seed(rng: random.Random) -> dict[object, dict[str, list[t.Any]]]:
+    """Handoffs and activities over 25 days, each session one of three clients (or none), plus
+    account 2's sessions of client 101; returns per client the deltas (``None``: no action), the
+    session ids and the time-entry minutes."""
+    truth: dict[object, dict[str, list[t.Any]]] = {
+        c: {"deltas": [], "sessions": [], "minutes": []} for c in CLIENTS
+    }
+    for i in range(90):
+        client = CLIENTS[i % 3]
+        claimed = f.at(days=rng.uniform(0.1, 25))
+        sess = f.session(1, claimed - timedelta(hours=1), ticket=f"T-{i}" if i % 4 else None)
+        _set_client(sess.id, client)
+        f.handoff(sess, claimed)
+        delta = None if i % 7 == 0 else round(rng.uniform(5, 20000), 6)
+        if delta is not None:
+            f.step(sess, claimed + timedelta(seconds=delta))
+        truth[client]["deltas"].append(delta)
+        truth[client]["sessions"].append(sess.id)
+        if i % 4:
+            f.activity(1, sess.id, "note_posted", claimed)
+            minutes = float(rng.randint(5, 60))
+            f.activity(1, sess.id, "time_entry_posted", claimed, minutes)
+            truth[client]["minutes"].append(minutes)
+    for _ in range(10):  # another account's sessions of a client with the same id
+        claimed = f.at(days=rng.uniform(0.1, 25))
+        sess = f.session(2, claimed - timedelta(hours=1))
+        _set_client(sess.id, 101)
+        f.handoff(sess, claimed)
+        f.step(sess, claimed + timedelta(seconds=1))
+    f.commit()
+    return truth
+
+
+@pytest.fixture
+def clients(app: t.Any) -> dict[object, dict[str, list[t.Any]]]:
+    _add_client_column()
+    return _seed(random.Random(21))
+
+
+def test_escalations_of_one_client_match_the_reference(
+    client: t.Any, clients: dict[object, dict[str, list[t.Any]]]
+) -> None:
+    for client_id in (101, 202):
+        deltas = [d for d in clients[client_id]["deltas"] if d is not None]
+        body = client.get(ESCALATIONS + f"?client={client_id}", headers=ADMIN).get_json()
+        assert body["n_handoffs_claimed"] == len(clients[client_id]["deltas"])
+        assert body["n_handoffs_with_action"] == len(deltas)
+        assert body["median_seconds"] == pytest.approx(float(np.percentile(deltas, 50)), abs=1e-6)
+        assert body["p95_seconds"] == pytest.approx(float(np.percentile(deltas, 95)), abs=1e-6)
+        trend = client.get(ESCALATIONS + f"/trend?client={client_id}", headers=ADMIN).get_json()
+        assert sum(p["n_handoffs_claimed"] for p in trend["points"]) == body["n_handoffs_claimed"]
+        page = client.get(HANDOFFS + f"?client={client_id}&limit=500", headers=ADMIN).get_json()
+        assert sorted(item["session_id"] for item in page["items"]) == sorted(
+            clients[client_id]["sessions"]
+        )
+        csv_rows = client.get(HANDOFFS + f"?client={client_id}&format=csv", headers=ADMIN)
+        assert len(csv_rows.get_data(as_text=True).splitlines()) - 1 == body["n_handoffs_claimed"]
+    everyone = client.get(ESCALATIONS, headers=ADMIN).get_json()
+    assert everyone["n_handoffs_claimed"] == sum(len(v["deltas"]) for v in clients.values())
+
+
+def test_psa_metrics_of_one_client_match_the_reference(
+    client: t.Any, clients: dict[object, dict[str, list[t.Any]]]
+) -> None:
+    for client_id in (101, 202):
+        body = client.get(PSA + f"?client={client_id}", headers=ADMIN).get_json()
+        minutes = clients[client_id]["minutes"]
+        assert body["funnel"]["sessions"] == len(clients[client_id]["sessions"])
+        assert body["funnel"]["doc_pushed"] == len(minutes)
+        assert body["time_entries"]["count"] == len(minutes)
+        assert body["time_entries"]["total_minutes"] == pytest.approx(sum(minutes))
+        assert sum(day["time_entries"] for day in body["daily_trend"]) == len(minutes)
+
+
+def test_another_accounts_client_and_an_unknown_client_give_nothing(
+    client: t.Any, clients: dict[object, dict[str, list[t.Any]]]
+) -> None:
+    """Account 2's sessions of client 101 never count for account 1, nor account 1's for 2."""
+    mine = client.get(ESCALATIONS + "?client=101", headers=ADMIN).get_json()
+    assert mine["n_handoffs_claimed"] == len(clients[101]["deltas"])
+    theirs = client.get(ESCALATIONS + "?client=101", headers=as_user(2, "team_admin")).get_json()
+    assert theirs["n_handoffs_claimed"] == 10
+    nobody = client.get(ESCALATIONS + "?client=999", headers=ADMIN).get_json()
+    assert nobody["n_handoffs_claimed"] == 0 and nobody["median_seconds"] is None
+
+
+@pytest.mark.parametrize("value", ["abc", "1.5", "99999999999999999999", "", "1" * 256, "１２"])
+def test_a_value_the_column_cannot_hold_is_a_400(
+    client: t.Any, clients: dict[object, dict[str, list[t.Any]]], value: str
+) -> None:
+    for url in (ESCALATIONS, ESCALATIONS + "/trend", HANDOFFS, PSA):
+        response = client.get(url, query_string={"client": value}, headers=ADMIN)
+        assert response.status_code == 400, (url, value)
+        assert "client" in response.get_json()["error"]["details"]["fields"]
+
+
+def test_a_host_without_the_column_is_told_which_column_to_add(client: t.Any) -> None:
+    for url in (ESCALATIONS, ESCALATIONS + "/trend", HANDOFFS, PSA):
+        response = client.get(url + "?client=1", headers=ADMIN)
+        assert response.status_code == 400
+        error = response.get_json()["error"]
+        assert error["code"] == "unsupported_filter"
+        assert "client_id" in error["message"] and error["details"]["setting"] == (
+            "FLOWPILOT_ANALYTICS_COLUMNS"
+        )
+    assert client.get(ESCALATIONS, headers=ADMIN).status_code == 200
+
+
+def test_the_command_line_takes_the_client(
+    app: t.Any, client: t.Any, clients: dict[object, dict[str, list[t.Any]]]
+) -> None:
+    printed = app.test_cli_runner().invoke(
+        args=["flowpilot-analytics", "escalations", "--account", "1", "--client", "202", "--json"]
+    )
+    assert printed.exit_code == 0, printed.output
+    body = client.get(ESCALATIONS + "?client=202", headers=ADMIN).get_json()
+    assert json.loads(printed.output) == body
+
+
+@pytest.mark.parametrize("app_config", [{"FLOWPILOT_ANALYTICS_CACHE_TTL": 60}], ids=["cached"])
+def test_cached_answers_are_per_client(
+    client: t.Any, clients: dict[object, dict[str, list[t.Any]]]
+) -> None:
+    first = client.get(ESCALATIONS + "?client=101", headers=ADMIN).get_json()
+    second = client.get(ESCALATIONS + "?client=202", headers=ADMIN).get_json()
+    assert first["n_handoffs_claimed"] == len(clients[101]["deltas"])
+    assert second["n_handoffs_claimed"] == len(clients[202]["deltas"])
+
+
+def test_doctor_recommends_the_client_index_once_the_column_exists(app: t.Any) -> None:
+    runner = app.test_cli_runner()
+    before = runner.invoke(args=["flowpilot-analytics", "doctor"])
+    assert "client_id" not in before.output and before.exit_code == 0
+    _add_client_column()
+    after = runner.invoke(args=["flowpilot-analytics", "doctor"])
+    assert after.exit_code == 1
+    assert "MISSING index ai_sessions (account_id, client_id, created_at)" in after.output
+    statement = next(
+        line for line in after.output.splitlines() if "client_id" in line and "CREATE" in line
+    )
+    if db.engine.dialect.name == "postgresql":  # CONCURRENTLY cannot run inside a transaction
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.exec_driver_sql(statement.rstrip(";"))
+    else:
+        with db.engine.begin() as connection:
+            connection.exec_driver_sql(statement.rstrip(";"))
+    fixed = runner.invoke(args=["flowpilot-analytics", "doctor"])
+    assert fixed.exit_code == 0, fixed.output
