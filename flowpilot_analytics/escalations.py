@@ -87,6 +87,24 @@ Row: t.TypeAlias = "t.Sequence[t.Any]"
 EngineerId: t.TypeAlias = object
 
 
+#: How a report splits its handoffs: by claimer, by the session's client, or not.
+Group: t.TypeAlias = 't.Literal["engineer", "client"] | None'
+
+
+def _grouping(tables: HostTables, group: Group) -> tuple[Expr, FromClause]:
+    """The expression handoffs are grouped by, and what to select them from: the claimer column,
+    or the client of the handoff's session (sessions joined on id and account; a handoff whose
+    session has no client, or no row, is the ``None`` group)."""
+    h = tables.handoffs
+    if group == "engineer":
+        return h.c.claimed_by, h
+    if group == "client":
+        s = tables.sessions
+        joined = h.outerjoin(s, sa.and_(s.c.id == h.c.session_id, s.c.account_id == h.c.account_id))
+        return s.c.client_id, joined
+    return sa.null(), h
+
+
 #: Which clock a report measures on: wall-clock seconds, or the account's business hours.
 Clock: t.TypeAlias = 't.Literal["wall", "business"]'
 CLOCKS: tuple[str, ...] = ("wall", "business")
@@ -542,7 +560,7 @@ def target_params(target: Target | None) -> dict[str, object]:
 
 
 def aggregate_query(
-    tables: HostTables, backend: Backend, skew_seconds: float, edges: Edges, by_engineer: bool
+    tables: HostTables, backend: Backend, skew_seconds: float, edges: Edges, group: Group
 ) -> Statement:
     """PostgreSQL: one row per group with the counts, ``avg``, ``percentile_cont``, the target's
     counts and the bucket counts. Bound parameters: ``account_id``, ``window_start``, ``window_end``
@@ -554,13 +572,13 @@ def aggregate_query(
     for low, high in bucket_bounds(edges):
         inside = [delta >= low] + ([delta < high] if high is not None else [])
         bucket_counts.append(sa.func.count().filter(sa.and_(*inside)))
-    engineer = h.c.claimed_by if by_engineer else sa.null()
+    key, source = _grouping(tables, group)
     query = (
-        sa.select(engineer.label("engineer"), *_aggregates(delta, h.c.claimed_at), *bucket_counts)
-        .select_from(h.outerjoin(lateral, sa.true()))
+        sa.select(key.label("engineer"), *_aggregates(delta, h.c.claimed_at), *bucket_counts)
+        .select_from(source.outerjoin(lateral, sa.true()))
         .where(*_in_scope(tables))
     )
-    return query.group_by(h.c.claimed_by).order_by(h.c.claimed_by) if by_engineer else query
+    return query.group_by(key).order_by(key) if group is not None else query
 
 
 def trend_query(tables: HostTables, backend: Backend, skew_seconds: float, week: bool) -> Statement:
@@ -609,7 +627,7 @@ def fold_aggregates(
 
 
 def rows_query(
-    tables: HostTables, backend: Backend, skew_seconds: float, by_engineer: bool
+    tables: HostTables, backend: Backend, skew_seconds: float, group: Group
 ) -> Statement:
     """Portable: ``(claimed_at, first_step_at, engineer)`` per handoff in scope, for
     :func:`fold_rows`.
@@ -619,20 +637,26 @@ def rows_query(
     """
     h = tables.handoffs
     _, first = _first_step(tables, backend, skew_seconds)
-    engineer = h.c.claimed_by if by_engineer else sa.null()
+    key, source = _grouping(tables, group)
     first_step_at = sa.type_coerce(first.correlate(h).scalar_subquery(), sa.String())
-    return sa.select(
-        sa.type_coerce(h.c.claimed_at, sa.String()).label("claimed_at"),
-        first_step_at.label("first_step_at"),
-        engineer.label("engineer"),
-    ).where(*_in_scope(tables))
+    statement = t.cast(
+        Statement,
+        sa.select(
+            sa.type_coerce(h.c.claimed_at, sa.String()).label("claimed_at"),
+            first_step_at.label("first_step_at"),
+            key.label("engineer"),
+        )
+        .select_from(source)
+        .where(*_in_scope(tables)),
+    )
+    return statement
 
 
 def micros_rows_query(
     tables: HostTables,
     backend: Backend,
     skew_seconds: float,
-    by_engineer: bool,
+    group: Group,
     point: bool | None = None,
 ) -> Statement:
     """PostgreSQL: ``(claim, first_step, engineer)`` per handoff in scope, both instants as exact
@@ -648,18 +672,18 @@ def micros_rows_query(
 
     stepped = comparable(tables.steps.c.created_at, is_aware(h.c.claimed_at), backend)
     first_micros = first.with_only_columns(micros_of(stepped)).correlate(h).scalar_subquery()
-    engineer = h.c.claimed_by if by_engineer else sa.null()
+    key, source = _grouping(tables, group)
     columns = [
         micros_of(h.c.claimed_at).label("claim_micros"),
         first_micros.label("first_step_micros"),
-        engineer.label("engineer"),
+        key.label("engineer"),
     ]
     if point is not None:  # as days since 1970-01-01: an integer decodes faster than a date
         local = local_date(h.c.claimed_at, week=point)
         columns.append(
             sa.cast(local - sa.cast("1970-01-01", sa.Date()), sa.Integer()).label("point")
         )
-    return sa.select(*columns).where(*_in_scope(tables))
+    return sa.select(*columns).select_from(source).where(*_in_scope(tables))
 
 
 def deltas_query(tables: HostTables, backend: Backend, skew_seconds: float) -> Statement:
@@ -770,8 +794,17 @@ def handoffs_query(
     )
 
 
-def unsupported_grouping() -> InvalidQuery:
-    """The error of ``group_by=engineer`` on a host whose handoffs have no claimer column."""
+def unsupported_grouping(group: Group = "engineer") -> InvalidQuery:
+    """The error of ``group_by=engineer`` (``client``) on a host whose handoffs (sessions) have no
+    claimer (client) column."""
+    if group == "client":
+        return InvalidQuery(
+            "group_by=client needs the sessions' client column, which this database does not "
+            "have. Add ai_sessions.client_id, or map yours with FLOWPILOT_ANALYTICS_COLUMNS = "
+            "{'sessions.client_id': '<column>'}.",
+            code="unsupported_grouping",
+            details={"setting": "FLOWPILOT_ANALYTICS_COLUMNS", "column": "sessions.client_id"},
+        )
     return InvalidQuery(
         "group_by=engineer needs the handoffs' claimer column, which this database does not have. "
         "Map it with FLOWPILOT_ANALYTICS_COLUMNS = {'handoffs.claimed_by': '<column>'}.",
@@ -792,56 +825,59 @@ class Escalations:
         self.tables = tables
         self.backend = backend
         self.edges = edges
-        self.can_group_by_engineer = "claimed_by" in tables.handoffs.c
-        grouped = self.can_group_by_engineer
+        #: The groupings this host's columns allow.
+        self.groups: tuple[Group, ...] = (
+            None,
+            *(("engineer",) if "claimed_by" in tables.handoffs.c else ()),
+            *(("client",) if tables.has_client else ()),
+        )
+        self.can_group_by_engineer = "engineer" in self.groups
+        self._grouped: dict[Group, Statement] = {}
         if backend.aggregates_in_sql:
-            self._overall = aggregate_query(tables, backend, skew_seconds, edges, False)
-            self._by_engineer = (
-                aggregate_query(tables, backend, skew_seconds, edges, True) if grouped else None
-            )
+            for group in self.groups:
+                self._grouped[group] = aggregate_query(tables, backend, skew_seconds, edges, group)
             self._trend = {
                 week: trend_query(tables, backend, skew_seconds, week) for week in (False, True)
             }
         else:
-            self._overall = rows_query(tables, backend, skew_seconds, False)
-            self._by_engineer = rows_query(tables, backend, skew_seconds, True) if grouped else None
-            self._trend = dict.fromkeys((False, True), self._overall)
-        #: One row per handoff, what the business clock measures: by (engineer, trend point).
-        self._business: dict[tuple[bool, bool | None], Statement] = {}
-        for by_engineer in (False, True) if grouped else (False,):
+            for group in self.groups:
+                self._grouped[group] = rows_query(tables, backend, skew_seconds, group)
+            self._trend = dict.fromkeys((False, True), self._grouped[None])
+        self._overall = self._grouped[None]
+        #: One row per handoff, what the business clock measures: by (group, trend point).
+        self._business: dict[tuple[Group, bool | None], Statement] = {}
+        for group in self.groups:
             for point in (None, False, True):
-                if by_engineer and point is not None:
+                if group is not None and point is not None:
                     continue
-                self._business[by_engineer, point] = (
-                    micros_rows_query(tables, backend, skew_seconds, by_engineer, point)
+                self._business[group, point] = (
+                    micros_rows_query(tables, backend, skew_seconds, group, point)
                     if backend.aggregates_in_sql
-                    else rows_query(tables, backend, skew_seconds, by_engineer)
+                    else rows_query(tables, backend, skew_seconds, group)
                 )
         #: The deltas of the handoffs with an action: an array on PostgreSQL, rows elsewhere.
         self._deltas = (
             deltas_query(tables, backend, skew_seconds)
             if backend.aggregates_in_sql
-            else self._business[False, None]
+            else self._business[None, None]
         )
         self.first_page = handoffs_query(tables, backend, skew_seconds, after=False)
         self.next_page = handoffs_query(tables, backend, skew_seconds, after=True)
 
-    def statement(self, by_engineer: bool) -> Statement:
-        """The statement for the whole account, or per engineer (:func:`unsupported_grouping`
-        without a claimer column)."""
-        if not by_engineer:
-            return self._overall
-        if self._by_engineer is None:
-            raise unsupported_grouping()
-        return self._by_engineer
+    def statement(self, group: Group) -> Statement:
+        """The statement for the whole account, or per engineer or client
+        (:func:`unsupported_grouping` without the column)."""
+        if group not in self._grouped:
+            raise unsupported_grouping(group)
+        return self._grouped[group]
 
-    def per_handoff_statement(self, by_engineer: bool, point: bool | None = None) -> Statement:
+    def per_handoff_statement(self, group: Group, point: bool | None = None) -> Statement:
         """One row per handoff, the business clock's input (:func:`measure_business`): microseconds
         on PostgreSQL (:func:`micros_rows_query`, with the local ``point`` of a trend, ``tz``
         bound), the stored timestamps elsewhere (:func:`rows_query`)."""
-        if by_engineer and (True, None) not in self._business:
-            raise unsupported_grouping()
-        return self._business[by_engineer, point]
+        if (group, point) not in self._business:
+            raise unsupported_grouping(group)
+        return self._business[group, point]
 
     def deltas_statement(self) -> Statement:
         """The statement behind :meth:`deltas`."""

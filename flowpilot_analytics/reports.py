@@ -35,6 +35,7 @@ from .escalations import (
     EngineerId,
     EscalationResult,
     Escalations,
+    Group,
     HandoffItem,
     HandoffRow,
     Row,
@@ -218,16 +219,16 @@ class _Clocked:
         self.used: set[int] = set()
 
     def handoffs(
-        self, window: Window, by_engineer: bool, tz: str | None = None, week: bool = False
+        self, window: Window, group: Group, tz: str | None = None, week: bool = False
     ) -> ClockedHandoffs:
-        """The window's handoffs in business seconds; with ``tz`` (a trend), each claim's local day
-        or week."""
+        """The window's handoffs in business seconds, with their group's key; with ``tz`` (a
+        trend), each claim's local day or week."""
         assert self.calendar is not None
         metric = self.ctx.escalations()
         if tz is None:
-            rows = self.ctx.read(metric.per_handoff_statement(by_engineer), window)
+            rows = self.ctx.read(metric.per_handoff_statement(group), window)
         else:
-            rows = self.ctx.read(metric.per_handoff_statement(False, week), window, tz=tz)
+            rows = self.ctx.read(metric.per_handoff_statement(None, week), window, tz=tz)
         zone = None if tz is None else ZoneInfo(tz)
         handoffs = measure_business(rows, self.calendar, self.ctx.now, zone=zone, week=week)
         self.used |= handoffs.used
@@ -258,6 +259,14 @@ class EngineerFigures(EscalationResult):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ClientFigures(EscalationResult):
+    """One client's figure (``EngineerGroup``, keyed ``client``): ``None`` for the sessions without
+    one."""
+
+    client: object
+
+
+@dataclass(frozen=True, kw_only=True)
 class PointFigures(EscalationResult):
     """One local day's or ISO week's figure (``TrendPoint``)."""
 
@@ -274,7 +283,7 @@ class EscalationReport(WindowFigures):
     business_hours: BusinessHoursUsed | None = None
     distribution: Distribution
     previous: WindowFigures | None = None
-    groups: tuple[EngineerFigures, ...] | None = None
+    groups: tuple[EngineerFigures | ClientFigures, ...] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -299,29 +308,27 @@ def _target(ctx: ReportContext, seconds: float | None) -> Target | None:
 
 
 def _groups(
-    ctx: ReportContext, window: Window, by_engineer: bool, target: Target | None
+    ctx: ReportContext, window: Window, group: Group, target: Target | None
 ) -> dict[EngineerId, EscalationResult]:
     metric = ctx.escalations()
-    rows = ctx.read(metric.statement(by_engineer), window, **target_params(target))
+    rows = ctx.read(metric.statement(group), window, **target_params(target))
     return metric.fold(rows, target)
 
 
 def _overall(ctx: ReportContext, window: Window, target: Target | None) -> EscalationResult:
     metric = ctx.escalations()
-    return metric.overall(
-        ctx.read(metric.statement(False), window, **target_params(target)), target
-    )
+    return metric.overall(ctx.read(metric.statement(None), window, **target_params(target)), target)
 
 
 def _business_figures(
-    clocked: _Clocked, window: Window, by_engineer: bool, target: Target | None
+    clocked: _Clocked, window: Window, group: Group, target: Target | None
 ) -> tuple[EscalationResult, dict[EngineerId, EscalationResult]]:
-    """The window's figures on the business clock, and per engineer (from the same rows)."""
+    """The window's figures on the business clock, and per group (from the same rows)."""
     edges = clocked.ctx.escalations().edges
     seconds = None if target is None else target.seconds
-    handoffs = clocked.handoffs(window, by_engineer)
+    handoffs = clocked.handoffs(window, group)
     groups = {}
-    if by_engineer:
+    if group is not None:
         groups = {
             engineer: fold_clocked(found, edges, seconds)
             for engineer, found in handoffs.groups(handoffs.engineers).items()
@@ -334,33 +341,38 @@ def escalation_report(ctx: ReportContext, query: EscalationQuery) -> EscalationR
     query's clock."""
     ctx = ctx.for_client(query.client)
     metric = ctx.escalations()
-    by_engineer = query.group_by == "engineer"
-    if by_engineer and not metric.can_group_by_engineer:  # refused before any work
-        raise unsupported_grouping()
+    group = query.group_by
+    if group not in metric.groups:  # refused before any work
+        raise unsupported_grouping(group)
     clocked = _Clocked(ctx, query.clock)
     window = query.span.window(ctx.now)
     target = _target(ctx, query.target_seconds)
     found: dict[EngineerId, EscalationResult] = {}
     if clocked.calendar is None:
         overall = _overall(ctx, window, target)
-        if by_engineer:
-            found = _groups(ctx, window, True, target)
+        if group is not None:
+            found = _groups(ctx, window, group, target)
     else:
-        overall, found = _business_figures(clocked, window, by_engineer, target)
+        overall, found = _business_figures(clocked, window, group, target)
     previous = None
     if query.compare == "previous":
         before = previous_window(window)
         figures = (
             _overall(ctx, before, target)
             if clocked.calendar is None
-            else _business_figures(clocked, before, False, target)[0]
+            else _business_figures(clocked, before, None, target)[0]
         )
         previous = WindowFigures(**vars(figures), window_start=before.start, window_end=before.end)
-    groups = None
-    if by_engineer:
+    groups: tuple[EngineerFigures | ClientFigures, ...] | None = None
+    if group == "engineer":
         groups = tuple(
-            EngineerFigures(**vars(found[engineer]), engineer=engineer)
-            for engineer in sorted(found, key=engineer_order)
+            EngineerFigures(**vars(found[key]), engineer=key)
+            for key in sorted(found, key=engineer_order)
+        )
+    elif group == "client":
+        groups = tuple(
+            ClientFigures(**vars(found[key]), client=key)
+            for key in sorted(found, key=engineer_order)
         )
     return EscalationReport(
         **vars(overall),
@@ -388,7 +400,7 @@ def escalation_trend(ctx: ReportContext, query: TrendQuery) -> TrendReport:
         rows = ctx.read(metric.trend_statement(week), window, tz=query.tz, **target_params(target))
         points = metric.trend(rows, window.start, window.end, zone, week, target)
     else:
-        handoffs = clocked.handoffs(window, False, tz=query.tz, week=week)
+        handoffs = clocked.handoffs(window, None, tz=query.tz, week=week)
         seconds = None if target is None else target.seconds
         days = local_days(window.start, window.end, zone, week=week)
         points = metric.business_trend(handoffs, days, seconds)

@@ -108,7 +108,7 @@ class EscalationQuery(Query):
     """``GET escalations``: the window, the previous one, per engineer, a response target."""
 
     compare: t.Literal["previous"] | None = None
-    group_by: t.Literal["engineer"] | None = None
+    group_by: t.Literal["engineer", "client"] | None = None
     target_seconds: float | None = None
     clock: Clock = "wall"
     client: str | None = None
@@ -319,9 +319,11 @@ class EscalationArgs(PeriodArgs):
     clock = _clock()
     client = _client()
     group_by = fields.String(
-        validate=validate.OneOf(["engineer"]),
+        validate=validate.OneOf(["engineer", "client"]),
         metadata={
-            "description": "engineer: add one group per claimer (the handoffs' claimed_by column)."
+            "description": "engineer: one group per claimer (the handoffs' claimed_by column); "
+            "client: one group per client of the handoffs' sessions (sessions.client_id; null "
+            "for sessions without one)."
         },
     )
 
@@ -697,9 +699,20 @@ class EscalationFigures(EscalationStats):
 
 
 class EngineerGroup(EscalationStats):
-    engineer = fields.Raw(
-        required=True, allow_none=True, metadata={"description": "The claimer's id."}
-    )
+    """One group's figures: ``engineer`` with group_by=engineer, ``client`` with group_by=client
+    (``null``: no claimer, or sessions without a client)."""
+
+    engineer = fields.Raw(allow_none=True, metadata={"description": "The claimer's id."})
+    client = fields.Raw(allow_none=True, metadata={"description": "The client's id."})
+
+    @post_dump(pass_original=True)
+    def _leave_out_absent(self, data: Loaded, original: object, **kwargs: object) -> Loaded:
+        """As every part, but the group's own key is kept even when ``null``."""
+        kept = {k: v for k, v in data.items() if v is not None or self.fields[k].required}
+        for key in ("engineer", "client"):
+            if hasattr(original, key):
+                kept[key] = data.get(key)
+        return kept
 
 
 class EscalationMetrics(EscalationFigures):

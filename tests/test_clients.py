@@ -183,3 +183,50 @@ def test_doctor_recommends_the_client_index_once_the_column_exists(app: t.Any) -
             connection.exec_driver_sql(statement.rstrip(";"))
     fixed = runner.invoke(args=["flowpilot-analytics", "doctor"])
     assert fixed.exit_code == 0, fixed.output
+
+
+@pytest.mark.parametrize("clock", ["wall", "business"])
+def test_group_by_client_gives_each_clients_figures(
+    client: t.Any, clients: dict[object, dict[str, list[t.Any]]], clock: str
+) -> None:
+    """One group per client, sessions without one as ``"client": null``; the groups add up to the
+    headline and each equals the ``client=`` report (and the reference on the wall clock)."""
+    if clock == "business":
+        always = {
+            "timezone": "UTC",
+            "effective_from": "2020-01-01",
+            "weekly": {
+                d: [["00:00", "24:00"]] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+            },
+        }
+        assert (
+            client.post(
+                "/api/v1/analytics/flowpilot/business-hours", json=always, headers=ADMIN
+            ).status_code
+            == 201
+        )
+    body = client.get(
+        ESCALATIONS + f"?group_by=client&clock={clock}&target_seconds=3600", headers=ADMIN
+    ).get_json()
+    groups = {group["client"]: group for group in body["groups"]}
+    assert list(groups) == [101, 202, None]
+    assert all("engineer" not in group for group in body["groups"])
+    assert sum(g["n_handoffs_claimed"] for g in groups.values()) == body["n_handoffs_claimed"]
+    for client_id, group in groups.items():
+        deltas = [d for d in clients[client_id]["deltas"] if d is not None]
+        assert group["n_handoffs_claimed"] == len(clients[client_id]["deltas"])
+        assert group["median_seconds"] == pytest.approx(float(np.percentile(deltas, 50)), abs=1e-6)
+        if client_id is not None:
+            alone = client.get(
+                ESCALATIONS + f"?client={client_id}&clock={clock}&target_seconds=3600",
+                headers=ADMIN,
+            ).get_json()
+            for key in ("n_handoffs_claimed", "median_seconds", "p90_seconds", "target"):
+                assert group[key] == alone[key], key
+
+
+def test_group_by_client_on_a_host_without_the_column(client: t.Any) -> None:
+    response = client.get(ESCALATIONS + "?group_by=client", headers=ADMIN)
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["code"] == "unsupported_grouping" and "client_id" in error["message"]

@@ -62,7 +62,7 @@ def test_document_is_served_without_identity_and_is_valid_openapi(client: t.Any)
 
     period = parameter("/escalations", "period")
     assert period["schema"]["enum"] == ["7d", "30d", "90d"] and period["schema"]["default"] == "30d"
-    assert parameter("/escalations", "group_by")["schema"]["enum"] == ["engineer"]
+    assert parameter("/escalations", "group_by")["schema"]["enum"] == ["engineer", "client"]
     assert parameter("/psa-metrics", "since")["schema"]["format"] == "date-time"
     assert parameter("/escalations/handoffs", "cursor")["schema"]["type"] == "string"
     for path in ("/psa-metrics", "/escalations/trend"):  # the zone list, once, as a component
