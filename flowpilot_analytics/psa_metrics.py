@@ -45,8 +45,11 @@ def day_bucket(column: Expr, backend: Backend) -> Expr:
     return local_date(column) if backend.aggregates_in_sql else column
 
 
-def sessions_query(tables: HostTables, activities: sa.Table, backend: Backend) -> Statement:
-    """The account's sessions created in the window, grouped by day, with the funnel counts.
+def sessions_query(
+    tables: HostTables, activities: sa.Table, backend: Backend, by_client: bool = False
+) -> Statement:
+    """The account's sessions created in the window, grouped by day, with the funnel counts; with
+    ``by_client``, by day and client (the client last in each row).
 
     Bound parameters: ``account_id``, ``window_start``, ``window_end`` (and ``tz`` on PostgreSQL).
     """
@@ -70,18 +73,22 @@ def sessions_query(tables: HostTables, activities: sa.Table, backend: Backend) -
             sa.case((linked, sa.case((has(TIME_ENTRY_POSTED), 1), else_=0)), else_=0).label(
                 "timed"
             ),
+            (s.c.client_id if by_client else sa.null()).label("client"),
         )
         .where(s.c.account_id == account, *in_window(s.c.created_at), *one_client(tables, s))
         .offset(0)
         .subquery("session_flags")
     )
-    return sa.select(
+    counts = sa.select(
         flags.c.bucket,
         sa.func.count(),
         sa.func.sum(flags.c.linked),
         sa.func.sum(flags.c.noted),
         sa.func.sum(flags.c.noted * flags.c.timed),
-    ).group_by(flags.c.bucket)
+    )
+    if by_client:
+        return counts.add_columns(flags.c.client).group_by(flags.c.bucket, flags.c.client)
+    return counts.group_by(flags.c.bucket)
 
 
 def one_client(tables: HostTables, sessions: sa.Table) -> list[sa.ColumnElement[bool]]:
@@ -91,30 +98,38 @@ def one_client(tables: HostTables, sessions: sa.Table) -> list[sa.ColumnElement[
     return [sessions.c.client_id == sa.bindparam("client_id", type_=sessions.c.client_id.type)]
 
 
-def activities_query(tables: HostTables, activities: sa.Table, backend: Backend) -> Statement:
+def activities_query(
+    tables: HostTables, activities: sa.Table, backend: Backend, by_client: bool = False
+) -> Statement:
     """The account's note and time-entry activities created in the window, grouped by day and
-    type (for one client: those of its sessions)."""
+    type (for one client: those of its sessions); with ``by_client``, also by the client of the
+    activity's session (last in each row; ``None`` without a session or a client)."""
     a = activities
     bucket = day_bucket(a.c.created_at, backend).label("bucket")
     # NaN (PostgreSQL numeric allows it, and sorts it above every
     # number) and infinities are not minutes: they are left out of the
     # sum and counted, so one bad row never poisons an account's totals.
     valid = sa.and_(a.c.minutes >= 0, a.c.minutes < sa.literal(10**12, sa.Numeric()))
+    query = sa.select(
+        bucket,
+        a.c.activity_type,
+        sa.func.count(),
+        sa.func.sum(sa.case((valid, a.c.minutes))),
+        sa.func.count(sa.case((sa.and_(a.c.minutes.is_not(None), sa.not_(valid)), 1))),
+    ).where(
+        a.c.account_id == sa.bindparam("account_id"),
+        a.c.activity_type.in_([NOTE_POSTED, TIME_ENTRY_POSTED]),
+        *in_window(a.c.created_at),
+        *tables.client_scope(a.c.session_id),
+    )
+    if not by_client:
+        return query.group_by(bucket, a.c.activity_type)
+    s = tables.sessions
+    source = a.outerjoin(s, sa.and_(s.c.id == a.c.session_id, s.c.account_id == a.c.account_id))
     return (
-        sa.select(
-            bucket,
-            a.c.activity_type,
-            sa.func.count(),
-            sa.func.sum(sa.case((valid, a.c.minutes))),
-            sa.func.count(sa.case((sa.and_(a.c.minutes.is_not(None), sa.not_(valid)), 1))),
-        )
-        .where(
-            a.c.account_id == sa.bindparam("account_id"),
-            a.c.activity_type.in_([NOTE_POSTED, TIME_ENTRY_POSTED]),
-            *in_window(a.c.created_at),
-            *tables.client_scope(a.c.session_id),
-        )
-        .group_by(bucket, a.c.activity_type)
+        query.add_columns(s.c.client_id)
+        .select_from(source)
+        .group_by(bucket, a.c.activity_type, s.c.client_id)
     )
 
 
@@ -231,8 +246,30 @@ class PsaMetrics:
             sessions_query(tables, activities, backend),
             activities_query(tables, activities, backend),
         )
+        #: The same per client, when the host's sessions have a client column.
+        self.client_statements = (
+            (
+                sessions_query(tables, activities, backend, by_client=True),
+                activities_query(tables, activities, backend, by_client=True),
+            )
+            if tables.has_client
+            else None
+        )
 
     def fold(self, rows: t.Sequence[t.Sequence[Row]], window: Window, zone: ZoneInfo) -> PsaResult:
         """The result from the two statements' rows (in :attr:`statements` order)."""
         sessions, activities = rows
         return summarize(sessions, activities, window, zone)
+
+    def fold_clients(
+        self, rows: t.Sequence[t.Sequence[Row]], window: Window, zone: ZoneInfo
+    ) -> dict[object, PsaResult]:
+        """Each client's result from :attr:`client_statements`' rows (the client last in each)."""
+        parts: dict[object, tuple[list[Row], list[Row]]] = {}
+        for side, found in enumerate(rows):
+            for row in found:
+                parts.setdefault(row[-1], ([], []))[side].append(row[:-1])
+        return {
+            client: summarize(sessions, activities, window, zone)
+            for client, (sessions, activities) in parts.items()
+        }

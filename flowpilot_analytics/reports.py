@@ -51,7 +51,7 @@ from .escalations import (
 )
 from .identity import AccountId, UserId
 from .periods import Window, previous_window
-from .psa_metrics import PsaMetrics, PsaResult
+from .psa_metrics import Funnel, PsaMetrics, PsaResult, TimeEntries
 from .replica import Reads
 from .schemas import (
     Args,
@@ -427,6 +427,15 @@ class PsaWindow(PsaResult):
     window_end: datetime
 
 
+@dataclass(frozen=True)
+class PsaClientGroup:
+    """One client's figures (``PsaClientGroup``)."""
+
+    client: object
+    time_entries: TimeEntries
+    funnel: Funnel
+
+
 @dataclass(frozen=True, kw_only=True)
 class PsaReport(PsaWindow):
     """The body of ``GET psa-metrics`` (``EnhancedPsaMetrics``)."""
@@ -434,6 +443,7 @@ class PsaReport(PsaWindow):
     period: str
     timezone: str
     previous: PsaWindow | None = None
+    groups: tuple[PsaClientGroup, ...] | None = None
 
 
 def _psa(ctx: ReportContext, window: Window, zone_name: str) -> PsaResult:
@@ -455,6 +465,8 @@ def psa_report(ctx: ReportContext, query: PsaQuery) -> PsaReport:
     """Time entries, the documentation funnel and the daily trend of the account (or one client)
     over the window."""
     ctx = ctx.for_client(query.client)
+    if query.group_by == "client" and ctx.psa_metrics().client_statements is None:
+        raise unsupported_grouping("client")  # refused before any work
     window = query.span.window(ctx.now)
     result = _psa(ctx, window, query.tz)
     previous = None
@@ -463,6 +475,17 @@ def psa_report(ctx: ReportContext, query: PsaQuery) -> PsaReport:
         previous = PsaWindow(
             **vars(_psa(ctx, before, query.tz)), window_start=before.start, window_end=before.end
         )
+    groups = None
+    if query.group_by == "client":
+        metric = ctx.psa_metrics()
+        statements = t.cast(t.Sequence[Statement], metric.client_statements)
+        found = metric.fold_clients(
+            ctx.read_all(statements, window, tz=query.tz), window, ZoneInfo(query.tz)
+        )
+        groups = tuple(
+            PsaClientGroup(key, found[key].time_entries, found[key].funnel)
+            for key in sorted(found, key=engineer_order)
+        )
     return PsaReport(
         **vars(result),
         window_start=window.start,
@@ -470,6 +493,7 @@ def psa_report(ctx: ReportContext, query: PsaQuery) -> PsaReport:
         period=window.period,
         timezone=query.tz,
         previous=previous,
+        groups=groups,
     )
 
 

@@ -147,6 +147,7 @@ class PsaQuery(Query):
     compare: t.Literal["previous"] | None = None
     format: Format | None = None
     client: str | None = None
+    group_by: t.Literal["client"] | None = None
 
 
 # -- shared fields ---------------------------------------------------------------------------------
@@ -544,6 +545,13 @@ class PsaMetricsArgs(PeriodArgs):
     format = _format("csv: the daily trend as CSV (Accept: text/csv works too).")
     tz = _zone()
     client = _client()
+    group_by = fields.String(
+        validate=validate.OneOf(["client"]),
+        metadata={
+            "description": "client: add one group per client of the sessions (sessions.client_id; "
+            "null for sessions without one, and activities without a session)."
+        },
+    )
 
     @post_load
     def _query(self, data: Loaded, **kwargs: object) -> PsaQuery:
@@ -553,6 +561,7 @@ class PsaMetricsArgs(PeriodArgs):
             compare=data.get("compare"),
             format=data.get("format"),
             client=data.get("client"),
+            group_by=data.get("group_by"),
         )
 
 
@@ -784,6 +793,16 @@ class PsaFigures(_Body):
     funnel = fields.Nested(PsaFunnel, required=True)
 
 
+class PsaClientGroup(_Body):
+    """One client's time entries and funnel (``client``: ``null`` for sessions without one)."""
+
+    client = fields.Raw(
+        required=True, allow_none=True, metadata={"description": "The client's id."}
+    )
+    time_entries = fields.Nested(TimeEntryTotals, required=True)
+    funnel = fields.Nested(PsaFunnel, required=True)
+
+
 class EnhancedPsaMetrics(PsaFigures):
     """Response of ``GET /analytics/flowpilot/psa-metrics``:
     the window's figures, the zone and the trend."""
@@ -793,6 +812,9 @@ class EnhancedPsaMetrics(PsaFigures):
     daily_trend = fields.List(fields.Nested(PsaDailyTrend), required=True)
     previous = fields.Nested(
         PsaFigures, metadata={"description": "With compare=previous (no trend)."}
+    )
+    groups = fields.List(
+        fields.Nested(PsaClientGroup), metadata={"description": "With group_by=client."}
     )
 
 

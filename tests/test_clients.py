@@ -230,3 +230,26 @@ def test_group_by_client_on_a_host_without_the_column(client: t.Any) -> None:
     assert response.status_code == 400
     error = response.get_json()["error"]
     assert error["code"] == "unsupported_grouping" and "client_id" in error["message"]
+
+
+def test_psa_metrics_group_by_client(
+    client: t.Any, clients: dict[object, dict[str, list[t.Any]]]
+) -> None:
+    body = client.get(PSA + "?group_by=client", headers=ADMIN).get_json()
+    groups = {group["client"]: group for group in body["groups"]}
+    assert list(groups) == [101, 202, None]
+    for client_id, group in groups.items():
+        minutes = clients[client_id]["minutes"]
+        assert group["funnel"]["sessions"] == len(clients[client_id]["sessions"])
+        assert group["time_entries"]["count"] == len(minutes)
+        assert group["time_entries"]["total_minutes"] == pytest.approx(sum(minutes))
+    assert sum(g["funnel"]["sessions"] for g in groups.values()) == body["funnel"]["sessions"]
+    alone = client.get(PSA + "?client=202", headers=ADMIN).get_json()
+    assert groups[202]["funnel"] == alone["funnel"]
+    assert groups[202]["time_entries"] == alone["time_entries"]
+
+
+def test_psa_group_by_client_on_a_host_without_the_column(client: t.Any) -> None:
+    response = client.get(PSA + "?group_by=client", headers=ADMIN)
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "unsupported_grouping"
