@@ -735,6 +735,8 @@ class HandoffItem:
     bucket: int | None
     #: On the wall clock, whatever the report's clock.
     wall_seconds: float | None
+    #: The client of the handoff's session (``None`` without one).
+    client: object = None
 
 
 class HandoffRow(t.NamedTuple):
@@ -746,6 +748,8 @@ class HandoffRow(t.NamedTuple):
     claimed_at: datetime
     first_action_at: datetime | None
     sort_key: datetime | str
+    #: The client of the handoff's session (``None`` without one, or without a client column).
+    client: object = None
 
     def describe(self, edges: Edges) -> HandoffItem:
         """The drill-down item of this row."""
@@ -759,7 +763,22 @@ class HandoffRow(t.NamedTuple):
             seconds,
             bucket,
             wall_seconds=seconds,
+            client=self.client,
         )
+
+
+def _session_client(tables: HostTables) -> Expr:
+    """The client of a handoff's session (one probe on the sessions' key), or NULL without a client
+    column."""
+    if not tables.has_client:
+        return sa.null()
+    h, s = tables.handoffs, tables.sessions
+    return (
+        sa.select(s.c.client_id)
+        .where(s.c.id == h.c.session_id, s.c.account_id == h.c.account_id)
+        .correlate(h)
+        .scalar_subquery()
+    )
 
 
 def handoffs_query(
@@ -787,6 +806,7 @@ def handoffs_query(
             h.c.claimed_at,
             first_step_at.label("first_step_at"),
             key.label("sort_key"),
+            _session_client(tables).label("client"),
         )
         .where(*_in_scope(tables), *(keyset if after else []))
         .order_by(key.desc(), h.c.id.desc())

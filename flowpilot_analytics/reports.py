@@ -944,6 +944,7 @@ def handoffs_csv(ctx: ReportContext, query: HandoffQuery) -> CsvTable:
         "bucket",
         "wall_seconds",
         "clock",
+        "client",
     ]
     rows = (
         [
@@ -955,6 +956,7 @@ def handoffs_csv(ctx: ReportContext, query: HandoffQuery) -> CsvTable:
             "no_action" if item.bucket is None else item.bucket,
             "" if item.wall_seconds is None else item.wall_seconds,
             query.clock,
+            "" if item.client is None else item.client,
         ]
         for item in iter_handoffs(ctx, query)
     )

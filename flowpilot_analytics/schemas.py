@@ -592,6 +592,14 @@ class HandoffItem(_Body):
         allow_none=True,
         metadata={"description": "The same on the wall clock, whatever the clock asked for."},
     )
+    client = fields.Raw(
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "The client of the handoff's session (sessions.client_id); null "
+            "without one, or on a host without that column."
+        },
+    )
     bucket = fields.Integer(
         required=True,
         allow_none=True,

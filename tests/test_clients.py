@@ -253,3 +253,15 @@ def test_psa_group_by_client_on_a_host_without_the_column(client: t.Any) -> None
     response = client.get(PSA + "?group_by=client", headers=ADMIN)
     assert response.status_code == 400
     assert response.get_json()["error"]["code"] == "unsupported_grouping"
+
+
+def test_the_drill_down_names_each_handoffs_client(
+    client: t.Any, clients: dict[object, dict[str, list[t.Any]]]
+) -> None:
+    items = client.get(HANDOFFS + "?limit=500", headers=ADMIN).get_json()["items"]
+    by_session = {s: c for c, truth in clients.items() for s in truth["sessions"]}
+    assert {item["session_id"]: item["client"] for item in items} == by_session
+    lines = client.get(HANDOFFS + "?format=csv", headers=ADMIN).get_data(as_text=True).splitlines()
+    assert lines[0].endswith(",clock,client")
+    clients_in_csv = {line.rsplit(",", 1)[1] for line in lines[1:]}
+    assert clients_in_csv == {"101", "202", ""}

@@ -195,7 +195,7 @@ def test_drill_down_and_csv_under_rls(tenant_app: t.Any) -> None:
         .get_data(as_text=True)
         .splitlines()
     )
-    assert len(lines) == 4 and all(line.endswith(",100.0,1,100.0,wall") for line in lines[1:])
+    assert len(lines) == 4 and all(line.endswith(",100.0,1,100.0,wall,") for line in lines[1:])
 
 
 class CommittingPsa(FakePsaService):
