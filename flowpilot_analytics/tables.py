@@ -44,7 +44,8 @@ class HostTables:
         bound as ``account_id``) is the bound client's; nothing otherwise."""
         if not self.one_client:
             return []
-        s = self.sessions
+        # an alias: a statement that also joins the sessions (group_by=client) keeps its own
+        s = self.sessions.alias("client_sessions")
         return [
             sa.exists().where(
                 s.c.id == session_id,

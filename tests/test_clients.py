@@ -265,3 +265,13 @@ def test_the_drill_down_names_each_handoffs_client(
     assert lines[0].endswith(",clock,client")
     clients_in_csv = {line.rsplit(",", 1)[1] for line in lines[1:]}
     assert clients_in_csv == {"101", "202", ""}
+
+
+def test_one_client_grouped_by_client_is_that_clients_one_group(
+    client: t.Any, clients: dict[object, dict[str, list[t.Any]]]
+) -> None:
+    for url in (ESCALATIONS, PSA):
+        body = client.get(url + "?client=101&group_by=client", headers=ADMIN).get_json()
+        assert [group["client"] for group in body["groups"]] == [101], url
+    escalations = client.get(ESCALATIONS + "?client=101&group_by=client", headers=ADMIN).get_json()
+    assert escalations["groups"][0]["n_handoffs_claimed"] == len(clients[101]["deltas"])

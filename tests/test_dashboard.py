@@ -357,3 +357,99 @@ def test_savings_card_shows_the_apis_figures_claim_and_reason(page: tuple[t.Any,
     assert driver.find_element("id", "savings-message").text.startswith("403")
     assert raw(driver, "savings-product-n") is None
     assert driver.find_element("id", "savings-verdict").text == ""
+
+
+def by_client(driver: t.Any) -> list[tuple[str, int, int, float | None, float | None]]:
+    """The "By client" table's rows: client id ("" for none), claimed, with an action, median,
+    attainment."""
+
+    def number(text: str | None) -> float | None:
+        return float(text) if text else None
+
+    return [
+        (
+            row.get_attribute("data-client"),
+            int(row.get_attribute("data-claimed")),
+            int(row.get_attribute("data-with-action")),
+            number(row.get_attribute("data-median")),
+            number(row.get_attribute("data-attainment")),
+        )
+        for row in driver.find_elements("css selector", "#by-client tbody tr")
+    ]
+
+
+def test_picking_a_client_shows_that_clients_figures(page: tuple[t.Any, str]) -> None:
+    """The picker lists the account's clients; picking one refetches the stat card, the trend, the
+    drill-down and the PSA card for that client (the API's figures), marks its row of the "By
+    client" table, and another user's account resets it to all clients."""
+    from selenium.webdriver.support.ui import Select
+
+    driver, url = page
+    driver.get(url + "/?user=acme-admin")
+    wait_loaded(driver, 1)
+    picker = Select(driver.find_element("id", "client"))
+    names = load_demo_module("app").CLIENTS[1]
+    assert [(o.get_attribute("value"), o.text) for o in picker.options] == [
+        ("", "All clients"),
+        *((str(i), names[i]) for i in sorted(names)),
+    ]
+    _, everyone = api(url, "escalations?period=30d&group_by=client", "acme-admin")
+    assert by_client(driver) == [
+        (
+            "" if g["client"] is None else str(g["client"]),
+            g["n_handoffs_claimed"],
+            g["n_handoffs_with_action"],
+            g["median_seconds"],
+            g["target"]["attainment"],
+        )
+        for g in everyone["groups"]
+    ]
+    rows = driver.find_elements("css selector", "#by-client tbody tr")
+    assert rows[-1].find_element("css selector", "td").text == "No client"
+    assert rows[0].find_element("css selector", "td").text == names[101]
+    assert raw(driver, "claimed") == everyone["n_handoffs_claimed"]
+
+    picker.select_by_value("102")
+    wait_loaded(driver, 2)
+    status, one = api(url, "escalations?period=30d&client=102", "acme-admin")
+    assert status == 200 and 0 < one["n_handoffs_claimed"] < everyone["n_handoffs_claimed"]
+    assert card(driver, "escalations").get_attribute("data-state") == "ok"
+    assert raw(driver, "claimed") == one["n_handoffs_claimed"]
+    assert raw(driver, "with-action") == one["n_handoffs_with_action"]
+    assert raw(driver, "median") == pytest.approx(one["median_seconds"])
+    assert raw(driver, "p95") == pytest.approx(one["p95_seconds"])
+    assert raw(driver, "attainment") == pytest.approx(one["target"]["attainment"])
+    shown = driver.find_element("id", "escalations-client")
+    assert shown.get_attribute("data-client") == "102" and names[102] in shown.text
+    assert close(chart(driver), expected(url, "period=30d&tz=UTC&interval=day&client=102"))
+    _, handoffs = api(url, "escalations/handoffs?period=30d&limit=10&client=102", "acme-admin")
+    assert [row[0] for row in drilldown(driver)] == [i["handoff_id"] for i in handoffs["items"]]
+    _, psa = api(url, "psa-metrics?period=30d&tz=UTC&client=102", "acme-admin")
+    funnel = {
+        row.get_attribute("data-stage"): int(row.get_attribute("data-count"))
+        for row in driver.find_elements("css selector", "#funnel .bar-row")
+    }
+    assert funnel == {
+        k: psa["funnel"][k] for k in ("sessions", "linked", "doc_pushed", "time_entry_logged")
+    }
+    assert driver.find_element("id", "psa-client").get_attribute("data-client") == "102"
+    picked = driver.find_elements("css selector", "#by-client tbody tr.picked")
+    assert [row.get_attribute("data-client") for row in picked] == ["102"]
+    assert len(by_client(driver)) == len(everyone["groups"])  # the table still shows every client
+    assert names[102] in driver.find_element("id", "savings-client").text  # savings: all clients
+
+    # the client stays picked across the switches
+    driver.find_element("css selector", "[data-period='7d']").click()
+    wait_loaded(driver, 3)
+    _, week = api(url, "escalations?period=7d&client=102", "acme-admin")
+    assert raw(driver, "claimed") == week["n_handoffs_claimed"]
+
+    Select(driver.find_element("id", "user")).select_by_value("globex-engineer")
+    wait_loaded(driver, 4)
+    picker = Select(driver.find_element("id", "client"))
+    assert picker.first_selected_option.get_attribute("value") == ""
+    assert [o.get_attribute("value") for o in picker.options] == ["", "201", "202", "203"]
+    _, globex = api(url, "escalations?period=7d", "globex-engineer")
+    assert raw(driver, "claimed") == globex["n_handoffs_claimed"]
+    assert driver.find_element("id", "escalations-client").get_attribute("data-client") == ""
+    assert card(driver, "psa").get_attribute("data-state") == "forbidden"  # engineers: no PSA

@@ -268,3 +268,131 @@ def test_the_page_has_the_savings_card(demo: t.Any) -> None:
     definition = re.search(r'id="savings-definition">(.*?)</p>', html, re.DOTALL)
     assert definition and "NOT 'minutes recovered'" in definition.group(1)
     assert "extrapolated" in definition.group(1)
+
+
+def test_the_demo_sessions_belong_to_named_clients(demo: t.Any) -> None:
+    """Each account's sessions are spread over its few clients, a small share without one; the host
+    lists them (ids from the data, names from its own map) for the page's picker."""
+    module = load_demo_module("app")
+    client = demo.test_client()
+    for account, name in module.ACCOUNTS.items():
+        admin = bearer(f"{name}-team_admin")
+        listed = client.get("/demo/clients", headers=admin).get_json()
+        names = module.CLIENTS[account]
+        assert listed == [{"id": i, "name": names[i]} for i in sorted(names)]
+        body = client.get(API + "psa-metrics?period=90d&group_by=client", headers=admin)
+        assert body.status_code == 200
+        groups = {g["client"]: g["funnel"]["sessions"] for g in body.get_json()["groups"]}
+        assert list(groups) == [*sorted(names), None]
+        total = body.get_json()["funnel"]["sessions"]
+        assert sum(groups.values()) == total
+        assert 0 < groups[None] < 0.2 * total  # a small share without a client
+        assert all(groups[i] > 0 for i in names)
+    assert client.get("/demo/clients").status_code == 401
+
+
+def test_client_filters_every_route_and_the_clients_add_up(demo: t.Any) -> None:
+    """``client=`` answers 200 on the escalation routes and psa-metrics; each client's figures equal
+    its ``group_by=client`` group, and the clients plus the sessions without one add up to the
+    account's figures."""
+    module = load_demo_module("app")
+    client = demo.test_client()
+    for account, name in module.ACCOUNTS.items():
+        admin = bearer(f"{name}-team_admin")
+        everyone = client.get(API + "escalations?period=30d&group_by=client", headers=admin)
+        assert everyone.status_code == 200
+        body = everyone.get_json()
+        groups = {g["client"]: g for g in body["groups"]}
+        psa_all = client.get(API + "psa-metrics?period=30d&group_by=client", headers=admin)
+        psa_groups = {g["client"]: g for g in psa_all.get_json()["groups"]}
+        # the sessions without a client (client= cannot ask for them): their group
+        claimed = groups[None]["n_handoffs_claimed"] if None in groups else 0
+        sessions = psa_groups[None]["funnel"]["sessions"]
+        entries = psa_groups[None]["time_entries"]["count"]
+        for client_id in module.CLIENTS[account]:
+            query = f"period=30d&client={client_id}"
+            alone = client.get(API + f"escalations?{query}", headers=admin)
+            assert alone.status_code == 200, (name, client_id)
+            figures = alone.get_json()
+            group = groups.get(client_id)
+            if group is None:  # no handoff of that client in the window
+                assert figures["n_handoffs_claimed"] == 0
+            else:
+                for key in ("n_handoffs_claimed", "n_handoffs_with_action", "median_seconds"):
+                    assert figures[key] == group[key], (name, client_id, key)
+                assert figures["target"] == group["target"]
+            claimed += figures["n_handoffs_claimed"]
+            trend = client.get(API + f"escalations/trend?{query}&tz=UTC", headers=admin)
+            assert trend.status_code == 200
+            points = trend.get_json()["points"]
+            assert sum(p["n_handoffs_claimed"] for p in points) == figures["n_handoffs_claimed"]
+            page = client.get(API + f"escalations/handoffs?{query}&limit=500", headers=admin)
+            assert page.status_code == 200
+            assert len(page.get_json()["items"]) == figures["n_handoffs_claimed"]
+            csv = client.get(API + f"escalations/handoffs?{query}&format=csv", headers=admin)
+            assert csv.status_code == 200
+            assert len(csv.get_data(as_text=True).splitlines()) - 1 == figures["n_handoffs_claimed"]
+            psa = client.get(API + f"psa-metrics?{query}", headers=admin)
+            assert psa.status_code == 200
+            assert psa.get_json()["funnel"] == psa_groups[client_id]["funnel"]
+            sessions += psa.get_json()["funnel"]["sessions"]
+            entries += psa.get_json()["time_entries"]["count"]
+        assert claimed == body["n_handoffs_claimed"] > 0, name
+        assert sessions == psa_all.get_json()["funnel"]["sessions"] > 0, name
+        assert entries == psa_all.get_json()["time_entries"]["count"], name
+    # another account's client is nobody's here
+    other = client.get(API + "escalations?period=30d&client=201", headers=bearer("acme-engineer"))
+    assert other.status_code == 200 and other.get_json()["n_handoffs_claimed"] == 0
+
+
+def test_a_demo_database_from_before_clients_gets_them(tmp_path: t.Any) -> None:
+    """A demo database made before ``ai_sessions.client_id`` still starts: the column (and its
+    index) is added and the sessions get the same clients as a fresh seed gives them."""
+    import sqlalchemy as sa
+
+    module = load_demo_module("app")
+    uri = f"sqlite:///{tmp_path / 'demo.sqlite'}"
+    first = module.create_app(uri)
+    with first.app_context():
+        engine = module.db.engine
+        with engine.begin() as connection:
+            fresh = connection.execute(sa.text("SELECT id, client_id FROM ai_sessions")).all()
+            connection.execute(sa.text("DROP INDEX ix_ai_sessions_account_client_created"))
+            connection.execute(sa.text("ALTER TABLE ai_sessions DROP COLUMN client_id"))
+        engine.dispose()
+    assert {row.client_id for row in fresh} >= {101, 201, 301, None}
+    again = module.create_app(uri)
+    try:
+        with again.app_context():
+            engine = module.db.engine
+            with engine.connect() as connection:
+                upgraded = connection.execute(
+                    sa.text("SELECT id, client_id FROM ai_sessions")
+                ).all()
+            indexes = {i["name"] for i in sa.inspect(engine).get_indexes("ai_sessions")}
+        assert sorted(upgraded) == sorted(fresh)
+        assert "ix_ai_sessions_account_client_created" in indexes
+        answer = again.test_client().get(
+            API + "escalations?period=30d&client=101", headers=bearer("acme-engineer")
+        )
+        assert answer.status_code == 200 and answer.get_json()["n_handoffs_claimed"] > 0
+    finally:
+        with again.app_context():
+            module.db.engine.dispose()
+
+
+def test_the_page_has_the_client_picker_and_the_by_client_table(demo: t.Any) -> None:
+    with demo.test_client().get("/") as page:
+        html = page.get_data(as_text=True)
+    assert re.search(r'<select id="client"><option value="">All clients</option></select>', html)
+    assert 'id="by-client"' in html and ">By client" in html
+    assert re.findall(r"<script\b[^>]*>", html) == ['<script src="/static/dashboard.js">']
+    with demo.test_client().get("/static/dashboard.js") as script:
+        js = script.get_data(as_text=True)
+    # the client names come from the host's data: written as text, never as markup
+    by_client = js[
+        js.index("async function loadByClient") : js.index("function drawEscalationTrend")
+    ]
+    picker = js[js.index("async function loadClients") : js.index("async function start")]
+    for part in (by_client, picker):
+        assert "innerHTML" not in part and "textContent" in part

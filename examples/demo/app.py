@@ -4,7 +4,9 @@ Run it with ``bash examples/demo/run.sh`` (or ``flask --app examples/demo/app.py
 database is created and seeded on first start, and acme (account 1) gets business hours then
 (:func:`ensure_business_hours`; globex and initech have none, so their business clock answers 409)
 and a stopwatch baseline of the old, verbal handoff (:func:`ensure_baseline`; globex and initech
-have none, so their savings card says why there is no claim).
+have none, so their savings card says why there is no claim). Each account's sessions belong to a
+few client companies (``ai_sessions.client_id``, :func:`assign_clients`; a few have none), so the
+page can pick a client; a demo database from before that column gets it added at the next start.
 Every request is signed in with a demo bearer token, e.g. ``curl -H 'Authorization: Bearer
 acme-engineer' localhost:5000/api/v1/analytics/flowpilot/escalations``.
 """
@@ -61,6 +63,24 @@ BASELINE_NOTES = (
     "Licence assignment; handed over by phone",
     None,
 )
+#: The client companies each account works for, by id: the host's own client list (the plugin only
+#: sees ``ai_sessions.client_id``; the page takes the names from ``GET /demo/clients``).
+CLIENTS = {
+    1: {
+        101: "Northwind Traders",
+        102: "Contoso Dental",
+        103: "Fabrikam Logistics",
+        104: "Tailspin Toys",
+    },
+    2: {201: "Wide World Importers", 202: "Litware Legal", 203: "Proseware Clinics"},
+    3: {301: "Adventure Works", 302: "Blue Yonder Air", 303: "Coho Winery"},
+}
+#: How the sessions spread over an account's clients (relative weights, in ``CLIENTS`` order), and
+#: the weight of a session without a client.
+CLIENT_WEIGHTS = (0.4, 0.25, 0.17, 0.1)
+NO_CLIENT_WEIGHT = 0.08
+#: The seed of :func:`assign_clients`, its own so that the rest of the demo data stays as it was.
+CLIENT_SEED = 7
 
 
 class AISession(db.Model):
@@ -70,6 +90,11 @@ class AISession(db.Model):
     created_at = db.Column(db.DateTime, nullable=False)
     psa_ticket_id = db.Column(db.String(64))
     title = db.Column(db.String(200), nullable=False)
+    client_id = db.Column(db.Integer)  # the host's client company (None: internal work)
+    __table_args__ = (
+        # the index the plugin's doctor recommends for client= on a host with this column
+        db.Index("ix_ai_sessions_account_client_created", "account_id", "client_id", "created_at"),
+    )
 
 
 class AISessionStep(db.Model):
@@ -223,6 +248,44 @@ def seed(now: datetime, rng: random.Random) -> None:
     db.session.commit()
 
 
+def assign_clients(rng: random.Random) -> None:
+    """Spread every account's sessions over its clients (``CLIENTS``, weighted by
+    ``CLIENT_WEIGHTS``; a few keep none, ``NO_CLIENT_WEIGHT``), in id order: a fresh seed and a demo
+    database from before ``client_id`` get the same clients for the same sessions."""
+    for account, clients in CLIENTS.items():
+        ids = db.session.scalars(
+            sa.select(AISession.id).where(AISession.account_id == account).order_by(AISession.id)
+        ).all()
+        choices = [*clients, None]
+        weights = [*CLIENT_WEIGHTS[: len(clients)], NO_CLIENT_WEIGHT]  # relative weights
+        rows = [
+            {"session_id": session_id, "client": rng.choices(choices, weights)[0]}
+            for session_id in ids
+        ]
+        if rows:  # on the table, not the ORM: one executemany, no session objects to synchronise
+            table = AISession.__table__
+            db.session.execute(
+                sa.update(table)
+                .where(table.c.id == sa.bindparam("session_id"))
+                .values(client_id=sa.bindparam("client")),
+                rows,
+            )
+    db.session.commit()
+
+
+def add_client_column() -> bool:
+    """A demo database from before ``ai_sessions.client_id`` (``create_all`` adds tables, never
+    columns): add the column and its index. Whether it was missing."""
+    if "client_id" in {c["name"] for c in sa.inspect(db.engine).get_columns("ai_sessions")}:
+        return False
+    with db.engine.begin() as connection:
+        connection.execute(sa.text("ALTER TABLE ai_sessions ADD COLUMN client_id INTEGER"))
+    for index in AISession.__table__.indexes:
+        if "client_id" in index.columns:
+            index.create(db.engine, checkfirst=True)
+    return True
+
+
 def demo_business_hours(today: date) -> dict[str, t.Any]:
     """acme's calendar version, as ``POST business-hours`` takes it: 09:00-17:00 Monday to Friday in
     New York, closed on US public holidays. It takes effect on January 1 of last year, before any
@@ -351,6 +414,22 @@ def create_app(database_uri: str | None = None) -> Flask:
             for token, who in TOKENS.items()
         ]
 
+    @app.get("/demo/clients")
+    def demo_clients() -> list[dict[str, t.Any]]:
+        """The signed-in account's clients, for the page's client picker: the ids its sessions
+        have, the names from the host's own list (``CLIENTS``)."""
+        identity = load_identity()
+        if identity is None:
+            abort(401)
+        ids = db.session.scalars(
+            sa.select(AISession.client_id)
+            .where(AISession.account_id == identity.account_id, AISession.client_id.is_not(None))
+            .distinct()
+            .order_by(AISession.client_id)
+        ).all()
+        names = CLIENTS.get(identity.account_id, {})
+        return [{"id": i, "name": names.get(i, f"Client {i}")} for i in ids]
+
     @app.post("/demo/sessions/<int:session_id>/push")
     def push(session_id: int) -> dict[str, t.Any]:
         """The host's own "push documentation" action; the wrapped service records the
@@ -370,8 +449,12 @@ def create_app(database_uri: str | None = None) -> Flask:
         if db.engine.dialect.name == "sqlite":
             sqlite_transactional(db.engine)
         db.create_all()
+        added = add_client_column()
         if db.session.scalar(sa.select(sa.func.count()).select_from(AISession)) == 0:
             seed(datetime.now(timezone.utc), random.Random(42))
+            assign_clients(random.Random(CLIENT_SEED))
+        elif added:
+            assign_clients(random.Random(CLIENT_SEED))
         first_session = db.session.scalar(sa.select(sa.func.min(AISession.created_at)))
     # last, since a request (even the test client's) ends the app's setup: no route can follow
     ensure_business_hours(app, datetime.now(timezone.utc).date())

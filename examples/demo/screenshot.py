@@ -20,10 +20,13 @@ def main(target: str = os.path.join(HERE, "..", "..", "docs", "dashboard.png")) 
         application = demo.create_app(f"sqlite:///{os.path.join(tmp, 'demo.sqlite')}")
         with browser.serve(application) as url, browser.chromium(1280, 1000) as driver:
             driver.get(url + "/?user=acme-admin")
-            WebDriverWait(driver, 30).until(
-                lambda d: all(
-                    d.find_element("id", card).get_attribute("data-state") == "ok"
-                    for card in ("escalations", "savings", "psa")
+            WebDriverWait(driver, 30).until(  # every call answered (the by-client table's too)
+                lambda d: (
+                    d.find_element("tag name", "body").get_attribute("data-loaded")
+                    and all(
+                        d.find_element("id", card).get_attribute("data-state") == "ok"
+                        for card in ("escalations", "savings", "psa")
+                    )
                 )
             )
             # the whole page, the savings card below the escalations included: a window as tall

@@ -1,7 +1,9 @@
 // The demo's analytics page: it calls the plugin's real JSON API with the chosen demo user's token.
 "use strict";
 const API = "/api/v1/analytics/flowpilot";
-const state = { period: "30d", zone: "UTC", interval: "day", clock: "wall", user: null };
+const state = { period: "30d", zone: "UTC", interval: "day", clock: "wall", user: null, client: "" };
+// The signed-in account's clients (id -> name), from the host's own list (GET /demo/clients).
+const clientNames = new Map();
 const CLOCKS = { wall: "wall clock", business: "business hours" };
 
 function formatSeconds(value) {
@@ -30,6 +32,23 @@ function setValue(id, text, raw) {
   const element = document.getElementById(id);
   element.textContent = text;
   element.dataset.raw = raw === null || raw === undefined ? "" : String(raw);
+}
+
+function clientName(id) {
+  if (id === null || id === undefined || id === "") return "No client";
+  return clientNames.get(String(id)) || `Client ${id}`;
+}
+
+function forClient(query) {
+  // The picked client's sessions only (client=<id>), or every session with "All clients".
+  return state.client ? `${query}&client=${encodeURIComponent(state.client)}` : query;
+}
+
+function showClient(id, client) {
+  // Which client a card's figures are for: the request's, set only once its answer has arrived.
+  const element = document.getElementById(id);
+  element.dataset.client = client;
+  element.textContent = client ? `· ${clientName(client)}` : "";
 }
 
 async function call(path) {
@@ -93,10 +112,12 @@ function showAttainmentInterval(interval) {
 async function loadEscalations() {
   const card = document.getElementById("escalations");
   card.dataset.clockRequested = state.clock;
-  const result = await call(`escalations?period=${state.period}&clock=${state.clock}`);
+  const client = state.client;
+  const result = await call(forClient(`escalations?period=${state.period}&clock=${state.clock}`));
   if (result.status !== 200) {
     clearEscalations();
     card.dataset.clock = "";
+    showClient("escalations-client", "");
     return showError(card, result);
   }
   const data = result.body;
@@ -118,7 +139,47 @@ async function loadEscalations() {
   showClock(data.clock, data.business_hours);
   card.dataset.period = data.period;
   card.dataset.clock = data.clock;
+  showClient("escalations-client", client);
   card.dataset.state = "ok";
+}
+
+async function loadByClient() {
+  // Every client's figures side by side (group_by=client), whichever client is picked; the picked
+  // one's row is marked. Sessions without a client are the "No client" row.
+  const table = document.getElementById("by-client");
+  const body = table.querySelector("tbody");
+  const result = await call(`escalations?period=${state.period}&clock=${state.clock}&group_by=client`);
+  body.replaceChildren();
+  const caption = document.getElementById("by-client-clock");
+  if (result.status !== 200) {  // the card's message (from the figures' call) says why
+    table.dataset.rows = "0";
+    table.dataset.clock = "";
+    caption.textContent = "";
+    return;
+  }
+  const groups = result.body.groups || [];
+  const withTarget = groups.find((group) => group.target);
+  document.getElementById("by-client-target").textContent =
+    withTarget ? `Within ${formatSeconds(withTarget.target.seconds)}` : "Within target";
+  for (const group of groups) {
+    const row = document.createElement("tr");
+    const attainment = group.target ? group.target.attainment : null;
+    row.dataset.client = group.client === null ? "" : String(group.client);
+    row.dataset.claimed = String(group.n_handoffs_claimed);
+    row.dataset.withAction = String(group.n_handoffs_with_action);
+    row.dataset.median = group.median_seconds === null ? "" : String(group.median_seconds);
+    row.dataset.attainment = attainment === null ? "" : String(attainment);
+    cell(row, clientName(group.client));
+    cell(row, String(group.n_handoffs_claimed));
+    cell(row, String(group.n_handoffs_with_action));
+    cell(row, formatSeconds(group.median_seconds));
+    cell(row, attainment === null ? "–" : percent(attainment, 1));
+    if (state.client && row.dataset.client === state.client) row.classList.add("picked");
+    body.appendChild(row);
+  }
+  table.dataset.rows = String(groups.length);
+  table.dataset.clock = result.body.clock;
+  caption.textContent = `(${CLOCKS[result.body.clock]}, every client of this period's handoffs)`;
 }
 
 function drawEscalationTrend(points) {
@@ -155,8 +216,8 @@ function drawEscalationTrend(points) {
 
 async function loadEscalationTrend() {
   const svg = document.getElementById("escalation-trend");
-  const result = await call(`escalations/trend?period=${state.period}&tz=${encodeURIComponent(state.zone)}` +
-    `&interval=${state.interval}&clock=${state.clock}`);
+  const result = await call(forClient(`escalations/trend?period=${state.period}` +
+    `&tz=${encodeURIComponent(state.zone)}&interval=${state.interval}&clock=${state.clock}`));
   if (result.status !== 200) {  // the card's message (from the figures' call) says why
     svg.innerHTML = "";
     svg.dataset.points = "0";
@@ -181,7 +242,7 @@ async function loadHandoffs() {
   // The drill-down: the newest claims behind the figures, on the same clock.
   const table = document.getElementById("handoffs");
   const body = table.querySelector("tbody");
-  const result = await call(`escalations/handoffs?period=${state.period}&limit=10&clock=${state.clock}`);
+  const result = await call(forClient(`escalations/handoffs?period=${state.period}&limit=10&clock=${state.clock}`));
   body.replaceChildren();
   const caption = document.getElementById("handoffs-clock");
   if (result.status !== 200) {
@@ -331,8 +392,12 @@ function drawTrend(rows) {
 
 async function loadPsa() {
   const card = document.getElementById("psa");
-  const result = await call(`psa-metrics?period=${state.period}&tz=${encodeURIComponent(state.zone)}`);
-  if (result.status !== 200) return showError(card, result);
+  const client = state.client;
+  const result = await call(forClient(`psa-metrics?period=${state.period}&tz=${encodeURIComponent(state.zone)}`));
+  if (result.status !== 200) {
+    showClient("psa-client", "");
+    return showError(card, result);
+  }
   const data = result.body;
   drawFunnel(data.funnel);
   drawTrend(data.daily_trend);
@@ -340,13 +405,48 @@ async function loadPsa() {
   document.getElementById("time-entries").textContent =
     `${data.time_entries.count} time entries, ${data.time_entries.total_hours} h logged`;
   card.dataset.period = data.period;
+  showClient("psa-client", client);
   card.dataset.state = "ok";
+}
+
+function showSavingsClient() {
+  // The savings card has no client filter: the stopwatch baseline was not timed per client.
+  const note = document.getElementById("savings-client");
+  note.dataset.client = state.client;
+  note.textContent = state.client
+    ? `All clients, not only ${clientName(state.client)}: the stopwatch baseline was not timed per client.`
+    : "";
 }
 
 async function refresh() {
   for (const id of ["escalations", "savings", "psa"]) document.getElementById(id).dataset.state = "loading";
-  await Promise.all([loadEscalations(), loadEscalationTrend(), loadHandoffs(), loadSavings(), loadPsa()]);
+  showSavingsClient();
+  await Promise.all([loadEscalations(), loadEscalationTrend(), loadHandoffs(), loadByClient(), loadSavings(),
+    loadPsa()]);
   document.body.dataset.loaded = String(Number(document.body.dataset.loaded || 0) + 1);
+}
+
+async function loadClients() {
+  // The picker: "All clients" and the signed-in account's clients; a client of another account is
+  // dropped (back to "All clients").
+  const select = document.getElementById("client");
+  const response = await fetch("/demo/clients", { headers: { Authorization: `Bearer ${state.user}` } });
+  const clients = response.ok ? await response.json() : [];
+  clientNames.clear();
+  const all = document.createElement("option");
+  all.value = "";
+  all.textContent = "All clients";
+  const options = [all];
+  for (const client of clients) {
+    clientNames.set(String(client.id), client.name);
+    const option = document.createElement("option");
+    option.value = String(client.id);
+    option.textContent = client.name;
+    options.push(option);
+  }
+  select.replaceChildren(...options);
+  if (!clientNames.has(state.client)) state.client = "";
+  select.value = state.client;
 }
 
 async function start() {
@@ -358,6 +458,8 @@ async function start() {
   state.user = users.some((u) => u.token === wanted) ? wanted : "acme-admin";
   select.value = state.user;
   state.clock = Object.hasOwn(CLOCKS, query.get("clock") || "") ? query.get("clock") : "wall";
+  state.client = query.get("client") || "";
+  await loadClients();
   document.getElementById("controls").addEventListener("submit", (e) => e.preventDefault());
   const clockButtons = document.querySelectorAll("#clock-switch [data-clock]");
   const showSwitch = () => clockButtons.forEach((b) => {
@@ -372,7 +474,13 @@ async function start() {
       refresh();
     });
   }
-  select.addEventListener("change", () => { state.user = select.value; refresh(); });
+  select.addEventListener("change", async () => {
+    state.user = select.value;
+    await loadClients();
+    refresh();
+  });
+  const clientSelect = document.getElementById("client");
+  clientSelect.addEventListener("change", () => { state.client = clientSelect.value; refresh(); });
   document.getElementById("zone").addEventListener("change", (e) => { state.zone = e.target.value; refresh(); });
   document.getElementById("refresh").addEventListener("click", refresh);
   for (const button of document.querySelectorAll("[data-interval]")) {
