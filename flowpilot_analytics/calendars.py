@@ -69,12 +69,31 @@ class Calendar:
 
 
 def versions_query(table: sa.Table) -> sa.Select[t.Any]:
-    """The account's versions in creation order. Bound parameter: ``account_id``."""
+    """The account's own versions (no client's) in creation order. Bound parameter:
+    ``account_id``."""
     return (
         sa.select(table.c.id, table.c.created_at, table.c.definition)
         .where(table.c.account_id == sa.bindparam("account_id"), table.c.client_id.is_(None))
         .order_by(table.c.id)
     )
+
+
+def client_versions_query(table: sa.Table) -> sa.Select[t.Any]:
+    """Every client's versions of the account, in creation order, the client's id (as text) last.
+    Bound parameter: ``account_id``."""
+    return (
+        sa.select(table.c.id, table.c.created_at, table.c.definition, table.c.client_id)
+        .where(table.c.account_id == sa.bindparam("account_id"), table.c.client_id.is_not(None))
+        .order_by(table.c.id)
+    )
+
+
+def client_calendars(rows: t.Iterable[t.Sequence[t.Any]]) -> dict[str, Calendar]:
+    """:func:`client_versions_query`'s rows as one calendar per client (keyed by its id as text)."""
+    found: dict[str, list[t.Sequence[t.Any]]] = {}
+    for row in rows:
+        found.setdefault(str(row[3]), []).append(row)
+    return {client: Calendar(tuple(stored_versions(part))) for client, part in found.items()}
 
 
 def stored_versions(rows: t.Iterable[t.Sequence[t.Any]]) -> list[StoredVersion]:
@@ -108,10 +127,11 @@ def calendar_of(rows: t.Iterable[t.Sequence[t.Any]]) -> Calendar | None:
 def insert_values(
     account_id: object, version: CalendarVersion, created_at: datetime, created_by: object
 ) -> dict[str, object]:
-    """The row of a new version (its canonical JSON, holidays expanded)."""
+    """The row of a new version (its canonical JSON, holidays expanded); a client's version keeps
+    the client's id as text."""
     return {
         "account_id": account_id,
-        "client_id": None,
+        "client_id": None if version.client_id is None else str(version.client_id),
         "timezone": version.timezone,
         "effective_from": version.effective_from,
         "definition": json.dumps(version.as_dict(), sort_keys=True, separators=(",", ":")),

@@ -33,10 +33,10 @@ from .schemas import (
     BaselineBody,
     BaselineSampleBody,
     BusinessHoursVersions,
+    CalendarQuery,
     CalendarVersionBody,
     NewBaseline,
     NewCalendarVersion,
-    NoArgs,
     Query,
     flat_columns,
     flat_values,
@@ -435,7 +435,7 @@ def _business_hours_commands(blueprint: Blueprint, state: AnalyticsState) -> Non
         """The account's versions in creation order, and the one in effect now."""
         with _reporting():
             context = ReportContext.start(current_state(), _account(state, account))
-            dumped = BusinessHoursVersions().dump(reports.business_hours(context, NoArgs()))
+            dumped = BusinessHoursVersions().dump(reports.business_hours(context, CalendarQuery()))
         if as_json:
             click.echo(json.dumps(dumped, indent=2, sort_keys=True, default=str))
             return

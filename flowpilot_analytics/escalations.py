@@ -375,16 +375,19 @@ def _micros_of(value: object) -> int:
 
 def measure_business(
     rows: t.Sequence[Row],
-    calendar: Calendar,
+    calendar: Calendar | None,
     now: datetime,
     *,
     zone: tzinfo | None = None,
     week: bool = False,
+    clients: t.Mapping[str, Calendar] | None = None,
 ) -> ClockedHandoffs:
-    """The rows of :meth:`Escalations.per_handoff_statement` measured in business seconds on
-    ``calendar``, each on the version in effect at its claim; a handoff with no action is measured
-    to ``now``. With ``zone`` (a trend), each claim's local day, or its week's Monday: from the
-    row's fourth column where the database computed it, else here."""
+    """The rows of :meth:`Escalations.per_handoff_statement` measured in business seconds, each on
+    the version in effect at its claim of its calendar: its session's client's (``clients``, keyed
+    by the client's id as text, from the rows' ``client`` column) when that client has one, else
+    the account's ``calendar``; a handoff with no action is measured to ``now``. With ``zone`` (a
+    trend), each claim's local day, or its week's Monday: from the rows' ``point`` column where the
+    database computed it, else here."""
     claimed = [row[0] for row in rows]
     firsts = [row[1] for row in rows]
     until = micros(now)
@@ -394,12 +397,19 @@ def measure_business(
     claims = np.array(claimed, dtype=np.int64)
     has_action = np.array([first is not None for first in firsts], dtype=np.bool_)
     actions = np.array([until if first is None else first for first in firsts], dtype=np.int64)
-    measured, used = calendar.measure_micros(claims, actions)
+    measured = np.zeros(len(rows), dtype=np.int64)
+    used: set[int] = set()
+    for chosen, own in _by_calendar(rows, calendar, clients or {}):
+        found, positions = own.measure_micros(claims[chosen], actions[chosen])
+        measured[chosen] = found
+        used |= {own.versions[p].id for p in set(positions.tolist())}
     points = None
     if zone is not None:
         points = np.array(
             [
-                row[3] if len(row) > 3 else _local_day(int(claim), zone, week)
+                _column(row, "point", None)
+                if _column(row, "point", None) is not None
+                else _local_day(int(claim), zone, week)
                 for row, claim in zip(rows, claims)
             ],
             dtype=np.int64,
@@ -410,8 +420,37 @@ def measure_business(
         elapsed=np.where(has_action, 0, measured),
         engineers=[row[2] for row in rows],
         points=points,
-        used=set(used.tolist()),
+        used=used,
     )
+
+
+def _column(row: Row, name: str, default: object) -> t.Any:
+    """A named column of a result row, or ``default`` when the statement has none."""
+    mapping = getattr(row, "_mapping", None)
+    return default if mapping is None else mapping.get(name, default)
+
+
+def _by_calendar(
+    rows: t.Sequence[Row], calendar: Calendar | None, clients: t.Mapping[str, Calendar]
+) -> list[tuple[npt.NDArray[np.intp], Calendar]]:
+    """The positions of the rows measured on each calendar: a client's own for its sessions, the
+    account's for the rest (``ValueError`` if some row has neither: the caller checks first)."""
+    if not clients:
+        if calendar is None:
+            raise ValueError("No calendar for these handoffs.")
+        return [(np.arange(len(rows), dtype=np.intp), calendar)]
+    parts: dict[str | None, list[int]] = {}
+    for index, row in enumerate(rows):
+        client = _column(row, "client", None)
+        key = str(client) if client is not None and str(client) in clients else None
+        parts.setdefault(key, []).append(index)
+    chosen = []
+    for key, positions in parts.items():
+        own = calendar if key is None else clients[key]
+        if own is None:
+            raise ValueError("No calendar for these handoffs.")
+        chosen.append((np.array(positions, dtype=np.intp), own))
+    return chosen
 
 
 def _local_day(claim: int, zone: tzinfo, week: bool) -> int:
@@ -627,7 +666,11 @@ def fold_aggregates(
 
 
 def rows_query(
-    tables: HostTables, backend: Backend, skew_seconds: float, group: Group
+    tables: HostTables,
+    backend: Backend,
+    skew_seconds: float,
+    group: Group,
+    with_client: bool = False,
 ) -> Statement:
     """Portable: ``(claimed_at, first_step_at, engineer)`` per handoff in scope, for
     :func:`fold_rows`.
@@ -645,6 +688,7 @@ def rows_query(
             sa.type_coerce(h.c.claimed_at, sa.String()).label("claimed_at"),
             first_step_at.label("first_step_at"),
             key.label("engineer"),
+            *([_session_client(tables).label("client")] if with_client else []),
         )
         .select_from(source)
         .where(*_in_scope(tables)),
@@ -658,6 +702,7 @@ def micros_rows_query(
     skew_seconds: float,
     group: Group,
     point: bool | None = None,
+    with_client: bool = False,
 ) -> Statement:
     """PostgreSQL: ``(claim, first_step, engineer)`` per handoff in scope, both instants as exact
     integer microseconds since the epoch (a naive column is UTC), so nothing is parsed per row in
@@ -683,6 +728,8 @@ def micros_rows_query(
         columns.append(
             sa.cast(local - sa.cast("1970-01-01", sa.Date()), sa.Integer()).label("point")
         )
+    if with_client:  # which client's calendar measures each handoff
+        columns.append(_session_client(tables).label("client"))
     return sa.select(*columns).select_from(source).where(*_in_scope(tables))
 
 
@@ -864,22 +911,24 @@ class Escalations:
                 self._grouped[group] = rows_query(tables, backend, skew_seconds, group)
             self._trend = dict.fromkeys((False, True), self._grouped[None])
         self._overall = self._grouped[None]
-        #: One row per handoff, what the business clock measures: by (group, trend point).
-        self._business: dict[tuple[Group, bool | None], Statement] = {}
+        #: One row per handoff, what the business clock measures: by (group, trend point, with
+        #: each session's client, for clients with calendars of their own).
+        self._business: dict[tuple[Group, bool | None, bool], Statement] = {}
         for group in self.groups:
             for point in (None, False, True):
-                if group is not None and point is not None:
-                    continue
-                self._business[group, point] = (
-                    micros_rows_query(tables, backend, skew_seconds, group, point)
-                    if backend.aggregates_in_sql
-                    else rows_query(tables, backend, skew_seconds, group)
-                )
+                for client in (False, True) if tables.has_client else (False,):
+                    if group is not None and point is not None:
+                        continue
+                    self._business[group, point, client] = (
+                        micros_rows_query(tables, backend, skew_seconds, group, point, client)
+                        if backend.aggregates_in_sql
+                        else rows_query(tables, backend, skew_seconds, group, client)
+                    )
         #: The deltas of the handoffs with an action: an array on PostgreSQL, rows elsewhere.
         self._deltas = (
             deltas_query(tables, backend, skew_seconds)
             if backend.aggregates_in_sql
-            else self._business[None, None]
+            else self._business[None, None, False]
         )
         self.first_page = handoffs_query(tables, backend, skew_seconds, after=False)
         self.next_page = handoffs_query(tables, backend, skew_seconds, after=True)
@@ -891,13 +940,16 @@ class Escalations:
             raise unsupported_grouping(group)
         return self._grouped[group]
 
-    def per_handoff_statement(self, group: Group, point: bool | None = None) -> Statement:
+    def per_handoff_statement(
+        self, group: Group, point: bool | None = None, with_client: bool = False
+    ) -> Statement:
         """One row per handoff, the business clock's input (:func:`measure_business`): microseconds
         on PostgreSQL (:func:`micros_rows_query`, with the local ``point`` of a trend, ``tz``
-        bound), the stored timestamps elsewhere (:func:`rows_query`)."""
-        if (group, point) not in self._business:
+        bound), the stored timestamps elsewhere (:func:`rows_query`); ``with_client`` adds each
+        session's client."""
+        if (group, point, with_client) not in self._business:
             raise unsupported_grouping(group)
-        return self._business[group, point]
+        return self._business[group, point, with_client]
 
     def deltas_statement(self) -> Statement:
         """The statement behind :meth:`deltas`."""

@@ -14,6 +14,7 @@ response schemas dump as they are. Errors are the domain's (:mod:`.errors`).
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import logging
 import typing as t
 import uuid
@@ -55,6 +56,7 @@ from .psa_metrics import Funnel, PsaMetrics, PsaResult, TimeEntries
 from .replica import Reads
 from .schemas import (
     Args,
+    CalendarQuery,
     Cursor,
     EscalationQuery,
     HandoffQuery,
@@ -147,13 +149,17 @@ class ReportContext:
         assert prepared.client_psa_metrics is not None
         return prepared.client_psa_metrics
 
-    def calendar(self) -> Calendar:
-        """The account's business hours; without a version, the ``409 no_business_hours`` error
-        (raised before any other read)."""
-        calendar = self.state.calendar(self.account_id, self.reads)
-        if calendar is None:
+    def calendars(self) -> tuple[Calendar, dict[str, Calendar]]:
+        """The calendar the report measures on and the clients' own (by the client's id as text):
+        for one client with versions of its own, that client's, alone; else the account's, and each
+        client's for its sessions. Without an applicable version, the ``409 no_business_hours``
+        error (raised before any other read)."""
+        own, clients = self.state.calendars(self.account_id, self.reads)
+        if self.client_id is not None:
+            own, clients = clients.get(str(self.client_id), own), {}
+        if own is None:
             raise no_business_hours(self.state.settings.route_roles["business_hours_write"])
-        return calendar
+        return own, clients
 
 
 def unsupported_filter() -> InvalidQuery:
@@ -188,6 +194,14 @@ def client_value(column: Expr, text: str) -> object:
             return uuid.UUID(text)
         except ValueError:
             raise InvalidQuery.field("client", "Not a client id: this host's are UUIDs.") from None
+    if python_type in (float, decimal.Decimal):  # a numeric column: a finite number, as text
+        try:
+            number = decimal.Decimal(text)
+        except decimal.InvalidOperation:
+            number = None
+        if number is None or not number.is_finite():
+            raise InvalidQuery.field("client", "Not a client id: this host's are numbers.")
+        return number if python_type is decimal.Decimal else float(number)
     return text
 
 
@@ -215,7 +229,12 @@ class _Clocked:
 
     def __init__(self, ctx: ReportContext, clock: str) -> None:
         self.ctx = ctx
-        self.calendar = ctx.calendar() if clock == "business" else None
+        self.calendar: Calendar | None = None
+        #: The clients' own calendars (by the client's id as text), for their sessions.
+        self.clients: dict[str, Calendar] = {}
+        if clock == "business":
+            self.calendar, self.clients = ctx.calendars()
+        #: The ids of the versions the handoffs were measured on.
         self.used: set[int] = set()
 
     def handoffs(
@@ -225,19 +244,28 @@ class _Clocked:
         trend), each claim's local day or week."""
         assert self.calendar is not None
         metric = self.ctx.escalations()
+        clients = bool(self.clients)
         if tz is None:
-            rows = self.ctx.read(metric.per_handoff_statement(group), window)
+            rows = self.ctx.read(metric.per_handoff_statement(group, None, clients), window)
         else:
-            rows = self.ctx.read(metric.per_handoff_statement(None, week), window, tz=tz)
+            statement = metric.per_handoff_statement(None, week, clients)
+            rows = self.ctx.read(statement, window, tz=tz)
         zone = None if tz is None else ZoneInfo(tz)
-        handoffs = measure_business(rows, self.calendar, self.ctx.now, zone=zone, week=week)
+        handoffs = measure_business(
+            rows, self.calendar, self.ctx.now, zone=zone, week=week, clients=self.clients
+        )
         self.used |= handoffs.used
         return handoffs
+
+    def calendar_of(self, client: object) -> Calendar:
+        """The calendar a handoff of ``client``'s session is measured on."""
+        assert self.calendar is not None
+        return self.clients.get(str(client), self.calendar) if client is not None else self.calendar
 
     def described(self) -> BusinessHoursUsed | None:
         if self.calendar is None:
             return None
-        return BusinessHoursUsed(tuple(self.calendar.ids(self.used)))
+        return BusinessHoursUsed(tuple(sorted(self.used)))
 
 
 # -- escalations -----------------------------------------------------------------------------------
@@ -621,20 +649,25 @@ def _describe(clocked: _Clocked, rows: list[HandoffRow]) -> list[tuple[HandoffIt
     items = [row.describe(edges) for row in rows]
     if clocked.calendar is None:
         return [(item, None) for item in items]
-    # a handoff with no action is measured over nothing: only the version it falls under counts
-    measured = clocked.calendar.measure(
-        [row.claimed_at for row in rows],
-        [row.first_action_at or row.claimed_at for row in rows],
-    )
-    return [
-        (
-            item
-            if item.seconds is None
-            else dataclasses.replace(item, seconds=seconds, bucket=bucket_index(seconds, edges)),
-            version,
+    described: list[tuple[HandoffItem, int | None]] = [(item, None) for item in items]
+    by_calendar: dict[int, tuple[Calendar, list[int]]] = {}
+    for index, row in enumerate(rows):
+        calendar = clocked.calendar_of(row.client)
+        by_calendar.setdefault(id(calendar), (calendar, []))[1].append(index)
+    for calendar, positions in by_calendar.values():
+        # a handoff with no action is measured over nothing: only the version it falls under counts
+        measured = calendar.measure(
+            [rows[p].claimed_at for p in positions],
+            [rows[p].first_action_at or rows[p].claimed_at for p in positions],
         )
-        for item, seconds, version in zip(items, measured.seconds, measured.version_indexes)
-    ]
+        for p, seconds, version in zip(positions, measured.seconds, measured.version_indexes):
+            item = items[p]
+            if item.seconds is not None:
+                item = dataclasses.replace(
+                    item, seconds=seconds, bucket=bucket_index(seconds, edges)
+                )
+            described[p] = (item, calendar.versions[version].id)
+    return described
 
 
 def _matches(item: HandoffItem, wanted: schemas.BucketFilter) -> bool:
@@ -738,6 +771,7 @@ class VersionView:
     weekly: t.Mapping[str, object]
     holidays: tuple[date, ...]
     holiday_calendar: t.Mapping[str, object] | None
+    client_id: str | None = None
 
     @classmethod
     def of(cls, stored: StoredVersion) -> VersionView:
@@ -751,6 +785,7 @@ class VersionView:
             weekly=t.cast(t.Mapping[str, object], canonical["weekly"]),
             holidays=version.holidays,
             holiday_calendar=t.cast("t.Mapping[str, object] | None", canonical["holiday_calendar"]),
+            client_id=None if version.client_id is None else str(version.client_id),
         )
 
 
@@ -762,9 +797,14 @@ class BusinessHoursListing:
     in_effect: VersionView | None
 
 
-def business_hours(ctx: ReportContext, args: NoArgs) -> BusinessHoursListing:
-    """The account's versions in creation order, and the one in effect at the report's now."""
-    calendar = ctx.state.calendar(ctx.account_id, ctx.reads)
+def business_hours(ctx: ReportContext, args: CalendarQuery) -> BusinessHoursListing:
+    """The account's own versions (or one client's) in creation order, and the one in effect at the
+    report's now."""
+    if args.client is None:
+        calendar = ctx.state.calendar(ctx.account_id, ctx.reads)
+    else:
+        ctx = ctx.for_client(args.client)
+        calendar = ctx.state.calendars(ctx.account_id, ctx.reads)[1].get(str(ctx.client_id))
     if calendar is None:
         return BusinessHoursListing((), None)
     in_effect = calendar.in_effect(ctx.now)
@@ -776,7 +816,32 @@ def business_hours(ctx: ReportContext, args: NoArgs) -> BusinessHoursListing:
 def add_business_hours(ctx: ReportContext, args: NewCalendarVersion) -> VersionView:
     """Append a version to the account's calendar, then make every cached answer that depends on the
     calendar unreachable, on every worker (the cache's generations)."""
-    stored, position = ctx.state.append_version(ctx.account_id, args.version, ctx.now, ctx.user_id)
+    version = args.version
+    if version.client_id is not None:  # a client's: checked against the host's client column
+        tables = ctx.state.prepared().tables
+        if not tables.has_client:
+            raise InvalidQuery(
+                "client_id needs the sessions' client column, which this database does not have; "
+                "nothing was stored.",
+                code="invalid_body",
+                details={"fields": {"client_id": ["This host's sessions have no client column."]}},
+            )
+        try:
+            value = client_value(tables.sessions.c.client_id, str(version.client_id))
+        except InvalidQuery:
+            raise InvalidQuery(
+                "The body is not valid; nothing was stored.",
+                code="invalid_body",
+                details={"fields": {"client_id": ["Not a client id this host's column holds."]}},
+            ) from None
+        if len(str(value)) > 255:
+            raise InvalidQuery(
+                "The body is not valid; nothing was stored.",
+                code="invalid_body",
+                details={"fields": {"client_id": ["At most 255 characters for a calendar."]}},
+            )
+        version = dataclasses.replace(version, client_id=str(value))
+    stored, position = ctx.state.append_version(ctx.account_id, version, ctx.now, ctx.user_id)
     _invalidate(ctx, CALENDAR, position)
     logger.info(
         "account %s: business-hours version %s added (effective %s)",
@@ -1091,7 +1156,7 @@ REPORT_ROUTES: tuple[Route, ...] = (
         endpoint="business_hours",
         role_key="business_hours",
         limit=("business_hours", "60 per minute"),
-        args=schemas.NoArgsSchema,
+        args=schemas.BusinessHoursArgs,
         body=schemas.BusinessHoursVersions,
         compute=business_hours,
         cached=False,

@@ -97,6 +97,13 @@ class SavingsQuery(Query):
 
 
 @dataclass(frozen=True, kw_only=True)
+class CalendarQuery(Args):
+    """``GET business-hours``: the account's own versions, or one client's."""
+
+    client: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class NewCalendarVersion(Args):
     """``POST business-hours``: the validated version (its holiday calendar expanded)."""
 
@@ -201,7 +208,8 @@ def _clock() -> fields.String:
 
 def _client() -> fields.String:
     return fields.String(
-        validate=validate.Length(min=1, max=255),
+        # the column's own length is checked against the host's column when the report runs
+        validate=validate.Length(min=1, max=1000),
         metadata={
             "description": "Only the sessions of this client (the host's sessions.client_id); a "
             "host without that column answers 400 unsupported_filter."
@@ -421,6 +429,23 @@ class HandoffsArgs(PeriodArgs):
             clock=data["clock"],
             client=data.get("client"),
         )
+
+
+class BusinessHoursArgs(_Args):
+    """``GET business-hours``: ``client`` lists that client's versions instead of the account's;
+    anything else is refused."""
+
+    class Meta:
+        unknown = RAISE
+
+    client = fields.String(
+        validate=validate.Length(min=1, max=1000),
+        metadata={"description": "A client's id: its own versions (sessions.client_id)."},
+    )
+
+    @post_load
+    def _query(self, data: Loaded, **kwargs: object) -> CalendarQuery:
+        return CalendarQuery(client=data.get("client"))
 
 
 class SavingsArgs(PeriodArgs):
@@ -998,6 +1023,14 @@ class CalendarVersionBody(Schema):
             "description": "Whole local days (00:00-24:00) closed.",
         },
     )
+    client_id = fields.Raw(
+        allow_none=True,
+        metadata={
+            "description": "A client's id (the host's sessions.client_id): the version belongs "
+            "to that client, whose handoffs are measured on its own history; a host without the "
+            "column refuses it."
+        },
+    )
     holiday_calendar = fields.Raw(
         allow_none=True,
         metadata={
@@ -1032,6 +1065,13 @@ class StoredCalendarVersion(_Body):
     weekly = fields.Nested(WeeklyHours, required=True)
     holidays = fields.List(fields.Date(), required=True)
     holiday_calendar = fields.Nested(HolidayCalendarCodes, required=True, allow_none=True)
+    client_id = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "The client the version belongs to (as text); null: the account's."
+        },
+    )
 
 
 class BusinessHoursVersions(_Body):

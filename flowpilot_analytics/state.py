@@ -30,6 +30,8 @@ from .calendars import (
     Calendar,
     StoredVersion,
     calendar_of,
+    client_calendars,
+    client_versions_query,
     insert_values,
     versions_query,
 )
@@ -105,6 +107,7 @@ class AnalyticsState:
         self.business_hours_table = business_hours_table(db.metadata, settings.id_type)
         self.business_hours_io = plugin_io_table(self.business_hours_table)
         self._versions = versions_query(self.business_hours_io)
+        self._client_versions = client_versions_query(self.business_hours_io)
         #: The stopwatch baseline's table, declared and viewed the same way.
         self.baseline_table = baseline_table(db.metadata, settings.id_type)
         self.baseline_io = plugin_io_table(self.baseline_table)
@@ -204,9 +207,18 @@ class AnalyticsState:
         return (self.activity_table, self.business_hours_table, self.baseline_table)
 
     def calendar(self, account_id: object, reads: Reads | None) -> Calendar | None:
-        """The account's business-hours versions, or ``None`` without one."""
+        """The account's own business-hours versions, or ``None`` without one."""
         rows = self.read_all([self._versions], {"account_id": account_id}, reads)[0]
         return calendar_of(rows)
+
+    def calendars(
+        self, account_id: object, reads: Reads | None
+    ) -> tuple[Calendar | None, dict[str, Calendar]]:
+        """The account's own calendar (``None`` without a version) and each client's, in one
+        transaction."""
+        params = {"account_id": account_id}
+        own, clients = self.read_all([self._versions, self._client_versions], params, reads)
+        return calendar_of(own), client_calendars(clients)
 
     def append_version(
         self, account_id: object, version: CalendarVersion, now: datetime, user_id: object

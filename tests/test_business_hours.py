@@ -675,7 +675,7 @@ def _days(count: int, first: date = date(1990, 1, 1)) -> list[str]:
 
 BAD_CALENDARS: list[tuple[str, object, str]] = [
     ("unknown key", _with(colour="blue"), "colour"),
-    ("client_id is not part of the contract", _with(client_id="c-1"), "client_id"),
+    ("client_id on a host without a client column", _with(client_id="c-1"), "client_id"),
     ("unknown zone", _with(timezone="Nowhere/Town"), "timezone"),
     ("CET is refused", _with(timezone="CET"), "timezone"),
     ("an offset is not a zone", _with(timezone="+01:00"), "timezone"),
@@ -803,7 +803,9 @@ def test_role_gates_on_reading_and_adding_versions(client: t.Any) -> None:
         "weekly",
         "holidays",
         "holiday_calendar",
+        "client_id",
     }
+    assert first["client_id"] is None  # the account's own version
     assert datetime.fromisoformat(first["created_at"]) == NOW
     assert first["weekly"] == {
         **{day: [] for day in DAYS},

@@ -40,7 +40,7 @@ def _seed(rng: random.Random) -> dict[object, dict[str, list[t.Any]]]:
     account 2's sessions of client 101; returns per client the deltas (``None``: no action), the
     session ids and the time-entry minutes."""
     truth: dict[object, dict[str, list[t.Any]]] = {
-        c: {"deltas": [], "sessions": [], "minutes": []} for c in CLIENTS
+        c: {"deltas": [], "sessions": [], "minutes": [], "claims": []} for c in CLIENTS
     }
     for i in range(90):
         client = CLIENTS[i % 3]
@@ -53,6 +53,7 @@ def _seed(rng: random.Random) -> dict[object, dict[str, list[t.Any]]]:
             f.step(sess, claimed + timedelta(seconds=delta))
         truth[client]["deltas"].append(delta)
         truth[client]["sessions"].append(sess.id)
+        truth[client]["claims"].append(claimed)
         if i % 4:
             f.activity(1, sess.id, "note_posted", claimed)
             minutes = float(rng.randint(5, 60))
@@ -275,3 +276,109 @@ def test_one_client_grouped_by_client_is_that_clients_one_group(
         assert [group["client"] for group in body["groups"]] == [101], url
     escalations = client.get(ESCALATIONS + "?client=101&group_by=client", headers=ADMIN).get_json()
     assert escalations["groups"][0]["n_handoffs_claimed"] == len(clients[101]["deltas"])
+
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri")
+ALWAYS = {
+    "timezone": "UTC",
+    "effective_from": "2020-01-01",
+    "weekly": {d: [["00:00", "24:00"]] for d in (*WEEKDAYS, "sat", "sun")},
+}
+OFFICE = {
+    "timezone": "America/New_York",
+    "effective_from": "2020-01-01",
+    "weekly": {d: [["09:00", "17:00"]] for d in WEEKDAYS},
+}
+
+
+def test_a_clients_own_business_hours_measure_its_handoffs(
+    client: t.Any, clients: dict[object, dict[str, list[t.Any]]]
+) -> None:
+    """Client 101 has its own version (New York office hours); every other handoff is measured on
+    the account's (round the clock, so its business seconds are its wall seconds)."""
+    from datetime import timezone
+
+    from .business_reference import Calendar as Reference
+
+    url = "/api/v1/analytics/flowpilot/business-hours"
+    own = client.post(url, json=ALWAYS, headers=ADMIN).get_json()
+    office = client.post(url, json={**OFFICE, "client_id": 101}, headers=ADMIN).get_json()
+    assert (own["client_id"], office["client_id"]) == (None, "101")
+    assert [v["id"] for v in client.get(url, headers=ADMIN).get_json()["versions"]] == [own["id"]]
+    listed = client.get(url + "?client=101", headers=ADMIN).get_json()
+    assert [v["id"] for v in listed["versions"]] == [office["id"]]
+    assert listed["in_effect"]["id"] == office["id"]
+    reference = {101: Reference([OFFICE]), 202: Reference([ALWAYS]), None: Reference([ALWAYS])}
+
+    def expected(client_id: object) -> list[float]:
+        truth = clients[client_id]
+        return [
+            reference[client_id].seconds(
+                claim.replace(tzinfo=timezone.utc),
+                claim.replace(tzinfo=timezone.utc) + timedelta(seconds=delta),
+            )
+            for claim, delta in zip(truth["claims"], truth["deltas"])
+            if delta is not None
+        ]
+
+    body = client.get(ESCALATIONS + "?clock=business&group_by=client", headers=ADMIN).get_json()
+    assert body["business_hours"] == {"version_ids": sorted([own["id"], office["id"]])}
+    for group in body["groups"]:
+        seconds = expected(group["client"])
+        assert group["median_seconds"] == pytest.approx(float(np.percentile(seconds, 50)), abs=1e-6)
+    alone = client.get(ESCALATIONS + "?clock=business&client=101", headers=ADMIN).get_json()
+    assert alone["business_hours"] == {"version_ids": [office["id"]]}
+    assert alone["median_seconds"] == pytest.approx(float(np.percentile(expected(101), 50)))
+    other = client.get(ESCALATIONS + "?clock=business&client=202", headers=ADMIN).get_json()
+    assert other["business_hours"] == {"version_ids": [own["id"]]}
+    page = client.get(HANDOFFS + "?clock=business&limit=500", headers=ADMIN).get_json()
+    by_client: dict[object, list[float]] = {}
+    for item in page["items"]:
+        if item["seconds"] is not None:
+            by_client.setdefault(item["client"], []).append(item["seconds"])
+    for client_id, seconds in by_client.items():
+        assert sorted(seconds) == pytest.approx(sorted(expected(client_id)), abs=1e-6)
+
+
+def test_without_the_accounts_own_version_only_a_client_with_one_is_measured(
+    client: t.Any, clients: dict[object, dict[str, list[t.Any]]]
+) -> None:
+    url = "/api/v1/analytics/flowpilot/business-hours"
+    client.post(url, json={**OFFICE, "client_id": 101}, headers=ADMIN)
+    assert client.get(ESCALATIONS + "?clock=business&client=101", headers=ADMIN).status_code == 200
+    for query in ("?clock=business", "?clock=business&client=202"):
+        response = client.get(ESCALATIONS + query, headers=ADMIN)
+        assert response.status_code == 409, query
+        assert response.get_json()["error"]["code"] == "no_business_hours"
+
+
+def test_a_clients_version_on_a_host_without_the_column_is_refused(client: t.Any) -> None:
+    url = "/api/v1/analytics/flowpilot/business-hours"
+    response = client.post(url, json={**OFFICE, "client_id": 101}, headers=ADMIN)
+    assert response.status_code == 400
+    assert "client_id" in response.get_json()["error"]["details"]["fields"]
+    assert client.get(url, headers=ADMIN).get_json()["versions"] == []
+    assert client.get(url + "?client=101", headers=ADMIN).status_code == 400
+
+
+@pytest.mark.parametrize(
+    "app_config", [{"FLOWPILOT_ANALYTICS_COLUMNS": {"sessions.client_id": "customer_id"}}]
+)
+def test_a_numeric_client_column_under_another_name(client: t.Any) -> None:
+    db.session.rollback()
+    with db.engine.begin() as connection:
+        connection.execute(sa.text("ALTER TABLE ai_sessions ADD COLUMN customer_id NUMERIC"))
+    sess = f.session(1, f.at(days=2))
+    db.session.execute(
+        sa.text("UPDATE ai_sessions SET customer_id = 12 WHERE id = :id"), {"id": sess.id}
+    )
+    f.handoff(sess, f.at(days=1))
+    f.commit()
+    assert (
+        client.get(ESCALATIONS + "?client=12", headers=ADMIN).get_json()["n_handoffs_claimed"] == 1
+    )
+    assert (
+        client.get(ESCALATIONS + "?client=13", headers=ADMIN).get_json()["n_handoffs_claimed"] == 0
+    )
+    bad = client.get(ESCALATIONS + "?client=abc", headers=ADMIN)
+    assert bad.status_code == 400 and "client" in bad.get_json()["error"]["details"]["fields"]
