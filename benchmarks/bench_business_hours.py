@@ -232,7 +232,7 @@ def business_request(app: Flask, report: str, phases: Phases) -> tuple[int, str]
         metric = state.prepared().escalations
         clock = Stopwatch(phases)
         ctx = reports.ReportContext.start(state, IDENTITY.account_id, IDENTITY.user_id)
-        calendar = ctx.calendar()
+        calendar, _ = ctx.calendars()
         clock.lap(SQL_PHASES[0])
         window = query.span.window(ctx.now)
         trend = report != "escalations"
@@ -249,7 +249,7 @@ def business_request(app: Flask, report: str, phases: Phases) -> tuple[int, str]
             rows, calendar, ctx.now, zone=ZoneInfo(TZ) if trend else None, week=False
         )
         clock.lap("measure_business (columns, numpy clock)")
-        used = reports.BusinessHoursUsed(tuple(calendar.ids(handoffs.used)))
+        used = reports.BusinessHoursUsed(tuple(sorted(handoffs.used)))
         document: t.Any
         if not trend:
             overall = esc.fold_clocked(handoffs, metric.edges, None)
