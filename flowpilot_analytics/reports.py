@@ -987,7 +987,13 @@ def trend_csv(ctx: ReportContext, query: TrendQuery) -> CsvTable:
 
 
 def psa_csv(ctx: ReportContext, query: PsaQuery) -> CsvTable:
-    """The daily trend, one row per local day."""
+    """The daily trend, one row per local day; with ``group_by=client``, one row per client (its
+    time entries and funnel)."""
+    if query.group_by == "client":
+        groups = psa_report(ctx, query).groups or ()
+        return _dumped_table(
+            "psa_by_client.csv", schemas.PsaClientGroup(), "client", "client", groups
+        )
     ctx = ctx.for_client(query.client)
     days = _psa(ctx, query.span.window(ctx.now), query.tz).daily_trend
     label = f"date ({query.tz})"

@@ -567,7 +567,10 @@ class PsaMetricsArgs(PeriodArgs):
     """``?period=7d|30d|90d&tz=<IANA zone>`` (defaults
     ``30d`` and ``UTC``), ``format=csv`` for the trend."""
 
-    format = _format("csv: the daily trend as CSV (Accept: text/csv works too).")
+    format = _format(
+        "csv: the daily trend as CSV, or with group_by=client one row per client (Accept: "
+        "text/csv works too)."
+    )
     tz = _zone()
     client = _client()
     group_by = fields.String(

@@ -382,3 +382,22 @@ def test_a_numeric_client_column_under_another_name(client: t.Any) -> None:
     )
     bad = client.get(ESCALATIONS + "?client=abc", headers=ADMIN)
     assert bad.status_code == 400 and "client" in bad.get_json()["error"]["details"]["fields"]
+
+
+def test_psa_metrics_by_client_as_csv_has_one_row_per_client(
+    client: t.Any, clients: dict[object, dict[str, list[t.Any]]]
+) -> None:
+    import csv
+    import io
+
+    body = client.get(PSA + "?group_by=client", headers=ADMIN).get_json()
+    export = client.get(PSA + "?group_by=client&format=csv", headers=ADMIN)
+    assert (
+        export.status_code == 200 and "psa_by_client.csv" in export.headers["Content-Disposition"]
+    )
+    table = list(csv.reader(io.StringIO(export.get_data(as_text=True))))
+    header, rows = table[0], table[1:]
+    assert header[0] == "client" and "time_entries_count" in header and "funnel_sessions" in header
+    assert [row[0] for row in rows] == ["101", "202", ""]
+    count = header.index("time_entries_count")
+    assert [int(row[count]) for row in rows] == [g["time_entries"]["count"] for g in body["groups"]]
