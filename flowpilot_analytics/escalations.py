@@ -405,12 +405,11 @@ def measure_business(
         used |= {own.versions[p].id for p in set(positions.tolist())}
     points = None
     if zone is not None:
+        computed = [_column(row, "point", None) for row in rows]  # by the database's zone rules
         points = np.array(
             [
-                _column(row, "point", None)
-                if _column(row, "point", None) is not None
-                else _local_day(int(claim), zone, week)
-                for row, claim in zip(rows, claims)
+                _local_day(int(claim), zone, week) if point is None else point
+                for point, claim in zip(computed, claims)
             ],
             dtype=np.int64,
         )

@@ -189,6 +189,22 @@ def activity_table(metadata: sa.MetaData, name: str, id_type: str) -> sa.Table:
 BUSINESS_HOURS_TABLE = "flowpilot_business_hours"
 
 
+def _account_table(
+    metadata: sa.MetaData, name: str, id_type: str, *parts: sa.schema.SchemaItem
+) -> sa.Table:
+    """A plugin table of one account's rows: a serial ``id``, ``account_id`` of the host's id type,
+    then ``parts``; a table the host already declared under ``name`` is reused as it is."""
+    if name in metadata.tables:
+        return metadata.tables[name]
+    return sa.Table(
+        name,
+        metadata,
+        _serial_id(),
+        sa.Column("account_id", ID_TYPES[id_type](), nullable=False),
+        *parts,
+    )
+
+
 def business_hours_table(metadata: sa.MetaData, id_type: str) -> sa.Table:
     """The plugin's own calendar table (one row per version, never updated or deleted); reuses a
     table the host already declared under that name.
@@ -197,14 +213,11 @@ def business_hours_table(metadata: sa.MetaData, id_type: str) -> sa.Table:
     expanded): what a report measures with, whatever package version reads it later.
     ``timezone`` and ``effective_from`` repeat it for people reading the table.
     """
-    if BUSINESS_HOURS_TABLE in metadata.tables:
-        return metadata.tables[BUSINESS_HOURS_TABLE]
     name = BUSINESS_HOURS_TABLE
-    return sa.Table(
-        name,
+    return _account_table(
         metadata,
-        _serial_id(),
-        sa.Column("account_id", ID_TYPES[id_type](), nullable=False),
+        name,
+        id_type,
         #: A client's own calendar (per-client business hours); NULL: the account's.
         sa.Column("client_id", sa.String(255), nullable=True),
         sa.Column("timezone", sa.String(64), nullable=False),
@@ -223,14 +236,11 @@ BASELINE_TABLE = "flowpilot_baseline_samples"
 def baseline_table(metadata: sa.MetaData, id_type: str) -> sa.Table:
     """The plugin's own table of stopwatch baseline samples (one row per sample; a wrong sample is
     deleted, never edited); reuses a table the host already declared under that name."""
-    if BASELINE_TABLE in metadata.tables:
-        return metadata.tables[BASELINE_TABLE]
     name = BASELINE_TABLE
-    return sa.Table(
-        name,
+    return _account_table(
         metadata,
-        _serial_id(),
-        sa.Column("account_id", ID_TYPES[id_type](), nullable=False),
+        name,
+        id_type,
         #: Seconds from handoff to first action in the old process, by stopwatch.
         sa.Column("seconds", sa.Float(precision=53), nullable=False),
         sa.Column("measured_at", sa.DateTime(timezone=True), nullable=False),
