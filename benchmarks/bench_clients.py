@@ -67,10 +67,10 @@ from common import (
 from dataset import ensure_base
 
 CLIENTS_DB = "fpa_bench_clients"
-CLIENTS_VERSION = "fpa_bench_clients v1"  # bump when the client fill changes
+CLIENTS_VERSION = "fpa_bench_clients v2"  # bump when the client fill changes
 N_CLIENTS = 20
 NULL_SHARE = 0.10
-INDEX = "ix_ai_sessions_account_id_client_id_created_at"  # the name doctor's fix would give it
+INDEX = "ix_ai_sessions_account_id_client_id_created_at_id"  # the name doctor's fix would give it
 
 API = "/api/v1/analytics/flowpilot"
 REPORTS = {
@@ -108,7 +108,7 @@ FILL = [
     ("VACUUM FULL ai_sessions", "VACUUM (FULL) ai_sessions"),
     (
         f"CREATE INDEX {INDEX}",
-        f"CREATE INDEX {INDEX} ON ai_sessions (account_id, client_id, created_at)",
+        f"CREATE INDEX {INDEX} ON ai_sessions (account_id, client_id, created_at, id)",
     ),
     ("VACUUM ANALYZE ai_sessions", "VACUUM ANALYZE ai_sessions"),
 ]

@@ -39,6 +39,10 @@ class Activity:
     minutes: float | None
     created_at: datetime
     idempotency_key: str | None
+    #: Who pushed (the host's user id as text), ``None`` when unknown.
+    user_id: str | None = None
+    #: Whether the time is billable as the push said; ``None``: not said.
+    billable: bool | None = None
 
     def row(self) -> dict[str, object]:
         """The activity as the table's row (and the dead letter's JSON object)."""
@@ -51,13 +55,26 @@ class Activity:
 
 
 PAYLOAD_FIELDS = tuple(field.name for field in dataclasses.fields(Activity))
+#: The fields of a dead letter from before idempotency keys (0.1): its legacy key is derived from
+#: these only, so that it stays the same whatever fields later versions add.
+LEGACY_FIELDS = (
+    "account_id",
+    "session_id",
+    "activity_type",
+    "psa_ticket_id",
+    "external_id",
+    "minutes",
+    "created_at",
+)
+#: The longest user id an activity keeps (its column's length).
+USER_ID_LENGTH = 255
 
 
 def legacy_key(payload: Mapping[str, object]) -> str:
     """A stable key for a dead letter written before keys existed, so that replays of it stay
     idempotent."""
     canonical = json.dumps(
-        {k: payload.get(k) for k in PAYLOAD_FIELDS if k != "idempotency_key"},
+        {k: payload.get(k) for k in LEGACY_FIELDS},
         default=str,
         sort_keys=True,
     )
@@ -90,9 +107,13 @@ def validate_payload(payload: Mapping[str, object], table: sa.Table | None = Non
             raise ValueError("minutes must be a finite number >= 0")
     if not isinstance(row["created_at"], datetime):
         raise ValueError("the activity has no created_at")
-    for name in ("psa_ticket_id", "external_id", "idempotency_key"):
+    for name in ("psa_ticket_id", "external_id", "idempotency_key", "user_id"):
         if row[name] is not None and not isinstance(row[name], str):
             raise ValueError(f"{name} must be text, got a {type(row[name]).__name__}")
+    if row["billable"] is not None and not isinstance(row["billable"], bool):
+        raise ValueError(
+            f"billable must be true, false or null, got a {type(row['billable']).__name__}"
+        )
     for name in ("account_id", "session_id"):
         value = row[name]
         if isinstance(value, bool):

@@ -170,6 +170,9 @@ class _RedisBackend:
         value = self._redis.get(f"{key}:position")
         return None if value is None else int(value)
 
+    def ping(self) -> None:
+        self._redis.ping()
+
 
 class ResponseCache:
     """What the routes use: ``lookup`` / ``store`` bodies, ``invalidate`` an account's route."""
@@ -209,6 +212,14 @@ class ResponseCache:
                 else _MemoryBackend(self.max_bytes)
             )
         return self._backend
+
+    def ping(self) -> None:
+        """Send the shared storage a PING through the cache's own client (and its short timeouts);
+        raises the client's error when it does not answer. The in-process storage has nothing to
+        reach: nothing is sent."""
+        backend = self.backend
+        if isinstance(backend, _RedisBackend):
+            backend.ping()
 
     def _generation_key(self, route: str, account_id: object) -> str:
         return f"{PREFIX}:{self.namespace}:gen:{route}:{quote(str(account_id), safe='')}"

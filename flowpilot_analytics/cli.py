@@ -14,6 +14,7 @@ import json
 import re
 import sys
 import typing as t
+from concurrent.futures import Future, wait
 
 import click
 import sqlalchemy as sa
@@ -26,6 +27,7 @@ from .baselines import MAX_SAMPLES_PER_REQUEST
 from .business_hours import CalendarError, holiday_span, holidays_from_ics
 from .config import HOST_COLUMNS, Settings
 from .deadletter import DeadLetterStore, replay_one
+from .deadline import DeadlineRunner
 from .errors import AnalyticsError
 from .identity import AccountId
 from .reports import ReportContext, Route
@@ -42,6 +44,7 @@ from .schemas import (
     flat_values,
 )
 from .state import AnalyticsState, current_state
+from .storage import is_redis, redact, redact_uri
 from .tables import OPTIONAL_INDEXES, RECOMMENDED_INDEXES, split_name
 from .web import schema_problem
 
@@ -172,16 +175,157 @@ def diagnose(
     settings: Settings,
     plugin_tables: t.Sequence[sa.Table],
     write_engine: sa.Engine,
+    *,
+    host_tables: bool = True,
+    own_tables: bool = True,
 ) -> tuple[list[str], list[str]]:
-    """Check the host's tables (read engine) and the plugin's own (primary); return (report lines,
-    statements)."""
+    """Check the host's tables (read engine) and the plugin's own (primary), each unless told not
+    to (its database is down); return (report lines, statements)."""
     lines: list[str] = []
     fixes: list[str] = []
-    for logical in settings.tables:
+    for logical in settings.tables if host_tables else ():
         _check_host_table(engine, settings, logical, lines, fixes)
-    for table in plugin_tables:
+    for table in plugin_tables if own_tables else ():
         _check_plugin_table(write_engine, table, lines, fixes)
     return lines, fixes
+
+
+# -- doctor: the services the plugin depends on ----------------------------------------------------
+
+#: Seconds ``doctor`` waits by default for the databases and storages (all asked at once).
+CHECK_SECONDS = 5.0
+#: Said of a storage in process memory, which has nothing to reach.
+IN_PROCESS = "in this process, nothing to reach (no network check)"
+
+
+class Service(t.NamedTuple):
+    """One service ``doctor`` asks: how it is named (credentials masked), the call that asks it
+    (returns what it answered, raises when it does not), and what to do when it is down."""
+
+    label: str
+    ask: t.Callable[[], str]
+    remedy: str
+    #: The URI whose credentials an error's text is cleaned of before it is printed.
+    uri: str
+
+
+def _database_uri(engine: sa.Engine) -> str:
+    """The engine's URL with its password, for :func:`~.storage.redact` and
+    :func:`~.storage.redact_uri` (never printed as it is)."""
+    return engine.url.render_as_string(hide_password=False)
+
+
+def _ask_database(engine: sa.Engine) -> t.Callable[[], str]:
+    def ask() -> str:
+        with engine.connect() as connection:
+            connection.execute(sa.select(sa.literal(1))).scalar()
+        return "answers SELECT 1"
+
+    return ask
+
+
+def _database_services(state: AnalyticsState) -> dict[str, Service]:
+    """The primary (``"write"``) and, with ``FLOWPILOT_ANALYTICS_BIND``, the read bind
+    (``"read"``)."""
+    primary = state.write_engine
+    uri = _database_uri(primary)
+    bind = state.settings.bind
+    reads = "" if bind is not None else "; reports read it too"
+    services = {
+        "write": Service(
+            f"database {redact_uri(uri)} (primary: the hook's writes{reads})",
+            _ask_database(primary),
+            "the hook dead-letters what it cannot write"
+            + (" and reports answer 503" if bind is None else "")
+            + " until it answers: check the server and SQLALCHEMY_DATABASE_URI",
+            uri,
+        )
+    }
+    if bind is not None:
+        engine = state.read_engine
+        uri = _database_uri(engine)
+        services["read"] = Service(
+            f"read bind {bind!r} {redact_uri(uri)} (reports)",
+            _ask_database(engine),
+            f"reports answer 503 until it answers: check the server and "
+            f"SQLALCHEMY_BINDS[{bind!r}] (or unset FLOWPILOT_ANALYTICS_BIND to read the primary)",
+            uri,
+        )
+    return services
+
+
+def _cache_service(state: AnalyticsState) -> Service:
+    cache = state.cache
+    uri = cache.storage_uri
+
+    def ask() -> str:
+        if cache.ttl <= 0:
+            return "not used, the cache is off (FLOWPILOT_ANALYTICS_CACHE_TTL = 0): not checked"
+        if not is_redis(uri):
+            return IN_PROCESS
+        cache.ping()
+        return "answers PING"
+
+    return Service(
+        f"cache storage {redact_uri(uri)}",
+        ask,
+        "requests are answered uncached until it answers: start it, or fix "
+        "FLOWPILOT_ANALYTICS_CACHE_STORAGE_URI",
+        uri,
+    )
+
+
+def _limits_service(state: AnalyticsState) -> Service:
+    limits = state.limits
+    uri = limits.storage_uri
+
+    def ask() -> str:
+        if limits.in_process:
+            return f"{IN_PROCESS}; each worker counts its own calls"
+        if not limits.check():
+            raise ConnectionError("no answer to its health check (a PING for Redis)")
+        return "answers its health check"
+
+    if limits.host_storage:
+        label, setting = (
+            "rate-limit storage of the host's Flask-Limiter",
+            "the host limiter's storage",
+        )
+    else:
+        label = f"rate-limit storage {redact_uri(uri)}"
+        setting = (
+            "FLOWPILOT_ANALYTICS_RATELIMIT_STORAGE_URI (or RATELIMIT_STORAGE_URI, which it falls "
+            "back to)"
+        )
+    return Service(
+        label,
+        ask,
+        f"limits are counted per process until it answers: start it, or fix {setting}",
+        uri,
+    )
+
+
+def check_services(services: t.Mapping[str, Service], timeout: float) -> set[str]:
+    """Ask every service at once, on daemon threads, and wait at most ``timeout`` seconds in all (a
+    black-holed host cannot hold ``doctor``); print a line for each; return the names of those
+    down."""
+    runner = DeadlineRunner(max_threads=len(services), name="flowpilot-analytics-doctor")
+    asked: dict[str, Future[str]] = {name: runner.submit(s.ask) for name, s in services.items()}
+    wait(asked.values(), timeout=timeout)
+    down: set[str] = set()
+    for name, service in services.items():
+        future = asked[name]
+        if not future.done():
+            problem = f"no answer within {timeout:g} s"
+        elif future.exception() is None:
+            click.echo(f"ok      {service.label}: {future.result()}")
+            continue
+        else:
+            text = error_text(t.cast(BaseException, future.exception()))
+            problem = redact(text, service.uri).rstrip(" .")
+        down.add(name)
+        click.echo(f"DOWN    {service.label}: {problem}; {service.remedy}")
+    return down
 
 
 def ddl_statements(table: sa.Table, dialect: sa.Dialect) -> list[str]:
@@ -632,18 +776,41 @@ def register_commands(blueprint: Blueprint, state: AnalyticsState) -> None:
             sys.exit(1)
 
     @blueprint.cli.command("doctor")
-    def doctor() -> None:
-        """Check the tables and indexes the plugin's queries need, and the dead letters; print what
-        fixes it.
+    @click.option(
+        "--timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        default=CHECK_SECONDS,
+        show_default=True,
+        help="Seconds to wait for the databases and storages, asked at once; one that has not "
+        "answered by then is DOWN.",
+    )
+    def doctor(timeout: float) -> None:
+        """Check what the plugin depends on and print what fixes it: the databases and storages it
+        reaches, the tables and indexes its queries need, and the dead letters.
 
-        Exits with status 1 when anything is missing, or dead letters or torn lines wait for a
-        replay. What replays set aside (entries that can never be written, torn lines) is a warning
-        with exit status 0: no command can fix it, someone must read it.
+        Exit status 0: everything is in place (what replays set aside is a WARNING only, and so is
+        its file being unreadable: no command can fix it, someone must read it). Exit status 1:
+        something needs doing: a database or storage DOWN, a table, column or index MISSING, dead
+        letters (BACKLOG) or torn lines (TORN) waiting for a replay, or an UNREADABLE dead-letter
+        store. Exit status 2: the command line is wrong.
         """
         state = current_state()
         store = state.dead_letters
+        databases = _database_services(state)
+        services = {**databases, "cache": _cache_service(state), "limits": _limits_service(state)}
+        down = check_services(services, timeout)
+        read_down = ("read" if "read" in databases else "write") in down  # the host's tables
+        if read_down:
+            click.echo("SKIPPED the host's tables and indexes: their database is down (above)")
+        if "write" in down:
+            click.echo("SKIPPED the plugin's tables and indexes: the primary is down (above)")
         lines, fixes = diagnose(
-            state.read_engine, state.settings, state.plugin_tables, state.write_engine
+            state.read_engine,
+            state.settings,
+            state.plugin_tables,
+            state.write_engine,
+            host_tables=not read_down,
+            own_tables="write" not in down,
         )
         for line in lines:
             click.echo(line)
@@ -668,9 +835,9 @@ def register_commands(blueprint: Blueprint, state: AnalyticsState) -> None:
             )
             for statement in fixes:
                 click.echo(statement + ";")
-        if fixes or waiting != 0 or torn != 0:
+        if down or fixes or waiting != 0 or torn != 0:
             sys.exit(1)
-        click.echo("\nEverything the plugin's queries need is in place.")
+        click.echo("\nEverything the plugin needs is in place.")
 
     @blueprint.cli.command("ddl")
     @click.option(

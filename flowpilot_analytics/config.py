@@ -480,6 +480,36 @@ def _id_type(id_type: object, ctx: Context) -> str:
     return str(id_type)
 
 
+def _flag(value: object, ctx: Context) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{ctx.key} must be True or False, got {value!r}")
+    return value
+
+
+def _openapi_security(kind: object, ctx: Context) -> Mapping[str, str]:
+    """The OpenAPI security scheme of the host's sign-in: its session cookie (named by the app's
+    ``SESSION_COOKIE_NAME``, which Flask-Login's session uses too) or a bearer token."""
+    if kind == "cookie":
+        name = ctx.config.get("SESSION_COOKIE_NAME") or "session"
+        return MappingProxyType(
+            {
+                "type": "apiKey",
+                "in": "cookie",
+                "name": str(name),
+                "description": "The host's signed-in session: its session cookie.",
+            }
+        )
+    if kind == "bearer":
+        return MappingProxyType(
+            {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "The host's token, sent as `Authorization: Bearer <token>`.",
+            }
+        )
+    raise ValueError(f"{ctx.key} must be 'cookie' or 'bearer', got {kind!r}")
+
+
 #: Every key, declared once, in the order they are checked (a check may read the fields before it).
 SETTINGS: tuple[Setting, ...] = (
     Setting(
@@ -652,6 +682,25 @@ SETTINGS: tuple[Setting, ...] = (
         _id_type,
         "Type of `account_id`/`session_id` in that table: `integer`, `string` or `uuid`.",
     ),
+    Setting(
+        "OPENAPI_SECURITY",
+        "openapi_security",
+        "cookie",
+        _openapi_security,
+        "How the OpenAPI document (`openapi.json`) says callers sign in, as the host's identity "
+        "loader expects: `cookie` (the host's session cookie, named by `SESSION_COOKIE_NAME`) or "
+        "`bearer` (`Authorization: Bearer <token>`). It changes only the document.",
+    ),
+    Setting(
+        "DASHBOARD",
+        "dashboard",
+        False,
+        _flag,
+        "Serve the analytics page for team leads at `<prefix>/analytics/flowpilot/` (same role "
+        "gates as the JSON routes, a strict Content-Security-Policy, the browser's session "
+        "cookie) and its static files, the queue stat-card among them, under "
+        "`<prefix>/analytics/flowpilot/static/`; `False` serves neither (see the dashboard page).",
+    ),
 )
 DEFAULTS: Mapping[str, object] = MappingProxyType({PREFIX + s.key: s.default for s in SETTINGS})
 
@@ -747,6 +796,10 @@ class Settings:
     tenant_setting: str | None
     activity_table: str
     id_type: str
+    #: The OpenAPI security scheme object of the host's sign-in.
+    openapi_security: Mapping[str, str]
+    #: Whether the blueprint serves the analytics page and its static files.
+    dashboard: bool
     #: The key that signs cursors (the app's ``SECRET_KEY``).
     cursor_secret: str | bytes = dataclasses.field(repr=False)
     #: Older keys that still verify cursors (``SECRET_KEY_FALLBACKS``).

@@ -10,8 +10,11 @@ The file is also the hook's journal: every activity is journaled there before it
 killed process leaves it in the kernel's page cache) and settled (a ``{"settled": key}`` line) once
 its row is written, so a process that dies in between leaves a dead letter, not a loss.
 :meth:`DeadLetterFile.sync` makes the journal durable when the write failed;
-:meth:`DeadLetterFile.append` (a dead letter proper) is fsynced. Settled entries are compacted away,
-so the file stays small.
+:meth:`DeadLetterFile.append` (a dead letter proper) is fsynced. A settle cuts its own entry off the
+file's end when nothing followed it; else it appends its line, and the file is rewritten without
+what is settled once a quarter of it is (a look, at most :data:`COMPACT_MAX_BYTES` read, due each
+time the file has grown by a quarter). So the file stays within a few times its unsettled entries,
+whatever the number of pushes; one too large to read on a push is moved aside whole for the replay.
 
 An append is whole or not at all (a short write on a full disk is cut back and raised), never glued
 onto a partial line; a line that does not parse (a torn line) is counted apart, never hides the
@@ -27,6 +30,7 @@ import dataclasses
 import errno
 import fcntl
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -53,14 +57,23 @@ Entry = dict[str, object]
 
 FILE_MODE = 0o600
 SETTING = "FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH"
-#: A settle rewrites the file without its settled entries once it is past this size (and past twice
-#: its size after this process's last compaction, so a large backlog is not rewritten at every
-#: settle).
+#: Below this size a settle never reads the file: what is settled there costs less than a look.
 COMPACT_BYTES = 64 * 1024
-#: ... but never once it is past this one: a push would wait for the rewrite of a large backlog
-#: (real dead letters, after an outage), and other pushes for the lock. The replay, which rewrites
-#: the file anyway, cleans it up then (and ``doctor`` says to run one).
+#: The most a settle reads (and parses) to compact the file, so that a push's share of the work
+#: stays bounded whatever the backlog. A file past it when a look is due is moved aside whole (one
+#: rename, as a replay does first), for the replay; a new file starts with the next append.
 COMPACT_MAX_BYTES = 1024 * 1024
+#: A look rewrites the file once at least this share of it is settled; the next look is due once
+#: the file has grown by this share again, so each byte appended is read a bounded number of times.
+COMPACT_SHARE = 4  # a quarter
+#: What a settle line appended since a store's last look counts for (by any process: a store finds
+#: them by their first bytes, without parsing): itself and about one entry of the hook's.
+SETTLED_GUESS = 320
+SETTLE_MARK = b'{"settled": '
+#: How many of its own journal entries a store remembers the place of (to cut them back off the
+#: file's end when they are settled and nothing followed them); older ones, dead letters mostly,
+#: are settled with a line.
+TRACKED = 1024
 #: Seconds :meth:`DeadLetterFile.settle` waits for the file's lock unless told otherwise.
 SETTLE_TIMEOUT = 1.0
 #: Seconds a reader (the backlog gauge, ``doctor``) waits for the file's lock.
@@ -261,14 +274,21 @@ def _write_all(descriptor: int, data: bytes, start: int) -> None:
         raise
 
 
-def _append_to(descriptor: int, data: bytes) -> int:
+def _append_at(descriptor: int, data: bytes) -> tuple[int, bytes]:
     """Append ``data`` (whole lines) to the locked file, on a line of its own: after a partial line
-    (a torn tail) a newline ends it first, so it stays one torn line. The file's new size."""
+    (a torn tail) a newline ends it first, so it stays one torn line. Where it began, and the bytes
+    written."""
     start = os.fstat(descriptor).st_size
     if start and os.pread(descriptor, 1, start - 1) != b"\n":
         data = b"\n" + data
     _write_all(descriptor, data, start)
-    return start + len(data)
+    return start, data
+
+
+def _append_to(descriptor: int, data: bytes) -> int:
+    """:func:`_append_at`; the file's new size."""
+    start, written = _append_at(descriptor, data)
+    return start + len(written)
 
 
 def _read_all(descriptor: int) -> bytes:
@@ -318,6 +338,25 @@ def _classify(raw: bytes) -> tuple[Kind, t.Any]:
         value = json.loads(raw)
     except ValueError:  # not JSON, or not UTF-8
         return "torn", f"{TORN}: not JSON"
+    return _kind(value)
+
+
+def _parse_all(raws: list[bytes]) -> list[t.Any] | None:
+    """Every line parsed in one call (a few times faster than one call a line, which a compaction's
+    look on a push needs), or ``None`` unless each line is one whole JSON object: a torn line, which
+    is then classified by itself. Lines that do not parse alone either fail here or merge into
+    fewer values than lines."""
+    if not all(raw.strip().startswith(b"{") and raw.strip().endswith(b"}") for raw in raws):
+        return None
+    try:
+        values = json.loads(b"[" + b",".join(raws) + b"]")
+    except ValueError:
+        return None
+    return values if isinstance(values, list) and len(values) == len(raws) else None
+
+
+def _kind(value: object) -> tuple[Kind, t.Any]:
+    """:func:`_classify`, for a line parsed."""
     if not isinstance(value, dict):
         return "torn", f"{TORN}: not a JSON object"
     if value.keys() == {"settled"}:
@@ -337,12 +376,13 @@ class _Lines:
     settled: set[str] = field(default_factory=set)
 
     def read(self, data: bytes) -> _Lines:
-        for raw in data.split(b"\n"):
-            if raw.strip():
-                kind, value = _classify(raw)
-                self.items.append((kind, raw, value))
-                if kind == "settled":
-                    self.settled.add(value)
+        raws = [raw for raw in data.split(b"\n") if raw.strip()]
+        values = _parse_all(raws)
+        for i, raw in enumerate(raws):
+            kind, value = _classify(raw) if values is None else _kind(values[i])
+            self.items.append((kind, raw, value))
+            if kind == "settled":
+                self.settled.add(value)
         return self
 
     def current(self) -> list[bool]:
@@ -438,14 +478,77 @@ class DeadLetterStore(t.Protocol):
         pass, set aside those that never can (and torn lines)."""
 
 
+class _Place(t.NamedTuple):
+    """Where one journal append of this store went: its file (device, inode), offset, length and
+    digest, and whether it was a partial entry."""
+
+    file: tuple[int, int]
+    start: int
+    length: int
+    digest: bytes
+    partial: bool
+
+
+@dataclass
+class _Look:
+    """What a store knows of the file it last looked at (device, inode): the size at which its next
+    look is due, how many bytes the look found settled, and how many settle lines were appended
+    since (counted up to ``scanned``)."""
+
+    file: tuple[int, int]
+    due: int
+    settled: int
+    scanned: int
+    lines: int = 0
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def _due(size: int) -> int:
+    """When the next look at a file of ``size`` bytes is due: once it has grown by a
+    :data:`COMPACT_SHARE` (and past :data:`COMPACT_BYTES`), and, while it can still be looked at,
+    no later than just under :data:`COMPACT_MAX_BYTES`, so that a file mostly settled is compacted
+    rather than moved aside."""
+    due = max(COMPACT_BYTES, size + size // COMPACT_SHARE)
+    ceiling = COMPACT_MAX_BYTES - COMPACT_BYTES
+    return min(due, ceiling) if size < ceiling else due
+
+
+def _cut(descriptor: int, places: list[_Place]) -> bool:
+    """Cut one key's journal entries off the end of the locked file when they end it, one after the
+    other, as this store wrote them in this very file (so no copy of the key is left elsewhere to
+    come back unsettled); whether it did. The file is then as it was before they were journaled."""
+    found = os.fstat(descriptor)
+    here, start = (found.st_dev, found.st_ino), places[0].start
+    if any(place.file != here for place in places):
+        return False
+    ends = [place.start + place.length for place in places]
+    if ends[-1] != found.st_size or any(end != place.start for end, place in zip(ends, places[1:])):
+        return False
+    tail = os.pread(descriptor, found.st_size - start, start)
+    if any(
+        _digest(tail[place.start - start : place.start - start + place.length]) != place.digest
+        for place in places
+    ):
+        return False
+    try:
+        os.ftruncate(descriptor, start)
+    except OSError:
+        return False
+    return True
+
+
 class DeadLetterFile:
     """Append-only JSON lines; ``drain`` hands the entries to a writer and keeps only those it could
     not write.
 
     Files beside it: ``<file>.lock`` (one replay at a time), ``<file>.replaying.<n>`` (entries a
-    replay moved aside), ``<file>.rejected`` (what replays set aside), and for a moment the new file
-    of a compaction (``<file>.compacting.<pid>.<n>``) or of ``.rejected`` (``<file>.rejected.<n>``).
-    None is opened through a link, and every one is created 0600.
+    replay moved aside, or a file a settle found too large to compact and moved aside whole),
+    ``<file>.rejected`` (what replays set aside), and for a moment the new file of a compaction
+    (``<file>.compacting.<pid>.<n>``) or of ``.rejected`` (``<file>.rejected.<n>``). None is opened
+    through a link, and every one is created 0600.
     """
 
     kind = "file"
@@ -455,7 +558,10 @@ class DeadLetterFile:
         self.location = self.path = path
         self.replay_lock = path + ".lock"
         self.rejected_location = path + ".rejected"
-        self._compacted_size = 0  # after this process's last compaction
+        #: Where this store journaled each key not yet settled (the last :data:`TRACKED` keys).
+        self._journaled: dict[str, list[_Place]] = {}
+        #: This store's last look at the file, and when the next one is due.
+        self._looked: _Look | None = None
         self._synced_name: tuple[int, int] | None = (
             None  # the file whose name this process made durable
         )
@@ -494,29 +600,50 @@ class DeadLetterFile:
             self._fsync(descriptor)
 
     def journal(self, payload: t.Mapping[str, object], timeout: float = 5.0) -> None:
-        """Journal an activity before its write, without fsync (:meth:`sync` if the write fails)."""
+        """Journal an activity before its write, without fsync (:meth:`sync` if the write fails);
+        where it went is remembered, so that its settle can cut it off the file's end."""
         data = _line(payload).encode("utf-8")
         with self._appending(timeout) as descriptor:
-            _append_to(descriptor, data)
+            start, written = _append_at(descriptor, data)
+            key = payload.get("idempotency_key")
+            if isinstance(key, str):
+                found = os.fstat(descriptor)
+                self._remember(
+                    key,
+                    _Place(
+                        (found.st_dev, found.st_ino),
+                        start,
+                        len(written),
+                        _digest(written),
+                        payload.get("partial") is True,
+                    ),
+                )
+
+    def _remember(self, key: str, place: _Place) -> None:
+        """Add ``place`` to the key's places; past :data:`TRACKED` keys, forget the oldest one whose
+        last entry is complete (the hook journals nothing more under it, so its settle just appends
+        a line) or, failing that, the oldest."""
+        self._journaled.setdefault(key, []).append(place)
+        if len(self._journaled) <= TRACKED:
+            return
+        oldest = next(iter(self._journaled))
+        for known, places in self._journaled.items():
+            if not places[-1].partial:
+                oldest = known
+                break
+        del self._journaled[oldest]
 
     def settle(self, key: str, timeout: float = SETTLE_TIMEOUT) -> None:
-        """Mark the journal entry ``key`` written (no fsync: a lost settle line only means a replay
-        finds the row present); past the compaction threshold (and below :data:`COMPACT_MAX_BYTES`),
-        rewrite the file without what is settled."""
+        """Mark the journal entry ``key`` written (no fsync: a lost settle only means a replay finds
+        the row present). When this store's entries for the key end the file, they are cut off it,
+        so the push leaves nothing; else a ``{"settled": key}`` line is appended. Either way the
+        file is compacted when that is due (:meth:`_tidy`)."""
         data = (json.dumps({"settled": key}) + "\n").encode("utf-8")
         with self._appending(timeout) as descriptor:
-            size = _append_to(descriptor, data)
-            before = size - len(data)
-            if before < self._compacted_size:  # rewritten smaller since (a replay): grow from there
-                self._compacted_size = before
-            if COMPACT_BYTES < size <= COMPACT_MAX_BYTES and size > 2 * self._compacted_size:
-                try:
-                    self._compact(descriptor)
-                except OSError as exc:  # the file stays complete; tried again once it has doubled
-                    self._compacted_size = size
-                    logger.warning(
-                        "could not compact the dead-letter file %s (%s)", self.path, error_text(exc)
-                    )
+            places = self._journaled.pop(key, None)
+            if not (places and _cut(descriptor, places)):
+                _append_to(descriptor, data)
+            self._tidy(descriptor)
 
     def sync(self) -> None:
         """fsync the file (and a replay's aside files, which may hold what was journaled)."""
@@ -541,24 +668,70 @@ class DeadLetterFile:
             _fsync_folder(self.path)
             self._synced_name = (found.st_dev, found.st_ino)
 
-    def _compact(self, descriptor: int) -> None:
-        """Rewrite the locked file with only its unsettled entries and torn lines (and settle lines
-        whose entry a replay's aside file may hold): a new file in the same folder, fsynced, renamed
-        over it. Appenders waiting for the lock then open the new file (see
-        :func:`_lock_current`)."""
-        lines = _Lines().read(_read_all(descriptor))
+    # -- compacting --------------------------------------------------------------------------------
+    def _tidy(self, descriptor: int) -> None:
+        """After a settle: look at the locked file when a look is due (past :data:`COMPACT_BYTES`,
+        and grown by a :data:`COMPACT_SHARE` since this store's last look at it, or that much
+        settled by the count of settle lines appended since, by any process; or not looked at by
+        this store) and rewrite it without what is settled once a quarter of it is. A file past
+        :data:`COMPACT_MAX_BYTES` is not read on a push: it is moved aside whole for the replay,
+        and a new file starts. So a push reads at most that much, each byte is read a bounded
+        number of times, and the file stays within a few times what is unsettled; a failure leaves
+        the file complete, to be tried again at a later look."""
+        found = os.fstat(descriptor)
+        here, size, look = (found.st_dev, found.st_ino), found.st_size, self._looked
+        if look is not None and look.file == here:
+            if size > look.scanned:  # what was appended since (a cut only takes back its own)
+                tail = os.pread(descriptor, size - look.scanned, look.scanned)
+                look.lines += tail.count(SETTLE_MARK)
+            look.scanned = size
+            settled = look.settled + look.lines * SETTLED_GUESS
+            if size < look.due and settled * COMPACT_SHARE < size:
+                return
+        if size <= COMPACT_BYTES:
+            return
+        try:
+            if size > COMPACT_MAX_BYTES:
+                self._seal()
+            else:
+                self._look(descriptor, here)
+        except OSError as exc:
+            self._looked = _Look(here, _due(size), 0, size)
+            logger.warning(
+                "could not compact the dead-letter file %s (%s)", self.path, error_text(exc)
+            )
+
+    def _look(self, descriptor: int, here: tuple[int, int]) -> None:
+        """Read the locked file; rewrite it with only what must stay (:meth:`_kept`) when at least a
+        :data:`COMPACT_SHARE` of it need not; note when the next look is due."""
+        data = _read_all(descriptor)
+        kept = self._kept(data)
+        settled = len(data) - len(kept)
+        if settled * COMPACT_SHARE >= len(data):
+            self._looked = _Look(self._rewrite(kept), _due(len(kept)), 0, len(kept))
+        else:
+            self._looked = _Look(here, _due(len(data)), settled, len(data))
+
+    def _kept(self, data: bytes) -> bytes:
+        """What a compaction keeps of the file: its unsettled entries and torn lines, and the settle
+        lines whose entry an aside file may hold."""
+        lines = _Lines().read(data)
         entries = {
             value.get("idempotency_key") for kind, _, value in lines.items if kind == "entry"
         }
         replaying = bool(self._aside())
-        kept = [
-            raw
+        return b"".join(
+            raw + b"\n"
             for (kind, raw, value), current in zip(lines.items, lines.current())
             if kind == "torn"
             or (kind == "entry" and current and value.get("idempotency_key") not in lines.settled)
             or (kind == "settled" and replaying and value not in entries)
-        ]
-        data = b"".join(raw + b"\n" for raw in kept)
+        )
+
+    def _rewrite(self, data: bytes) -> tuple[int, int]:
+        """Replace the locked file with ``data``: a new file in the same folder, fsynced, renamed
+        over it. Appenders waiting for the lock then open the new file (see
+        :func:`_lock_current`). The new file's (device, inode)."""
         temporary = f"{self.path}.compacting.{os.getpid()}.{time.time_ns()}"
         new = _write_new(temporary, data)
         try:
@@ -569,7 +742,15 @@ class DeadLetterFile:
             raise
         _fsync_folder(self.path)
         self._synced_name = (new.st_dev, new.st_ino)
-        self._compacted_size = len(data)
+        return new.st_dev, new.st_ino
+
+    def _seal(self) -> None:
+        """Move the locked file aside whole (``<file>.replaying.<n>``, as a replay does first): one
+        rename, whatever its size. Every reader and the replay read aside files with the file, so
+        nothing in it is lost or doubled; the next append starts a new file."""
+        os.replace(self.path, f"{self.path}.replaying.{time.time_ns()}")
+        _fsync_folder(self.path)
+        self._looked = None
 
     # -- reading -----------------------------------------------------------------------------------
     def _aside(self) -> list[str]:

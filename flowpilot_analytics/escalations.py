@@ -860,13 +860,13 @@ def handoffs_query(
     )
 
 
-def unsupported_grouping(group: Group = "engineer") -> InvalidQuery:
-    """The error of ``group_by=engineer`` (``client``) on a host whose handoffs (sessions) have no
-    claimer (client) column."""
+def unsupported_grouping(group: Group = "engineer", sessions: str = "ai_sessions") -> InvalidQuery:
+    """The error of ``group_by=engineer`` (``client``) on a host whose handoffs (sessions, the
+    host's table ``sessions``) have no claimer (client) column."""
     if group == "client":
         return InvalidQuery(
-            "group_by=client needs the sessions' client column, which this database does not "
-            "have. Add ai_sessions.client_id, or map yours with FLOWPILOT_ANALYTICS_COLUMNS = "
+            f"group_by=client needs the sessions' client column, which this database does not "
+            f"have. Add {sessions}.client_id, or map yours with FLOWPILOT_ANALYTICS_COLUMNS = "
             "{'sessions.client_id': '<column>'}.",
             code="unsupported_grouping",
             details={"setting": "FLOWPILOT_ANALYTICS_COLUMNS", "column": "sessions.client_id"},
@@ -936,7 +936,7 @@ class Escalations:
         """The statement for the whole account, or per engineer or client
         (:func:`unsupported_grouping` without the column)."""
         if group not in self._grouped:
-            raise unsupported_grouping(group)
+            raise unsupported_grouping(group, self.tables.sessions.fullname)
         return self._grouped[group]
 
     def per_handoff_statement(
@@ -947,7 +947,7 @@ class Escalations:
         bound), the stored timestamps elsewhere (:func:`rows_query`); ``with_client`` adds each
         session's client."""
         if (group, point, with_client) not in self._business:
-            raise unsupported_grouping(group)
+            raise unsupported_grouping(group, self.tables.sessions.fullname)
         return self._business[group, point, with_client]
 
     def deltas_statement(self) -> Statement:

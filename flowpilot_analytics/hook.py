@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import numbers
 import time
 import typing as t
 import uuid
@@ -23,7 +24,14 @@ import sqlalchemy as sa
 from flask import Flask, current_app, has_app_context, has_request_context
 
 from . import telemetry
-from .activities import Activity, NoAccount, error_text, insert_activity, validate_payload
+from .activities import (
+    USER_ID_LENGTH,
+    Activity,
+    NoAccount,
+    error_text,
+    insert_activity,
+    validate_payload,
+)
 from .deadline import DeadlineExceeded
 from .replica import insert_position
 from .signals import activity_recorded
@@ -148,7 +156,52 @@ def build_payload(
         "minutes": fields.get("minutes"),
         "created_at": state.clock(),
         "idempotency_key": str(uuid.uuid4()),
+        "user_id": fields.get("user_id"),
+        "billable": fields.get("billable"),
     }
+
+
+def technician_of(value: object) -> str | None:
+    """A user id as the activity keeps it: text (a whole number or UUID as its text); ``None`` for
+    none, and for a value that is not an id (a WARNING names its type): the push is still recorded,
+    without a technician."""
+    if value is None or (isinstance(value, str) and not value):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, uuid.UUID, numbers.Integral)):
+        problem = f"a {type(value).__name__}, not an id"
+    else:
+        text = str(int(value)) if isinstance(value, numbers.Integral) else str(value)
+        if len(text) <= USER_ID_LENGTH:
+            return text
+        problem = f"longer than {USER_ID_LENGTH} characters"
+    logger.warning("a push's user_id is %s; recorded without a technician", problem)
+    return None
+
+
+def billable_of(value: object) -> bool | None:
+    """``billable`` as the activity keeps it: true, false, or ``None`` (not said; also for a value
+    that is not a bool, with a WARNING naming its type: the push is recorded as unclassified)."""
+    if value is None or isinstance(value, bool):
+        return value
+    logger.warning(
+        "a push's billable is a %s, not true or false; recorded as unclassified",
+        type(value).__name__,
+    )
+    return None
+
+
+def _attribution(
+    fields: dict[str, object], kwargs: Mapping[str, object], caller: t.Callable[[], object]
+) -> None:
+    """Who pushed and whether it is billable: the extractor's, else the push's ``user_id=`` /
+    ``billable=`` keyword, else (the user only) the current request's identity."""
+    for name in ("user_id", "billable"):
+        if fields.get(name) is None and kwargs.get(name) is not None:
+            fields[name] = kwargs[name]
+    if fields.get("user_id") is None:
+        fields["user_id"] = _field(caller(), "user_id")
+    fields["user_id"] = technician_of(fields.get("user_id"))
+    fields["billable"] = billable_of(fields.get("billable"))
 
 
 class Written(t.NamedTuple):
@@ -341,18 +394,32 @@ def _late(recording: Recording, done: Future[Written]) -> None:
         _announce(recording.app, recording.state, recording.activity, done.result().position)
 
 
-def _known_account(state: AnalyticsState, fields: Mapping[str, object]) -> object:
+def _request_identity(state: AnalyticsState) -> t.Callable[[], object]:
+    """The current request's identity (an object or a mapping), asked of the host's loader at most
+    once per push and only when needed; ``None`` outside a request or when the loader fails."""
+    asked: list[object] = []
+
+    def identity() -> object:
+        if not asked:
+            found: object = None
+            if has_request_context():
+                try:
+                    found = state.identity_loader()
+                except Exception:
+                    found = None
+            asked.append(found)
+        return asked[0]
+
+    return identity
+
+
+def _known_account(fields: Mapping[str, object], caller: t.Callable[[], object]) -> object:
     """The account the push belongs to, as known without reading the pushed object: its loaded
     ``account_id``, else the request's identity. (Never the host's connection: a query there could
     begin the host's transaction or wait past the deadline.)"""
     if fields.get("account_id") is not None:
         return fields["account_id"]
-    if has_request_context():
-        try:
-            return getattr(state.identity_loader(), "account_id", None)
-        except Exception:
-            return None
-    return None
+    return _field(caller(), "account_id")
 
 
 def _complete(
@@ -412,7 +479,9 @@ def record(
             type(exc).__name__,
         )
         return
-    account = _known_account(state, fields)
+    caller = _request_identity(state)
+    account = _known_account(fields, caller)
+    _attribution(fields, kwargs, caller)
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     payload = build_payload(
         activity_type, {**fields, "account_id": fields.get("account_id") or account}, state

@@ -1,7 +1,12 @@
 """PSA metrics, whole: time-entry totals, the documentation funnel with its rates, and the daily
 trend.
 
-- ``time_entries``: the account's ``time_entry_posted`` activities created in the window.
+- ``time_entries``: the account's ``time_entry_posted`` activities created in the window; their
+  minutes split by what the push said of them: ``billable_minutes`` (billable true),
+  ``non_billable_minutes`` (false) and ``unclassified_minutes`` (not said), which add up to
+  ``total_minutes`` (``(billable + non_billable) + unclassified``, in that order, to the last bit).
+- per technician: the same activities grouped by the activity's ``user_id`` (who pushed; ``None``
+  when unknown): its notes and time entries.
 - ``funnel``: sessions created in the window -> with a ``psa_ticket_id`` (linked) -> linked with at
   least one ``note_posted`` activity at any time (doc_pushed) -> doc_pushed with at least one
   ``time_entry_posted`` (time_entry_logged). Each stage is a subset of the previous one.
@@ -98,23 +103,35 @@ def one_client(tables: HostTables, sessions: sa.Table) -> list[sa.ColumnElement[
     return [sessions.c.client_id == sa.bindparam("client_id", type_=sessions.c.client_id.type)]
 
 
+#: How activities are grouped besides day and type: by the client of their session, or by who
+#: pushed them (the key is last in each row).
+ActivityGroup: t.TypeAlias = 't.Literal["client", "technician"] | None'
+
+
 def activities_query(
-    tables: HostTables, activities: sa.Table, backend: Backend, by_client: bool = False
+    tables: HostTables, activities: sa.Table, backend: Backend, by: ActivityGroup = None
 ) -> Statement:
     """The account's note and time-entry activities created in the window, grouped by day and
-    type (for one client: those of its sessions); with ``by_client``, also by the client of the
-    activity's session (last in each row; ``None`` without a session or a client)."""
+    type (for one client: those of its sessions), with their valid minutes split by ``billable``;
+    ``by="client"`` also groups by the client of the activity's session (``None`` without a session
+    or a client), ``by="technician"`` by the activity's ``user_id``."""
     a = activities
     bucket = day_bucket(a.c.created_at, backend).label("bucket")
     # NaN (PostgreSQL numeric allows it, and sorts it above every
     # number) and infinities are not minutes: they are left out of the
     # sum and counted, so one bad row never poisons an account's totals.
     valid = sa.and_(a.c.minutes >= 0, a.c.minutes < sa.literal(10**12, sa.Numeric()))
+
+    def minutes(billable: sa.ColumnElement[bool]) -> sa.ColumnElement[t.Any]:
+        return sa.func.sum(sa.case((sa.and_(valid, billable), a.c.minutes)))
+
     query = sa.select(
         bucket,
         a.c.activity_type,
         sa.func.count(),
-        sa.func.sum(sa.case((valid, a.c.minutes))),
+        minutes(a.c.billable.is_(True)),
+        minutes(a.c.billable.is_(False)),
+        minutes(a.c.billable.is_(None)),
         sa.func.count(sa.case((sa.and_(a.c.minutes.is_not(None), sa.not_(valid)), 1))),
     ).where(
         a.c.account_id == sa.bindparam("account_id"),
@@ -122,7 +139,9 @@ def activities_query(
         *in_window(a.c.created_at),
         *tables.client_scope(a.c.session_id),
     )
-    if not by_client:
+    if by == "technician":
+        return query.add_columns(a.c.user_id).group_by(bucket, a.c.activity_type, a.c.user_id)
+    if by is None:
         return query.group_by(bucket, a.c.activity_type)
     s = tables.sessions
     source = a.outerjoin(s, sa.and_(s.c.id == a.c.session_id, s.c.account_id == a.c.account_id))
@@ -146,10 +165,17 @@ class DayRow:
 
 @dataclass(frozen=True)
 class TimeEntries:
-    """The window's ``time_entry_posted`` activities and their minutes."""
+    """The window's ``time_entry_posted`` activities and their minutes, split by billable."""
 
     count: int
-    total_minutes: float
+    billable_minutes: float = 0.0
+    non_billable_minutes: float = 0.0
+    unclassified_minutes: float = 0.0
+
+    @property
+    def total_minutes(self) -> float:
+        """The three parts' sum, added in this order (so a reader's sum of the parts equals it)."""
+        return (self.billable_minutes + self.non_billable_minutes) + self.unclassified_minutes
 
     @property
     def total_hours(self) -> float:
@@ -187,6 +213,8 @@ class PsaResult:
     time_entries: TimeEntries
     funnel: Funnel
     daily_trend: tuple[DayRow, ...]
+    #: The window's ``note_posted`` activities.
+    notes_posted: int = 0
     #: Stored minutes that are not a finite number >= 0 (skipped in the totals, and logged).
     invalid_minutes: int = 0
 
@@ -214,31 +242,43 @@ def summarize(
     for bucket, *counts in sessions:
         funnel = [total + (count or 0) for total, count in zip(funnel, counts)]
         day_of(bucket).sessions += counts[0]
-    entries, total_minutes, invalid = 0, 0.0, 0
-    for bucket, activity_type, count, summed, unusable in activities:
+    entries, notes, invalid = 0, 0, 0
+    parts = [0.0, 0.0, 0.0]  # billable, non-billable, unclassified
+    for bucket, activity_type, count, *summed, unusable in activities:
         row = day_of(bucket)
         invalid += unusable or 0
         if activity_type == NOTE_POSTED:
             row.notes_posted += count
+            notes += count
             continue
-        minutes = float(summed or 0.0)
-        if not math.isfinite(minutes):
+        day = [float(value or 0.0) for value in summed]
+        if not all(math.isfinite(value) for value in day):
             invalid += count
-            minutes = 0.0
+            day = [0.0, 0.0, 0.0]
         entries += count
-        total_minutes += minutes
+        parts = [total + value for total, value in zip(parts, day)]
         row.time_entries += count
-        row.minutes += minutes
+        row.minutes += (day[0] + day[1]) + day[2]
     return PsaResult(
-        time_entries=TimeEntries(entries, total_minutes),
+        time_entries=TimeEntries(entries, *parts),
         funnel=Funnel(*funnel),
         daily_trend=tuple(days.values()),
+        notes_posted=notes,
         invalid_minutes=invalid,
     )
 
 
+def technician_order(user: str | None) -> tuple[bool, bool, int, str]:
+    """Technicians in their ids' natural order (ids of digits as numbers, 7 before 10, then text);
+    pushes with no known technician last."""
+    if user is None:
+        return True, True, 0, ""
+    digits = user.isascii() and user.isdigit()
+    return False, not digits, int(user) if digits else 0, user
+
+
 class PsaMetrics:
-    """The metric's two statements for one app's tables
+    """The metric's statements for one app's tables
     and backend, built once at the first request."""
 
     def __init__(self, tables: HostTables, activities: sa.Table, backend: Backend) -> None:
@@ -250,11 +290,13 @@ class PsaMetrics:
         self.client_statements = (
             (
                 sessions_query(tables, activities, backend, by_client=True),
-                activities_query(tables, activities, backend, by_client=True),
+                activities_query(tables, activities, backend, by="client"),
             )
             if tables.has_client
             else None
         )
+        #: The activities per technician (who pushed them).
+        self.technician_statement = activities_query(tables, activities, backend, by="technician")
 
     def fold(self, rows: t.Sequence[t.Sequence[Row]], window: Window, zone: ZoneInfo) -> PsaResult:
         """The result from the two statements' rows (in :attr:`statements` order)."""
@@ -273,3 +315,13 @@ class PsaMetrics:
             client: summarize(sessions, activities, window, zone)
             for client, (sessions, activities) in parts.items()
         }
+
+    def fold_technicians(
+        self, rows: t.Sequence[Row], window: Window, zone: ZoneInfo
+    ) -> dict[str | None, PsaResult]:
+        """Each technician's result (notes and time entries; no sessions) from
+        :attr:`technician_statement`'s rows (the user id last in each)."""
+        parts: dict[str | None, list[Row]] = {}
+        for row in rows:
+            parts.setdefault(row[-1], []).append(row[:-1])
+        return {user: summarize((), activities, window, zone) for user, activities in parts.items()}

@@ -18,12 +18,12 @@ import typing as t
 from urllib.parse import quote
 
 import limits
-from limits.storage import storage_from_string
+from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter, RateLimiter
 
 from . import telemetry
 from .errors import RateLimited
-from .storage import Backoff, client_options, redact, redact_uri
+from .storage import Backoff, client_options, redact, redact_uri, scheme
 
 if t.TYPE_CHECKING:
     from flask_limiter import Limiter
@@ -63,6 +63,29 @@ class RouteLimits:
             options: dict[str, t.Any] = client_options(self.storage_uri)
             self._own = FixedWindowRateLimiter(storage_from_string(self.storage_uri, **options))
         return self._own
+
+    @property
+    def host_storage(self) -> bool:
+        """Whether the limits are counted in the host limiter's storage (``limiter=``) rather than
+        at :attr:`storage_uri`."""
+        return self._host_limiter is not None
+
+    @property
+    def in_process(self) -> bool:
+        """Whether the limits are counted in this process's memory, each worker apart: there is no
+        storage to reach."""
+        if self._host_limiter is None:
+            return scheme(self.storage_uri) == "memory"
+        return isinstance(self.strategy.storage, MemoryStorage)
+
+    def check(self) -> bool:
+        """Whether the storage the limits are counted in answers now: the ``limits`` package's
+        health check (a PING for Redis, with :func:`~.storage.client_options`' short timeouts);
+        ``False``, never an error, when it does not answer or cannot be made."""
+        try:
+            return bool(self.strategy.storage.check())
+        except Exception:  # each storage backend raises its own errors
+            return False
 
     def _count(self, item: limits.RateLimitItem, ids: tuple[str, ...]) -> tuple[bool, float | None]:
         """Hit the shared storage; while it is down, a per-process fallback counts instead."""

@@ -52,7 +52,7 @@ from .escalations import (
 )
 from .identity import AccountId, UserId
 from .periods import Window, previous_window
-from .psa_metrics import Funnel, PsaMetrics, PsaResult, TimeEntries
+from .psa_metrics import Funnel, PsaMetrics, PsaResult, TimeEntries, technician_order
 from .replica import Reads
 from .schemas import (
     Args,
@@ -129,7 +129,7 @@ class ReportContext:
             return self
         tables = self.state.prepared().tables
         if not tables.has_client:
-            raise unsupported_filter()
+            raise unsupported_filter(tables.sessions.fullname)
         column = tables.sessions.c.client_id
         return dataclasses.replace(self, client_id=client_value(column, client))
 
@@ -162,11 +162,12 @@ class ReportContext:
         return own, clients
 
 
-def unsupported_filter() -> InvalidQuery:
-    """The error of ``client=`` on a host whose sessions have no client column."""
+def unsupported_filter(sessions: str) -> InvalidQuery:
+    """The error of ``client=`` on a host whose sessions (the host's table ``sessions``) have no
+    client column."""
     return InvalidQuery(
-        "client= needs the sessions' client column, which this database does not have. Add "
-        "ai_sessions.client_id, or map yours with FLOWPILOT_ANALYTICS_COLUMNS = "
+        f"client= needs the sessions' client column, which this database does not have. Add "
+        f"{sessions}.client_id, or map yours with FLOWPILOT_ANALYTICS_COLUMNS = "
         "{'sessions.client_id': '<column>'}.",
         code="unsupported_filter",
         details={"setting": "FLOWPILOT_ANALYTICS_COLUMNS", "column": "sessions.client_id"},
@@ -371,7 +372,7 @@ def escalation_report(ctx: ReportContext, query: EscalationQuery) -> EscalationR
     metric = ctx.escalations()
     group = query.group_by
     if group not in metric.groups:  # refused before any work
-        raise unsupported_grouping(group)
+        raise unsupported_grouping(group, metric.tables.sessions.fullname)
     clocked = _Clocked(ctx, query.clock)
     window = query.span.window(ctx.now)
     target = _target(ctx, query.target_seconds)
@@ -464,6 +465,15 @@ class PsaClientGroup:
     funnel: Funnel
 
 
+@dataclass(frozen=True)
+class PsaTechnicianGroup:
+    """One technician's pushes (``PsaTechnicianGroup``)."""
+
+    technician: str | None
+    notes_posted: int
+    time_entries: TimeEntries
+
+
 @dataclass(frozen=True, kw_only=True)
 class PsaReport(PsaWindow):
     """The body of ``GET psa-metrics`` (``EnhancedPsaMetrics``)."""
@@ -471,7 +481,7 @@ class PsaReport(PsaWindow):
     period: str
     timezone: str
     previous: PsaWindow | None = None
-    groups: tuple[PsaClientGroup, ...] | None = None
+    groups: tuple[PsaClientGroup, ...] | tuple[PsaTechnicianGroup, ...] | None = None
 
 
 def _psa(ctx: ReportContext, window: Window, zone_name: str) -> PsaResult:
@@ -494,7 +504,8 @@ def psa_report(ctx: ReportContext, query: PsaQuery) -> PsaReport:
     over the window."""
     ctx = ctx.for_client(query.client)
     if query.group_by == "client" and ctx.psa_metrics().client_statements is None:
-        raise unsupported_grouping("client")  # refused before any work
+        sessions = ctx.state.prepared().tables.sessions.fullname
+        raise unsupported_grouping("client", sessions)  # refused before any work
     window = query.span.window(ctx.now)
     result = _psa(ctx, window, query.tz)
     previous = None
@@ -503,16 +514,21 @@ def psa_report(ctx: ReportContext, query: PsaQuery) -> PsaReport:
         previous = PsaWindow(
             **vars(_psa(ctx, before, query.tz)), window_start=before.start, window_end=before.end
         )
-    groups = None
+    groups: tuple[PsaClientGroup, ...] | tuple[PsaTechnicianGroup, ...] | None = None
+    metric, zone = ctx.psa_metrics(), ZoneInfo(query.tz)
     if query.group_by == "client":
-        metric = ctx.psa_metrics()
         statements = t.cast(t.Sequence[Statement], metric.client_statements)
-        found = metric.fold_clients(
-            ctx.read_all(statements, window, tz=query.tz), window, ZoneInfo(query.tz)
-        )
+        found = metric.fold_clients(ctx.read_all(statements, window, tz=query.tz), window, zone)
         groups = tuple(
             PsaClientGroup(key, found[key].time_entries, found[key].funnel)
             for key in sorted(found, key=engineer_order)
+        )
+    elif query.group_by == "technician":
+        rows = ctx.read_all([metric.technician_statement], window, tz=query.tz)[0]
+        pushed = metric.fold_technicians(rows, window, zone)
+        groups = tuple(
+            PsaTechnicianGroup(key, pushed[key].notes_posted, pushed[key].time_entries)
+            for key in sorted(pushed, key=technician_order)
         )
     return PsaReport(
         **vars(result),
@@ -987,13 +1003,15 @@ def trend_csv(ctx: ReportContext, query: TrendQuery) -> CsvTable:
 
 
 def psa_csv(ctx: ReportContext, query: PsaQuery) -> CsvTable:
-    """The daily trend, one row per local day; with ``group_by=client``, one row per client (its
-    time entries and funnel)."""
-    if query.group_by == "client":
-        groups = psa_report(ctx, query).groups or ()
-        return _dumped_table(
-            "psa_by_client.csv", schemas.PsaClientGroup(), "client", "client", groups
+    """The daily trend, one row per local day; with ``group_by``, one row per group (a client's time
+    entries and funnel, a technician's notes and time entries)."""
+    if query.group_by is not None:
+        schema = (
+            schemas.PsaClientGroup() if query.group_by == "client" else schemas.PsaTechnicianGroup()
         )
+        groups = psa_report(ctx, query).groups or ()
+        key = query.group_by
+        return _dumped_table(f"psa_by_{key}.csv", schema, key, key, groups)
     ctx = ctx.for_client(query.client)
     days = _psa(ctx, query.span.window(ctx.now), query.tz).daily_trend
     label = f"date ({query.tz})"

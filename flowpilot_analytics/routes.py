@@ -16,12 +16,13 @@ from flask import Blueprint, Response, current_app, jsonify, request, stream_wit
 from marshmallow import Schema, ValidationError
 
 from . import reports, telemetry
+from .dashboard import register_dashboard
 from .errors import InvalidQuery, MethodNotAllowed, UnsupportedMediaType
 from .openapi import build_document
 from .periods import PERIODS
 from .replica import Reads
 from .reports import CsvTable, ReportContext, Route
-from .schemas import Args, query_args
+from .schemas import Args, NoArgsSchema, query_args
 from .state import AnalyticsState, current_state
 
 logger = logging.getLogger(__name__)
@@ -199,6 +200,8 @@ def report_view(route: Route, args: Schema, body: Schema) -> t.Callable[..., Res
     def view(**path: str) -> Response:
         state = current_state()
         identity = state.authorize(route.role_key, limit=route.endpoint)
+        if route.source != "query":
+            load_query(NoArgsSchema())  # a write or a path route takes no query parameter either
         if route.source == "json":
             query = load_body(args)
         elif route.source == "path":
@@ -276,9 +279,10 @@ def create_blueprint(state: AnalyticsState) -> Blueprint:
                 view_func=_refuse(allowed, why),
                 methods=refused,
             )
-    settings = state.settings
-    document = functools.cache(lambda: build_document(settings.url_prefix, settings.route_roles))
+    document = functools.cache(lambda: build_document(state))
     blueprint.add_url_rule(
         f"{BASE}/openapi.json", "openapi", lambda: jsonify(document()), methods=["GET"]
     )
+    if state.settings.dashboard:
+        register_dashboard(blueprint, state, BASE)
     return blueprint

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from marshmallow import (
-    EXCLUDE,
     RAISE,
     Schema,
     ValidationError,
@@ -154,7 +153,7 @@ class PsaQuery(Query):
     compare: t.Literal["previous"] | None = None
     format: Format | None = None
     client: str | None = None
-    group_by: t.Literal["client"] | None = None
+    group_by: t.Literal["client", "technician"] | None = None
 
 
 # -- shared fields ---------------------------------------------------------------------------------
@@ -217,14 +216,20 @@ def _client() -> fields.String:
     )
 
 
+#: The longest ``cursor`` read (the API's own are about 200 characters).
+MAX_CURSOR_LENGTH = 1000
+
+
 class CursorField(fields.Field[Cursor]):
     """A signed ``next_cursor``, decoded by the schema's
-    ``decode_cursor`` (which raises ``ValueError``). It documents as a string: apispec maps only
-    the fields it knows, so the type is given in the metadata (a ``fields.String`` subclass could
-    not return a :class:`Cursor`)."""
+    ``decode_cursor`` (which raises ``ValueError``). It documents as a string of at most
+    :data:`MAX_CURSOR_LENGTH` characters: apispec maps only the fields it knows, so the type and
+    the bound are given in the metadata (a ``fields.String`` subclass could not return a
+    :class:`Cursor`, and a validator sees the decoded cursor, not its text)."""
 
     def __init__(self, **kwargs: t.Any) -> None:
-        super().__init__(**{**kwargs, "metadata": {"type": "string", **kwargs.get("metadata", {})}})
+        metadata = {"type": "string", "maxLength": MAX_CURSOR_LENGTH, **kwargs.get("metadata", {})}
+        super().__init__(**{**kwargs, "metadata": metadata})
 
     def _deserialize(
         self, value: object, attr: str | None, data: t.Mapping[str, object] | None, **kwargs: object
@@ -232,7 +237,7 @@ class CursorField(fields.Field[Cursor]):
         if not isinstance(value, str):
             raise ValidationError("Not a valid string.")
         decode = getattr(self.parent, "decode_cursor", None)
-        if len(value) > 1000 or decode is None:
+        if len(value) > MAX_CURSOR_LENGTH or decode is None:
             raise ValidationError("Not a cursor this API returned.")
         try:
             return t.cast(Cursor, decode(value))
@@ -244,15 +249,16 @@ class CursorField(fields.Field[Cursor]):
 
 
 class _Args(Schema):
+    """A route's query string. A parameter the route does not take is refused (a 400 naming it, the
+    same on every route), so a typo is never silently a different report and ``account_id=`` can
+    never change the scope."""
+
     class Meta:
-        unknown = EXCLUDE  # ignored, so that e.g. ``account_id=`` can never change the scope
+        unknown = RAISE
 
 
 class NoArgsSchema(_Args):
     """A route without parameters: any parameter is refused."""
-
-    class Meta:
-        unknown = RAISE
 
     @post_load
     def _args(self, data: Loaded, **kwargs: object) -> NoArgs:
@@ -270,11 +276,16 @@ class PeriodArgs(_Args):
     since = fields.DateTime(
         format="iso",
         metadata={
-            "description": "Start of a custom range (ISO 8601; no offset means UTC); needs until."
+            "description": "Start of a custom range (ISO 8601; no offset means UTC; years 1970 to "
+            "9000); needs until."
         },
     )
     until = fields.DateTime(
-        format="iso", metadata={"description": "End of a custom range (inclusive); needs since."}
+        format="iso",
+        metadata={
+            "description": "End of a custom range (inclusive; years 1970 to 9000); needs since, "
+            f"after it by at most {MAX_RANGE_DAYS} days."
+        },
     )
     compare = fields.String(
         validate=validate.OneOf(["previous"]),
@@ -349,11 +360,9 @@ class EscalationArgs(PeriodArgs):
 
 
 class TrendArgs(PeriodArgs):
-    """The trend's query: the window, ``tz``, ``interval``, ``target_seconds``, ``format``; anything
-    else is refused."""
+    """The trend's query: the window, ``tz``, ``interval``, ``target_seconds``, ``format``."""
 
-    class Meta:
-        unknown = RAISE
+    class Meta(_Args.Meta):
         exclude = ("compare",)
 
     tz = _zone()
@@ -387,8 +396,10 @@ class HandoffsArgs(PeriodArgs):
         exclude = ("compare",)
 
     bucket = fields.String(
-        validate=validate.Length(max=16),
-        metadata={"description": "A distribution bucket index (0 = fastest) or no_action."},
+        metadata={
+            "description": "A distribution bucket index (0 = fastest; as many as the app's "
+            "FLOWPILOT_ANALYTICS_BUCKET_EDGES_SECONDS make) or no_action."
+        },
     )
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
     cursor = CursorField(
@@ -406,16 +417,13 @@ class HandoffsArgs(PeriodArgs):
         self, *, bucket_count: int = 6, decode_cursor: t.Callable[[str], Cursor] | None = None
     ) -> None:
         super().__init__()
-        self.bucket_count = bucket_count
         self.decode_cursor = decode_cursor
-
-    @validates_schema
-    def _check_bucket(self, data: Loaded, **kwargs: object) -> None:
-        bucket = data.get("bucket")
-        if bucket is None or bucket == "no_action":
-            return
-        if not (bucket.isascii() and bucket.isdigit() and int(bucket) < self.bucket_count):
-            raise ValidationError(f"One of 0..{self.bucket_count - 1} or no_action.", "bucket")
+        # the app's buckets, as a validator of this instance, so that the OpenAPI document lists
+        # exactly the values accepted
+        buckets = [str(index) for index in range(bucket_count)] + ["no_action"]
+        self.fields["bucket"].validators = [
+            validate.OneOf(buckets, error=f"One of 0..{bucket_count - 1} or no_action.")
+        ]
 
     @post_load
     def _query(self, data: Loaded, **kwargs: object) -> HandoffQuery:
@@ -432,11 +440,7 @@ class HandoffsArgs(PeriodArgs):
 
 
 class BusinessHoursArgs(_Args):
-    """``GET business-hours``: ``client`` lists that client's versions instead of the account's;
-    anything else is refused."""
-
-    class Meta:
-        unknown = RAISE
+    """``GET business-hours``: ``client`` lists that client's versions instead of the account's."""
 
     client = fields.String(
         validate=validate.Length(min=1, max=1000),
@@ -449,11 +453,9 @@ class BusinessHoursArgs(_Args):
 
 
 class SavingsArgs(PeriodArgs):
-    """The savings report's query: the window of the in-product sample; anything else is
-    refused."""
+    """The savings report's query: the window of the in-product sample."""
 
-    class Meta:
-        unknown = RAISE
+    class Meta(_Args.Meta):
         exclude = ("compare",)
 
     @post_load
@@ -523,12 +525,18 @@ class BaselineSampleBody(Schema):
     measured_at = fields.DateTime(
         required=True,
         format="iso",
-        metadata={"description": "When it was measured (ISO 8601; no offset means UTC)."},
+        metadata={
+            "description": "When it was measured (ISO 8601; no offset means UTC; years 1970 to "
+            "9000)."
+        },
     )
     note = fields.String(
         allow_none=True,
         validate=[validate.Length(max=MAX_NOTE_LENGTH), lambda text: _storable(text)],
-        metadata={"description": "Free text (at most 1,000 characters); stored, never logged."},
+        metadata={
+            "description": "Free text (at most 1,000 characters, no NUL character); stored, never "
+            "logged."
+        },
     )
 
     @validates_schema
@@ -568,16 +576,17 @@ class PsaMetricsArgs(PeriodArgs):
     ``30d`` and ``UTC``), ``format=csv`` for the trend."""
 
     format = _format(
-        "csv: the daily trend as CSV, or with group_by=client one row per client (Accept: "
-        "text/csv works too)."
+        "csv: the daily trend as CSV, or with group_by one row per group (Accept: text/csv works "
+        "too)."
     )
     tz = _zone()
     client = _client()
     group_by = fields.String(
-        validate=validate.OneOf(["client"]),
+        validate=validate.OneOf(["client", "technician"]),
         metadata={
             "description": "client: add one group per client of the sessions (sessions.client_id; "
-            "null for sessions without one, and activities without a session)."
+            "null for sessions without one, and activities without a session). technician: one "
+            "group per user who pushed (the activities' user_id; null when unknown)."
         },
     )
 
@@ -743,6 +752,18 @@ class EscalationFigures(EscalationStats):
     window_end = fields.AwareDateTime(format="iso", required=True)
 
 
+def _keep_group_key(
+    schema: Schema, data: Loaded, original: object, keys: t.Sequence[str]
+) -> Loaded:
+    """As every part leaves out what is absent, but a group's own key (one of ``keys`` that the
+    dumped object has) is kept even when ``null``."""
+    kept = {k: v for k, v in data.items() if v is not None or schema.fields[k].required}
+    for key in keys:
+        if hasattr(original, key):
+            kept[key] = data.get(key)
+    return kept
+
+
 class EngineerGroup(EscalationStats):
     """One group's figures: ``engineer`` with group_by=engineer, ``client`` with group_by=client
     (``null``: no claimer, or sessions without a client)."""
@@ -752,12 +773,7 @@ class EngineerGroup(EscalationStats):
 
     @post_dump(pass_original=True)
     def _leave_out_absent(self, data: Loaded, original: object, **kwargs: object) -> Loaded:
-        """As every part, but the group's own key is kept even when ``null``."""
-        kept = {k: v for k, v in data.items() if v is not None or self.fields[k].required}
-        for key in ("engineer", "client"):
-            if hasattr(original, key):
-                kept[key] = data.get(key)
-        return kept
+        return _keep_group_key(self, data, original, ("engineer", "client"))
 
 
 class EscalationMetrics(EscalationFigures):
@@ -794,9 +810,21 @@ class EscalationTrend(_Body):
 
 
 class TimeEntryTotals(_Body):
+    """The window's time entries; the three minute parts add up to ``total_minutes``."""
+
     count = fields.Integer(required=True)
     total_minutes = fields.Float(required=True)
     total_hours = fields.Float(required=True)
+    billable_minutes = fields.Float(
+        required=True, metadata={"description": "Minutes of entries pushed as billable."}
+    )
+    non_billable_minutes = fields.Float(
+        required=True, metadata={"description": "Minutes of entries pushed as not billable."}
+    )
+    unclassified_minutes = fields.Float(
+        required=True,
+        metadata={"description": "Minutes of entries whose push did not say (billable unknown)."},
+    )
 
 
 class PsaFunnel(_Body):
@@ -839,6 +867,35 @@ class PsaClientGroup(_Body):
     funnel = fields.Nested(PsaFunnel, required=True)
 
 
+class PsaTechnicianGroup(_Body):
+    """One technician's pushes (``technician``: ``null`` for pushes with no known user)."""
+
+    technician = fields.Raw(
+        required=True,
+        allow_none=True,
+        metadata={"description": "The pushing user's id, as text (the activities' user_id)."},
+    )
+    notes_posted = fields.Integer(required=True)
+    time_entries = fields.Nested(TimeEntryTotals, required=True)
+
+
+class PsaGroup(_Body):
+    """One group of ``psa-metrics``: a client's time entries and funnel (group_by=client), or a
+    technician's notes and time entries (group_by=technician)."""
+
+    client = fields.Raw(allow_none=True, metadata={"description": "With group_by=client."})
+    technician = fields.Raw(
+        allow_none=True, metadata={"description": "With group_by=technician (text)."}
+    )
+    notes_posted = fields.Integer(metadata={"description": "With group_by=technician."})
+    time_entries = fields.Nested(TimeEntryTotals, required=True)
+    funnel = fields.Nested(PsaFunnel, metadata={"description": "With group_by=client."})
+
+    @post_dump(pass_original=True)
+    def _leave_out_absent(self, data: Loaded, original: object, **kwargs: object) -> Loaded:
+        return _keep_group_key(self, data, original, ("client", "technician"))
+
+
 class EnhancedPsaMetrics(PsaFigures):
     """Response of ``GET /analytics/flowpilot/psa-metrics``:
     the window's figures, the zone and the trend."""
@@ -850,7 +907,7 @@ class EnhancedPsaMetrics(PsaFigures):
         PsaFigures, metadata={"description": "With compare=previous (no trend)."}
     )
     groups = fields.List(
-        fields.Nested(PsaClientGroup), metadata={"description": "With group_by=client."}
+        fields.Nested(PsaGroup), metadata={"description": "With group_by=client or technician."}
     )
 
 
@@ -1002,6 +1059,8 @@ class CalendarVersionBody(Schema):
         required=True,
         metadata={
             "type": "string",
+            # documented as the Zone component, the names a ZoneField accepts
+            "zone": True,
             "description": "An IANA time zone name, e.g. America/New_York.",
         },
     )
@@ -1010,12 +1069,19 @@ class CalendarVersionBody(Schema):
         metadata={
             "type": "string",
             "format": "date",
-            "description": "The version takes effect at 00:00 of this date in its zone.",
+            "description": "The version takes effect at 00:00 of this date in its zone (years "
+            "1970 to 9000).",
         },
     )
     weekly = fields.Raw(
         required=True,
-        metadata={"type": "object", "properties": {day: dict(_INTERVALS) for day in DAYS}},
+        metadata={
+            "type": "object",
+            "properties": {day: {**_INTERVALS, "nullable": True} for day in DAYS},
+            "additionalProperties": False,
+            "description": "At least one day with an open interval; a missing or null day is "
+            "closed.",
+        },
     )
     holidays = fields.Raw(
         allow_none=True,
@@ -1043,6 +1109,7 @@ class CalendarVersionBody(Schema):
                 "subdivision": {"type": "string", "nullable": True},
             },
             "required": ["country"],
+            "additionalProperties": False,
             "description": "Expanded once, at creation, into explicit holidays for ten years "
             "from effective_from's year (the holidays package).",
         },
@@ -1094,13 +1161,26 @@ class BusinessHoursVersions(_Body):
 
 
 class ErrorBody(Schema):
-    code = fields.String(required=True)
-    message = fields.String(required=True)
-    details = fields.Dict(keys=fields.String())
+    code = fields.String(
+        required=True, metadata={"description": "What went wrong, stable and machine-readable."}
+    )
+    message = fields.String(
+        required=True, metadata={"description": "What went wrong and what to do, for a person."}
+    )
+    details = fields.Dict(
+        keys=fields.String(),
+        required=True,
+        metadata={
+            "description": "What the error is about, by name (e.g. `fields` of a 400, "
+            "`allowed_roles` of a 403, `retry_after_seconds` of a 429); `{}` when there is "
+            "nothing more to say."
+        },
+    )
 
 
 class ErrorEnvelope(Schema):
-    """Every error: ``{"error": {"code", "message", "details"?}}``."""
+    """Every error: ``{"error": {"code", "message", "details"}}``, ``details`` ``{}`` when there is
+    nothing more to say."""
 
     error = fields.Nested(ErrorBody, required=True)
 

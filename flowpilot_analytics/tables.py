@@ -105,9 +105,10 @@ RECOMMENDED_INDEXES: dict[str, tuple[tuple[str, ...], ...]] = {
 }
 
 #: Indexes for optional columns, recommended when the host has the column: ``client=`` on
-#: psa-metrics reads one client's sessions of the window.
+#: psa-metrics reads one client's sessions of the window; the trailing ``id`` lets the escalation
+#: routes' client check (which sessions are the client's) read the index only, never the table.
 OPTIONAL_INDEXES: dict[str, tuple[tuple[str, ...], ...]] = {
-    "sessions": (("account_id", "client_id", "created_at"),),
+    "sessions": (("account_id", "client_id", "created_at", "id"),),
 }
 
 ID_TYPES: dict[str, t.Callable[[], sa.types.TypeEngine[t.Any]]] = {
@@ -143,16 +144,30 @@ def plugin_io_table(declared: sa.Table) -> sa.Table:
     return sa.Table(declared.name, sa.MetaData(), *columns, schema=declared.schema)
 
 
+#: Columns a host's own declaration of the activity table must have, with the release that added
+#: each and the column to add (the upgrade path; ``doctor`` prints the statements for the database).
+REQUIRED_ACTIVITY_COLUMNS: dict[str, tuple[str, str]] = {
+    "idempotency_key": ("0.2", "Column('idempotency_key', String(36)) with a unique index"),
+    "user_id": ("0.2", "Column('user_id', String(255))"),
+    "billable": ("0.2", "Column('billable', Boolean)"),
+}
+
+
 def activity_table(metadata: sa.MetaData, name: str, id_type: str) -> sa.Table:
     """The plugin's own ``psa_activity_logs``; reuses a table the host already declared."""
     if name in metadata.tables:
         declared = metadata.tables[name]
-        if "idempotency_key" not in declared.c:
+        absent = [c for c in REQUIRED_ACTIVITY_COLUMNS if c not in declared.c]
+        if absent:
+            needs = "; ".join(
+                f"{column} (flowpilot_analytics {REQUIRED_ACTIVITY_COLUMNS[column][0]}): "
+                f"{REQUIRED_ACTIVITY_COLUMNS[column][1]}"
+                for column in absent
+            )
             raise ValueError(
-                f"The host's declaration of {name} has no idempotency_key column, which "
-                f"flowpilot_analytics 0.2 needs to record each activity exactly once. Add "
-                f"Column('idempotency_key', String(36)) with a unique index to it and to the "
-                f"database (see the upgrade notes; `flask flowpilot-analytics doctor` prints the "
+                f"The host's declaration of {name} lacks the column(s) {', '.join(absent)}, which "
+                f"flowpilot_analytics needs. Add them to the declaration and to the database: "
+                f"{needs} (see the upgrade notes; `flask flowpilot-analytics doctor` prints the "
                 f"statements)."
             )
         return declared
@@ -172,6 +187,10 @@ def activity_table(metadata: sa.MetaData, name: str, id_type: str) -> sa.Table:
         #: written once, however many times the hook's late write and any number of replays try.
         #: NULL on rows from 0.1.
         sa.Column("idempotency_key", sa.String(36), nullable=True),
+        #: Who pushed (the host's user id as text); NULL when unknown and on rows before 0.2.
+        sa.Column("user_id", sa.String(255), nullable=True),
+        #: Whether the time is billable, as the push said; NULL: not said (and rows before 0.2).
+        sa.Column("billable", sa.Boolean(), nullable=True),
         sa.Index(f"ix_{name}_account_created", "account_id", "created_at"),
         sa.Index(f"ix_{name}_account_session_type", "account_id", "session_id", "activity_type"),
         sa.Index(

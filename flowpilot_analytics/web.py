@@ -1,7 +1,8 @@
 """HTTP for the plugin's blueprint: the JSON error envelope, and the one place domain errors get a
 status.
 
-Every error the plugin's routes return is ``{"error": {"code", "message", "details"?}}``; the
+Every error the plugin's routes return is ``{"error": {"code", "message", "details"}}``, ``details``
+an object (``{}`` when there is nothing more to say), so a client reads every error one way; the
 handlers are registered on the blueprint only, so the host's own error pages are never touched.
 """
 
@@ -62,10 +63,8 @@ def error_response(
     details: t.Mapping[str, object] | None = None,
     headers: t.Mapping[str, str] | None = None,
 ) -> Response:
-    """The JSON envelope with ``status``."""
-    body: dict[str, object] = {"code": code, "message": message}
-    if details is not None:
-        body["details"] = dict(details)
+    """The JSON envelope with ``status``; ``details`` is always there, empty when not given."""
+    body = {"code": code, "message": message, "details": dict(details or {})}
     response = jsonify({"error": body})
     response.status_code = status
     response.headers.update(headers or {})

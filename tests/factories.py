@@ -70,6 +70,8 @@ def activity(
     created_at: datetime,
     minutes: float | None = None,
     external_id: str | None = None,
+    user_id: str | None = None,
+    billable: bool | None = None,
 ) -> None:
     """A row in the plugin's table, as the hook would have written it."""
     table = db.metadata.tables["psa_activity_logs"]
@@ -82,6 +84,8 @@ def activity(
             minutes=minutes,
             external_id=external_id,
             psa_ticket_id=None,
+            user_id=user_id,
+            billable=billable,
         )
     )
 

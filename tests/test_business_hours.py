@@ -858,10 +858,13 @@ def test_accounts_never_share_versions_or_handoffs(client: t.Any) -> None:
     body = get_json(client, ESCALATIONS + "?clock=business&target_seconds=600&group_by=engineer")
     assert body["business_hours"] == {"version_ids": [own["id"]]}
     check_figures(body, measure(mine, Calendar([NY_OFFICE]), NOW), 600.0)
-    sneaky_report = get_json(
-        client, ESCALATIONS + "?clock=business&target_seconds=600&account_id=2"
+    sneaky_report = client.get(
+        ESCALATIONS + "?clock=business&target_seconds=600&account_id=2", headers=as_user(1)
     )
-    assert same({k: sneaky_report[k] for k in STAT_KEYS}, {k: body[k] for k in STAT_KEYS})
+    assert sneaky_report.status_code == 400
+    assert sneaky_report.get_json()["error"]["details"]["fields"] == {
+        "account_id": ["Unknown field."]
+    }
 
     # an account with handoffs but no version: 409 on the business clock, JSON and CSV alike
     store(3, NOW - timedelta(days=1), NOW - timedelta(hours=20))

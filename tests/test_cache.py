@@ -166,7 +166,7 @@ def test_workers_share_the_cache_through_redis(make_app: t.Any, redis_url: str) 
     first, second = make_app(**config), make_app(**config)
     account = uuid.uuid4().int % 10**9  # no earlier run has cached answers for it
     with first.app_context():
-        db.create_all()
+        db.create_all(bind_key=None)
         f.escalation(account, f.at(days=1), 30)
         f.commit()
         body = first.test_client().get(ESCALATIONS, headers=as_user(account)).get_data()

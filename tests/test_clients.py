@@ -172,7 +172,7 @@ def test_doctor_recommends_the_client_index_once_the_column_exists(app: t.Any) -
     _add_client_column()
     after = runner.invoke(args=["flowpilot-analytics", "doctor"])
     assert after.exit_code == 1
-    assert "MISSING index ai_sessions (account_id, client_id, created_at)" in after.output
+    assert "MISSING index ai_sessions (account_id, client_id, created_at, id)" in after.output
     statement = next(
         line for line in after.output.splitlines() if "client_id" in line and "CREATE" in line
     )

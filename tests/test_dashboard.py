@@ -1,5 +1,6 @@
-"""The demo's analytics page in headless Chromium: numbers equal the API's, period switch, 403 and
-429 states."""
+"""The plugin's packaged analytics page, as the demo serves it, in headless Chromium: numbers equal
+the API's, the switches, the words for team leads, the 403/409/429 states, the policy (CSP)
+enforced, and the queue stat-card in a host page."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import math
 import os
 import typing as t
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -24,6 +26,23 @@ def page(demo: t.Any, tmp_path: t.Any) -> t.Iterator[tuple[t.Any, str]]:
         pytest.skip(f"no Chromium here: {missing}")
     with browser.serve(demo) as url, browser.chromium() as driver:
         yield driver, url
+
+
+PAGE = "/api/v1/analytics/flowpilot/"
+
+
+def open_page(driver: t.Any, url: str, user: str, query: str = "") -> None:
+    """Sign ``user`` in with the demo's cookie login, which opens the page (with ``query``), and
+    wait for its first load."""
+    target = PAGE + (f"?{query}" if query else "")
+    driver.get(f"{url}/demo/login?user={user}&next={urllib.parse.quote(target)}")
+    wait_loaded(driver, 1)
+
+
+def switch_user(driver: t.Any, url: str, user: str) -> None:
+    """Sign another user in and come back to the page as it was (its choices are in its address)."""
+    here = urllib.parse.urlsplit(driver.current_url)
+    open_page(driver, url, user, here.query)
 
 
 def api(url: str, path: str, token: str) -> tuple[int, dict[str, t.Any]]:
@@ -100,8 +119,7 @@ def test_page_shows_the_apis_numbers_and_switches_period(
     page: tuple[t.Any, str], tmp_path: t.Any
 ) -> None:
     driver, url = page
-    driver.get(url + "/?user=acme-admin")
-    wait_loaded(driver, 1)
+    open_page(driver, url, "acme-admin")
     assert card(driver, "escalations").get_attribute("data-state") == "ok"
     status, body = api(url, "escalations?period=30d", "acme-admin")
     assert status == 200
@@ -109,7 +127,20 @@ def test_page_shows_the_apis_numbers_and_switches_period(
     assert raw(driver, "p95") == pytest.approx(body["p95_seconds"])
     assert raw(driver, "claimed") == body["n_handoffs_claimed"]
     assert raw(driver, "with-action") == body["n_handoffs_with_action"]
-    assert "NOT 'minutes recovered'" in driver.find_element("id", "metric-definition").text
+    definition = driver.find_element("id", "metric-definition").text
+    assert "NOT 'minutes recovered'" in definition and "claimed_at" not in definition
+    # the words for team leads: a whole-minute target, the claimed handoffs not acted on yet
+    label = driver.find_element("id", "target-label").get_attribute("textContent")
+    assert label == "Within 15 min"  # never "15 min 0 s"
+    open_ = body["n_handoffs_claimed"] - body["n_handoffs_with_action"]
+    assert raw(driver, "no-action") == open_ > 0
+    split = driver.find_element("id", "no-action-split")
+    target = body["target"]
+    assert (split.get_attribute("data-pending"), split.get_attribute("data-overdue")) == (
+        str(target["n_pending"]),
+        str(target["n_overdue"]),
+    )
+    assert f"{target['n_overdue']} overdue" in split.text and "pending" in split.text
     funnel = {
         row.get_attribute("data-stage"): int(row.get_attribute("data-count"))
         for row in driver.find_elements("css selector", "#funnel .bar-row")
@@ -121,6 +152,18 @@ def test_page_shows_the_apis_numbers_and_switches_period(
     assert driver.find_element("id", "trend").get_attribute("data-days") == str(
         len(psa["daily_trend"])
     )
+    # sessions with time logged and time entries are two counts, told apart in words
+    entries = driver.find_element("id", "time-entries")
+    sessions, count = psa["funnel"]["time_entry_logged"], psa["time_entries"]["count"]
+    assert entries.text.startswith(f"{sessions:,} sessions had time logged, in {count:,} time entr")
+    assert "a session can have more than one" in entries.text
+    today = psa["daily_trend"][-1]["date"]  # the PSA chart marks today as partial too
+    assert driver.find_element("id", "trend").get_attribute("data-partial") == today
+    bars = driver.find_elements("css selector", "#trend rect.sessions")
+    assert [
+        b.get_attribute("data-date") for b in bars if "partial" in b.get_attribute("class")
+    ] == [today]
+    assert psa["funnel"]["time_entry_logged"] <= psa["time_entries"]["count"]
 
     driver.find_element("css selector", "[data-period='7d']").click()
     wait_loaded(driver, 2)
@@ -132,19 +175,29 @@ def test_page_shows_the_apis_numbers_and_switches_period(
     assert os.path.getsize(tmp_path / "page.png") > 10_000
 
 
-def test_viewer_sees_the_403_state(page: tuple[t.Any, str]) -> None:
+def test_a_viewer_gets_the_403_page_and_an_engineer_the_psa_cards_words(
+    page: tuple[t.Any, str],
+) -> None:
     driver, url = page
-    driver.get(url + "/?user=acme-viewer")
-    wait_loaded(driver, 1)
-    assert card(driver, "escalations").get_attribute("data-state") == "forbidden"
-    assert card(driver, "psa").get_attribute("data-state") == "forbidden"
-    assert "403" in driver.find_element("id", "escalations-message").text
+    driver.get(f"{url}/demo/login?user=acme-viewer")
+    assert "needs the role engineer or above" in driver.find_element("tag name", "body").text
+    assert driver.find_elements("id", "escalations") == []  # no card at all
+
+    open_page(driver, url, "acme-engineer")
+    assert card(driver, "escalations").get_attribute("data-state") == "ok"
+    psa = card(driver, "psa")
+    assert (psa.get_attribute("data-state"), psa.get_attribute("data-status")) == (
+        "forbidden",
+        "403",
+    )
+    message = driver.find_element("id", "psa-message").text
+    assert "PSA documentation needs the role team admin or above" in message
+    assert driver.find_element("id", "funnel").text == ""  # no figure behind the words
 
 
 def test_sixteenth_quick_refresh_shows_the_429_state(page: tuple[t.Any, str]) -> None:
     driver, url = page
-    driver.get(url + "/?user=globex-team_admin")
-    wait_loaded(driver, 1)
+    open_page(driver, url, "globex-team_admin")
     states = [card(driver, "psa").get_attribute("data-state")]
     for loads in range(
         2, 41
@@ -159,22 +212,33 @@ def test_sixteenth_quick_refresh_shows_the_429_state(page: tuple[t.Any, str]) ->
     # steps)
     assert states[-1] == "rate_limited" and len(states) >= 16 and set(states[:-1]) == {"ok"}, states
     message = driver.find_element("id", "psa-message").text
-    assert message.startswith("429") and "Retry in" in message
+    assert message.startswith("Too many refreshes of PSA documentation (at most 15 per 1 minute")
+    assert "answers again in" in message and message.endswith("(HTTP 429)")
     assert card(driver, "escalations").get_attribute("data-state") == "ok"  # not rate-limited
 
 
 def test_trend_chart_follows_the_api_and_the_switches(page: tuple[t.Any, str]) -> None:
     driver, url = page
-    driver.get(url + "/?user=acme-engineer")
-    wait_loaded(driver, 1)
+    open_page(driver, url, "acme-engineer")
     _, body = api(url, "escalations?period=30d", "acme-engineer")
     assert body["target"]["seconds"] == 900.0  # the demo sets a 15-minute target
     assert raw(driver, "attainment") == pytest.approx(body["target"]["attainment"])
 
     assert close(chart(driver), expected(url, "period=30d&tz=UTC&interval=day"))
+    # a scale (time ticks, dates) and today, not over yet, marked as partial
+    trend = driver.find_element("id", "escalation-trend")
+    ticks = [e.text for e in trend.find_elements("css selector", "text.tick")]
+    assert "0 s" in ticks and "10 min" in ticks and len(ticks) > 10
+    points = trend.find_elements("css selector", "circle.point")
+    assert [p.get_attribute("data-partial") for p in points] == ["false"] * (len(points) - 1) + [
+        "true"
+    ]
+    assert trend.get_attribute("data-partial") == points[-1].get_attribute("data-start")
+    assert "today, so far" in trend.find_element("css selector", "text.partial-label").text
     driver.find_element("css selector", "[data-interval='week']").click()
     wait_loaded(driver, 2)
     assert close(chart(driver), expected(url, "period=30d&tz=UTC&interval=week"))
+    assert "this week, so far" in driver.find_element("css selector", "text.partial-label").text
     from selenium.webdriver.support.ui import Select
 
     Select(driver.find_element("id", "zone")).select_by_visible_text("Asia/Kolkata")
@@ -204,8 +268,7 @@ def test_clock_switch_refetches_everything_on_business_hours_and_explains_a_409(
     page: tuple[t.Any, str],
 ) -> None:
     driver, url = page
-    driver.get(url + "/?user=acme-engineer")
-    wait_loaded(driver, 1)
+    open_page(driver, url, "acme-engineer")
     escalations = card(driver, "escalations")
     assert escalations.get_attribute("data-clock") == "wall"
     _, wall = api(url, "escalations?period=30d", "acme-engineer")
@@ -241,19 +304,17 @@ def test_clock_switch_refetches_everything_on_business_hours_and_explains_a_409(
         for item in business_page["items"]
     ]  # the page writes the API's numbers back as they came (String(number) round-trips)
 
-    from selenium.webdriver.support.ui import Select
-
-    Select(driver.find_element("id", "user")).select_by_value("globex-engineer")
-    wait_loaded(driver, 3)
+    switch_user(driver, url, "globex-engineer")  # the page comes back on the business clock
+    escalations = card(driver, "escalations")
     assert escalations.get_attribute("data-state") == "no_business_hours"
     message = driver.find_element("id", "escalations-message").text
-    assert message.startswith("409") and "no business hours" in message
+    assert "no business hours" in message and message.endswith("(HTTP 409)")
     assert driver.find_element("id", "median").text == "–"  # acme's figures are gone
     assert driver.find_element("id", "escalation-trend").get_attribute("data-points") == "0"
     assert driver.find_element("id", "handoffs").get_attribute("data-rows") == "0"
 
     driver.find_element("css selector", "#clock-switch [data-clock='wall']").click()
-    wait_loaded(driver, 4)
+    wait_loaded(driver, 2)
     assert escalations.get_attribute("data-state") == "ok"
     assert escalations.get_attribute("data-clock") == "wall"
     _, globex = api(url, "escalations?period=30d", "globex-engineer")
@@ -305,8 +366,7 @@ def test_savings_card_shows_the_apis_figures_claim_and_reason(page: tuple[t.Any,
     """The same figures as the API (String(number) round-trips), the claim sentence or the reason,
     the definition; it follows the period and the user, and stays on the wall clock."""
     driver, url = page
-    driver.get(url + "/?user=acme-admin")
-    wait_loaded(driver, 1)
+    open_page(driver, url, "acme-admin")
     status, body = api(url, "escalations/savings?period=30d", "acme-admin")
     assert status == 200 and body["claim"]  # about 21 min by stopwatch, under 2 min in FlowPilot
     assert savings_card(driver) == from_api(body)
@@ -336,11 +396,8 @@ def test_savings_card_shows_the_apis_figures_claim_and_reason(page: tuple[t.Any,
     assert note.get_attribute("data-clock-requested") == "business"
     assert "Always on the wall clock" in note.text
 
-    from selenium.webdriver.support.ui import Select
-
     # globex has no baseline: no claim, and the reason (its escalations card shows the 409)
-    Select(driver.find_element("id", "user")).select_by_value("globex-team_admin")
-    wait_loaded(driver, 4)
+    switch_user(driver, url, "globex-team_admin")
     _, globex = api(url, "escalations/savings?period=7d", "globex-team_admin")
     assert (
         globex["claim"] is None and "needs at least 20 baseline samples; has 0" in globex["reason"]
@@ -351,10 +408,10 @@ def test_savings_card_shows_the_apis_figures_claim_and_reason(page: tuple[t.Any,
     assert card(driver, "escalations").get_attribute("data-state") == "no_business_hours"
 
     # savings follow psa_metrics: an engineer sees the 403 state and no figures
-    Select(driver.find_element("id", "user")).select_by_value("acme-engineer")
-    wait_loaded(driver, 5)
+    switch_user(driver, url, "acme-engineer")
     assert card(driver, "savings").get_attribute("data-state") == "forbidden"
-    assert driver.find_element("id", "savings-message").text.startswith("403")
+    message = driver.find_element("id", "savings-message").text
+    assert message.startswith("The savings card needs the role team admin or above")
     assert raw(driver, "savings-product-n") is None
     assert driver.find_element("id", "savings-verdict").text == ""
 
@@ -385,13 +442,12 @@ def test_picking_a_client_shows_that_clients_figures(page: tuple[t.Any, str]) ->
     from selenium.webdriver.support.ui import Select
 
     driver, url = page
-    driver.get(url + "/?user=acme-admin")
-    wait_loaded(driver, 1)
+    open_page(driver, url, "acme-admin")
     picker = Select(driver.find_element("id", "client"))
-    names = load_demo_module("app").CLIENTS[1]
+    ids = sorted(load_demo_module("app").CLIENTS[1])
     assert [(o.get_attribute("value"), o.text) for o in picker.options] == [
         ("", "All clients"),
-        *((str(i), names[i]) for i in sorted(names)),
+        *((str(i), f"Client {i}") for i in ids),
     ]
     _, everyone = api(url, "escalations?period=30d&group_by=client", "acme-admin")
     assert by_client(driver) == [
@@ -406,7 +462,7 @@ def test_picking_a_client_shows_that_clients_figures(page: tuple[t.Any, str]) ->
     ]
     rows = driver.find_elements("css selector", "#by-client tbody tr")
     assert rows[-1].find_element("css selector", "td").text == "No client"
-    assert rows[0].find_element("css selector", "td").text == names[101]
+    assert rows[0].find_element("css selector", "td").text == "Client 101"
     assert raw(driver, "claimed") == everyone["n_handoffs_claimed"]
 
     picker.select_by_value("102")
@@ -420,7 +476,7 @@ def test_picking_a_client_shows_that_clients_figures(page: tuple[t.Any, str]) ->
     assert raw(driver, "p95") == pytest.approx(one["p95_seconds"])
     assert raw(driver, "attainment") == pytest.approx(one["target"]["attainment"])
     shown = driver.find_element("id", "escalations-client")
-    assert shown.get_attribute("data-client") == "102" and names[102] in shown.text
+    assert shown.get_attribute("data-client") == "102" and "Client 102" in shown.text
     assert close(chart(driver), expected(url, "period=30d&tz=UTC&interval=day&client=102"))
     _, handoffs = api(url, "escalations/handoffs?period=30d&limit=10&client=102", "acme-admin")
     assert [row[0] for row in drilldown(driver)] == [i["handoff_id"] for i in handoffs["items"]]
@@ -436,7 +492,7 @@ def test_picking_a_client_shows_that_clients_figures(page: tuple[t.Any, str]) ->
     picked = driver.find_elements("css selector", "#by-client tbody tr.picked")
     assert [row.get_attribute("data-client") for row in picked] == ["102"]
     assert len(by_client(driver)) == len(everyone["groups"])  # the table still shows every client
-    assert names[102] in driver.find_element("id", "savings-client").text  # savings: all clients
+    assert "Client 102" in driver.find_element("id", "savings-client").text  # savings: all clients
 
     # the client stays picked across the switches
     driver.find_element("css selector", "[data-period='7d']").click()
@@ -444,8 +500,8 @@ def test_picking_a_client_shows_that_clients_figures(page: tuple[t.Any, str]) ->
     _, week = api(url, "escalations?period=7d&client=102", "acme-admin")
     assert raw(driver, "claimed") == week["n_handoffs_claimed"]
 
-    Select(driver.find_element("id", "user")).select_by_value("globex-engineer")
-    wait_loaded(driver, 4)
+    assert "client=102" in driver.current_url  # a link to this view keeps the client
+    switch_user(driver, url, "globex-engineer")  # acme's client 102 is not globex's
     picker = Select(driver.find_element("id", "client"))
     assert picker.first_selected_option.get_attribute("value") == ""
     assert [o.get_attribute("value") for o in picker.options] == ["", "201", "202", "203"]
@@ -453,3 +509,104 @@ def test_picking_a_client_shows_that_clients_figures(page: tuple[t.Any, str]) ->
     assert raw(driver, "claimed") == globex["n_handoffs_claimed"]
     assert driver.find_element("id", "escalations-client").get_attribute("data-client") == ""
     assert card(driver, "psa").get_attribute("data-state") == "forbidden"  # engineers: no PSA
+
+
+def csp_violations(driver: t.Any) -> list[str]:
+    """The browser console's Content-Security-Policy refusals since the last read."""
+    return [
+        entry["message"]
+        for entry in driver.get_log("browser")
+        if "Content Security Policy" in entry["message"] or "Refused to" in entry["message"]
+    ]
+
+
+def test_the_policy_is_enforced_and_the_page_never_breaks_it(page: tuple[t.Any, str]) -> None:
+    """A whole load, every switch and card drawn, without one refusal in the console; an injected
+    inline script, inline style and event handler are refused (the policy is really in force)."""
+    driver, url = page
+    open_page(driver, url, "acme-admin")
+    driver.find_element("css selector", "[data-interval='week']").click()
+    wait_loaded(driver, 2)
+    assert card(driver, "psa").get_attribute("data-state") == "ok"  # the funnel's bars drawn
+    assert csp_violations(driver) == []
+    width = driver.execute_script(
+        "return getComputedStyle(document.querySelector('#funnel .bar')).width"
+    )
+    assert float(width.removesuffix("px")) > 50  # the bars' widths set through the CSSOM apply
+
+    driver.execute_script(
+        """
+        const script = document.createElement("script");
+        script.textContent = "window.injected = 'ran';";
+        document.body.appendChild(script);
+        const styled = document.createElement("div");
+        styled.id = "styled";
+        styled.innerHTML = '<p style="display: none">shown</p>' +
+          '<img src="x:" onerror="window.handled = 1">';
+        document.body.appendChild(styled);
+        """
+    )
+    assert driver.execute_script("return window.injected === undefined") is True
+    assert driver.find_element("css selector", "#styled p").is_displayed()  # the style refused
+    assert driver.execute_script("return window.handled === undefined") is True
+    refused = csp_violations(driver)
+    assert any("inline script" in message for message in refused), refused
+    assert any("inline style" in message for message in refused), refused
+
+
+def test_the_stat_card_in_a_host_page(page: tuple[t.Any, str]) -> None:
+    """The demo's queue page (the host's two lines, under its own strict policy): the median time
+    to first action with its n and the "not minutes recovered" words; a viewer's and a stranger's
+    short texts."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver, url = page
+
+    def stat(user: str | None) -> dict[str, t.Any]:
+        if user is None:
+            driver.get(f"{url}/demo/logout")
+        else:
+            driver.get(f"{url}/demo/login?user={user}&next=/demo/queue")
+        assert driver.current_url.endswith("/demo/queue") or user is None
+        if user is None:
+            driver.get(f"{url}/demo/queue")
+        WebDriverWait(driver, 30).until(
+            lambda d: d.execute_script(
+                "const e = document.querySelector('flowpilot-queue-stat');"
+                "return e && e.dataset.state && e.dataset.state !== 'loading'"
+            )
+        )
+        return t.cast(
+            dict[str, t.Any],
+            driver.execute_script(
+                """
+                const card = document.querySelector("flowpilot-queue-stat");
+                const part = (cls) => card.shadowRoot.querySelector("." + cls);
+                return {state: card.dataset.state, text: card.shadowRoot.textContent,
+                  median: part("value").dataset.raw, n: part("n").dataset.raw,
+                  note: part("note").textContent, message: part("message").textContent,
+                  styled: card.shadowRoot.adoptedStyleSheets.length,
+                  light: card.childElementCount};
+                """
+            ),
+        )
+
+    shown = stat("acme-engineer")
+    _, body = api(url, "escalations?period=7d", "acme-engineer")
+    assert shown["state"] == "ok" and shown["styled"] == 1 and shown["light"] == 0
+    assert float(shown["median"]) == pytest.approx(body["median_seconds"])
+    assert int(shown["n"]) == body["n_handoffs_with_action"]
+    assert f"n = {body['n_handoffs_with_action']} claimed handoffs with an action" in shown["text"]
+    assert shown["note"].startswith("This is NOT 'minutes recovered'")
+    assert "Median time to first action after a claim, last 7 days" in shown["text"]
+    assert csp_violations(driver) == []
+    viewer = stat("acme-viewer")
+    assert (viewer["state"], viewer["message"]) == (
+        "forbidden",
+        "Your role cannot see this figure.",
+    )
+    stranger = stat(None)
+    assert (stranger["state"], stranger["message"]) == (
+        "unauthenticated",
+        "Sign in to see this figure.",
+    )

@@ -14,7 +14,7 @@ import typing as t
 import pytest
 
 from flowpilot_analytics import registration
-from flowpilot_analytics.deadletter import COMPACT_BYTES, COMPACT_MAX_BYTES, DeadLetterFile
+from flowpilot_analytics.deadletter import COMPACT_BYTES, DeadLetterFile
 
 from . import host
 from .helpers import METRIC_READER, activity_rows, dead_letter_entries
@@ -215,33 +215,6 @@ def test_the_journal_is_compacted_and_keeps_what_is_unsettled(store: DeadLetterF
     assert os.listdir(os.path.dirname(store.path)) == [
         "dead.jsonl"
     ]  # no temporary file left behind
-
-
-def test_a_settle_never_compacts_a_large_backlog(
-    store: DeadLetterFile, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Past COMPACT_MAX_BYTES (real dead letters after an outage) a push's settle only appends: the
-    replay cleans the file up."""
-    lines, size = [], 0
-    while size <= 2 * COMPACT_MAX_BYTES:
-        lines.append(json.dumps(entry(f"old-{len(lines):06d}"), default=str) + "\n")
-        size += len(lines[-1])
-    with open(store.path, "w") as handle:
-        handle.write("".join(lines))
-    before = os.stat(store.path)
-    compacted: list[int] = []
-    monkeypatch.setattr(store, "_compact", compacted.append)
-    store.journal(entry("new"), timeout=1.0)
-    started = time.monotonic()
-    store.settle("new")
-    assert time.monotonic() - started < 1.0
-    after = os.stat(store.path)
-    journaled = len(json.dumps(entry("new"), default=str)) + 1
-    settled = len(json.dumps({"settled": "new"})) + 1
-    assert compacted == []
-    assert after.st_ino == before.st_ino
-    assert after.st_size == before.st_size + journaled + settled
-    assert len(store.pending()) == len(lines)
 
 
 def test_the_backlog_is_read_again_only_when_the_file_changed(

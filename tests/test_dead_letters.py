@@ -206,6 +206,8 @@ def test_dead_letter_file_is_json_lines_with_the_whole_payload(
             "external_id": "1000",
             "minutes": 25.0,
             "created_at": "2026-11-15T12:00:00+00:00",
+            "user_id": None,
+            "billable": None,
         }
     ]
     assert os.stat(path).st_mode & 0o777 == 0o600  # only its owner reads what the hook kept

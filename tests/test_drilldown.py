@@ -131,7 +131,10 @@ def test_drill_down_follows_the_escalation_role_and_scope(client: t.Any) -> None
     f.escalation(2, f.at(days=1), 10)
     f.commit()
     assert client.get(HANDOFFS, headers=as_user(1, "viewer")).status_code == 403
-    assert client.get(HANDOFFS + "?account_id=2", headers=as_user(1)).get_json()["items"] == []
+    sneaky = client.get(HANDOFFS + "?account_id=2", headers=as_user(1))
+    assert sneaky.status_code == 400  # refused by name: a parameter never changes the scope
+    assert sneaky.get_json()["error"]["details"]["fields"] == {"account_id": ["Unknown field."]}
+    assert client.get(HANDOFFS, headers=as_user(1)).get_json()["items"] == []
     assert len(client.get(HANDOFFS, headers=as_user(2)).get_json()["items"]) == 1
 
 

@@ -150,7 +150,9 @@ def test_accounts_never_see_each_other(client: t.Any) -> None:
         "?period=30d&account_id=2",
         "?account=2&account_id=2&period=30d",
     ):
-        assert get(client, account=1, query=attempt).get_json() == mine
+        refused = get(client, account=1, query=attempt)  # a query naming an account is refused
+        assert refused.status_code == 400
+        assert set(refused.get_json()["error"]["details"]["fields"]) <= {"account_id", "account"}
     theirs = get(client, account=2).get_json()
     assert (theirs["n_handoffs_claimed"], theirs["avg_seconds"]) == (4, 5000.0)
     assert get(client, account=3).get_json()["n_handoffs_claimed"] == 0

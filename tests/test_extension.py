@@ -317,6 +317,10 @@ def test_mapped_tables_and_aware_timestamps(app: Flask, client: t.Any, dialect: 
         assert body["n_handoffs_claimed"] == 1
         assert body["n_handoffs_with_action"] == 1
         assert body["median_seconds"] == pytest.approx(90.0)
+        # a mapped sessions table without a client column: the error names the host's table
+        for query in ("?client=1", "?group_by=client"):
+            error = client.get(URL + query, headers=as_user(7)).get_json()["error"]
+            assert "Add tz_sessions.client_id" in error["message"], query
     finally:
         db.session.remove()
         ALT.drop_all(db.engine)
@@ -347,6 +351,8 @@ def test_a_host_declared_activity_table_is_read_and_written_in_utc(
         sa.Column("minutes", sa.Float),
         sa.Column("created_at", sa.DateTime(timezone=aware)),
         sa.Column("idempotency_key", sa.String(36), unique=True),
+        sa.Column("user_id", sa.String(64)),
+        sa.Column("billable", sa.Boolean),
     )
     app = Flask(f"declared_{aware}")
     app.config.update(
@@ -410,8 +416,28 @@ def test_a_host_declared_activity_table_without_the_idempotency_key_fails_at_sta
     app.config.update(SQLALCHEMY_DATABASE_URI="sqlite://", SECRET_KEY="s")
     own = type(db)(metadata=metadata)
     own.init_app(app)
-    with pytest.raises(ValueError, match="idempotency_key"):
+    with pytest.raises(ValueError, match="idempotency_key, user_id, billable") as raised:
         FlowpilotAnalytics(app, db=own, identity_loader=host.load_identity)
+    assert "Column('billable', Boolean)" in str(raised.value) and "doctor" in str(raised.value)
+
+
+def test_a_host_declared_activity_table_without_user_id_and_billable_fails_at_startup() -> None:
+    metadata = sa.MetaData()
+    sa.Table(
+        "psa_activity_logs",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("account_id", sa.Integer),
+        sa.Column("created_at", sa.DateTime),
+        sa.Column("idempotency_key", sa.String(36), unique=True),
+    )
+    app = Flask("declared_0_2_dev")
+    app.config.update(SQLALCHEMY_DATABASE_URI="sqlite://", SECRET_KEY="s")
+    own = type(db)(metadata=metadata)
+    own.init_app(app)
+    with pytest.raises(ValueError, match=r"lacks the column\(s\) user_id, billable, ") as raised:
+        FlowpilotAnalytics(app, db=own, identity_loader=host.load_identity)
+    assert "Column('user_id', String(255))" in str(raised.value)
 
 
 # -- storage URIs the plugin cannot use stop init_app ----------------------------------------------

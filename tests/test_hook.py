@@ -218,7 +218,7 @@ def test_a_service_wrapped_by_two_extension_objects_records_in_each_app(
     first = make_app(host.create_app(database_uri, analytics=FlowpilotAnalytics()))
     second = make_app(host.create_app(database_uri, analytics=FlowpilotAnalytics()))
     with first.app_context():
-        db.create_all()
+        db.create_all(bind_key=None)
     service = FakePsaService()
     first.extensions["test_analytics"].wrap_psa_service(service)
     second.extensions["test_analytics"].wrap_psa_service(service)
@@ -480,7 +480,14 @@ def test_hook_rows_reach_the_psa_metrics(client: t.Any, psa: FakePsaService) -> 
         headers={"X-Account": "1", "X-Role": "team_admin"},
     ).get_json()
     assert body["funnel"]["time_entry_logged"] == 1
-    assert body["time_entries"] == {"count": 1, "total_minutes": 45.0, "total_hours": 0.75}
+    assert body["time_entries"] == {
+        "count": 1,
+        "total_minutes": 45.0,
+        "total_hours": 0.75,
+        "billable_minutes": 0.0,
+        "non_billable_minutes": 0.0,
+        "unclassified_minutes": 45.0,
+    }
 
 
 def test_legacy_sqlite_transactions_record_too(

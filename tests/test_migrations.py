@@ -133,3 +133,26 @@ def test_autogenerate_upgrade_downgrade_and_check(
                 "flowpilot_analytics" not in source
             )  # nothing but op and sa: it runs as generated
     assert "No new upgrade operations detected" in done.stdout + done.stderr
+    # a database from before user_id and billable: autogenerate adds exactly those two columns
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(uri)
+    with engine.begin() as conn:
+        for column in ("user_id", "billable"):
+            conn.exec_driver_sql(f"ALTER TABLE psa_activity_logs DROP COLUMN {column}")
+    engine.dispose()
+    done = flask(folder, uri, "db", "migrate", "-m", "technicians")
+    assert done.returncode == 0, done.stderr
+    versions = os.path.join(folder, "migrations", "versions")
+    (script,) = [
+        os.path.join(versions, n) for n in os.listdir(versions) if n.endswith("technicians.py")
+    ]
+    with open(script, encoding="utf-8") as handle:
+        upgrade = handle.read().split("def downgrade", 1)[0]
+    assert upgrade.count("add_column(") == 2  # op. or, on SQLite, batch_op.
+    assert "sa.Column('user_id', sa.String(length=255)" in upgrade
+    assert "sa.Column('billable', sa.Boolean()" in upgrade
+    for step in [("db", "upgrade"), ("db", "check")]:
+        done = flask(folder, uri, *step)
+        assert done.returncode == 0, f"flask {' '.join(step)}:\n{done.stdout}\n{done.stderr}"
+    assert "No new upgrade operations detected" in done.stdout + done.stderr

@@ -157,7 +157,7 @@ def test_redis_stopped_then_back(
 ) -> None:
     app = make_app(FLOWPILOT_ANALYTICS_RATELIMIT_STORAGE_URI=redis_server.url)
     with app.app_context():
-        db.create_all()
+        db.create_all(bind_key=None)
     registration(app).limits.backoff.interval = 0  # try Redis on every call
     client = app.test_client()
     key_pattern = "*LIMITER/flowpilot_analytics/*"
@@ -187,7 +187,11 @@ def test_failing_identity_loader_is_a_json_500_without_internals(
         response = app.test_client().get(ESCALATIONS)
     assert response.status_code == 500
     assert response.get_json() == {
-        "error": {"code": "internal_error", "message": "The analytics service failed unexpectedly."}
+        "error": {
+            "code": "internal_error",
+            "message": "The analytics service failed unexpectedly.",
+            "details": {},
+        }
     }
     assert "secret sauce" not in response.get_data(as_text=True)
     assert any(r.exc_info for r in caplog.records)

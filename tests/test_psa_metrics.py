@@ -66,7 +66,14 @@ def test_hand_computed_fixture(client: t.Any) -> None:
     assert (body["period"], body["timezone"]) == ("30d", "UTC")
     assert body["window_end"] == "2026-11-15T12:00:00+00:00"
     assert body["window_start"] == "2026-10-16T12:00:00+00:00"
-    assert body["time_entries"] == {"count": 2, "total_minutes": 75.0, "total_hours": 1.25}
+    assert body["time_entries"] == {
+        "count": 2,
+        "total_minutes": 75.0,
+        "total_hours": 1.25,
+        "billable_minutes": 0.0,
+        "non_billable_minutes": 0.0,
+        "unclassified_minutes": 75.0,
+    }
     assert body["funnel"] == {
         "sessions": 4,
         "linked": 3,
@@ -111,7 +118,14 @@ def test_empty_account_has_null_rates_and_a_zero_filled_trend(client: t.Any) -> 
         "doc_pushed_rate": None,
         "time_entry_logged_rate": None,
     }
-    assert body["time_entries"] == {"count": 0, "total_minutes": 0.0, "total_hours": 0.0}
+    assert body["time_entries"] == {
+        "count": 0,
+        "total_minutes": 0.0,
+        "total_hours": 0.0,
+        "billable_minutes": 0.0,
+        "non_billable_minutes": 0.0,
+        "unclassified_minutes": 0.0,
+    }
     assert len(body["daily_trend"]) == 8
     assert all(
         row["sessions"] == row["notes_posted"] == row["time_entries"] == 0
@@ -184,8 +198,9 @@ def test_roles(client: t.Any, role: str, status: int) -> None:
 
 def test_account_comes_from_the_identity_only(client: t.Any) -> None:
     build_funnel_fixture()
-    mine = get(client, account=1).get_json()
-    assert get(client, account=1, query="?account_id=2").get_json() == mine
+    refused = get(client, account=1, query="?account_id=2")
+    assert refused.status_code == 400
+    assert refused.get_json()["error"]["details"]["fields"] == {"account_id": ["Unknown field."]}
     theirs = get(client, account=2).get_json()
     assert theirs["time_entries"]["total_minutes"] == 500.0
     assert theirs["funnel"]["sessions"] == 1
@@ -320,6 +335,9 @@ def test_stored_non_finite_minutes_are_skipped_and_counted(
         "count": 3,
         "total_minutes": 30.0,
         "total_hours": 0.5,
+        "billable_minutes": 0.0,
+        "non_billable_minutes": 0.0,
+        "unclassified_minutes": 30.0,
     }
     assert any(
         "2 stored activities whose minutes are not a finite number" in r.getMessage()
@@ -393,7 +411,7 @@ def test_host_with_its_own_limiter(database_uri: str, make_app: t.Any) -> None:
         app, db=db, identity_loader=host.load_identity, limiter=limiter, clock=lambda: NOW
     )
     with app.app_context():
-        db.create_all()
+        db.create_all(bind_key=None)
     client = app.test_client()
     codes = [client.get(URL, headers=as_user(1, "admin", 9)).status_code for _ in range(16)]
     assert codes == [200] * 15 + [429]
@@ -408,7 +426,7 @@ def test_two_app_instances_share_one_budget_on_redis(make_app: t.Any, redis_url:
     config = {"FLOWPILOT_ANALYTICS_RATELIMIT_STORAGE_URI": redis_url}
     first, second = make_app(**config), make_app(**config)
     with first.app_context():
-        db.create_all()
+        db.create_all(bind_key=None)
     user = uuid.uuid4().int % 10**9  # a user no earlier run has spent budget for
     try:
         codes = [

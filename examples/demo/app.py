@@ -7,8 +7,14 @@ and a stopwatch baseline of the old, verbal handoff (:func:`ensure_baseline`; gl
 have none, so their savings card says why there is no claim). Each account's sessions belong to a
 few client companies (``ai_sessions.client_id``, :func:`assign_clients`; a few have none), so the
 page can pick a client; a demo database from before that column gets it added at the next start.
-Every request is signed in with a demo bearer token, e.g. ``curl -H 'Authorization: Bearer
-acme-engineer' localhost:5000/api/v1/analytics/flowpilot/escalations``.
+The demo serves the plugin's own analytics page (``FLOWPILOT_ANALYTICS_DASHBOARD``) at
+``/api/v1/analytics/flowpilot/``; its home page, ``/``, is the demo's only page of its own: a list
+of demo users, each a link to ``/demo/login?user=<name>``, which signs that user in with Flask's
+session cookie (the page calls the API with the browser's cookies), and a queue page with the
+plugin's stat-card. A few of the latest handoffs are claimed with no step after the claim, and a
+few are not claimed yet (:func:`add_open_handoffs`), so the page has its no-action and pending
+cases. The API also takes a demo bearer token, e.g. ``curl -H 'Authorization: Bearer acme-engineer'
+localhost:5000/api/v1/analytics/flowpilot/escalations``.
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from flask import Flask, abort, request
+from flask import Flask, abort, current_app, redirect, request, session, url_for
 from flask_sqlalchemy import SQLAlchemy
+from markupsafe import escape
 
 from flowpilot_analytics import FlowpilotAnalytics, Identity, registration, sqlite_transactional
 
@@ -81,6 +88,22 @@ CLIENT_WEIGHTS = (0.4, 0.25, 0.17, 0.1)
 NO_CLIENT_WEIGHT = 0.08
 #: The seed of :func:`assign_clients`, its own so that the rest of the demo data stays as it was.
 CLIENT_SEED = 7
+#: The technicians who push each account's documentation (user id -> name; the ids of the demo's
+#: own users, ``TOKENS``, among them). The plugin only stores the user id; the page takes the names
+#: from ``GET /demo/technicians``.
+TECHNICIANS = {
+    1: {10: "Dana Whitfield", 11: "Sam Okafor", 12: "Priya Raman", 13: "Lee Novak", 14: "Ana Ruiz"},
+    2: {20: "Tom Becker", 21: "Mia Chen", 22: "Omar Haddad"},
+    3: {30: "Jo Park", 31: "Ravi Iyer"},
+}
+#: How often a seeded push names no technician (a background sync), and how its time entry is
+#: classified: billable, not billable, or not said (relative weights).
+NO_TECHNICIAN_WEIGHT = 0.06
+BILLABLE_WEIGHTS = {True: 0.7, False: 0.22, None: 0.08}
+#: The seed of :func:`assign_technicians`, its own for the same reason as ``CLIENT_SEED``.
+TECHNICIAN_SEED = 11
+#: The seed of :func:`add_open_handoffs`, its own for the same reason.
+OPEN_SEED = 5
 
 
 class AISession(db.Model):
@@ -93,7 +116,9 @@ class AISession(db.Model):
     client_id = db.Column(db.Integer)  # the host's client company (None: internal work)
     __table_args__ = (
         # the index the plugin's doctor recommends for client= on a host with this column
-        db.Index("ix_ai_sessions_account_client_created", "account_id", "client_id", "created_at"),
+        db.Index(
+            "ix_ai_sessions_account_client_created", "account_id", "client_id", "created_at", "id"
+        ),
     )
 
 
@@ -153,12 +178,22 @@ def configure_telemetry() -> None:
         metrics.set_meter_provider(MeterProvider(metric_readers=[PrometheusMetricReader()]))
 
 
+#: The demo's own pages: nothing but their own origin (the home page has no script at all).
+DEMO_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'self'"
+)
+#: The key of the signed-in demo user in Flask's session.
+SESSION_USER = "demo_user"
+
+
 def load_identity() -> Identity | None:
-    """The demo's "login": a bearer token from ``TOKENS``; anything else is anonymous."""
+    """The demo's "login": a bearer token from ``TOKENS`` (curl, tests), else the user signed in
+    with the session cookie (``/demo/login``, the browser); anything else is anonymous."""
     header = request.headers.get("Authorization", "")
-    return (
-        TOKENS.get(header.removeprefix("Bearer ").strip()) if header.startswith("Bearer ") else None
-    )
+    if header.startswith("Bearer "):
+        return TOKENS.get(header.removeprefix("Bearer ").strip())
+    return TOKENS.get(str(session.get(SESSION_USER, "")))
 
 
 def opening(naive_now: datetime, rng: random.Random) -> datetime:
@@ -248,6 +283,52 @@ def seed(now: datetime, rng: random.Random) -> None:
     db.session.commit()
 
 
+def add_open_handoffs(now: datetime, rng: random.Random) -> None:
+    """The cases a queue has at any moment, in the last days of every account: handoffs claimed
+    with no step after the claim (overdue ones, and two claimed minutes ago, still inside the
+    15-minute target: pending), and handoffs nobody has claimed yet. Each goes on a recent session
+    after its last step, so that no step follows the claim."""
+    naive_now = now.replace(tzinfo=None)
+    last_step = (
+        sa.select(AISessionStep.session_id, sa.func.max(AISessionStep.created_at).label("last"))
+        .group_by(AISessionStep.session_id)
+        .subquery()
+    )
+    for account, (overdue, pending, unclaimed) in ((1, (6, 2, 4)), (2, (2, 1, 2)), (3, (1, 0, 1))):
+        recent = db.session.execute(
+            sa.select(AISession.id, last_step.c.last)
+            .join(last_step, last_step.c.session_id == AISession.id)
+            .where(
+                AISession.account_id == account,
+                last_step.c.last.between(
+                    naive_now - timedelta(days=6), naive_now - timedelta(hours=1)
+                ),
+            )
+            .order_by(AISession.id)
+        ).all()
+        picked = rng.sample(recent, min(len(recent), overdue + pending + unclaimed))
+        for n, (session_id, last) in enumerate(picked):
+            if n < overdue:  # claimed minutes after the last step; nothing since
+                asked = last + timedelta(minutes=rng.uniform(1, 20))
+                claimed: datetime | None = asked + timedelta(minutes=rng.uniform(1, 10))
+            elif n < overdue + pending:  # claimed a few minutes ago
+                asked = naive_now - timedelta(minutes=rng.uniform(6, 12))
+                claimed = naive_now - timedelta(minutes=rng.uniform(1, 5))
+            else:  # asked, waiting for a senior
+                asked = naive_now - timedelta(minutes=rng.uniform(2, 50))
+                claimed = None
+            db.session.add(
+                SessionHandoff(
+                    account_id=account,
+                    session_id=session_id,
+                    created_at=asked,
+                    claimed_at=claimed,
+                    claimed_by=account * 100 + rng.randint(1, 4) if claimed else None,
+                )
+            )
+    db.session.commit()
+
+
 def assign_clients(rng: random.Random) -> None:
     """Spread every account's sessions over its clients (``CLIENTS``, weighted by
     ``CLIENT_WEIGHTS``; a few keep none, ``NO_CLIENT_WEIGHT``), in id order: a fresh seed and a demo
@@ -271,6 +352,50 @@ def assign_clients(rng: random.Random) -> None:
                 rows,
             )
     db.session.commit()
+
+
+def assign_technicians(rng: random.Random) -> None:
+    """Name who pushed each seeded activity and whether its time is billable (``TECHNICIANS``,
+    ``BILLABLE_WEIGHTS``), in id order, on the table: a fresh seed and a demo database from before
+    the two columns get the same."""
+    table = db.metadata.tables["psa_activity_logs"]
+    found = db.session.execute(
+        sa.select(table.c.id, table.c.account_id, table.c.activity_type).order_by(table.c.id)
+    ).all()
+    rows = []
+    for activity_id, account, activity_type in found:
+        people = [*TECHNICIANS.get(account, {}), None]
+        weights = [1.0] * (len(people) - 1) + [NO_TECHNICIAN_WEIGHT * (len(people) - 1)]
+        user = rng.choices(people, weights)[0]
+        billable = rng.choices(list(BILLABLE_WEIGHTS), list(BILLABLE_WEIGHTS.values()))[0]
+        rows.append(
+            {
+                "activity_id": activity_id,
+                "user": None if user is None else str(user),
+                "bill": billable if activity_type == "time_entry_posted" else None,
+            }
+        )
+    if rows:
+        db.session.execute(
+            sa.update(table)
+            .where(table.c.id == sa.bindparam("activity_id"))
+            .values(user_id=sa.bindparam("user"), billable=sa.bindparam("bill")),
+            rows,
+        )
+    db.session.commit()
+
+
+def add_activity_columns() -> bool:
+    """A demo database from before ``psa_activity_logs.user_id`` and ``billable``: add them, as
+    ``flask flowpilot-analytics doctor`` prints them. Whether they were missing."""
+    table = db.metadata.tables["psa_activity_logs"]
+    present = {c["name"] for c in sa.inspect(db.engine).get_columns(table.name)}
+    added = [c for c in (table.c.user_id, table.c.billable) if c.name not in present]
+    with db.engine.begin() as connection:
+        for column in added:
+            spec = sa.schema.CreateColumn(column).compile(dialect=db.engine.dialect)
+            connection.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {spec}"))
+    return bool(added)
 
 
 def add_client_column() -> bool:
@@ -374,10 +499,21 @@ def ensure_baseline(app: Flask, first_session: datetime) -> None:
         raise RuntimeError(f"POST escalations/baseline answered {added.status_code}: {added.text}")
 
 
+def demo_page(html: str) -> t.Any:
+    """One of the demo's own pages, under the same kind of policy as the plugin's page."""
+    response = current_app.response_class(html, mimetype="text/html")
+    response.headers["Content-Security-Policy"] = DEMO_CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
 def create_app(database_uri: str | None = None) -> Flask:
     """The host's app factory; the three lines marked below are all the plugin needs."""
     here = os.path.dirname(os.path.abspath(__file__))
-    app = Flask(__name__, root_path=here, instance_path=os.path.join(here, "instance"))
+    app = Flask(
+        __name__, root_path=here, instance_path=os.path.join(here, "instance"), static_folder=None
+    )
     os.makedirs(app.instance_path, exist_ok=True)
     app.config.update(
         SQLALCHEMY_DATABASE_URI=database_uri
@@ -386,7 +522,10 @@ def create_app(database_uri: str | None = None) -> Flask:
         ),
         RATELIMIT_STORAGE_URI=os.environ.get("DEMO_RATELIMIT_STORAGE_URI", "memory://"),
         SECRET_KEY=os.environ.get("DEMO_SECRET_KEY", "demo-only-secret"),
+        SESSION_COOKIE_SAMESITE="Lax",
+        FLOWPILOT_ANALYTICS_OPENAPI_SECURITY="bearer",  # curl and the tests use bearer tokens
         FLOWPILOT_ANALYTICS_TARGET_SECONDS=900,  # the demo team's response target: 15 minutes
+        FLOWPILOT_ANALYTICS_DASHBOARD=True,  # the plugin's own page, with its stat-card
     )
     db.init_app(app)
     configure_telemetry()
@@ -395,9 +534,60 @@ def create_app(database_uri: str | None = None) -> Flask:
     # ----------------------------------------------------------------------------------------------
 
     @app.get("/")
-    def dashboard() -> t.Any:
-        """The host's own analytics page (plain HTML/CSS/JS) that calls the plugin's JSON API."""
-        return app.send_static_file("index.html")
+    def home() -> t.Any:
+        """The demo's own page: its users (each signs in with the session cookie and opens the
+        plugin's page) and its queue page; no script, no style."""
+        page = url_for("flowpilot_analytics.dashboard")
+        signed_in = load_identity()
+        users = "".join(
+            f'<li><a href="{escape(url_for("demo_login", user=token))}">{escape(token)}</a></li>'
+            for token in TOKENS
+        )
+        who = f"Signed in as {escape(session.get(SESSION_USER, ''))}." if signed_in else ""
+        html = (
+            '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            "<title>FlowPilot analytics · demo host</title></head><body>"
+            "<h1>FlowPilot analytics · demo host</h1>"
+            f'<p>{who} The analytics page is the plugin\'s own, at <a href="{escape(page)}">'
+            f'{escape(page)}</a>; the <a href="{escape(url_for("queue"))}">queue page</a> '
+            "shows its stat-card. Sign in as a demo user (account-role) to open it:</p>"
+            f'<ul id="users">{users}</ul>'
+            f'<p><a href="{escape(url_for("demo_logout"))}">Sign out</a></p></body></html>'
+        )
+        return demo_page(html)
+
+    @app.get("/demo/login")
+    def demo_login() -> t.Any:
+        """Sign a demo user in with the session cookie, then open ``next`` (a path on this host)
+        or the analytics page."""
+        user = request.args.get("user", "")
+        if user not in TOKENS:
+            abort(404)
+        session.clear()
+        session[SESSION_USER] = user
+        target = request.args.get("next", "")
+        if not target.startswith("/") or target.startswith("//") or "\\" in target:
+            target = url_for("flowpilot_analytics.dashboard")
+        return redirect(target)
+
+    @app.get("/demo/logout")
+    def demo_logout() -> t.Any:
+        session.clear()
+        return redirect(url_for("home"))
+
+    @app.get("/demo/queue")
+    def queue() -> t.Any:
+        """A host's queue page with the plugin's stat-card: the two lines a host pastes."""
+        script = url_for("flowpilot_analytics.dashboard_static", filename="stat-card.js")
+        html = (
+            '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            "<title>Escalation queue · demo host</title></head><body>"
+            "<h1>Escalation queue</h1><p>(The host's own queue would be listed here.)</p>"
+            f'<script src="{escape(script)}"></script>\n'
+            '<flowpilot-queue-stat period="7d"></flowpilot-queue-stat>\n'
+            "</body></html>"
+        )
+        return demo_page(html)
 
     @app.get("/metrics")
     def prometheus_metrics() -> t.Any:
@@ -430,6 +620,16 @@ def create_app(database_uri: str | None = None) -> Flask:
         names = CLIENTS.get(identity.account_id, {})
         return [{"id": i, "name": names.get(i, f"Client {i}")} for i in ids]
 
+    @app.get("/demo/technicians")
+    def technicians() -> list[dict[str, t.Any]]:
+        """The signed-in account's technicians (id as the plugin stores it, as text), from the
+        host's own list (``TECHNICIANS``)."""
+        identity = load_identity()
+        if identity is None:
+            abort(401)
+        names = TECHNICIANS.get(identity.account_id, {})
+        return [{"id": str(i), "name": name} for i, name in names.items()]
+
     @app.post("/demo/sessions/<int:session_id>/push")
     def push(session_id: int) -> dict[str, t.Any]:
         """The host's own "push documentation" action; the wrapped service records the
@@ -440,7 +640,9 @@ def create_app(database_uri: str | None = None) -> Flask:
             abort(404)
         note = psa_documentation_service.push_note(session, "Resolved with FlowPilot")
         entry = psa_documentation_service.push_time_entry(
-            session, float(request.args.get("minutes", 15))
+            session,
+            float(request.args.get("minutes", 15)),
+            billable=request.args.get("billable", "true") != "false",
         )
         db.session.commit()
         return {"note": note, "time_entry": entry}
@@ -450,11 +652,18 @@ def create_app(database_uri: str | None = None) -> Flask:
             sqlite_transactional(db.engine)
         db.create_all()
         added = add_client_column()
+        attributed = add_activity_columns()
         if db.session.scalar(sa.select(sa.func.count()).select_from(AISession)) == 0:
-            seed(datetime.now(timezone.utc), random.Random(42))
+            now = datetime.now(timezone.utc)
+            seed(now, random.Random(42))
+            add_open_handoffs(now, random.Random(OPEN_SEED))
             assign_clients(random.Random(CLIENT_SEED))
-        elif added:
-            assign_clients(random.Random(CLIENT_SEED))
+            assign_technicians(random.Random(TECHNICIAN_SEED))
+        else:
+            if added:
+                assign_clients(random.Random(CLIENT_SEED))
+            if attributed:
+                assign_technicians(random.Random(TECHNICIAN_SEED))
         first_session = db.session.scalar(sa.select(sa.func.min(AISession.created_at)))
     # last, since a request (even the test client's) ends the app's setup: no route can follow
     ensure_business_hours(app, datetime.now(timezone.utc).date())

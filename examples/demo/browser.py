@@ -64,6 +64,8 @@ def chromium(width: int = 1280, height: int = 900) -> t.Iterator[t.Any]:
         f"--window-size={width},{height}",
     ):
         options.add_argument(flag)
+    # the console (CSP violations, script errors) for driver.get_log("browser")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     try:
         yield driver

@@ -10,6 +10,8 @@ fi
 PORT="${PORT:-5000}"
 cat <<EOT
 flowpilot_analytics demo on http://127.0.0.1:${PORT}  (SQLite at examples/demo/instance/demo.sqlite)
+The plugin's page: http://127.0.0.1:${PORT}/demo/login?user=acme-admin  (sign-in cookie; the users are listed at /)
+The queue stat-card in a host page: http://127.0.0.1:${PORT}/demo/queue
 Try:
   curl -s -H 'Authorization: Bearer acme-engineer' 'http://127.0.0.1:${PORT}/api/v1/analytics/flowpilot/escalations?period=30d'
   curl -s -H 'Authorization: Bearer acme-team_admin' 'http://127.0.0.1:${PORT}/api/v1/analytics/flowpilot/psa-metrics?period=30d&tz=Europe/Berlin'

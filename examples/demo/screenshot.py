@@ -1,4 +1,4 @@
-"""Regenerate docs/dashboard.png (the whole page as acme's admin sees it):
+"""Regenerate docs/dashboard.png (the plugin's page, as the demo serves it to acme's admin, whole):
 ``.venv/bin/python examples/demo/screenshot.py``."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def main(target: str = os.path.join(HERE, "..", "..", "docs", "dashboard.png")) 
     with tempfile.TemporaryDirectory() as tmp:
         application = demo.create_app(f"sqlite:///{os.path.join(tmp, 'demo.sqlite')}")
         with browser.serve(application) as url, browser.chromium(1280, 1000) as driver:
-            driver.get(url + "/?user=acme-admin")
+            driver.get(url + "/demo/login?user=acme-admin")  # the cookie sign-in opens the page
             WebDriverWait(driver, 30).until(  # every call answered (the by-client table's too)
                 lambda d: (
                     d.find_element("tag name", "body").get_attribute("data-loaded")

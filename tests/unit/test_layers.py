@@ -42,6 +42,7 @@ LAYERS: dict[str, int] = {
     "hook": 7,
     "openapi": 8,
     "web": 8,
+    "dashboard": 8,
     "routes": 9,
     "cli": 9,
     "extension": 10,

@@ -167,6 +167,30 @@ def test_payloads_are_normalised_and_legacy_keys_are_stable() -> None:
     )
 
 
+def test_a_legacy_key_ignores_the_fields_added_after_keys() -> None:
+    """A dead letter from 0.1 keeps the key an earlier replay derived, whatever fields came
+    later (the value pinned is what 0.2.0.dev0 before user_id and billable derived)."""
+    old = dict(GOOD)
+    key = activities.legacy_key(old)
+    assert key == activities.legacy_key({**old, "user_id": "7", "billable": True})
+    assert key == "ceb003b3-56a4-567b-aff7-9198afbbb34c"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"billable": "yes"}, "billable must be true, false or null"),
+        ({"billable": 1}, "billable must be true, false or null"),
+        ({"user_id": 7}, "user_id must be text"),
+    ],
+)
+def test_a_replayed_attribution_must_be_as_the_hook_writes_it(
+    change: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        activities.validate_payload({**GOOD, **change})
+
+
 def test_log_lines_describe_ids_only() -> None:
     text = activities.describe({**GOOD, "note": "secret text", "result": {"token": "t"}})
     assert "secret" not in text and "token" not in text and '"account_id": 1' in text

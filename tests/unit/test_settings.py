@@ -69,6 +69,13 @@ def settings(**config: t.Any) -> Settings:
         ({"FLOWPILOT_ANALYTICS_BASELINE_MIN_SAMPLES": 1001}, "from 2 to 1000, got 1001"),
         ({"FLOWPILOT_ANALYTICS_BASELINE_MIN_SAMPLES": "20"}, "BASELINE_MIN_SAMPLES"),
         ({"FLOWPILOT_ANALYTICS_URL_PREFIX": "api"}, "URL_PREFIX"),
+        ({"FLOWPILOT_ANALYTICS_DASHBOARD": "yes"}, "DASHBOARD must be True or False, got 'yes'"),
+        ({"FLOWPILOT_ANALYTICS_DASHBOARD": 1}, "DASHBOARD must be True or False"),
+        (
+            {"FLOWPILOT_ANALYTICS_OPENAPI_SECURITY": "oauth2"},
+            "OPENAPI_SECURITY must be 'cookie' or 'bearer', got 'oauth2'",
+        ),
+        ({"FLOWPILOT_ANALYTICS_OPENAPI_SECURITY": None}, "OPENAPI_SECURITY must be 'cookie'"),
         (
             {"FLOWPILOT_ANALYTICS_BIND": "replica", "SQLALCHEMY_BINDS": {"reports": "sqlite://"}},
             "SQLALCHEMY_BINDS",
@@ -155,6 +162,7 @@ def test_defaults_and_normalisation() -> None:
         "savings": "team_admin",
     }
     assert s.baseline_min_samples == 20
+    assert s.dashboard is False  # the page is opt-in
     assert s.tables == {
         "sessions": "ai_sessions",
         "steps": "ai_session_steps",
@@ -190,6 +198,15 @@ def test_defaults_and_normalisation() -> None:
     )
 
 
+def test_the_openapi_security_scheme_is_the_hosts_session_cookie_or_a_bearer_token() -> None:
+    cookie = settings().openapi_security
+    assert (cookie["type"], cookie["in"], cookie["name"]) == ("apiKey", "cookie", "session")
+    renamed = settings(SESSION_COOKIE_NAME="host_session").openapi_security
+    assert renamed["name"] == "host_session"  # the cookie the host's sessions really use
+    bearer = settings(FLOWPILOT_ANALYTICS_OPENAPI_SECURITY="bearer").openapi_security
+    assert (bearer["type"], bearer["scheme"]) == ("http", "bearer")
+
+
 def test_settings_are_frozen_and_apps_never_share_a_default_object() -> None:
     s = settings()
     with pytest.raises(AttributeError):
@@ -222,8 +239,12 @@ def test_every_setting_is_documented_and_named_once() -> None:
     keys = [s.key for s in SETTINGS]
     assert len(keys) == len(set(keys)) and all(s.doc.strip() for s in SETTINGS)
     # a setting nobody would set is a constant; the 21st (BASELINE_MIN_SAMPLES) is a policy a team
-    # lead owns (how many stopwatch samples before a claim), not a constant of the plugin
-    assert len(keys) <= 21
+    # lead owns (how many stopwatch samples before a claim), not a constant of the plugin; the 22nd
+    # (OPENAPI_SECURITY) is a fact of the host (how its callers sign in: a session cookie or a
+    # bearer token) that the plugin cannot see, and the OpenAPI document must state it for clients;
+    # the 23rd (DASHBOARD) is the host's choice whether the plugin serves an HTML page at all (a
+    # host with its own page, or an API-only deployment, must be able to leave it off)
+    assert len(keys) <= 23
 
 
 def test_each_declaration_fills_one_field_and_every_field_has_one() -> None:
