@@ -164,12 +164,15 @@ def _check_capacity(table: sa.Table, row: Mapping[str, object]) -> None:
             )
 
 
+#: What a log line may say of an activity: every field but the user id (a host's user ids may be
+#: e-mail addresses; the dead letter keeps it, the log does not).
+LOGGED_FIELDS = tuple(name for name in PAYLOAD_FIELDS if name != "user_id")
+
+
 def describe(payload: Mapping[str, object]) -> str:
-    """What the log may say of an activity: its ids, type and minutes; never the note text or the
-    PSA's answer."""
-    return json.dumps(
-        {key: payload.get(key) for key in PAYLOAD_FIELDS}, default=str, sort_keys=True
-    )
+    """What the log may say of an activity: its ids (not the user's), type, minutes and billable;
+    never the note text or the PSA's answer."""
+    return json.dumps({key: payload.get(key) for key in LOGGED_FIELDS}, default=str, sort_keys=True)
 
 
 def error_text(exc: BaseException) -> str:

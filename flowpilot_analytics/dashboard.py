@@ -9,10 +9,18 @@ the API same-origin with the browser's cookies, and reads the API's address from
 
 from __future__ import annotations
 
+import logging
 import pathlib
 import typing as t
 
-from flask import Blueprint, Response, current_app, send_from_directory, url_for
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    got_request_exception,
+    send_from_directory,
+    url_for,
+)
 from markupsafe import escape
 from werkzeug.exceptions import NotFound
 
@@ -20,6 +28,8 @@ from .config import Settings
 from .errors import Forbidden, NotSignedIn
 from .identity import require_role
 from .state import AnalyticsState
+
+logger = logging.getLogger(__name__)
 
 #: Where the page's files live in the package (shipped by ``[options.package_data]``).
 STATIC_DIR = pathlib.Path(__file__).parent / "static"
@@ -90,6 +100,15 @@ def register_dashboard(blueprint: Blueprint, state: AnalyticsState, base: str) -
                 403,
                 "Not available for your role",
                 f"The analytics page needs the role {minimum} or above. {why}",
+            )
+        except Exception as exc:  # the host's loader failed: a page, never a traceback or JSON
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
+            got_request_exception.send(app, _async_wrapper=app.ensure_sync, exception=exc)
+            logger.error(
+                "the identity loader failed while opening the analytics page", exc_info=exc
+            )
+            return _refused(
+                500, "Analytics failed", "The analytics page could not check who you are."
             )
         api = url_for(f"{blueprint.name}.dashboard").rstrip("/")
         html = template.replace("{{api}}", str(escape(api))).replace(

@@ -681,12 +681,12 @@ class DeadLetterFile:
         found = os.fstat(descriptor)
         here, size, look = (found.st_dev, found.st_ino), found.st_size, self._looked
         if look is not None and look.file == here:
-            if size > look.scanned:  # what was appended since (a cut only takes back its own)
-                tail = os.pread(descriptor, size - look.scanned, look.scanned)
-                look.lines += tail.count(SETTLE_MARK)
+            grown = size - look.scanned  # what was appended since (a cut only takes back its own)
+            if 0 < grown <= COMPACT_MAX_BYTES:  # more is never read on a push: a look is due
+                look.lines += os.pread(descriptor, grown, look.scanned).count(SETTLE_MARK)
             look.scanned = size
             settled = look.settled + look.lines * SETTLED_GUESS
-            if size < look.due and settled * COMPACT_SHARE < size:
+            if grown <= COMPACT_MAX_BYTES and size < look.due and settled * COMPACT_SHARE < size:
                 return
         if size <= COMPACT_BYTES:
             return

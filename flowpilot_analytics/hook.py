@@ -161,19 +161,26 @@ def build_payload(
     }
 
 
-def technician_of(value: object) -> str | None:
-    """A user id as the activity keeps it: text (a whole number or UUID as its text); ``None`` for
-    none, and for a value that is not an id (a WARNING names its type): the push is still recorded,
+def technician_of(value: object, length: int | None = USER_ID_LENGTH) -> str | None:
+    """A user id as the activity keeps it: text (a whole number or UUID as its text) that its
+    column (``length`` characters) can hold; ``None`` for none, and for a value that is not such an
+    id (a WARNING names its type or the problem, never the value): the push is still recorded,
     without a technician."""
     if value is None or (isinstance(value, str) and not value):
         return None
-    if isinstance(value, bool) or not isinstance(value, (str, uuid.UUID, numbers.Integral)):
-        problem = f"a {type(value).__name__}, not an id"
-    else:
-        text = str(int(value)) if isinstance(value, numbers.Integral) else str(value)
-        if len(text) <= USER_ID_LENGTH:
+    problem = f"a {type(value).__name__}, not an id"
+    if not isinstance(value, bool) and isinstance(value, (str, uuid.UUID, numbers.Integral)):
+        try:
+            text = str(int(value)) if isinstance(value, numbers.Integral) else str(value)
+            text.encode("utf-8")  # a lone surrogate is no text a database can store
+        except (ValueError, UnicodeError):  # an integer past str()'s digit limit
+            text = ""
+        if not text or "\x00" in text:
+            problem = "not storable text"
+        elif length is not None and len(text) > length:
+            problem = f"longer than its column's {length} characters"
+        else:
             return text
-        problem = f"longer than {USER_ID_LENGTH} characters"
     logger.warning("a push's user_id is %s; recorded without a technician", problem)
     return None
 
@@ -191,7 +198,10 @@ def billable_of(value: object) -> bool | None:
 
 
 def _attribution(
-    fields: dict[str, object], kwargs: Mapping[str, object], caller: t.Callable[[], object]
+    fields: dict[str, object],
+    kwargs: Mapping[str, object],
+    caller: t.Callable[[], Caller],
+    length: int | None,
 ) -> None:
     """Who pushed and whether it is billable: the extractor's, else the push's ``user_id=`` /
     ``billable=`` keyword, else (the user only) the current request's identity."""
@@ -199,8 +209,8 @@ def _attribution(
         if fields.get(name) is None and kwargs.get(name) is not None:
             fields[name] = kwargs[name]
     if fields.get("user_id") is None:
-        fields["user_id"] = _field(caller(), "user_id")
-    fields["user_id"] = technician_of(fields.get("user_id"))
+        fields["user_id"] = caller().user_id
+    fields["user_id"] = technician_of(fields.get("user_id"), length)
     fields["billable"] = billable_of(fields.get("billable"))
 
 
@@ -394,32 +404,62 @@ def _late(recording: Recording, done: Future[Written]) -> None:
         _announce(recording.app, recording.state, recording.activity, done.result().position)
 
 
-def _request_identity(state: AnalyticsState) -> t.Callable[[], object]:
-    """The current request's identity (an object or a mapping), asked of the host's loader at most
-    once per push and only when needed; ``None`` outside a request or when the loader fails."""
-    asked: list[object] = []
+class Caller(t.NamedTuple):
+    """The current request's identity as the hook may use it: its user and account ids."""
 
-    def identity() -> object:
-        if not asked:
-            found: object = None
-            if has_request_context():
-                try:
-                    found = state.identity_loader()
-                except Exception:
-                    found = None
-            asked.append(found)
-        return asked[0]
+    user_id: object = None
+    account_id: object = None
+
+
+#: The loader's time, as a share of the push's budget, past which a WARNING says it slows pushes.
+SLOW_IDENTITY_SHARE = 0.5
+
+
+def _request_identity(state: AnalyticsState, session: sa.orm.Session) -> t.Callable[[], Caller]:
+    """The current request's identity (an object or a mapping), asked of the host's loader at most
+    once per push and only when needed, with the host's session's autoflush off (a loader that
+    reads through the session must not flush the host's pending objects). Outside a request, or
+    when the loader or reading its answer fails, nothing is known: never raised into the push."""
+    asked: list[Caller] = []
+
+    def identity() -> Caller:
+        if asked:
+            return asked[0]
+        found = Caller()
+        if has_request_context():
+            started = time.monotonic()
+            try:
+                with session.no_autoflush:
+                    loaded = state.identity_loader()
+                found = Caller(_field(loaded, "user_id"), _field(loaded, "account_id"))
+            except Exception as exc:
+                logger.warning(
+                    "the identity loader failed during a push (%s); recorded without the "
+                    "request's user",
+                    type(exc).__name__,
+                )
+            took = time.monotonic() - started
+            slow = took > state.settings.hook_timeout_ms / 1000.0 * SLOW_IDENTITY_SHARE
+            if slow and "slow_identity" not in state.warned:  # once per app: never a log flood
+                state.warned.add("slow_identity")
+                logger.warning(
+                    "the identity loader took %.0f ms during a push, which waits for it; pass "
+                    "user_id= to the push (or return it from extract) so the hook need not ask it",
+                    took * 1000,
+                )
+        asked.append(found)
+        return found
 
     return identity
 
 
-def _known_account(fields: Mapping[str, object], caller: t.Callable[[], object]) -> object:
+def _known_account(fields: Mapping[str, object], caller: t.Callable[[], Caller]) -> object:
     """The account the push belongs to, as known without reading the pushed object: its loaded
     ``account_id``, else the request's identity. (Never the host's connection: a query there could
     begin the host's transaction or wait past the deadline.)"""
     if fields.get("account_id") is not None:
         return fields["account_id"]
-    return _field(caller(), "account_id")
+    return caller().account_id
 
 
 def _complete(
@@ -479,9 +519,9 @@ def record(
             type(exc).__name__,
         )
         return
-    caller = _request_identity(state)
+    caller = _request_identity(state, session)
     account = _known_account(fields, caller)
-    _attribution(fields, kwargs, caller)
+    _attribution(fields, kwargs, caller, _length(state.activity_io.c.user_id))
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     payload = build_payload(
         activity_type, {**fields, "account_id": fields.get("account_id") or account}, state
@@ -532,6 +572,11 @@ def record(
         durable=False
     )  # the write follows at once; it, or the dead letter's fsync, makes it durable
     _record_now(recording)
+
+
+def _length(column: sa.ColumnElement[t.Any]) -> int | None:
+    """The most characters a text column holds (``None``: no limit, or not text)."""
+    return t.cast("int | None", getattr(column.type, "length", None))
 
 
 def _checked(payload: Mapping[str, object], state: AnalyticsState) -> Activity:

@@ -993,6 +993,29 @@ def _dumped_table(
     return CsvTable(filename, [label, *(columns[i] for i in order[1:])], (row(p) for p in parts))
 
 
+def escalations_csv(ctx: ReportContext, query: EscalationQuery) -> CsvTable:
+    """The window's figures as one row; with ``group_by``, one row per group (the group's key
+    first). ``compare=previous`` has no CSV form: refused, never silently left out."""
+    if query.compare is not None:
+        raise InvalidQuery.field(
+            "compare",
+            "compare=previous has no CSV form; ask for JSON.",
+            "The CSV export has no previous window.",
+        )
+    report = escalation_report(ctx, query)
+    suffix = "" if query.clock == "wall" else f"_{query.clock}"
+    group = query.group_by
+    if group is None:
+        schema: Schema = schemas.EscalationFigures()
+        return _dumped_table(
+            f"escalations{suffix}.csv", schema, "window_start", "window_start", [report]
+        )
+    other = "client" if group == "engineer" else "engineer"
+    schema = schemas.EngineerGroup(exclude=(other,))
+    filename = f"escalations_by_{group}{suffix}.csv"
+    return _dumped_table(filename, schema, group, group, report.groups or ())
+
+
 def trend_csv(ctx: ReportContext, query: TrendQuery) -> CsvTable:
     """The trend's points, one row each."""
     points = escalation_trend(ctx, query).points
@@ -1004,7 +1027,14 @@ def trend_csv(ctx: ReportContext, query: TrendQuery) -> CsvTable:
 
 def psa_csv(ctx: ReportContext, query: PsaQuery) -> CsvTable:
     """The daily trend, one row per local day; with ``group_by``, one row per group (a client's time
-    entries and funnel, a technician's notes and time entries)."""
+    entries and funnel, a technician's notes and time entries). ``compare=previous`` has no CSV
+    form: refused, never silently left out."""
+    if query.compare is not None:
+        raise InvalidQuery.field(
+            "compare",
+            "compare=previous has no CSV form; ask for JSON.",
+            "The CSV export has no previous window.",
+        )
     if query.group_by is not None:
         schema = (
             schemas.PsaClientGroup() if query.group_by == "client" else schemas.PsaTechnicianGroup()
@@ -1130,6 +1160,7 @@ REPORT_ROUTES: tuple[Route, ...] = (
         args=schemas.EscalationArgs,
         body=schemas.EscalationMetrics,
         compute=escalation_report,
+        csv=escalations_csv,
         summary="Time from an escalation claim to the first action after it",
         command="escalations",
         depends_on=frozenset({CALENDAR}),

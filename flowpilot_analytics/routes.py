@@ -280,9 +280,12 @@ def create_blueprint(state: AnalyticsState) -> Blueprint:
                 methods=refused,
             )
     document = functools.cache(lambda: build_document(state))
-    blueprint.add_url_rule(
-        f"{BASE}/openapi.json", "openapi", lambda: jsonify(document()), methods=["GET"]
-    )
+
+    def openapi() -> Response:
+        load_query(NoArgsSchema())  # the one rule: this route takes no query parameter either
+        return jsonify(document())
+
+    blueprint.add_url_rule(f"{BASE}/openapi.json", "openapi", openapi, methods=["GET"])
     if state.settings.dashboard:
         register_dashboard(blueprint, state, BASE)
     return blueprint

@@ -118,6 +118,7 @@ class EscalationQuery(Query):
     target_seconds: float | None = None
     clock: Clock = "wall"
     client: str | None = None
+    format: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -168,7 +169,10 @@ class ZoneField(fields.String):
     ) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
         if text not in iana_zones():
-            raise ValidationError(f"{text!r} is not an IANA time zone name (e.g. 'Europe/Berlin').")
+            shown = text if len(text) <= 64 else text[:64] + "…"  # never echo a huge value whole
+            raise ValidationError(
+                f"{shown!r} is not an IANA time zone name (e.g. 'Europe/Berlin')."
+            )
         return text
 
 
@@ -335,6 +339,10 @@ class EscalationArgs(PeriodArgs):
     """The escalation route's query: the window, ``compare``,
     ``group_by=engineer`` and ``target_seconds``."""
 
+    format = _format(
+        "csv: the window's figures as one row, or with group_by one row per group (Accept: "
+        "text/csv works too)."
+    )
     target_seconds = _target()
     clock = _clock()
     client = _client()
@@ -356,6 +364,7 @@ class EscalationArgs(PeriodArgs):
             target_seconds=data.get("target_seconds"),
             clock=data["clock"],
             client=data.get("client"),
+            format=data.get("format"),
         )
 
 

@@ -127,6 +127,8 @@ class AnalyticsState:
         watch_backlog(self.dead_letters)
         self._prepared: Prepared | None = None
         self._lock = threading.Lock()
+        #: The one-time warnings this registration has logged already (by name).
+        self.warned: set[str] = set()
 
     # -- identity ------------------------------------------------------------------------------
     def authorize(self, route: str, limit: str | None = None) -> IdentityLike:

@@ -140,3 +140,18 @@ def throwaway_database(admin_url: str, prefix: str) -> t.Iterator[str]:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+def journal_entry(key: str, **changes: t.Any) -> dict[str, t.Any]:
+    """A dead letter as the hook journals it, under idempotency key ``key``."""
+    return {
+        "account_id": 1,
+        "session_id": 7,
+        "activity_type": "time_entry_posted",
+        "psa_ticket_id": "T-1",
+        "external_id": f"X-{key}",
+        "minutes": 15.0,
+        "created_at": NOW,
+        "idempotency_key": key,
+        **changes,
+    }

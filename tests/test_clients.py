@@ -4,6 +4,7 @@ without the column; isolation between accounts."""
 
 from __future__ import annotations
 
+import csv
 import json
 import random
 import typing as t
@@ -14,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from . import factories as f
-from .helpers import ESCALATIONS, HANDOFFS, PSA, as_user
+from .helpers import BASE, ESCALATIONS, HANDOFFS, PSA, as_user
 from .host import db
 
 ADMIN = as_user(1, "team_admin")
@@ -401,3 +402,54 @@ def test_psa_metrics_by_client_as_csv_has_one_row_per_client(
     assert [row[0] for row in rows] == ["101", "202", ""]
     count = header.index("time_entries_count")
     assert [int(row[count]) for row in rows] == [g["time_entries"]["count"] for g in body["groups"]]
+
+
+@pytest.mark.parametrize("clock", ["wall", "business"])
+def test_escalations_by_client_as_csv_has_one_row_per_group(
+    client: t.Any, clients: dict[object, dict[str, list[t.Any]]], clock: str
+) -> None:
+    import io
+
+    if clock == "business":
+        version = {
+            "timezone": "UTC",
+            "effective_from": "2020-01-01",
+            "weekly": {d: [["08:00", "18:00"]] for d in ("mon", "tue", "wed", "thu", "fri")},
+        }
+        posted = client.post(BASE + "/business-hours", json=version, headers=ADMIN)
+        assert posted.status_code == 201
+    query = f"?group_by=client&clock={clock}&target_seconds=900"
+    body = client.get(ESCALATIONS + query, headers=ADMIN).get_json()
+    export = client.get(ESCALATIONS + query + "&format=csv", headers=ADMIN)
+    suffix = "" if clock == "wall" else "_business"
+    assert export.status_code == 200 and export.mimetype == "text/csv"
+    assert f"escalations_by_client{suffix}.csv" in export.headers["Content-Disposition"]
+    table = list(csv.DictReader(io.StringIO(export.get_data(as_text=True))))
+    assert list(table[0])[0] == "client" and "engineer" not in table[0]
+    assert [r["client"] for r in table] == ["101", "202", ""]
+    for row, group in zip(table, body["groups"]):
+        assert int(row["n_handoffs_claimed"]) == group["n_handoffs_claimed"]
+        assert float(row["median_seconds"]) == group["median_seconds"]  # repr: every digit
+        assert int(row["target_n_overdue"]) == group["target"]["n_overdue"]
+    # the window as one row, and no CSV for a comparison
+    whole = client.get(ESCALATIONS + f"?clock={clock}&format=csv", headers=ADMIN)
+    rows = list(csv.DictReader(io.StringIO(whole.get_data(as_text=True))))
+    assert len(rows) == 1 and int(rows[0]["n_handoffs_claimed"]) == sum(
+        g["n_handoffs_claimed"] for g in body["groups"]
+    )
+    refused = client.get(ESCALATIONS + "?compare=previous&format=csv", headers=ADMIN)
+    assert (
+        refused.status_code == 400 and "compare" in refused.get_json()["error"]["details"]["fields"]
+    )
+
+
+def test_escalations_by_engineer_as_csv(
+    client: t.Any, clients: dict[object, dict[str, list[t.Any]]]
+) -> None:
+    import io
+
+    body = client.get(ESCALATIONS + "?group_by=engineer", headers=ADMIN).get_json()
+    export = client.get(ESCALATIONS + "?group_by=engineer", headers={**ADMIN, "Accept": "text/csv"})
+    table = list(csv.DictReader(io.StringIO(export.get_data(as_text=True))))
+    assert list(table[0])[0] == "engineer" and "client" not in table[0]
+    assert len(table) == len(body["groups"])

@@ -18,23 +18,9 @@ from flowpilot_analytics.deadletter import COMPACT_BYTES, DeadLetterFile
 
 from . import host
 from .helpers import METRIC_READER, activity_rows, dead_letter_entries
-from .host import NOW
+from .helpers import journal_entry as entry
 
 SETTING = "FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH"
-
-
-def entry(key: str, **changes: t.Any) -> dict[str, t.Any]:
-    return {
-        "account_id": 1,
-        "session_id": 7,
-        "activity_type": "time_entry_posted",
-        "psa_ticket_id": "T-1",
-        "external_id": f"X-{key}",
-        "minutes": 15.0,
-        "created_at": NOW,
-        "idempotency_key": key,
-        **changes,
-    }
 
 
 @pytest.fixture

@@ -21,21 +21,8 @@ from flowpilot_analytics.deadletter import COMPACT_BYTES, COMPACT_MAX_BYTES, Dea
 from . import factories as f
 from .fake_psa import FakePsaService
 from .helpers import activity_rows
-from .host import NOW, db
-
-
-def entry(key: str, **changes: t.Any) -> dict[str, t.Any]:
-    return {
-        "account_id": 1,
-        "session_id": 7,
-        "activity_type": "time_entry_posted",
-        "psa_ticket_id": "T-1",
-        "external_id": f"X-{key}",
-        "minutes": 15.0,
-        "created_at": NOW,
-        "idempotency_key": key,
-        **changes,
-    }
+from .helpers import journal_entry as entry
+from .host import db
 
 
 def line(key: str) -> int:
@@ -380,3 +367,33 @@ def test_writers_compactions_and_replays_at_once_lose_and_double_nothing(
         ["dead.jsonl", "dead.jsonl.lock"],
         ["dead.jsonl.lock"],
     )
+
+
+def test_a_settle_never_reads_a_large_tail_another_worker_appended(
+    store: DeadLetterFile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store that looked at the file, then an outage's backlog appended by another worker: the
+    next settle moves the file aside without reading what was appended (at most COMPACT_MAX_BYTES
+    is read on a push, whatever grew since)."""
+    for i in range(400):  # past COMPACT_BYTES, so this store has looked at the file
+        store.journal(entry(f"mine-{i:04d}"), timeout=5.0)
+    for i in range(0, 400, 2):
+        store.settle(f"mine-{i:04d}")
+    other = DeadLetterFile(store.path)
+    backlog = []
+    while size(store.path) <= 3 * COMPACT_MAX_BYTES:
+        backlog.append(f"outage-{len(backlog):06d}")
+        other.append(entry(backlog[-1]), timeout=5.0)
+    sizes: list[int] = []
+    real_pread = os.pread
+
+    def counting(descriptor: int, length: int, offset: int) -> bytes:
+        sizes.append(length)
+        return real_pread(descriptor, length, offset)
+
+    monkeypatch.setattr(deadletter.os, "pread", counting)
+    store.settle("mine-0001")
+    assert max(sizes, default=0) <= COMPACT_MAX_BYTES
+    assert aside(store.path)  # the backlog went aside whole, for the replay
+    want = sorted([f"mine-{i:04d}" for i in range(3, 400, 2)] + backlog)
+    assert pending_keys(store) == want

@@ -151,3 +151,25 @@ def test_the_page_leaves_the_hosts_pages_hooks_and_errors_alone(make_app: t.Any)
     assert host.get_json() == {"pong": "yes"} and "Content-Security-Policy" not in host.headers
     assert client.get(PAGE, headers=as_user(1)).status_code == 200
     assert client.post(PAGE, headers=as_user(1)).status_code == 405
+
+
+def test_a_failing_identity_loader_is_an_html_500_page(
+    make_app: t.Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken() -> None:
+        raise KeyError("session secret sauce")
+
+    from . import host
+
+    app = make_app(
+        host.create_app(
+            str(make_app().config["SQLALCHEMY_DATABASE_URI"]),
+            identity_loader=broken,
+            FLOWPILOT_ANALYTICS_DASHBOARD=True,
+        )
+    )
+    response = app.test_client().get(PAGE)
+    body = text(response)
+    assert response.status_code == 500 and response.mimetype == "text/html"
+    assert "secret sauce" not in body and "Traceback" not in body
+    assert response.headers["Content-Security-Policy"] == CSP

@@ -80,7 +80,7 @@ def test_every_route_refuses_a_parameter_it_does_not_take_naming_it(
     [
         (ESCALATIONS + "?Period=7d", {"Period"}),  # names are case-sensitive
         (ESCALATIONS + "?target=60&period=7d", {"target"}),
-        (ESCALATIONS + "?format=csv", {"format"}),  # the report has no CSV
+        (ESCALATIONS + "?format=xml", {"format"}),  # json or csv only
         (ESCALATIONS + "?tz=Europe/Berlin", {"tz"}),  # the escalation report has no days
         (HANDOFFS + "?page=2&limit=5", {"page"}),
         (ESCALATIONS + "/trend?compare=previous", {"compare"}),
@@ -130,7 +130,7 @@ def test_every_parameter_a_route_takes_still_works(client: t.Any) -> None:
     for url, rows in (
         (HANDOFFS + "?format=csv&bucket=no_action", 0),
         (ESCALATIONS + "/trend?format=csv&tz=Europe/Berlin&interval=week&target_seconds=60", None),
-        (PSA + "?format=csv&tz=UTC&compare=previous", None),
+        (PSA + "?format=csv&tz=UTC&group_by=technician", None),
     ):
         response = client.get(url, headers=headers)
         assert response.status_code == 200, (url, response.get_data(as_text=True))
@@ -149,3 +149,26 @@ def test_every_parameter_a_route_takes_still_works(client: t.Any) -> None:
         assert response.status_code == 200, (url, response.get_data(as_text=True))
     report = client.get(ESCALATIONS + f"?{window}&target_seconds=60", headers=headers).get_json()
     assert report["n_handoffs_claimed"] == 5 and report["target"]["seconds"] == 60
+
+
+def test_the_openapi_document_refuses_a_parameter_too(client: t.Any) -> None:
+    refused = client.get(BASE + "/openapi.json?foo=1")
+    assert refused.status_code == 400
+    assert refused.get_json()["error"]["details"]["fields"] == {"foo": ["Unknown field."]}
+    assert client.get(BASE + "/openapi.json").status_code == 200
+
+
+@pytest.mark.parametrize("how", ["format=csv&", "group_by=technician&format=csv&", "accept"])
+def test_a_comparison_has_no_csv_form_and_is_refused_not_dropped(client: t.Any, how: str) -> None:
+    headers = as_user(1, "admin")
+    if how == "accept":
+        headers, how = {**headers, "Accept": "text/csv"}, ""
+    refused = client.get(PSA + f"?{how}compare=previous", headers=headers)
+    assert refused.status_code == 400 and refused.mimetype == "application/json"
+    assert "compare" in refused.get_json()["error"]["details"]["fields"]
+
+
+def test_a_huge_zone_is_refused_without_echoing_it_whole(client: t.Any) -> None:
+    refused = client.get(ESCALATIONS + "/trend?tz=" + "A" * 200_000, headers=as_user(1))
+    assert refused.status_code == 400
+    assert len(refused.get_data()) < 1_000 and "AAAA" in refused.get_data(as_text=True)

@@ -271,7 +271,7 @@ def test_an_identity_mapping_names_the_technician(database_uri: str, tmp_path: t
         ({"billable": 1}, "billable", "int"),
         ({"user_id": 3.5}, "user_id", "float"),
         ({"user_id": True}, "user_id", "bool"),
-        ({"user_id": "u" * 256}, "user_id", "longer than 255"),
+        ({"user_id": "u" * 256}, "user_id", "longer than its column's 255"),
     ],
 )
 def test_a_bad_value_is_recorded_as_unknown_with_a_warning_naming_its_type(
@@ -366,3 +366,165 @@ def test_an_incomplete_identity_mapping_is_a_401_naming_its_type(
     finally:
         with app.app_context():
             db.engine.dispose()
+
+
+# -- the request's identity, read safely -------------------------------------------------------
+
+
+class _Exploding:
+    """An identity whose attributes fail when read (an expired ORM user in a broken session)."""
+
+    account_id = 1
+
+    @property
+    def user_id(self) -> t.NoReturn:
+        raise RuntimeError("the session needs a rollback")
+
+
+def test_an_identity_that_fails_when_read_never_costs_the_activity(
+    database_uri: str, tmp_path: t.Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = host.create_app(
+        database_uri,
+        identity_loader=_Exploding,
+        FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH=str(tmp_path / "dl" / "dead.jsonl"),
+    )
+    try:
+        with app.app_context():
+            db.create_all(bind_key=None)
+            with (
+                caplog.at_level(logging.WARNING, logger="flowpilot_analytics"),
+                app.test_request_context(),
+            ):
+                app.extensions["test_psa"].push_time_entry(pushed_session(), 3)
+            row = _last()
+            assert (row["minutes"], row["user_id"]) == (3.0, None)
+            assert any("identity loader failed" in r.getMessage() for r in caplog.records)
+            assert "needs a rollback" not in caplog.text
+    finally:
+        with app.app_context():
+            db.session.remove()
+            db.drop_all(bind_key=None)
+            db.engine.dispose()
+
+
+def test_a_loader_reading_through_the_hosts_session_flushes_nothing(
+    database_uri: str, tmp_path: t.Any
+) -> None:
+    def through_the_session() -> object:
+        db.session.execute(sa.select(host.AISession.id).limit(1)).all()  # as a user_loader does
+        return host.load_identity()
+
+    app = host.create_app(
+        database_uri,
+        identity_loader=through_the_session,
+        FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH=str(tmp_path / "dl" / "dead.jsonl"),
+    )
+    try:
+        with app.app_context():
+            db.create_all(bind_key=None)
+            with app.test_request_context(headers=as_user(1, "engineer", user=8)):
+                pending = host.AISession(account_id=1, created_at=f.at(days=1))
+                db.session.add(pending)
+                app.extensions["test_psa"].push_time_entry(pushed_session(), 3)
+                assert pending in db.session.new  # the host's pending object was not flushed
+                db.session.rollback()
+            assert _last()["user_id"] == "8"
+    finally:
+        with app.app_context():
+            db.session.remove()
+            db.drop_all(bind_key=None)
+            db.engine.dispose()
+
+
+def test_a_slow_identity_loader_is_named_once(
+    app: Flask, psa: FakePsaService, caplog: pytest.LogCaptureFixture, monkeypatch: t.Any
+) -> None:
+    from flowpilot_analytics import hook
+
+    skew = [0.0]
+    real = hook.time.monotonic
+    monkeypatch.setattr(hook.time, "monotonic", lambda: real() + skew[0])
+    loader = registration(app).identity_loader
+
+    budget = registration(app).settings.hook_timeout_ms / 1000.0
+
+    def slow() -> object:
+        skew[0] += budget * 0.8  # most of the push's budget, on the hook's clock (no sleeping)
+        return loader()
+
+    monkeypatch.setattr(registration(app), "identity_loader", slow)
+    with (
+        caplog.at_level(logging.WARNING, logger="flowpilot_analytics.hook"),
+        app.test_request_context(headers=as_user(1, "engineer", user=8)),
+    ):
+        for _ in range(3):
+            psa.push_time_entry(pushed_session(), 3)
+    slow_lines = [r for r in caplog.records if "identity loader took" in r.getMessage()]
+    assert len(slow_lines) == 1 and "pass user_id=" in slow_lines[0].getMessage()
+    f.commit()
+    kept = registration(app).dead_letters.pending()
+    assert len(activity_rows()) + len(kept) == 3  # slow, never lost
+
+
+@pytest.mark.parametrize(
+    "value", [10**5000, "tech\x00nul", "\ud800", "x" * 37], ids=["huge", "nul", "surrogate", "long"]
+)
+def test_a_user_id_no_column_could_store_is_recorded_without_a_technician(
+    database_uri: str, tmp_path: t.Any, value: object, backend: str
+) -> None:
+    """Against the host's own, shorter user_id column (36 characters) too."""
+    metadata = sa.MetaData()
+    sa.Table(
+        "psa_activity_logs",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("account_id", sa.Integer, nullable=False),
+        sa.Column("session_id", sa.Integer),
+        sa.Column("activity_type", sa.String(64), nullable=False),
+        sa.Column("psa_ticket_id", sa.String(255)),
+        sa.Column("external_id", sa.String(255)),
+        sa.Column("minutes", sa.Numeric(12, 2, asdecimal=False)),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("idempotency_key", sa.String(36), unique=True),
+        sa.Column("user_id", sa.String(36)),
+        sa.Column("billable", sa.Boolean),
+    )
+    app = Flask(f"short_user_{backend}")
+    app.config.update(
+        SQLALCHEMY_DATABASE_URI=database_uri,
+        SECRET_KEY="s",
+        FLOWPILOT_ANALYTICS_DEAD_LETTER_PATH=str(tmp_path / "dl" / "dead.jsonl"),
+    )
+    own = type(db)(metadata=metadata)
+    own.init_app(app)
+    analytics = FlowpilotAnalytics(app, db=own, identity_loader=host.load_identity)
+    with app.app_context():
+        own.create_all()
+        try:
+            service = analytics.wrap_psa_service(FakePsaService())
+            service.push_time_entry(pushed_session(), 4, user_id=value)
+            with own.engine.connect() as conn:
+                rows = conn.execute(sa.text("SELECT user_id, minutes FROM psa_activity_logs")).all()
+            assert [tuple(r) for r in rows] == [(None, 4.0)]
+            assert registration(app).dead_letters.pending() == []
+        finally:
+            own.session.remove()
+            own.drop_all()
+            own.engine.dispose()
+
+
+def test_log_lines_never_carry_the_user_id(
+    app: Flask, psa: FakePsaService, caplog: pytest.LogCaptureFixture
+) -> None:
+    table = db.metadata.tables["psa_activity_logs"]
+    db.session.rollback()
+    table.drop(db.engine)
+    try:
+        with caplog.at_level(logging.ERROR, logger="flowpilot_analytics"):
+            psa.push_time_entry(pushed_session(), 20, user_id="dana@example.com", billable=True)
+    finally:
+        db.session.rollback()
+        table.create(db.engine)
+    assert "dana@example.com" not in caplog.text and '"billable": true' in caplog.text
+    assert registration(app).dead_letters.pending()[0]["user_id"] == "dana@example.com"
