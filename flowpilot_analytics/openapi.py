@@ -196,14 +196,21 @@ def _operations(route: Route, parameters: list[Part], minimum_role: str) -> Part
 
 
 def _refused(route: Route) -> Part:
-    """The methods a route refuses for good, documented as ``405``."""
+    """The methods a route refuses for good, documented as ``405`` (with its ``Allow`` header,
+    and no sign-in: the refusal comes before any)."""
+    allow = {
+        "description": "The methods the route takes, e.g. `GET, POST`.",
+        "schema": {"type": "string"},
+    }
     operation = {
         "tags": [_TAG_OF[route.role_key]],
         "summary": f"Not allowed: {route.refused_why}",
+        "security": [],
         "responses": {
-            "405": _error(
-                "Never allowed here (`method_not_allowed`; `details.allowed`); see `Allow`."
-            )
+            "405": {
+                **_error("Never allowed here (`method_not_allowed`; `details.allowed`)."),
+                "headers": {"Allow": allow},
+            }
         },
     }
     return {method.lower(): operation for method in route.refused}

@@ -9,6 +9,7 @@ CSV exports and the command line's tables flatten bodies by them (:func:`flat_co
 
 from __future__ import annotations
 
+import re
 import typing as t
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -188,8 +189,36 @@ def _format(description: str) -> fields.String:
     )
 
 
+#: A query string's number as the document types it: ASCII digits only, no spaces (``int()`` and
+#: ``float()`` would also take other scripts' digits and surrounding blanks).
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+_NUMBER_TEXT = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
+class QueryInteger(fields.Integer):
+    """An integer query parameter, in ASCII digits (``limit=٥`` or ``limit= 5`` is a 400)."""
+
+    def _deserialize(
+        self, value: object, attr: str | None, data: t.Mapping[str, object] | None, **kwargs: object
+    ) -> int:
+        if isinstance(value, str) and not _INTEGER_TEXT.fullmatch(value):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class QueryNumber(fields.Float):
+    """A number query parameter, written as a plain decimal (ASCII digits, an optional exponent)."""
+
+    def _deserialize(
+        self, value: object, attr: str | None, data: t.Mapping[str, object] | None, **kwargs: object
+    ) -> float:
+        if isinstance(value, str) and not _NUMBER_TEXT.fullmatch(value):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 def _target() -> fields.Float:
-    return fields.Float(
+    return QueryNumber(
         validate=validate.Range(min=0, min_inclusive=False, max=MAX_TARGET_SECONDS),
         metadata={
             "description": "Response target in seconds (above 0, at most 7 days): adds `target` "
@@ -410,7 +439,7 @@ class HandoffsArgs(PeriodArgs):
             "FLOWPILOT_ANALYTICS_BUCKET_EDGES_SECONDS make) or no_action."
         },
     )
-    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
+    limit = QueryInteger(load_default=50, validate=validate.Range(min=1, max=500))
     cursor = CursorField(
         metadata={
             "description": (

@@ -480,3 +480,11 @@ def test_fuzzing_finds_no_server_error_and_no_off_contract_response(
         f"{dict(sorted(statuses.items()))}"
     )
     assert sum(statuses.values()) >= 3
+
+
+def test_a_refused_method_is_documented_with_allow_and_no_sign_in(client: t.Any) -> None:
+    document = client.get("/api/v1/analytics/flowpilot/openapi.json").get_json()
+    refused = document["paths"]["/api/v1/analytics/flowpilot/business-hours"]["put"]
+    assert refused["security"] == [] and "Allow" in refused["responses"]["405"]["headers"]
+    answer = client.put("/api/v1/analytics/flowpilot/business-hours")  # nobody signed in
+    assert answer.status_code == 405 and answer.headers["Allow"] == "GET, POST"

@@ -172,3 +172,32 @@ def test_a_huge_zone_is_refused_without_echoing_it_whole(client: t.Any) -> None:
     refused = client.get(ESCALATIONS + "/trend?tz=" + "A" * 200_000, headers=as_user(1))
     assert refused.status_code == 400
     assert len(refused.get_data()) < 1_000 and "AAAA" in refused.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "limit=%D9%A5",  # an Arabic-Indic 5: int() would take it
+        "limit=%205",
+        "limit=5%20",
+        "limit=0x5",
+        "limit=5.0",
+        "target_seconds=%20%201e2",
+        "target_seconds=%EF%BC%91%EF%BC%90",  # fullwidth 10
+        "target_seconds=nan",
+        "target_seconds=1_000",
+    ],
+)
+def test_numbers_are_plain_ascii_as_the_document_types_them(client: t.Any, query: str) -> None:
+    url = HANDOFFS if query.startswith("limit") else ESCALATIONS
+    refused = client.get(url + "?" + query, headers=as_user(1))
+    assert refused.status_code == 400, query
+    assert set(refused.get_json()["error"]["details"]["fields"]) <= {"limit", "target_seconds"}
+
+
+@pytest.mark.parametrize(
+    "query", ["limit=5", "limit=%2B5", "target_seconds=1e2", "target_seconds=.5"]
+)
+def test_plain_numbers_still_work(client: t.Any, query: str) -> None:
+    url = HANDOFFS if query.startswith("limit") else ESCALATIONS
+    assert client.get(url + "?" + query, headers=as_user(1)).status_code == 200
