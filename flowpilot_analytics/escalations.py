@@ -860,17 +860,23 @@ def handoffs_query(
     )
 
 
+def no_client_column(asked: str, code: str, sessions: str) -> InvalidQuery:
+    """The error of a client option (``asked``: ``client=``, ``group_by=client``) on a host whose
+    sessions (the host's table ``sessions``) have no client column."""
+    return InvalidQuery(
+        f"{asked} needs the sessions' client column, which this database does not have. Add "
+        f"{sessions}.client_id, or map yours with FLOWPILOT_ANALYTICS_COLUMNS = "
+        "{'sessions.client_id': '<column>'}.",
+        code=code,
+        details={"setting": "FLOWPILOT_ANALYTICS_COLUMNS", "column": "sessions.client_id"},
+    )
+
+
 def unsupported_grouping(group: Group = "engineer", sessions: str = "ai_sessions") -> InvalidQuery:
     """The error of ``group_by=engineer`` (``client``) on a host whose handoffs (sessions, the
     host's table ``sessions``) have no claimer (client) column."""
     if group == "client":
-        return InvalidQuery(
-            f"group_by=client needs the sessions' client column, which this database does not "
-            f"have. Add {sessions}.client_id, or map yours with FLOWPILOT_ANALYTICS_COLUMNS = "
-            "{'sessions.client_id': '<column>'}.",
-            code="unsupported_grouping",
-            details={"setting": "FLOWPILOT_ANALYTICS_COLUMNS", "column": "sessions.client_id"},
-        )
+        return no_client_column("group_by=client", "unsupported_grouping", sessions)
     return InvalidQuery(
         "group_by=engineer needs the handoffs' claimer column, which this database does not have. "
         "Map it with FLOWPILOT_ANALYTICS_COLUMNS = {'handoffs.claimed_by': '<column>'}.",

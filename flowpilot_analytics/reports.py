@@ -47,6 +47,7 @@ from .escalations import (
     engineer_order,
     fold_clocked,
     measure_business,
+    no_client_column,
     target_params,
     unsupported_grouping,
 )
@@ -129,7 +130,7 @@ class ReportContext:
             return self
         tables = self.state.prepared().tables
         if not tables.has_client:
-            raise unsupported_filter(tables.sessions.fullname)
+            raise no_client_column("client=", "unsupported_filter", tables.sessions.fullname)
         column = tables.sessions.c.client_id
         return dataclasses.replace(self, client_id=client_value(column, client))
 
@@ -160,18 +161,6 @@ class ReportContext:
         if own is None:
             raise no_business_hours(self.state.settings.route_roles["business_hours_write"])
         return own, clients
-
-
-def unsupported_filter(sessions: str) -> InvalidQuery:
-    """The error of ``client=`` on a host whose sessions (the host's table ``sessions``) have no
-    client column."""
-    return InvalidQuery(
-        f"client= needs the sessions' client column, which this database does not have. Add "
-        f"{sessions}.client_id, or map yours with FLOWPILOT_ANALYTICS_COLUMNS = "
-        "{'sessions.client_id': '<column>'}.",
-        code="unsupported_filter",
-        details={"setting": "FLOWPILOT_ANALYTICS_COLUMNS", "column": "sessions.client_id"},
-    )
 
 
 def client_value(column: Expr, text: str) -> object:
@@ -499,13 +488,40 @@ def _psa(ctx: ReportContext, window: Window, zone_name: str) -> PsaResult:
     return result
 
 
+PsaGroups: t.TypeAlias = "tuple[PsaClientGroup, ...] | tuple[PsaTechnicianGroup, ...]"
+
+
+def _psa_scope(ctx: ReportContext, query: PsaQuery) -> ReportContext:
+    """The report's scope (the account, or one client), its grouping refused before any work when
+    the host cannot answer it."""
+    ctx = ctx.for_client(query.client)
+    if query.group_by == "client" and ctx.psa_metrics().client_statements is None:
+        raise unsupported_grouping("client", ctx.state.prepared().tables.sessions.fullname)
+    return ctx
+
+
+def _psa_groups(ctx: ReportContext, group: str, window: Window, tz: str) -> PsaGroups:
+    """Each client's time entries and funnel, or each technician's notes and time entries."""
+    metric, zone = ctx.psa_metrics(), ZoneInfo(tz)
+    if group == "client":
+        statements = t.cast(t.Sequence[Statement], metric.client_statements)
+        found = metric.fold_clients(ctx.read_all(statements, window, tz=tz), window, zone)
+        return tuple(
+            PsaClientGroup(key, found[key].time_entries, found[key].funnel)
+            for key in sorted(found, key=engineer_order)
+        )
+    rows = ctx.read_all([metric.technician_statement], window, tz=tz)[0]
+    pushed = metric.fold_technicians(rows, window, zone)
+    return tuple(
+        PsaTechnicianGroup(key, pushed[key].notes_posted, pushed[key].time_entries)
+        for key in sorted(pushed, key=technician_order)
+    )
+
+
 def psa_report(ctx: ReportContext, query: PsaQuery) -> PsaReport:
     """Time entries, the documentation funnel and the daily trend of the account (or one client)
     over the window."""
-    ctx = ctx.for_client(query.client)
-    if query.group_by == "client" and ctx.psa_metrics().client_statements is None:
-        sessions = ctx.state.prepared().tables.sessions.fullname
-        raise unsupported_grouping("client", sessions)  # refused before any work
+    ctx = _psa_scope(ctx, query)
     window = query.span.window(ctx.now)
     result = _psa(ctx, window, query.tz)
     previous = None
@@ -514,22 +530,9 @@ def psa_report(ctx: ReportContext, query: PsaQuery) -> PsaReport:
         previous = PsaWindow(
             **vars(_psa(ctx, before, query.tz)), window_start=before.start, window_end=before.end
         )
-    groups: tuple[PsaClientGroup, ...] | tuple[PsaTechnicianGroup, ...] | None = None
-    metric, zone = ctx.psa_metrics(), ZoneInfo(query.tz)
-    if query.group_by == "client":
-        statements = t.cast(t.Sequence[Statement], metric.client_statements)
-        found = metric.fold_clients(ctx.read_all(statements, window, tz=query.tz), window, zone)
-        groups = tuple(
-            PsaClientGroup(key, found[key].time_entries, found[key].funnel)
-            for key in sorted(found, key=engineer_order)
-        )
-    elif query.group_by == "technician":
-        rows = ctx.read_all([metric.technician_statement], window, tz=query.tz)[0]
-        pushed = metric.fold_technicians(rows, window, zone)
-        groups = tuple(
-            PsaTechnicianGroup(key, pushed[key].notes_posted, pushed[key].time_entries)
-            for key in sorted(pushed, key=technician_order)
-        )
+    groups = None
+    if query.group_by is not None:
+        groups = _psa_groups(ctx, query.group_by, window, query.tz)
     return PsaReport(
         **vars(result),
         window_start=window.start,
@@ -993,15 +996,20 @@ def _dumped_table(
     return CsvTable(filename, [label, *(columns[i] for i in order[1:])], (row(p) for p in parts))
 
 
-def escalations_csv(ctx: ReportContext, query: EscalationQuery) -> CsvTable:
-    """The window's figures as one row; with ``group_by``, one row per group (the group's key
-    first). ``compare=previous`` has no CSV form: refused, never silently left out."""
-    if query.compare is not None:
+def _no_comparison_as_csv(compare: str | None) -> None:
+    """A CSV export has no previous window: ``compare`` is refused, never silently left out."""
+    if compare is not None:
         raise InvalidQuery.field(
             "compare",
             "compare=previous has no CSV form; ask for JSON.",
             "The CSV export has no previous window.",
         )
+
+
+def escalations_csv(ctx: ReportContext, query: EscalationQuery) -> CsvTable:
+    """The window's figures as one row; with ``group_by``, one row per group (the group's key
+    first). ``compare=previous`` has no CSV form: refused, never silently left out."""
+    _no_comparison_as_csv(query.compare)
     report = escalation_report(ctx, query)
     suffix = "" if query.clock == "wall" else f"_{query.clock}"
     group = query.group_by
@@ -1029,21 +1037,15 @@ def psa_csv(ctx: ReportContext, query: PsaQuery) -> CsvTable:
     """The daily trend, one row per local day; with ``group_by``, one row per group (a client's time
     entries and funnel, a technician's notes and time entries). ``compare=previous`` has no CSV
     form: refused, never silently left out."""
-    if query.compare is not None:
-        raise InvalidQuery.field(
-            "compare",
-            "compare=previous has no CSV form; ask for JSON.",
-            "The CSV export has no previous window.",
-        )
-    if query.group_by is not None:
-        schema = (
-            schemas.PsaClientGroup() if query.group_by == "client" else schemas.PsaTechnicianGroup()
-        )
-        groups = psa_report(ctx, query).groups or ()
-        key = query.group_by
+    _no_comparison_as_csv(query.compare)
+    ctx = _psa_scope(ctx, query)
+    window = query.span.window(ctx.now)
+    key = query.group_by
+    if key is not None:  # the groups only: the window's own figures are not in this table
+        schema = schemas.PsaClientGroup() if key == "client" else schemas.PsaTechnicianGroup()
+        groups = _psa_groups(ctx, key, window, query.tz)
         return _dumped_table(f"psa_by_{key}.csv", schema, key, key, groups)
-    ctx = ctx.for_client(query.client)
-    days = _psa(ctx, query.span.window(ctx.now), query.tz).daily_trend
+    days = _psa(ctx, window, query.tz).daily_trend
     label = f"date ({query.tz})"
     return _dumped_table("psa_daily_trend.csv", schemas.PsaDailyTrend(), "date", label, days)
 

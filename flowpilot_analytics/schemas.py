@@ -195,14 +195,19 @@ _INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
 _NUMBER_TEXT = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 
+def _plain(field: fields.Field[t.Any], value: object, pattern: re.Pattern[str]) -> None:
+    """Refuse query text a number field's parser would take but ``pattern`` does not."""
+    if isinstance(value, str) and not pattern.fullmatch(value):
+        raise field.make_error("invalid")
+
+
 class QueryInteger(fields.Integer):
     """An integer query parameter, in ASCII digits (``limit=٥`` or ``limit= 5`` is a 400)."""
 
     def _deserialize(
         self, value: object, attr: str | None, data: t.Mapping[str, object] | None, **kwargs: object
     ) -> int:
-        if isinstance(value, str) and not _INTEGER_TEXT.fullmatch(value):
-            raise self.make_error("invalid")
+        _plain(self, value, _INTEGER_TEXT)
         return super()._deserialize(value, attr, data, **kwargs)
 
 
@@ -212,8 +217,7 @@ class QueryNumber(fields.Float):
     def _deserialize(
         self, value: object, attr: str | None, data: t.Mapping[str, object] | None, **kwargs: object
     ) -> float:
-        if isinstance(value, str) and not _NUMBER_TEXT.fullmatch(value):
-            raise self.make_error("invalid")
+        _plain(self, value, _NUMBER_TEXT)
         return super()._deserialize(value, attr, data, **kwargs)
 
 

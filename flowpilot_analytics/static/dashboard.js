@@ -195,6 +195,20 @@ function secondsStep(top) {
   return steps.find((s) => top / s <= 5) || Math.ceil(top / 5 / 86400) * 86400;
 }
 
+function scale(most, stepOf, plot) {
+  // A vertical scale from 0 to the first whole step at or above ``most``: its step, top and the
+  // y position of a value.
+  const step = stepOf(most);
+  const top = Math.ceil(most / step) * step;
+  return { step, top, y: (v) => plot.bottom - (v / top) * (plot.bottom - plot.top) };
+}
+
+function columns(count, plot) {
+  // ``count`` equal columns across the plot: their width and the x of each one's middle.
+  const step = (plot.right - plot.left) / Math.max(count, 1);
+  return { step, x: (i) => plot.left + i * step + step / 2 };
+}
+
 function frame(svg, width, height) {
   svg.replaceChildren();
   const id = `hatch-${svg.id}`;
@@ -208,12 +222,12 @@ function frame(svg, width, height) {
   return `url(#${id})`;
 }
 
-function axis(svg, plot, side, top, step, format, title) {
-  // Ticks, labels and grid lines from 0 to ``top`` on the left or right of the plot.
+function axis(svg, plot, side, scaled, format, title) {
+  // Ticks, labels and grid lines of a ``scale`` on the left or right of the plot.
   const x = side === "left" ? plot.left : plot.right;
   svg.appendChild(node("line", { class: "axis", x1: x, x2: x, y1: plot.top, y2: plot.bottom }));
-  for (let value = 0; value <= top + 1e-9; value += step) {
-    const y = plot.bottom - (value / top) * (plot.bottom - plot.top);
+  for (let value = 0; value <= scaled.top + 1e-9; value += scaled.step) {
+    const y = scaled.y(value);
     if (side === "left") {
       svg.appendChild(node("line", { class: "grid", x1: plot.left, x2: plot.right, y1: y, y2: y }));
     }
@@ -250,18 +264,12 @@ function drawEscalationTrend(body) {
   const width = 1000, height = 260;
   const plot = { left: 64, right: width - 44, top: 26, bottom: height - 30 };
   const hatch = frame(svg, width, height);
-  const highest = Math.max(60, ...points.map((p) => p.p95_seconds || 0));
-  const secondStep = secondsStep(highest);
-  const topSeconds = Math.ceil(highest / secondStep) * secondStep;
-  const mostClaimed = Math.max(1, ...points.map((p) => p.n_handoffs_claimed));
-  const claimStep = countStep(mostClaimed);
-  const topClaimed = Math.ceil(mostClaimed / claimStep) * claimStep;
-  const step = (plot.right - plot.left) / Math.max(points.length, 1);
-  const x = (i) => plot.left + i * step + step / 2;
-  const ySeconds = (v) => plot.bottom - (v / topSeconds) * (plot.bottom - plot.top);
-  const yClaimed = (v) => plot.bottom - (v / topClaimed) * (plot.bottom - plot.top);
-  axis(svg, plot, "left", topSeconds, secondStep, formatSeconds, "time to first action");
-  axis(svg, plot, "right", topClaimed, claimStep, String, "claimed");
+  const seconds = scale(Math.max(60, ...points.map((p) => p.p95_seconds || 0)), secondsStep, plot);
+  const claimed = scale(Math.max(1, ...points.map((p) => p.n_handoffs_claimed)), countStep, plot);
+  const { step, x } = columns(points.length, plot);
+  const ySeconds = seconds.y, yClaimed = claimed.y;
+  axis(svg, plot, "left", seconds, formatSeconds, "time to first action");
+  axis(svg, plot, "right", claimed, String, "claimed");
   const partial = partialStart(body.window_end, body.timezone, body.interval);
   points.forEach((p, i) => {
     const isPartial = p.start === partial;
@@ -303,13 +311,11 @@ function drawTrend(body) {
   const width = 680, height = 240;
   const plot = { left: 48, right: width - 16, top: 26, bottom: height - 30 };
   const hatch = frame(svg, width, height);
-  const most = Math.max(1, ...rows.map((r) => Math.max(r.sessions, r.notes_posted, r.time_entries)));
-  const yStep = countStep(most);
-  const top = Math.ceil(most / yStep) * yStep;
-  const step = (plot.right - plot.left) / Math.max(rows.length, 1);
-  const x = (i) => plot.left + i * step + step / 2;
-  const y = (v) => plot.bottom - (v / top) * (plot.bottom - plot.top);
-  axis(svg, plot, "left", top, yStep, String, "per day");
+  const perDay = scale(Math.max(1, ...rows.map((r) => Math.max(r.sessions, r.notes_posted, r.time_entries))),
+    countStep, plot);
+  const { step, x } = columns(rows.length, plot);
+  const y = perDay.y;
+  axis(svg, plot, "left", perDay, String, "per day");
   const today = partialStart(body.window_end, body.timezone, "day");
   rows.forEach((r, i) => {
     const isPartial = r.date === today;
